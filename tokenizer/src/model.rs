@@ -1,0 +1,250 @@
+//! The VQRAE tokenizer: one encoder gives continuous features (understanding) and, through the
+//! quantizer, discrete codes (generation); the decoder turns codes back into pixels.
+//!
+//! ```text
+//! image -> encoder -> Z_I (N x d) -+-> features (to the LM projector)
+//!                                  +-> proj_in d->e -> quantizer -> codes (N ints)
+//! codes -> codewords (e) -> decoder (embed e->d_dec, ViT, pixel head) -> image
+//! ```
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{linear_b, Linear, Module, VarBuilder};
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+use vqrae_data::image_io::resize;
+use vqrae_data::tensor::{images_to_tensor, tensor_to_images, Normalize};
+
+use crate::checkpoint::{read_config, save_checkpoint, varmap_tensors, CONFIG_FILE, WEIGHTS_FILE};
+use crate::decoder::{Decoder, DecoderConfig};
+use crate::encoder::{load_hf_encoder, EncoderConfig, VitEncoder};
+use crate::error::{Context, Result, TokenizerError};
+use crate::init::SeededVarMap;
+use crate::quantizer::{Quantized, Quantizer, QuantizerConfig};
+
+/// The whole tokenizer's configuration; `config.json` of a checkpoint, or a TOML file in `configs/`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VqraeConfig {
+    /// Square input resolution; images are resized to it.
+    pub image_size: usize,
+    /// Pixel normalisation the encoder expects (also the decoder's output space).
+    pub normalize: Normalize,
+    pub encoder: EncoderConfig,
+    pub quantizer: QuantizerConfig,
+    pub decoder: DecoderConfig,
+}
+
+impl VqraeConfig {
+    pub fn from_toml_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| TokenizerError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let cfg: Self = toml::from_str(&text)
+            .map_err(|e| TokenizerError::Invalid(format!("{}: {e}", path.display())))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Token grid `(rows, cols)` of an input image.
+    pub fn grid(&self) -> (usize, usize) {
+        let g = self.image_size / self.encoder.patch_size().max(1);
+        (g, g)
+    }
+
+    /// Output pixels per token side.
+    pub fn decoder_patch(&self) -> usize {
+        self.decoder.patch_size.unwrap_or(self.encoder.patch_size())
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.encoder.spec().map_err(TokenizerError::Invalid)?;
+        self.decoder.block().validate().map_err(TokenizerError::Invalid)?;
+        let p = self.encoder.patch_size();
+        if self.image_size < p {
+            return Err(TokenizerError::Invalid(format!(
+                "image_size {} is smaller than the encoder patch {p}",
+                self.image_size
+            )));
+        }
+        if self.quantizer.codebook_size == 0 || self.quantizer.dim == 0 {
+            return Err(TokenizerError::Invalid("codebook size and dim must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+/// What `encode` gives: both outputs of the one encoder.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// Continuous features `Z_I` `(B, N, d)`: the understanding path.
+    pub features: Tensor,
+    /// Discrete codes `(B, N)` u32: the generation path.
+    pub codes: Tensor,
+    /// Token grid `(rows, cols)`, `rows * cols == N`.
+    pub grid: (usize, usize),
+}
+
+/// A full forward pass for training: features, quantizer output and reconstruction.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    pub features: Tensor,
+    pub quantized: Quantized,
+    pub reconstruction: Tensor,
+}
+
+#[derive(Clone, Debug)]
+pub struct Vqrae {
+    cfg: VqraeConfig,
+    encoder: VitEncoder,
+    proj_in: Linear,
+    quantizer: Quantizer,
+    decoder: Decoder,
+}
+
+impl Vqrae {
+    /// Builds the model from a `VarBuilder` (weights from a checkpoint, or fresh variables).
+    pub fn new(cfg: &VqraeConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+        let d = cfg.encoder.width();
+        let e = cfg.quantizer.dim;
+        Ok(Self {
+            encoder: VitEncoder::new(&cfg.encoder, vb.pp("encoder"))?,
+            proj_in: linear_b(d, e, true, vb.pp("proj_in"))?,
+            quantizer: Quantizer::new(&cfg.quantizer, vb.pp("quantizer"))?,
+            decoder: Decoder::new(&cfg.decoder, e, cfg.decoder_patch(), vb.pp("decoder"))?,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// A fresh model with seeded random weights, its encoder optionally taken from a Hugging
+    /// Face directory (DINOv2 / SigLIP), ready to train.
+    pub fn init(
+        cfg: &VqraeConfig,
+        encoder_dir: Option<&Path>,
+        seed: u64,
+        device: &Device,
+    ) -> Result<(Self, SeededVarMap)> {
+        cfg.validate()?;
+        let vars = SeededVarMap::new(seed);
+        let model = Self::new(cfg, vars.var_builder(DType::F32, device))
+            .context(|| "building the tokenizer".to_string())?;
+        if let Some(dir) = encoder_dir {
+            let hf = load_hf_encoder(dir, device, DType::F32)?;
+            if hf.config != cfg.encoder {
+                return Err(TokenizerError::Invalid(format!(
+                    "encoder in {} does not match the config's encoder:\n  {:?}\nvs\n  {:?}",
+                    dir.display(),
+                    hf.config,
+                    cfg.encoder
+                )));
+            }
+            let own = varmap_tensors(&vars.varmap)?;
+            let src = crate::encoder::hf_tensors(dir, &hf.config)?;
+            let data = vars
+                .varmap
+                .data()
+                .lock()
+                .map_err(|_| TokenizerError::Invalid("variable map lock poisoned".into()))?;
+            for name in own.keys().filter(|k| k.starts_with("encoder.")) {
+                let key = &name["encoder.".len()..];
+                let t = src.get(key).ok_or_else(|| TokenizerError::Checkpoint {
+                    path: dir.to_path_buf(),
+                    msg: format!("missing tensor {key}"),
+                })?;
+                data[name].set(&t.to_dtype(DType::F32)?).context(|| format!("copying {key}"))?;
+            }
+        }
+        Ok((model, vars))
+    }
+
+    /// Loads a checkpoint directory written by [`Vqrae::save`] or training.
+    pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        let cfg: VqraeConfig = read_config(dir)?;
+        cfg.validate()
+            .map_err(|e| TokenizerError::Invalid(format!("{}: {e}", dir.join(CONFIG_FILE).display())))?;
+        let weights = dir.join(WEIGHTS_FILE);
+        let st = crate::encoder::mmap(&weights)?;
+        let vb = VarBuilder::from_backend(Box::new(st), dtype, device.clone());
+        Self::new(&cfg, vb).map_err(|e| TokenizerError::Checkpoint {
+            path: weights,
+            msg: e.to_string(),
+        })
+    }
+
+    /// Saves `vars` (the variables this model was built from) with this model's config.
+    pub fn save(&self, dir: &Path, vars: &SeededVarMap) -> Result<()> {
+        save_checkpoint(dir, &self.cfg, &varmap_tensors(&vars.varmap)?)
+    }
+
+    pub fn config(&self) -> &VqraeConfig {
+        &self.cfg
+    }
+
+    pub fn encoder(&self) -> &VitEncoder {
+        &self.encoder
+    }
+
+    pub fn quantizer(&self) -> &Quantizer {
+        &self.quantizer
+    }
+
+    pub fn decoder(&self) -> &Decoder {
+        &self.decoder
+    }
+
+    fn device(&self) -> Device {
+        self.proj_in.weight().device().clone()
+    }
+
+    /// Images to the normalised `(B, 3, S, S)` input this model takes (resized to `image_size`).
+    pub fn images_to_input(&self, images: &[RgbImage]) -> Result<Tensor> {
+        let s = self.cfg.image_size as u32;
+        let sized: Vec<RgbImage> = images.iter().map(|i| resize(i, s, s)).collect();
+        let t = images_to_tensor(&sized, &self.cfg.normalize, &self.device())?;
+        Ok(t.to_dtype(self.proj_in.weight().dtype())?)
+    }
+
+    /// Model output (normalised pixels) back to images.
+    pub fn output_to_images(&self, output: &Tensor) -> Result<Vec<RgbImage>> {
+        Ok(tensor_to_images(output, &self.cfg.normalize)?)
+    }
+
+    /// Features and codes of a normalised input batch.
+    pub fn encode(&self, input: &Tensor) -> Result<Encoded> {
+        let (_, _, h, w) = input.dims4()?;
+        let features = self.encoder.patch_tokens(input, false)?;
+        let q = self.quantizer.forward(&self.proj_in.forward(&features)?)?;
+        Ok(Encoded {
+            features,
+            codes: q.codes,
+            grid: self.encoder.grid(h, w),
+        })
+    }
+
+    /// Pixels (normalised) from codes `(B, rows * cols)` on a `grid`.
+    pub fn decode(&self, codes: &Tensor, grid: (usize, usize)) -> Result<Tensor> {
+        let z_q = self.quantizer.lookup(codes)?;
+        Ok(self.decoder.forward(&z_q, grid, false)?)
+    }
+
+    /// `decode(encode(x))`.
+    pub fn reconstruct(&self, input: &Tensor) -> Result<Tensor> {
+        let enc = self.encode(input)?;
+        self.decode(&enc.codes, enc.grid)
+    }
+
+    /// The differentiable forward of training (`train` selects the differentiable kernels).
+    pub fn forward(&self, input: &Tensor, train: bool) -> Result<Forward> {
+        let (_, _, h, w) = input.dims4()?;
+        let features = self.encoder.patch_tokens(input, train)?;
+        let quantized = self.quantizer.forward(&self.proj_in.forward(&features)?)?;
+        let reconstruction = self.decoder.forward(&quantized.z_q, self.encoder.grid(h, w), train)?;
+        Ok(Forward {
+            features,
+            quantized,
+            reconstruction,
+        })
+    }
+}

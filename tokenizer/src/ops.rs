@@ -1,0 +1,83 @@
+//! The one switch between fused inference kernels and differentiable training ops.
+//!
+//! candle's fused `softmax_last_dim` and `layer_norm` are fast but cut their output from the
+//! autograd graph without an error (see `shared/gpu.md`). Every layer of this crate goes through
+//! these functions with the `train` flag of candle's `ModuleT` convention, so the choice is
+//! made here and nowhere else.
+
+use candle_core::{DType, Result, Tensor, D};
+use candle_nn::LayerNorm;
+
+/// Softmax over the last dimension.
+pub fn softmax(x: &Tensor, train: bool) -> Result<Tensor> {
+    if train {
+        candle_nn::ops::softmax(x, D::Minus1)
+    } else {
+        candle_nn::ops::softmax_last_dim(x)
+    }
+}
+
+/// Layer norm over the last dimension with weight and bias.
+pub fn layer_norm(x: &Tensor, ln: &LayerNorm, train: bool) -> Result<Tensor> {
+    let bias = ln
+        .bias()
+        .ok_or_else(|| candle_core::Error::Msg("layer norm without bias".into()))?;
+    let eps = ln.eps() as f32;
+    if train {
+        candle_nn::ops::layer_norm_slow(x, ln.weight(), bias, eps)
+    } else {
+        let x = x.contiguous()?;
+        if x.dtype() == DType::F32 || x.dtype() == DType::F64 {
+            candle_nn::ops::layer_norm(&x, ln.weight(), bias, eps)
+        } else {
+            // The fused kernel accumulates in the input dtype; go through f32 for bf16/f16.
+            let y = candle_nn::ops::layer_norm(
+                &x.to_dtype(DType::F32)?,
+                &ln.weight().to_dtype(DType::F32)?,
+                &bias.to_dtype(DType::F32)?,
+                eps,
+            )?;
+            y.to_dtype(x.dtype())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn fused_and_differentiable_paths_agree() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 5, 8), &dev)?;
+        let ln = LayerNorm::new(
+            Tensor::randn(1f32, 0.2, 8, &dev)?,
+            Tensor::randn(0f32, 0.2, 8, &dev)?,
+            1e-6,
+        );
+        let a = layer_norm(&x, &ln, true)?;
+        let b = layer_norm(&x, &ln, false)?;
+        let diff = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "layer norm paths differ by {diff}");
+        let a = softmax(&x, true)?;
+        let b = softmax(&x, false)?;
+        let diff = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-6, "softmax paths differ by {diff}");
+        Ok(())
+    }
+
+    #[test]
+    fn train_path_carries_gradients() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Var::randn(0f32, 1.0, (3, 4), &dev)?;
+        let ln = LayerNorm::new(Tensor::ones(4, DType::F32, &dev)?, Tensor::zeros(4, DType::F32, &dev)?, 1e-6);
+        let w = Tensor::randn(0f32, 1.0, (3, 4), &dev)?;
+        let y = softmax(&layer_norm(x.as_tensor(), &ln, true)?, true)?;
+        let loss = (y * w)?.sum_all()?;
+        let grads = loss.backward()?;
+        let g = grads.get(x.as_tensor()).expect("gradient of x");
+        assert!(g.abs()?.sum_all()?.to_scalar::<f32>()? > 0.0);
+        Ok(())
+    }
+}

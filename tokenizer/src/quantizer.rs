@@ -1,0 +1,311 @@
+//! Vector quantizers: SimVQ (the paper's) and plain learned VQ (the ablation baseline), plus
+//! codebook utilisation / perplexity counters.
+//!
+//! SimVQ keeps a codebook `C` (k x e) fixed at its `N(0, 1/e)` initialisation and learns a
+//! linear map `W`; the codewords are `W(C)`. Because every codeword moves with `W`, no entry is
+//! left behind by the nearest-neighbour updates, which is what keeps utilisation high.
+
+use candle_core::{DType, Result, Tensor, D};
+use candle_nn::{linear_b, Init, Linear, Module, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum QuantizerKind {
+    #[default]
+    SimVq,
+    Vq,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuantizerConfig {
+    pub kind: QuantizerKind,
+    /// Number of codewords `k`.
+    pub codebook_size: usize,
+    /// Codeword width `e`.
+    pub dim: usize,
+    /// Weight of the commitment term.
+    pub beta: f64,
+}
+
+impl Default for QuantizerConfig {
+    fn default() -> Self {
+        Self {
+            kind: QuantizerKind::SimVq,
+            codebook_size: 16384,
+            dim: 1536,
+            beta: 0.25,
+        }
+    }
+}
+
+/// The output of quantizing a batch of vectors.
+#[derive(Debug, Clone)]
+pub struct Quantized {
+    /// Codeword vectors with the straight-through gradient to the input, `(B, N, e)`.
+    pub z_q: Tensor,
+    /// Code indices `(B, N)`, u32.
+    pub codes: Tensor,
+    /// `||sg(z) - z_q||^2`: moves the codewords (through `W` for SimVQ).
+    pub codebook_loss: Tensor,
+    /// `||z - sg(z_q)||^2`: keeps the encoder close to its codewords.
+    pub commit_loss: Tensor,
+    /// `codebook_loss + beta * commit_loss`.
+    pub loss: Tensor,
+}
+
+#[derive(Clone, Debug)]
+pub struct Quantizer {
+    cfg: QuantizerConfig,
+    codebook: Tensor,
+    /// SimVQ's learned map `W`; `None` for plain VQ.
+    map: Option<Linear>,
+}
+
+/// Rows of the distance matrix computed at once, so that `rows x k` stays near 4M floats.
+const DISTANCE_BLOCK: usize = 1 << 22;
+
+impl Quantizer {
+    /// Tensors that training must leave unchanged (SimVQ's codebook).
+    pub fn frozen_names(&self) -> &'static [&'static str] {
+        match self.cfg.kind {
+            QuantizerKind::SimVq => &["codebook"],
+            QuantizerKind::Vq => &[],
+        }
+    }
+
+    pub fn new(cfg: &QuantizerConfig, vb: VarBuilder) -> Result<Self> {
+        let (k, e) = (cfg.codebook_size, cfg.dim);
+        if k == 0 || e == 0 {
+            candle_core::bail!("codebook size and dim must be positive, got {k} x {e}");
+        }
+        let (codebook, map) = match cfg.kind {
+            QuantizerKind::SimVq => {
+                let init = Init::Randn { mean: 0.0, stdev: (e as f64).powf(-0.5) };
+                let c = vb.get_with_hints((k, e), "codebook", init)?;
+                (c, Some(linear_b(e, e, true, vb.pp("codebook_proj"))?))
+            }
+            QuantizerKind::Vq => {
+                let b = 1.0 / k as f64;
+                let c = vb.get_with_hints((k, e), "codebook", Init::Uniform { lo: -b, up: b })?;
+                (c, None)
+            }
+        };
+        Ok(Self {
+            cfg: cfg.clone(),
+            codebook,
+            map,
+        })
+    }
+
+    pub fn config(&self) -> &QuantizerConfig {
+        &self.cfg
+    }
+
+    /// The current codewords `(k, e)`.
+    pub fn codewords(&self) -> Result<Tensor> {
+        match &self.map {
+            Some(w) => w.forward(&self.codebook),
+            None => Ok(self.codebook.clone()),
+        }
+    }
+
+    /// Index of the nearest codeword (L2) for each row of `z` `(M, e)`:
+    /// `argmin_j |c_j|^2 - 2 z.c_j` (the `|z|^2` term does not change the argmin), in blocks.
+    pub fn nearest(z: &Tensor, codewords: &Tensor) -> Result<Tensor> {
+        let z = z.detach().to_dtype(DType::F32)?;
+        let cw = codewords.detach().to_dtype(DType::F32)?;
+        let (m, _) = z.dims2()?;
+        let k = cw.dim(0)?;
+        let cw_sq = cw.sqr()?.sum(D::Minus1)?.unsqueeze(0)?;
+        let cw_t = cw.t()?.contiguous()?;
+        let block = (DISTANCE_BLOCK / k).max(1);
+        let mut parts = Vec::with_capacity(m.div_ceil(block));
+        for start in (0..m).step_by(block) {
+            let len = block.min(m - start);
+            let zb = z.narrow(0, start, len)?;
+            let d = cw_sq.broadcast_sub(&(zb.matmul(&cw_t)? * 2.0)?)?;
+            parts.push(d.argmin(D::Minus1)?);
+        }
+        Tensor::cat(&parts, 0)
+    }
+
+    /// Quantizes `z` `(B, N, e)`.
+    pub fn forward(&self, z: &Tensor) -> Result<Quantized> {
+        let (b, n, e) = z.dims3()?;
+        let cw = self.codewords()?;
+        let flat = z.reshape((b * n, e))?;
+        let codes = Self::nearest(&flat, &cw)?;
+        let z_q = cw.embedding(&codes)?.reshape((b, n, e))?;
+        let codebook_loss = (z.detach() - &z_q)?.sqr()?.mean_all()?;
+        let commit_loss = (z - z_q.detach())?.sqr()?.mean_all()?;
+        let loss = (&codebook_loss + (&commit_loss * self.cfg.beta)?)?;
+        // straight-through: forward value z_q, gradient to z unchanged
+        let z_st = (z + (&z_q - z)?.detach())?;
+        Ok(Quantized {
+            z_q: z_st,
+            codes: codes.reshape((b, n))?,
+            codebook_loss,
+            commit_loss,
+            loss,
+        })
+    }
+
+    /// Codeword vectors `(B, N, e)` for code indices `(B, N)`.
+    pub fn lookup(&self, codes: &Tensor) -> Result<Tensor> {
+        let (b, n) = codes.dims2()?;
+        let k = self.cfg.codebook_size as u32;
+        let max = codes.to_dtype(DType::U32)?.flatten_all()?.max(0)?.to_scalar::<u32>()?;
+        if max >= k {
+            candle_core::bail!("code {max} is outside the codebook of {k} entries");
+        }
+        let cw = self.codewords()?;
+        cw.embedding(&codes.flatten_all()?)?.reshape((b, n, self.cfg.dim))
+    }
+}
+
+/// Counts code usage over an evaluation pass.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CodebookStats {
+    counts: Vec<u64>,
+}
+
+impl CodebookStats {
+    pub fn new(codebook_size: usize) -> Self {
+        Self { counts: vec![0; codebook_size] }
+    }
+
+    pub fn update(&mut self, codes: &Tensor) -> Result<()> {
+        for c in codes.flatten_all()?.to_dtype(DType::U32)?.to_vec1::<u32>()? {
+            match self.counts.get_mut(c as usize) {
+                Some(n) => *n += 1,
+                None => candle_core::bail!("code {c} outside a codebook of {}", self.counts.len()),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Share of codebook entries used at least once.
+    pub fn utilisation(&self) -> f64 {
+        let used = self.counts.iter().filter(|&&c| c > 0).count();
+        used as f64 / self.counts.len().max(1) as f64
+    }
+
+    /// `exp(entropy)` of the code distribution: the effective number of codes in use.
+    pub fn perplexity(&self) -> f64 {
+        let total = self.total() as f64;
+        if total == 0.0 {
+            return 0.0;
+        }
+        let h: f64 = self
+            .counts
+            .iter()
+            .filter(|&&c| c > 0)
+            .map(|&c| {
+                let p = c as f64 / total;
+                -p * p.ln()
+            })
+            .sum();
+        h.exp()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::init::SeededVarMap;
+    use candle_core::Device;
+
+    fn brute_force(z: &[Vec<f32>], cw: &[Vec<f32>]) -> Vec<u32> {
+        z.iter()
+            .map(|v| {
+                let dist = |c: &Vec<f32>| -> f64 {
+                    v.iter().zip(c).map(|(a, b)| ((a - b) as f64).powi(2)).sum()
+                };
+                let mut best = (0, f64::INFINITY);
+                for (j, c) in cw.iter().enumerate() {
+                    let d = dist(c);
+                    if d < best.1 {
+                        best = (j as u32, d);
+                    }
+                }
+                best.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn codes_equal_brute_force_nearest_neighbour() -> Result<()> {
+        let dev = Device::Cpu;
+        for kind in [QuantizerKind::SimVq, QuantizerKind::Vq] {
+            let cfg = QuantizerConfig { kind, codebook_size: 300, dim: 24, beta: 0.25 };
+            let vars = SeededVarMap::new(3);
+            let q = Quantizer::new(&cfg, vars.var_builder(DType::F32, &dev))?;
+            let cw = q.codewords()?;
+            // inputs near random codewords plus noise, and pure noise
+            let z = Tensor::randn(0f32, 0.3, (4, 50, 24), &dev)?;
+            let out = q.forward(&z)?;
+            let ours = out.codes.flatten_all()?.to_vec1::<u32>()?;
+            let want = brute_force(&z.reshape((200, 24))?.to_vec2()?, &cw.to_vec2()?);
+            assert_eq!(ours, want, "{kind:?}");
+            // the quantized vectors are the chosen codewords
+            let looked_up = q.lookup(&out.codes)?;
+            let diff = (looked_up - &out.z_q)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(diff < 1e-5);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn blocked_search_matches_single_block() -> Result<()> {
+        let dev = Device::Cpu;
+        let cw = Tensor::randn(0f32, 1.0, (1 << 13, 8), &dev)?;
+        let z = Tensor::randn(0f32, 1.0, (1500, 8), &dev)?; // 1500 > DISTANCE_BLOCK / k = 512
+        let blocked = Quantizer::nearest(&z, &cw)?.to_vec1::<u32>()?;
+        let d = cw.sqr()?.sum(D::Minus1)?.unsqueeze(0)?.broadcast_sub(&(z.matmul(&cw.t()?)? * 2.0)?)?;
+        assert_eq!(blocked, d.argmin(D::Minus1)?.to_vec1::<u32>()?);
+        Ok(())
+    }
+
+    #[test]
+    fn simvq_gradients_reach_the_map_but_not_the_codebook_value() -> Result<()> {
+        let dev = Device::Cpu;
+        let cfg = QuantizerConfig { kind: QuantizerKind::SimVq, codebook_size: 16, dim: 4, beta: 0.25 };
+        let vars = SeededVarMap::new(1);
+        let q = Quantizer::new(&cfg, vars.var_builder(DType::F32, &dev))?;
+        let z = candle_core::Var::randn(0f32, 1.0, (1, 5, 4), &dev)?;
+        let out = q.forward(z.as_tensor())?;
+        let total = (out.loss + out.z_q.sqr()?.sum_all()?)?;
+        let grads = total.backward()?;
+        let map = vars.varmap.data().lock().unwrap()["codebook_proj.weight"].clone();
+        assert!(grads.get(map.as_tensor()).is_some(), "W gets a gradient");
+        let gz = grads.get(z.as_tensor()).expect("straight-through gradient to z");
+        assert!(gz.abs()?.sum_all()?.to_scalar::<f32>()? > 0.0);
+        assert_eq!(q.frozen_names(), &["codebook"]);
+        Ok(())
+    }
+
+    #[test]
+    fn stats_count_utilisation_and_perplexity() -> Result<()> {
+        let mut s = CodebookStats::new(4);
+        s.update(&Tensor::new(&[[0u32, 1], [0, 1]], &candle_core::Device::Cpu)?)?;
+        assert_eq!(s.utilisation(), 0.5);
+        assert!((s.perplexity() - 2.0).abs() < 1e-9);
+        assert!(s.update(&Tensor::new(&[9u32], &candle_core::Device::Cpu)?).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn lookup_rejects_codes_outside_the_codebook() -> Result<()> {
+        let dev = Device::Cpu;
+        let cfg = QuantizerConfig { kind: QuantizerKind::Vq, codebook_size: 8, dim: 4, beta: 0.25 };
+        let q = Quantizer::new(&cfg, SeededVarMap::new(0).var_builder(DType::F32, &dev))?;
+        assert!(q.lookup(&Tensor::new(&[[1u32, 8]], &dev)?).is_err());
+        Ok(())
+    }
+}
