@@ -1,1 +1,67 @@
-fn main() {}
+//! `vqrae`: the one command-line entry point of vqrae-rs. Thin: parses arguments, calls the
+//! crates, prints results.
+
+mod commands;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use commands::{data, probe, tokenizer};
+
+#[derive(Parser)]
+#[command(
+    name = "vqrae",
+    version,
+    about = "VQRAE: one image tokenizer for multimodal understanding (continuous features), \
+             generation (discrete codes) and reconstruction"
+)]
+struct Cli {
+    /// Where computation runs: `cpu`, or `cuda` (needs a build with `--features cuda`).
+    #[arg(long, global = true, default_value = "cpu")]
+    device: String,
+    /// Data root (installed by `vqrae data setup`); default `$VQRAE_DATA` or `./.data`.
+    #[arg(long, global = true)]
+    data: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install or inspect the data sets.
+    #[command(subcommand)]
+    Data(data::DataCommand),
+    /// Continuous features (last-layer patch tokens) of a Hugging Face encoder directory.
+    Features(tokenizer::FeaturesArgs),
+    /// Create an untrained tokenizer checkpoint from a config (optionally with a pretrained encoder).
+    Init(tokenizer::InitArgs),
+    /// Codes grid and feature shape of images, as JSON (one object per image, one per line).
+    Tokenize(tokenizer::TokenizeArgs),
+    /// Encode to codes and decode back to pixels.
+    Reconstruct(tokenizer::ReconstructArgs),
+    /// Linear probe on frozen encoder features (a pretrained encoder vs a random one).
+    Probe(probe::ProbeArgs),
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let data_root = cli.data.unwrap_or_else(vqrae_data::default_root);
+    let device = commands::device(&cli.device)?;
+    match cli.command {
+        Command::Data(cmd) => data::run(cmd, &data_root),
+        Command::Features(a) => tokenizer::features(a, &device),
+        Command::Init(a) => tokenizer::init(a, &device),
+        Command::Tokenize(a) => tokenizer::tokenize(a, &device),
+        Command::Reconstruct(a) => tokenizer::reconstruct(a, &device),
+        Command::Probe(a) => probe::run(a, &data_root, &device),
+    }
+}

@@ -44,7 +44,20 @@ impl<T> Context<T> for candle_core::Result<T> {
     fn context(self, context: impl FnOnce() -> String) -> Result<T> {
         self.map_err(|source| TokenizerError::Candle {
             context: context(),
-            source,
+            source: plain(source),
         })
+    }
+}
+
+/// candle attaches a captured backtrace to some errors (shape mismatches); users need the
+/// message, not the stack of the loader.
+pub fn plain(e: candle_core::Error) -> candle_core::Error {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => plain(*inner),
+        candle_core::Error::Context { context, inner } => candle_core::Error::Context {
+            context,
+            inner: Box::new(plain(*inner)),
+        },
+        e => e,
     }
 }

@@ -20,6 +20,7 @@ pub mod model;
 pub mod ops;
 pub mod pos_embed;
 pub mod preprocess;
+pub mod probe;
 pub mod quantizer;
 pub mod vit;
 

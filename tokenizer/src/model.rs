@@ -169,7 +169,7 @@ impl Vqrae {
         let vb = VarBuilder::from_backend(Box::new(st), dtype, device.clone());
         Self::new(&cfg, vb).map_err(|e| TokenizerError::Checkpoint {
             path: weights,
-            msg: e.to_string(),
+            msg: crate::error::plain(e).to_string(),
         })
     }
 
