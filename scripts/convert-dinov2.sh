@@ -34,7 +34,7 @@ if ! "$VENV/bin/python" -c "import onnx, numpy, safetensors" 2>/dev/null; then
     echo "convert-dinov2: creating $VENV"
     "$PYTHON" -m venv "$VENV"
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet onnx numpy safetensors
+    "$VENV/bin/python" -m pip install --quiet onnx==1.23.2 numpy==2.4.6 safetensors==0.8.0
 fi
 
 if [[ ! -f "$ONNX" ]]; then

@@ -46,7 +46,14 @@ pub enum DataCommand {
 pub fn run(cmd: DataCommand, root: &Path) -> Result<()> {
     match cmd {
         DataCommand::Setup => setup(root),
-        DataCommand::Show { out, samples, scenes, seed, folder, jsonl } => {
+        DataCommand::Show {
+            out,
+            samples,
+            scenes,
+            seed,
+            folder,
+            jsonl,
+        } => {
             show(root, out.as_deref(), samples, scenes, seed)?;
             if let Some(dir) = folder {
                 let images = folder::list_images(&dir)?;
@@ -54,7 +61,10 @@ pub fn run(cmd: DataCommand, root: &Path) -> Result<()> {
             }
             if let Some(path) = jsonl {
                 let records = jsonl::read_jsonl(&path)?;
-                let captions = records.iter().filter(|r| matches!(r, jsonl::Record::Caption { .. })).count();
+                let captions = records
+                    .iter()
+                    .filter(|r| matches!(r, jsonl::Record::Caption { .. }))
+                    .count();
                 println!(
                     "jsonl {}: {} records ({} captions, {} question/answer)",
                     path.display(),
@@ -63,7 +73,8 @@ pub fn run(cmd: DataCommand, root: &Path) -> Result<()> {
                     records.len() - captions
                 );
                 for r in &records {
-                    load_rgb(r.image()).with_context(|| format!("record image of {}", path.display()))?;
+                    load_rgb(r.image())
+                        .with_context(|| format!("record image of {}", path.display()))?;
                 }
             }
             Ok(())
@@ -73,7 +84,9 @@ pub fn run(cmd: DataCommand, root: &Path) -> Result<()> {
 
 fn setup(root: &Path) -> Result<()> {
     std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
-    let root = root.canonicalize().with_context(|| format!("resolving {}", root.display()))?;
+    let root = root
+        .canonicalize()
+        .with_context(|| format!("resolving {}", root.display()))?;
     let mut child = Command::new("bash")
         .arg("-s")
         .env("VQRAE_DATA", &root)
@@ -93,7 +106,13 @@ fn setup(root: &Path) -> Result<()> {
     Ok(())
 }
 
-fn show(root: &Path, out: Option<&Path>, samples: usize, n_scenes: Option<usize>, seed: u64) -> Result<()> {
+fn show(
+    root: &Path,
+    out: Option<&Path>,
+    samples: usize,
+    n_scenes: Option<usize>,
+    seed: u64,
+) -> Result<()> {
     println!("data root: {}", root.display());
     let ev_root = root.join("easy-vqa");
     for split in [Split::Train, Split::Test] {
@@ -119,8 +138,18 @@ fn show(root: &Path, out: Option<&Path>, samples: usize, n_scenes: Option<usize>
         for &l in &ds.labels {
             counts[l as usize % 10] += 1;
         }
-        let per: Vec<String> = CLASSES.iter().zip(counts).map(|(c, n)| format!("{c}: {n}")).collect();
-        println!("Fashion-MNIST {split}: {} images {}x{} ({})", ds.len(), ds.rows, ds.cols, per.join(", "));
+        let per: Vec<String> = CLASSES
+            .iter()
+            .zip(counts)
+            .map(|(c, n)| format!("{c}: {n}"))
+            .collect();
+        println!(
+            "Fashion-MNIST {split}: {} images {}x{} ({})",
+            ds.len(),
+            ds.rows,
+            ds.cols,
+            per.join(", ")
+        );
     }
     let mut images = Vec::new();
     if let Some(n) = n_scenes {
@@ -140,7 +169,10 @@ fn show(root: &Path, out: Option<&Path>, samples: usize, n_scenes: Option<usize>
         let ds = EasyVqa::load(&ev_root, Split::Test)?;
         let idx: Vec<usize> = (0..samples.min(ds.images.len())).collect();
         for &i in &idx {
-            println!("easy-VQA test {i}: {}", ds.images[i].caption().unwrap_or_default());
+            println!(
+                "easy-VQA test {i}: {}",
+                ds.images[i].caption().unwrap_or_default()
+            );
         }
         images = ds.load_images(&idx)?;
     }

@@ -13,7 +13,9 @@ pub fn device(name: &str) -> Result<Device> {
         "cpu" => Ok(Device::Cpu),
         s if s == "cuda" || s.starts_with("cuda:") => {
             let ordinal = match s.strip_prefix("cuda:") {
-                Some(n) => n.parse().with_context(|| format!("bad device ordinal in {s:?}"))?,
+                Some(n) => n
+                    .parse()
+                    .with_context(|| format!("bad device ordinal in {s:?}"))?,
                 None => 0,
             };
             Device::new_cuda(ordinal).with_context(|| {

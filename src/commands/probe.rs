@@ -76,14 +76,27 @@ fn limit<T: Clone>(items: Vec<T>, n: usize, seed: u64) -> Vec<T> {
 fn fashion_task(root: &Path, a: &ProbeArgs) -> Result<Task> {
     let dir = root.join("fashion-mnist");
     let load = |split, n| -> Result<(Vec<RgbImage>, Vec<Vec<u32>>)> {
-        let ds = FashionMnist::load(&dir, split).with_context(|| format!("Fashion-MNIST {split}"))?;
-        let items: Vec<(RgbImage, u32)> = (0..ds.len()).map(|i| (ds.rgb(i), ds.labels[i] as u32)).collect();
+        let ds =
+            FashionMnist::load(&dir, split).with_context(|| format!("Fashion-MNIST {split}"))?;
+        let items: Vec<(RgbImage, u32)> = (0..ds.len())
+            .map(|i| (ds.rgb(i), ds.labels[i] as u32))
+            .collect();
         let items = limit(items, n, a.seed);
-        Ok((items.iter().map(|x| x.0.clone()).collect(), vec![items.iter().map(|x| x.1).collect()]))
+        Ok((
+            items.iter().map(|x| x.0.clone()).collect(),
+            vec![items.iter().map(|x| x.1).collect()],
+        ))
     };
     let (train, train_labels) = load(Split::Train, a.train_limit)?;
     let (test, test_labels) = load(Split::Test, a.test_limit)?;
-    Ok(Task { name: "Fashion-MNIST", train, train_labels, test, test_labels, probes: vec![("class", 10)] })
+    Ok(Task {
+        name: "Fashion-MNIST",
+        train,
+        train_labels,
+        test,
+        test_labels,
+        probes: vec![("class", 10)],
+    })
 }
 
 fn easy_vqa_task(root: &Path, a: &ProbeArgs) -> Result<Task> {
@@ -99,7 +112,13 @@ fn easy_vqa_task(root: &Path, a: &ProbeArgs) -> Result<Task> {
         let items = limit(items, n, a.seed);
         let idx: Vec<usize> = items.iter().map(|x| x.0).collect();
         let images = ds.load_images(&idx)?;
-        Ok((images, vec![items.iter().map(|x| x.1).collect(), items.iter().map(|x| x.2).collect()]))
+        Ok((
+            images,
+            vec![
+                items.iter().map(|x| x.1).collect(),
+                items.iter().map(|x| x.2).collect(),
+            ],
+        ))
     };
     let (train, train_labels) = load(Split::Train, 0)?;
     let (test, test_labels) = load(Split::Test, a.test_limit)?;
@@ -113,7 +132,14 @@ fn easy_vqa_task(root: &Path, a: &ProbeArgs) -> Result<Task> {
     })
 }
 
-fn extract(enc: &VitEncoder, pre: &Preprocess, images: &[RgbImage], batch: usize, dev: &Device, what: &str) -> Result<Tensor> {
+fn extract(
+    enc: &VitEncoder,
+    pre: &Preprocess,
+    images: &[RgbImage],
+    batch: usize,
+    dev: &Device,
+    what: &str,
+) -> Result<Tensor> {
     let bar = ProgressBar::new(images.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
@@ -122,7 +148,11 @@ fn extract(enc: &VitEncoder, pre: &Preprocess, images: &[RgbImage], batch: usize
     bar.set_message(what.to_string());
     let mut parts = Vec::new();
     for chunk in images.chunks(batch.max(1)) {
-        parts.push(pooled_features(enc, pre, chunk, dev)?.to_dtype(DType::F32)?.to_device(&Device::Cpu)?);
+        parts.push(
+            pooled_features(enc, pre, chunk, dev)?
+                .to_dtype(DType::F32)?
+                .to_device(&Device::Cpu)?,
+        );
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
@@ -132,7 +162,10 @@ fn extract(enc: &VitEncoder, pre: &Preprocess, images: &[RgbImage], batch: usize
 pub fn run(a: ProbeArgs, root: &Path, dev: &Device) -> Result<()> {
     let hf = load_hf_encoder(&a.encoder, dev, DType::F32)?;
     let pre = Preprocess {
-        resize: Resize::Exact { height: a.resolution, width: a.resolution },
+        resize: Resize::Exact {
+            height: a.resolution,
+            width: a.resolution,
+        },
         normalize: hf.preprocess.normalize,
     };
     let mut encoders = vec![("pretrained", hf.encoder)];
@@ -154,11 +187,30 @@ pub fn run(a: ProbeArgs, root: &Path, dev: &Device) -> Result<()> {
     for task in &tasks {
         for (enc_name, enc) in &encoders {
             let t0 = Instant::now();
-            let xtr = extract(enc, &pre, &task.train, a.batch, dev, &format!("{} train ({enc_name})", task.name))?;
-            let xte = extract(enc, &pre, &task.test, a.batch, dev, &format!("{} test ({enc_name})", task.name))?;
+            let xtr = extract(
+                enc,
+                &pre,
+                &task.train,
+                a.batch,
+                dev,
+                &format!("{} train ({enc_name})", task.name),
+            )?;
+            let xte = extract(
+                enc,
+                &pre,
+                &task.test,
+                a.batch,
+                dev,
+                &format!("{} test ({enc_name})", task.name),
+            )?;
             let secs = t0.elapsed().as_secs_f64();
             for (col, (probe_name, classes)) in task.probes.iter().enumerate() {
-                let probe = LinearProbe::fit(&xtr, &task.train_labels[col], *classes, &ProbeConfig::default())?;
+                let probe = LinearProbe::fit(
+                    &xtr,
+                    &task.train_labels[col],
+                    *classes,
+                    &ProbeConfig::default(),
+                )?;
                 let acc = probe.accuracy(&xte, &task.test_labels[col])?;
                 println!(
                     "| {} | {probe_name} | {enc_name} | {} | {} | {:.2}% | {secs:.0} s |",

@@ -37,8 +37,14 @@ pub fn features(a: FeaturesArgs, device: &Device) -> Result<()> {
         Some(r) => hf.preprocess.at_resolution(r),
         None => hf.preprocess,
     };
-    let images = a.images.iter().map(|p| load_rgb(p)).collect::<Result<Vec<_>, _>>()?;
-    let x = pre.to_tensor(&images, device)?.to_dtype(default_dtype(device))?;
+    let images = a
+        .images
+        .iter()
+        .map(|p| load_rgb(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let x = pre
+        .to_tensor(&images, device)?
+        .to_dtype(default_dtype(device))?;
     let hidden = hf.encoder.forward(&x, false)?;
     let prefix = hf.encoder.prefix_tokens();
     let n = hidden.dim(1)? - prefix;
@@ -46,8 +52,14 @@ pub fn features(a: FeaturesArgs, device: &Device) -> Result<()> {
     let (h, w) = pre.output_size();
     let grid = hf.encoder.grid(h as usize, w as usize);
     let tensors: HashMap<String, Tensor> = [
-        ("features".to_string(), features.to_dtype(DType::F32)?.contiguous()?),
-        ("last_hidden_state".to_string(), hidden.to_dtype(DType::F32)?.contiguous()?),
+        (
+            "features".to_string(),
+            features.to_dtype(DType::F32)?.contiguous()?,
+        ),
+        (
+            "last_hidden_state".to_string(),
+            hidden.to_dtype(DType::F32)?.contiguous()?,
+        ),
     ]
     .into();
     write_safetensors(&a.out, &tensors)?;
@@ -67,7 +79,8 @@ fn write_safetensors(path: &std::path::Path, tensors: &HashMap<String, Tensor>) 
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let tmp = path.with_extension("safetensors.tmp");
-    candle_core::safetensors::save(tensors, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    candle_core::safetensors::save(tensors, &tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
@@ -110,7 +123,11 @@ pub fn tokenize(a: TokenizeArgs, device: &Device) -> Result<()> {
         let img = load_rgb(path)?;
         let enc = model.encode(&model.images_to_input(&[img])?)?;
         let (rows, cols) = enc.grid;
-        let codes = enc.codes.squeeze(0)?.reshape((rows, cols))?.to_vec2::<u32>()?;
+        let codes = enc
+            .codes
+            .squeeze(0)?
+            .reshape((rows, cols))?
+            .to_vec2::<u32>()?;
         let (_, n, d) = enc.features.dims3()?;
         println!(
             "{}",

@@ -28,11 +28,18 @@ pub fn varmap_tensors(varmap: &VarMap) -> Result<HashMap<String, Tensor>> {
         .data()
         .lock()
         .map_err(|_| TokenizerError::Invalid("variable map lock poisoned".into()))?;
-    Ok(data.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect())
+    Ok(data
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect())
 }
 
 /// Writes `config` and `tensors` as a checkpoint directory at `dir`, replacing any old one.
-pub fn save_checkpoint(dir: &Path, config: &impl Serialize, tensors: &HashMap<String, Tensor>) -> Result<()> {
+pub fn save_checkpoint(
+    dir: &Path,
+    config: &impl Serialize,
+    tensors: &HashMap<String, Tensor>,
+) -> Result<()> {
     let parent = match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -40,7 +47,9 @@ pub fn save_checkpoint(dir: &Path, config: &impl Serialize, tensors: &HashMap<St
     std::fs::create_dir_all(&parent).map_err(io(&parent))?;
     let name = dir
         .file_name()
-        .ok_or_else(|| TokenizerError::Invalid(format!("{} is not a directory name", dir.display())))?
+        .ok_or_else(|| {
+            TokenizerError::Invalid(format!("{} is not a directory name", dir.display()))
+        })?
         .to_string_lossy()
         .into_owned();
     let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
@@ -88,15 +97,25 @@ mod tests {
         let tmp = tempfile::tempdir().map_err(io(Path::new("tmp")))?;
         let dir = tmp.path().join("ckpt");
         let t = Tensor::new(&[1f32, 2.0], &Device::Cpu)?;
-        save_checkpoint(&dir, &serde_json::json!({"a": 1}), &[("x".to_string(), t)].into())?;
+        save_checkpoint(
+            &dir,
+            &serde_json::json!({"a": 1}),
+            &[("x".to_string(), t)].into(),
+        )?;
         let t2 = Tensor::new(&[3f32], &Device::Cpu)?;
-        save_checkpoint(&dir, &serde_json::json!({"a": 2}), &[("y".to_string(), t2)].into())?;
+        save_checkpoint(
+            &dir,
+            &serde_json::json!({"a": 2}),
+            &[("y".to_string(), t2)].into(),
+        )?;
         let cfg: serde_json::Value = read_config(&dir)?;
         assert_eq!(cfg["a"], 2);
         let loaded = candle_core::safetensors::load(dir.join(WEIGHTS_FILE), &Device::Cpu)?;
         assert!(loaded.contains_key("y") && !loaded.contains_key("x"));
         // nothing left behind but the checkpoint
-        let entries: Vec<_> = std::fs::read_dir(tmp.path()).map_err(io(tmp.path()))?.collect();
+        let entries: Vec<_> = std::fs::read_dir(tmp.path())
+            .map_err(io(tmp.path()))?
+            .collect();
         assert_eq!(entries.len(), 1);
         Ok(())
     }

@@ -61,10 +61,15 @@ pub struct Decoder {
 
 impl Decoder {
     /// `input_dim` is the codeword width `e`; `patch` the output pixels per token side.
-    pub fn new(cfg: &DecoderConfig, input_dim: usize, patch: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        cfg: &DecoderConfig,
+        input_dim: usize,
+        patch: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let block = cfg.block();
         block.validate().map_err(candle_core::Error::Msg)?;
-        if cfg.hidden_size % 4 != 0 {
+        if !cfg.hidden_size.is_multiple_of(4) {
             candle_core::bail!("decoder width must be divisible by 4 (sin-cos positions)");
         }
         Ok(Self {
@@ -87,7 +92,9 @@ impl Decoder {
         let pos = sincos_2d(self.dim, gh, gw, z_q.device())?.to_dtype(z_q.dtype())?;
         let x = self.embed.forward(z_q)?.broadcast_add(&pos)?;
         let x = self.blocks.forward(&x, train)?;
-        let x = self.head.forward(&ops::layer_norm(&x, &self.norm, train)?)?;
+        let x = self
+            .head
+            .forward(&ops::layer_norm(&x, &self.norm, train)?)?;
         let p = self.patch;
         // per token (3, p, p), the same order the patch embedding unfolds
         x.reshape((b, gh, gw, 3, p, p))?

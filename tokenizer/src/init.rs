@@ -6,8 +6,8 @@
 //! and registers it in a `VarMap` for training and saving.
 
 use candle_core::{DType, Device, Result, Shape, Tensor, Var};
-use candle_nn::var_builder::SimpleBackend;
 use candle_nn::init::NormalOrUniform;
+use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -44,7 +44,11 @@ pub fn seeded_values(init: Init, shape: &Shape, seed: u64, name: &str) -> Vec<f3
         Init::Const(v) => vec![v as f32; n],
         Init::Randn { mean, stdev } => normal(&mut rng, mean, stdev),
         Init::Uniform { lo, up } => (0..n).map(|_| rng.gen_range(lo..=up) as f32).collect(),
-        Init::Kaiming { dist, fan, non_linearity } => {
+        Init::Kaiming {
+            dist,
+            fan,
+            non_linearity,
+        } => {
             let std = non_linearity.gain() / (fan.for_shape(shape) as f64).sqrt();
             match dist {
                 NormalOrUniform::Normal => normal(&mut rng, 0.0, std),
@@ -59,7 +63,10 @@ pub fn seeded_values(init: Init, shape: &Shape, seed: u64, name: &str) -> Vec<f3
 
 impl SeededVarMap {
     pub fn new(seed: u64) -> Self {
-        Self { varmap: VarMap::new(), seed }
+        Self {
+            varmap: VarMap::new(),
+            seed,
+        }
     }
 
     /// A `VarBuilder` over this map: building a model through it creates (or reuses) its variables.
@@ -101,7 +108,11 @@ impl SimpleBackend for SeededVarMap {
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        self.varmap.data().lock().map(|d| d.contains_key(name)).unwrap_or(false)
+        self.varmap
+            .data()
+            .lock()
+            .map(|d| d.contains_key(name))
+            .unwrap_or(false)
     }
 }
 
@@ -112,7 +123,10 @@ mod tests {
     #[test]
     fn same_seed_same_values_independent_of_order() -> Result<()> {
         let dev = Device::Cpu;
-        let init = Init::Randn { mean: 0.0, stdev: 1.0 };
+        let init = Init::Randn {
+            mean: 0.0,
+            stdev: 1.0,
+        };
         let a = SeededVarMap::new(7);
         let vb = a.var_builder(DType::F32, &dev);
         let x1 = vb.get_with_hints((3, 4), "x", init)?;
@@ -123,7 +137,9 @@ mod tests {
         let x2 = vb.get_with_hints((3, 4), "x", init)?;
         assert_eq!(x1.to_vec2::<f32>()?, x2.to_vec2::<f32>()?);
         let c = SeededVarMap::new(8);
-        let x3 = c.var_builder(DType::F32, &dev).get_with_hints((3, 4), "x", init)?;
+        let x3 = c
+            .var_builder(DType::F32, &dev)
+            .get_with_hints((3, 4), "x", init)?;
         assert_ne!(x1.to_vec2::<f32>()?, x3.to_vec2::<f32>()?);
         assert_eq!(a.varmap.all_vars().len(), 2);
         Ok(())

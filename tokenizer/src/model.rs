@@ -61,7 +61,10 @@ impl VqraeConfig {
 
     pub fn validate(&self) -> Result<()> {
         self.encoder.spec().map_err(TokenizerError::Invalid)?;
-        self.decoder.block().validate().map_err(TokenizerError::Invalid)?;
+        self.decoder
+            .block()
+            .validate()
+            .map_err(TokenizerError::Invalid)?;
         let p = self.encoder.patch_size();
         if self.image_size < p {
             return Err(TokenizerError::Invalid(format!(
@@ -70,7 +73,9 @@ impl VqraeConfig {
             )));
         }
         if self.quantizer.codebook_size == 0 || self.quantizer.dim == 0 {
-            return Err(TokenizerError::Invalid("codebook size and dim must be positive".into()));
+            return Err(TokenizerError::Invalid(
+                "codebook size and dim must be positive".into(),
+            ));
         }
         Ok(())
     }
@@ -153,7 +158,9 @@ impl Vqrae {
                     path: dir.to_path_buf(),
                     msg: format!("missing tensor {key}"),
                 })?;
-                data[name].set(&t.to_dtype(DType::F32)?).context(|| format!("copying {key}"))?;
+                data[name]
+                    .set(&t.to_dtype(DType::F32)?)
+                    .context(|| format!("copying {key}"))?;
             }
         }
         Ok((model, vars))
@@ -162,8 +169,9 @@ impl Vqrae {
     /// Loads a checkpoint directory written by [`Vqrae::save`] or training.
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
         let cfg: VqraeConfig = read_config(dir)?;
-        cfg.validate()
-            .map_err(|e| TokenizerError::Invalid(format!("{}: {e}", dir.join(CONFIG_FILE).display())))?;
+        cfg.validate().map_err(|e| {
+            TokenizerError::Invalid(format!("{}: {e}", dir.join(CONFIG_FILE).display()))
+        })?;
         let weights = dir.join(WEIGHTS_FILE);
         let st = crate::encoder::mmap(&weights)?;
         let vb = VarBuilder::from_backend(Box::new(st), dtype, device.clone());
@@ -240,7 +248,9 @@ impl Vqrae {
         let (_, _, h, w) = input.dims4()?;
         let features = self.encoder.patch_tokens(input, train)?;
         let quantized = self.quantizer.forward(&self.proj_in.forward(&features)?)?;
-        let reconstruction = self.decoder.forward(&quantized.z_q, self.encoder.grid(h, w), train)?;
+        let reconstruction =
+            self.decoder
+                .forward(&quantized.z_q, self.encoder.grid(h, w), train)?;
         Ok(Forward {
             features,
             quantized,

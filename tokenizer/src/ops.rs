@@ -71,7 +71,11 @@ mod tests {
     fn train_path_carries_gradients() -> Result<()> {
         let dev = Device::Cpu;
         let x = Var::randn(0f32, 1.0, (3, 4), &dev)?;
-        let ln = LayerNorm::new(Tensor::ones(4, DType::F32, &dev)?, Tensor::zeros(4, DType::F32, &dev)?, 1e-6);
+        let ln = LayerNorm::new(
+            Tensor::ones(4, DType::F32, &dev)?,
+            Tensor::zeros(4, DType::F32, &dev)?,
+            1e-6,
+        );
         let w = Tensor::randn(0f32, 1.0, (3, 4), &dev)?;
         let y = softmax(&layer_norm(x.as_tensor(), &ln, true)?, true)?;
         let loss = (y * w)?.sum_all()?;

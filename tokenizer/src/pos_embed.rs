@@ -11,7 +11,7 @@ use candle_core::{Device, Result, Tensor};
 /// row, the second half the column; each half is `[sin(pos * w), cos(pos * w)]` with
 /// `w_i = 10000^(-i / (dim / 4))`.
 pub fn sincos_2d(dim: usize, rows: usize, cols: usize, device: &Device) -> Result<Tensor> {
-    if dim % 4 != 0 {
+    if !dim.is_multiple_of(4) {
         candle_core::bail!("sin-cos position embedding needs a width divisible by 4, got {dim}");
     }
     let quarter = dim / 4;
@@ -98,7 +98,11 @@ pub fn resize_grid(
     let rows = mh.matmul(&grid.reshape((from.0, from.1 * d))?)?;
     // columns: (to.0, to.1, from.1) @ (to.0, from.1, d)
     let rows = rows.reshape((to.0, from.1, d))?;
-    let out = mw.unsqueeze(0)?.broadcast_as((to.0, to.1, from.1))?.contiguous()?.matmul(&rows)?;
+    let out = mw
+        .unsqueeze(0)?
+        .broadcast_as((to.0, to.1, from.1))?
+        .contiguous()?
+        .matmul(&rows)?;
     out.reshape((to.0 * to.1, d))?.to_dtype(dtype)
 }
 

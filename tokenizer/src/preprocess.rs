@@ -15,7 +15,11 @@ pub enum Resize {
     /// Resize to exactly this size (SigLIP).
     Exact { height: u32, width: u32 },
     /// Resize the shorter side, keeping the aspect ratio, then centre-crop (DINOv2: 256 then 224).
-    ShortestEdgeCrop { shortest_edge: u32, crop_height: u32, crop_width: u32 },
+    ShortestEdgeCrop {
+        shortest_edge: u32,
+        crop_height: u32,
+        crop_width: u32,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -29,15 +33,26 @@ impl Preprocess {
     pub fn output_size(&self) -> (u32, u32) {
         match self.resize {
             Resize::Exact { height, width } => (height, width),
-            Resize::ShortestEdgeCrop { crop_height, crop_width, .. } => (crop_height, crop_width),
+            Resize::ShortestEdgeCrop {
+                crop_height,
+                crop_width,
+                ..
+            } => (crop_height, crop_width),
         }
     }
 
     /// The same preprocessing at another square resolution (the crop ratio is kept).
     pub fn at_resolution(&self, res: u32) -> Self {
         let resize = match self.resize {
-            Resize::Exact { .. } => Resize::Exact { height: res, width: res },
-            Resize::ShortestEdgeCrop { shortest_edge, crop_height, .. } => {
+            Resize::Exact { .. } => Resize::Exact {
+                height: res,
+                width: res,
+            },
+            Resize::ShortestEdgeCrop {
+                shortest_edge,
+                crop_height,
+                ..
+            } => {
                 let ratio = shortest_edge as f64 / crop_height.max(1) as f64;
                 Resize::ShortestEdgeCrop {
                     shortest_edge: (res as f64 * ratio).round() as u32,
@@ -57,7 +72,11 @@ impl Preprocess {
         }
         match self.resize {
             Resize::Exact { height, width } => resize(img, width, height),
-            Resize::ShortestEdgeCrop { shortest_edge, crop_height, crop_width } => {
+            Resize::ShortestEdgeCrop {
+                shortest_edge,
+                crop_height,
+                crop_width,
+            } => {
                 let (w, h) = img.dimensions();
                 let s = shortest_edge as f64 / w.min(h).max(1) as f64;
                 let (nw, nh) = (
@@ -81,23 +100,34 @@ impl Preprocess {
     pub fn from_hf_json(v: &serde_json::Value, default: Preprocess) -> Preprocess {
         let triple = |key: &str| -> Option<[f32; 3]> {
             let a = v.get(key)?.as_array()?;
-            let f: Vec<f32> = a.iter().filter_map(|x| x.as_f64()).map(|x| x as f32).collect();
+            let f: Vec<f32> = a
+                .iter()
+                .filter_map(|x| x.as_f64())
+                .map(|x| x as f32)
+                .collect();
             (f.len() == 3).then(|| [f[0], f[1], f[2]])
         };
         let normalize = Normalize {
             mean: triple("image_mean").unwrap_or(default.normalize.mean),
             std: triple("image_std").unwrap_or(default.normalize.std),
         };
-        let dim = |obj: &serde_json::Value, key: &str| obj.get(key).and_then(|x| x.as_u64()).map(|x| x as u32);
+        let dim = |obj: &serde_json::Value, key: &str| {
+            obj.get(key).and_then(|x| x.as_u64()).map(|x| x as u32)
+        };
         let size = v.get("size");
         let crop = v.get("crop_size");
-        let do_crop = v.get("do_center_crop").and_then(|x| x.as_bool()).unwrap_or(false);
+        let do_crop = v
+            .get("do_center_crop")
+            .and_then(|x| x.as_bool())
+            .unwrap_or(false);
         let resize = match (size, crop) {
-            (Some(s), Some(c)) if do_crop && dim(s, "shortest_edge").is_some() => Resize::ShortestEdgeCrop {
-                shortest_edge: dim(s, "shortest_edge").unwrap_or(256),
-                crop_height: dim(c, "height").unwrap_or(224),
-                crop_width: dim(c, "width").unwrap_or(224),
-            },
+            (Some(s), Some(c)) if do_crop && dim(s, "shortest_edge").is_some() => {
+                Resize::ShortestEdgeCrop {
+                    shortest_edge: dim(s, "shortest_edge").unwrap_or(256),
+                    crop_height: dim(c, "height").unwrap_or(224),
+                    crop_width: dim(c, "width").unwrap_or(224),
+                }
+            }
             (Some(s), _) if dim(s, "height").is_some() => Resize::Exact {
                 height: dim(s, "height").unwrap_or(224),
                 width: dim(s, "width").unwrap_or(224),
@@ -115,10 +145,16 @@ mod tests {
     #[test]
     fn image_at_model_resolution_is_not_resized() {
         let p = Preprocess {
-            resize: Resize::ShortestEdgeCrop { shortest_edge: 256, crop_height: 224, crop_width: 224 },
+            resize: Resize::ShortestEdgeCrop {
+                shortest_edge: 256,
+                crop_height: 224,
+                crop_width: 224,
+            },
             normalize: Normalize::IMAGENET,
         };
-        let img = RgbImage::from_fn(224, 224, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 7]));
+        let img = RgbImage::from_fn(224, 224, |x, y| {
+            image::Rgb([(x % 256) as u8, (y % 256) as u8, 7])
+        });
         assert_eq!(p.apply(&img), img);
         let small = RgbImage::new(64, 48);
         assert_eq!(p.apply(&small).dimensions(), (224, 224));
@@ -129,13 +165,32 @@ mod tests {
         let dino = serde_json::json!({"do_center_crop": true, "size": {"shortest_edge": 256},
             "crop_size": {"height": 224, "width": 224}, "image_mean": [0.485, 0.456, 0.406],
             "image_std": [0.229, 0.224, 0.225]});
-        let fallback = Preprocess { resize: Resize::Exact { height: 1, width: 1 }, normalize: Normalize::HALF };
+        let fallback = Preprocess {
+            resize: Resize::Exact {
+                height: 1,
+                width: 1,
+            },
+            normalize: Normalize::HALF,
+        };
         let p = Preprocess::from_hf_json(&dino, fallback);
-        assert_eq!(p.resize, Resize::ShortestEdgeCrop { shortest_edge: 256, crop_height: 224, crop_width: 224 });
+        assert_eq!(
+            p.resize,
+            Resize::ShortestEdgeCrop {
+                shortest_edge: 256,
+                crop_height: 224,
+                crop_width: 224
+            }
+        );
         assert_eq!(p.normalize.std, [0.229, 0.224, 0.225]);
         let sig = serde_json::json!({"size": {"height": 256, "width": 256}, "image_mean": [0.5, 0.5, 0.5]});
         let p = Preprocess::from_hf_json(&sig, fallback);
-        assert_eq!(p.resize, Resize::Exact { height: 256, width: 256 });
+        assert_eq!(
+            p.resize,
+            Resize::Exact {
+                height: 256,
+                width: 256
+            }
+        );
         assert_eq!(p.at_resolution(112).output_size(), (112, 112));
     }
 }

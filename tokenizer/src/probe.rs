@@ -58,7 +58,11 @@ impl LinearProbe {
         let xs = x.broadcast_sub(&mean)?.broadcast_div(&std)?;
         let y = Tensor::new(labels, dev)?;
         let vars = VarMap::new();
-        let head = linear(xs.dim(1)?, classes, VarBuilder::from_varmap(&vars, DType::F32, dev))?;
+        let head = linear(
+            xs.dim(1)?,
+            classes,
+            VarBuilder::from_varmap(&vars, DType::F32, dev),
+        )?;
         let params = ParamsAdamW {
             lr: cfg.lr,
             weight_decay: cfg.weight_decay,
@@ -73,8 +77,15 @@ impl LinearProbe {
     }
 
     pub fn predict(&self, x: &Tensor) -> Result<Vec<u32>> {
-        let xs = x.to_dtype(DType::F32)?.broadcast_sub(&self.mean)?.broadcast_div(&self.std)?;
-        Ok(self.head.forward(&xs)?.argmax(D::Minus1)?.to_vec1::<u32>()?)
+        let xs = x
+            .to_dtype(DType::F32)?
+            .broadcast_sub(&self.mean)?
+            .broadcast_div(&self.std)?;
+        Ok(self
+            .head
+            .forward(&xs)?
+            .argmax(D::Minus1)?
+            .to_vec1::<u32>()?)
     }
 
     pub fn accuracy(&self, x: &Tensor, labels: &[u32]) -> Result<f64> {
@@ -93,7 +104,10 @@ mod tests {
         let dev = Device::Cpu;
         // class = sign of feature 0; other features are noise
         let x = Tensor::randn(0f32, 1.0, (400, 8), &dev)?;
-        let labels: Vec<u32> = x.narrow(1, 0, 1)?.flatten_all()?.to_vec1::<f32>()?
+        let labels: Vec<u32> = x
+            .narrow(1, 0, 1)?
+            .flatten_all()?
+            .to_vec1::<f32>()?
             .iter()
             .map(|v| u32::from(*v > 0.0))
             .collect();

@@ -82,7 +82,10 @@ impl Quantizer {
         }
         let (codebook, map) = match cfg.kind {
             QuantizerKind::SimVq => {
-                let init = Init::Randn { mean: 0.0, stdev: (e as f64).powf(-0.5) };
+                let init = Init::Randn {
+                    mean: 0.0,
+                    stdev: (e as f64).powf(-0.5),
+                };
                 let c = vb.get_with_hints((k, e), "codebook", init)?;
                 (c, Some(linear_b(e, e, true, vb.pp("codebook_proj"))?))
             }
@@ -156,12 +159,17 @@ impl Quantizer {
     pub fn lookup(&self, codes: &Tensor) -> Result<Tensor> {
         let (b, n) = codes.dims2()?;
         let k = self.cfg.codebook_size as u32;
-        let max = codes.to_dtype(DType::U32)?.flatten_all()?.max(0)?.to_scalar::<u32>()?;
+        let max = codes
+            .to_dtype(DType::U32)?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<u32>()?;
         if max >= k {
             candle_core::bail!("code {max} is outside the codebook of {k} entries");
         }
         let cw = self.codewords()?;
-        cw.embedding(&codes.flatten_all()?)?.reshape((b, n, self.cfg.dim))
+        cw.embedding(&codes.flatten_all()?)?
+            .reshape((b, n, self.cfg.dim))
     }
 }
 
@@ -173,11 +181,17 @@ pub struct CodebookStats {
 
 impl CodebookStats {
     pub fn new(codebook_size: usize) -> Self {
-        Self { counts: vec![0; codebook_size] }
+        Self {
+            counts: vec![0; codebook_size],
+        }
     }
 
     pub fn update(&mut self, codes: &Tensor) -> Result<()> {
-        for c in codes.flatten_all()?.to_dtype(DType::U32)?.to_vec1::<u32>()? {
+        for c in codes
+            .flatten_all()?
+            .to_dtype(DType::U32)?
+            .to_vec1::<u32>()?
+        {
             match self.counts.get_mut(c as usize) {
                 Some(n) => *n += 1,
                 None => candle_core::bail!("code {c} outside a codebook of {}", self.counts.len()),
@@ -243,7 +257,12 @@ mod tests {
     fn codes_equal_brute_force_nearest_neighbour() -> Result<()> {
         let dev = Device::Cpu;
         for kind in [QuantizerKind::SimVq, QuantizerKind::Vq] {
-            let cfg = QuantizerConfig { kind, codebook_size: 300, dim: 24, beta: 0.25 };
+            let cfg = QuantizerConfig {
+                kind,
+                codebook_size: 300,
+                dim: 24,
+                beta: 0.25,
+            };
             let vars = SeededVarMap::new(3);
             let q = Quantizer::new(&cfg, vars.var_builder(DType::F32, &dev))?;
             let cw = q.codewords()?;
@@ -255,7 +274,10 @@ mod tests {
             assert_eq!(ours, want, "{kind:?}");
             // the quantized vectors are the chosen codewords
             let looked_up = q.lookup(&out.codes)?;
-            let diff = (looked_up - &out.z_q)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            let diff = (looked_up - &out.z_q)?
+                .abs()?
+                .max_all()?
+                .to_scalar::<f32>()?;
             assert!(diff < 1e-5);
         }
         Ok(())
@@ -267,7 +289,11 @@ mod tests {
         let cw = Tensor::randn(0f32, 1.0, (1 << 13, 8), &dev)?;
         let z = Tensor::randn(0f32, 1.0, (1500, 8), &dev)?; // 1500 > DISTANCE_BLOCK / k = 512
         let blocked = Quantizer::nearest(&z, &cw)?.to_vec1::<u32>()?;
-        let d = cw.sqr()?.sum(D::Minus1)?.unsqueeze(0)?.broadcast_sub(&(z.matmul(&cw.t()?)? * 2.0)?)?;
+        let d = cw
+            .sqr()?
+            .sum(D::Minus1)?
+            .unsqueeze(0)?
+            .broadcast_sub(&(z.matmul(&cw.t()?)? * 2.0)?)?;
         assert_eq!(blocked, d.argmin(D::Minus1)?.to_vec1::<u32>()?);
         Ok(())
     }
@@ -275,7 +301,12 @@ mod tests {
     #[test]
     fn simvq_gradients_reach_the_map_but_not_the_codebook_value() -> Result<()> {
         let dev = Device::Cpu;
-        let cfg = QuantizerConfig { kind: QuantizerKind::SimVq, codebook_size: 16, dim: 4, beta: 0.25 };
+        let cfg = QuantizerConfig {
+            kind: QuantizerKind::SimVq,
+            codebook_size: 16,
+            dim: 4,
+            beta: 0.25,
+        };
         let vars = SeededVarMap::new(1);
         let q = Quantizer::new(&cfg, vars.var_builder(DType::F32, &dev))?;
         let z = candle_core::Var::randn(0f32, 1.0, (1, 5, 4), &dev)?;
@@ -284,7 +315,9 @@ mod tests {
         let grads = total.backward()?;
         let map = vars.varmap.data().lock().unwrap()["codebook_proj.weight"].clone();
         assert!(grads.get(map.as_tensor()).is_some(), "W gets a gradient");
-        let gz = grads.get(z.as_tensor()).expect("straight-through gradient to z");
+        let gz = grads
+            .get(z.as_tensor())
+            .expect("straight-through gradient to z");
         assert!(gz.abs()?.sum_all()?.to_scalar::<f32>()? > 0.0);
         assert_eq!(q.frozen_names(), &["codebook"]);
         Ok(())
@@ -293,17 +326,27 @@ mod tests {
     #[test]
     fn stats_count_utilisation_and_perplexity() -> Result<()> {
         let mut s = CodebookStats::new(4);
-        s.update(&Tensor::new(&[[0u32, 1], [0, 1]], &candle_core::Device::Cpu)?)?;
+        s.update(&Tensor::new(
+            &[[0u32, 1], [0, 1]],
+            &candle_core::Device::Cpu,
+        )?)?;
         assert_eq!(s.utilisation(), 0.5);
         assert!((s.perplexity() - 2.0).abs() < 1e-9);
-        assert!(s.update(&Tensor::new(&[9u32], &candle_core::Device::Cpu)?).is_err());
+        assert!(s
+            .update(&Tensor::new(&[9u32], &candle_core::Device::Cpu)?)
+            .is_err());
         Ok(())
     }
 
     #[test]
     fn lookup_rejects_codes_outside_the_codebook() -> Result<()> {
         let dev = Device::Cpu;
-        let cfg = QuantizerConfig { kind: QuantizerKind::Vq, codebook_size: 8, dim: 4, beta: 0.25 };
+        let cfg = QuantizerConfig {
+            kind: QuantizerKind::Vq,
+            codebook_size: 8,
+            dim: 4,
+            beta: 0.25,
+        };
         let q = Quantizer::new(&cfg, SeededVarMap::new(0).var_builder(DType::F32, &dev))?;
         assert!(q.lookup(&Tensor::new(&[[1u32, 8]], &dev)?).is_err());
         Ok(())

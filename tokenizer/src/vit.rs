@@ -5,7 +5,9 @@
 //! tensor names of DINOv2, SigLIP and the project's own ViT.
 
 use candle_core::{Result, Tensor};
-use candle_nn::{layer_norm, linear_b, Init, LayerNorm, LayerNormConfig, Linear, Module, VarBuilder};
+use candle_nn::{
+    layer_norm, linear_b, Init, LayerNorm, LayerNormConfig, Linear, Module, VarBuilder,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::ops;
@@ -49,8 +51,11 @@ impl BlockConfig {
         if self.dim == 0 || self.heads == 0 || self.mlp_hidden == 0 {
             return Err(format!("block sizes must be positive: {self:?}"));
         }
-        if self.dim % self.heads != 0 {
-            return Err(format!("width {} does not divide into {} heads", self.dim, self.heads));
+        if !self.dim.is_multiple_of(self.heads) {
+            return Err(format!(
+                "width {} does not divide into {} heads",
+                self.dim, self.heads
+            ));
         }
         Ok(())
     }
@@ -115,7 +120,9 @@ impl Attention {
         let (b, n, d) = x.dims3()?;
         let hd = d / self.heads;
         let split = |t: Tensor| -> Result<Tensor> {
-            t.reshape((b, n, self.heads, hd))?.transpose(1, 2)?.contiguous()
+            t.reshape((b, n, self.heads, hd))?
+                .transpose(1, 2)?
+                .contiguous()
         };
         let q = split(self.q.forward(x)?)?;
         let k = split(self.k.forward(x)?)?;
@@ -161,7 +168,14 @@ pub struct Block {
 }
 
 fn norm(dim: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
-    layer_norm(dim, LayerNormConfig { eps, ..Default::default() }, vb)
+    layer_norm(
+        dim,
+        LayerNormConfig {
+            eps,
+            ..Default::default()
+        },
+        vb,
+    )
 }
 
 impl Block {
@@ -186,9 +200,13 @@ impl Block {
             Some(g) => y.broadcast_mul(g),
             None => Ok(y),
         };
-        let h = self.attn.forward(&ops::layer_norm(x, &self.norm1, train)?, train)?;
+        let h = self
+            .attn
+            .forward(&ops::layer_norm(x, &self.norm1, train)?, train)?;
         let x = (x + scaled(h, &self.ls1)?)?;
-        let h = self.mlp.forward(&ops::layer_norm(&x, &self.norm2, train)?)?;
+        let h = self
+            .mlp
+            .forward(&ops::layer_norm(&x, &self.norm2, train)?)?;
         x + scaled(h, &self.ls2)?
     }
 }
@@ -198,7 +216,12 @@ impl Block {
 pub struct Blocks(Vec<Block>);
 
 impl Blocks {
-    pub fn new(depth: usize, cfg: &BlockConfig, names: &BlockNames, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        depth: usize,
+        cfg: &BlockConfig,
+        names: &BlockNames,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         (0..depth)
             .map(|i| Block::new(cfg, names, &vb.pp(i)))
             .collect::<Result<Vec<_>>>()
@@ -206,7 +229,9 @@ impl Blocks {
     }
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.0.iter().try_fold(x.clone(), |x, b| b.forward(&x, train))
+        self.0
+            .iter()
+            .try_fold(x.clone(), |x, b| b.forward(&x, train))
     }
 
     pub fn len(&self) -> usize {
@@ -238,7 +263,10 @@ impl PatchEmbed {
     pub fn new(channels: usize, dim: usize, patch: usize, vb: VarBuilder) -> Result<Self> {
         let fan_in = (channels * patch * patch) as f64;
         let bound = 1.0 / fan_in.sqrt();
-        let init = Init::Uniform { lo: -bound, up: bound };
+        let init = Init::Uniform {
+            lo: -bound,
+            up: bound,
+        };
         let weight = vb.get_with_hints((dim, channels, patch, patch), "weight", init)?;
         let bias = vb.get_with_hints(dim, "bias", init)?;
         Ok(Self {
@@ -288,7 +316,11 @@ mod tests {
         let w = Tensor::randn(0f32, 1.0, (6, 3, 4, 4), &dev)?;
         let b = Tensor::randn(0f32, 1.0, 6, &dev)?;
         let vb = VarBuilder::from_tensors(
-            [("weight".to_string(), w.clone()), ("bias".to_string(), b.clone())].into(),
+            [
+                ("weight".to_string(), w.clone()),
+                ("bias".to_string(), b.clone()),
+            ]
+            .into(),
             DType::F32,
             &dev,
         );

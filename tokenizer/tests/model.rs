@@ -14,7 +14,9 @@ fn repo() -> PathBuf {
 }
 
 fn tiny() -> Result<VqraeConfig> {
-    Ok(VqraeConfig::from_toml_file(&repo().join("configs/tiny.toml"))?)
+    Ok(VqraeConfig::from_toml_file(
+        &repo().join("configs/tiny.toml"),
+    )?)
 }
 
 fn input(b: usize, s: usize) -> Result<Tensor> {
@@ -46,11 +48,23 @@ fn encode_gives_features_and_codes_decode_gives_pixels() -> Result<()> {
 fn same_seed_same_model() -> Result<()> {
     let cfg = tiny()?;
     let x = input(1, 32)?;
-    let a = Vqrae::init(&cfg, None, 5, &Device::Cpu)?.0.reconstruct(&x)?;
-    let b = Vqrae::init(&cfg, None, 5, &Device::Cpu)?.0.reconstruct(&x)?;
-    let c = Vqrae::init(&cfg, None, 6, &Device::Cpu)?.0.reconstruct(&x)?;
-    assert_eq!(a.flatten_all()?.to_vec1::<f32>()?, b.flatten_all()?.to_vec1::<f32>()?);
-    assert_ne!(a.flatten_all()?.to_vec1::<f32>()?, c.flatten_all()?.to_vec1::<f32>()?);
+    let a = Vqrae::init(&cfg, None, 5, &Device::Cpu)?
+        .0
+        .reconstruct(&x)?;
+    let b = Vqrae::init(&cfg, None, 5, &Device::Cpu)?
+        .0
+        .reconstruct(&x)?;
+    let c = Vqrae::init(&cfg, None, 6, &Device::Cpu)?
+        .0
+        .reconstruct(&x)?;
+    assert_eq!(
+        a.flatten_all()?.to_vec1::<f32>()?,
+        b.flatten_all()?.to_vec1::<f32>()?
+    );
+    assert_ne!(
+        a.flatten_all()?.to_vec1::<f32>()?,
+        c.flatten_all()?.to_vec1::<f32>()?
+    );
     Ok(())
 }
 
@@ -66,12 +80,17 @@ fn checkpoint_round_trips() -> Result<()> {
     let x = input(2, 32)?;
     let (a, b) = (model.encode(&x)?, loaded.encode(&x)?);
     assert_eq!(a.codes.to_vec2::<u32>()?, b.codes.to_vec2::<u32>()?);
-    let diff = (model.reconstruct(&x)? - loaded.reconstruct(&x)?)?.abs()?.max_all()?.to_scalar::<f32>()?;
+    let diff = (model.reconstruct(&x)? - loaded.reconstruct(&x)?)?
+        .abs()?
+        .max_all()?
+        .to_scalar::<f32>()?;
     assert!(diff < 1e-6);
     Ok(())
 }
 
-fn broken_checkpoint(edit: impl FnOnce(&mut std::collections::HashMap<String, Tensor>)) -> Result<String> {
+fn broken_checkpoint(
+    edit: impl FnOnce(&mut std::collections::HashMap<String, Tensor>),
+) -> Result<String> {
     let cfg = tiny()?;
     let (_, vars) = Vqrae::init(&cfg, None, 1, &Device::Cpu)?;
     let mut tensors = varmap_tensors(&vars.varmap)?;
@@ -91,17 +110,26 @@ fn missing_tensor_is_a_clear_error() -> Result<()> {
         t.remove("decoder.blocks.1.attn.q.weight");
     })?;
     eprintln!("{msg}");
-    assert!(msg.contains("decoder.blocks.1.attn.q.weight") && msg.contains(WEIGHTS_FILE), "{msg}");
+    assert!(
+        msg.contains("decoder.blocks.1.attn.q.weight") && msg.contains(WEIGHTS_FILE),
+        "{msg}"
+    );
     Ok(())
 }
 
 #[test]
 fn wrong_shape_is_a_clear_error() -> Result<()> {
     let msg = broken_checkpoint(|t| {
-        t.insert("proj_in.weight".into(), Tensor::zeros((3, 3), DType::F32, &Device::Cpu).unwrap());
+        t.insert(
+            "proj_in.weight".into(),
+            Tensor::zeros((3, 3), DType::F32, &Device::Cpu).unwrap(),
+        );
     })?;
     eprintln!("{msg}");
-    assert!(msg.contains("proj_in.weight") && msg.contains("shape"), "{msg}");
+    assert!(
+        msg.contains("proj_in.weight") && msg.contains("shape"),
+        "{msg}"
+    );
     Ok(())
 }
 
@@ -115,14 +143,23 @@ fn unknown_config_field_and_corrupt_weights_are_clear_errors() -> Result<()> {
     let path = ckpt.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&path)?.replacen("\"image_size\"", "\"imag_size\"", 1);
     std::fs::write(&path, text)?;
-    let msg = Vqrae::load(&ckpt, &Device::Cpu, DType::F32).unwrap_err().to_string();
-    assert!(msg.contains("imag_size") && msg.contains(CONFIG_FILE), "{msg}");
+    let msg = Vqrae::load(&ckpt, &Device::Cpu, DType::F32)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("imag_size") && msg.contains(CONFIG_FILE),
+        "{msg}"
+    );
 
     model.save(&ckpt, &vars)?;
     std::fs::write(ckpt.join(WEIGHTS_FILE), b"not safetensors")?;
-    let msg = Vqrae::load(&ckpt, &Device::Cpu, DType::F32).unwrap_err().to_string();
+    let msg = Vqrae::load(&ckpt, &Device::Cpu, DType::F32)
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains(WEIGHTS_FILE), "{msg}");
-    let msg = Vqrae::load(&dir.path().join("nope"), &Device::Cpu, DType::F32).unwrap_err().to_string();
+    let msg = Vqrae::load(&dir.path().join("nope"), &Device::Cpu, DType::F32)
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("nope"), "{msg}");
     Ok(())
 }
@@ -147,7 +184,13 @@ fn every_trainable_tensor_gets_a_gradient() -> Result<()> {
     for (name, var) in data.iter() {
         let has = grads
             .get(var.as_tensor())
-            .map(|g| g.abs().and_then(|a| a.sum_all()).and_then(|s| s.to_scalar::<f32>()).unwrap_or(0.0) > 0.0)
+            .map(|g| {
+                g.abs()
+                    .and_then(|a| a.sum_all())
+                    .and_then(|s| s.to_scalar::<f32>())
+                    .unwrap_or(0.0)
+                    > 0.0
+            })
             .unwrap_or(false);
         if frozen.contains(name) {
             continue;

@@ -29,7 +29,10 @@ fn check(model: &str, io: &str, cases: &[(&str, &str)]) -> Result<()> {
             let got = enc.encoder.forward(&io[*input], train)?;
             let err = max_abs(&got, &io[*output])?;
             eprintln!("{model} {output} train={train}: max abs error {err:.2e}");
-            assert!(err < 1e-4, "{model} {output} (train={train}): max abs error {err}");
+            assert!(
+                err < 1e-4,
+                "{model} {output} (train={train}): max abs error {err}"
+            );
         }
     }
     Ok(())
@@ -67,11 +70,15 @@ fn a_mis_loaded_weight_breaks_parity() -> Result<()> {
     let dev = Device::Cpu;
     let dir = fixtures().join("dinov2_tiny");
     let cfg = hf_encoder_config(&dir.join("config.json"))?;
-    let weights: HashMap<String, Tensor> = candle_core::safetensors::load(dir.join("model.safetensors"), &dev)?;
+    let weights: HashMap<String, Tensor> =
+        candle_core::safetensors::load(dir.join("model.safetensors"), &dev)?;
     let io = candle_core::safetensors::load(fixtures().join("dinov2_tiny_io.safetensors"), &dev)?;
     let run = |w: HashMap<String, Tensor>| -> Result<f32> {
         let enc = VitEncoder::new(&cfg, VarBuilder::from_tensors(w, DType::F32, &dev))?;
-        max_abs(&enc.forward(&io["pixel_values"], false)?, &io["last_hidden_state"])
+        max_abs(
+            &enc.forward(&io["pixel_values"], false)?,
+            &io["last_hidden_state"],
+        )
     };
     assert!(run(weights.clone())? < 1e-4, "unmodified weights must pass");
     let swap = |a: &str, b: &str| {
@@ -82,14 +89,29 @@ fn a_mis_loaded_weight_breaks_parity() -> Result<()> {
         w
     };
     let cases = [
-        swap("encoder.layer.1.attention.attention.query.weight", "encoder.layer.1.attention.attention.key.weight"),
-        swap("encoder.layer.0.layer_scale1.lambda1", "encoder.layer.0.layer_scale2.lambda1"),
-        swap("encoder.layer.0.norm1.weight", "encoder.layer.0.norm2.weight"),
-        swap("encoder.layer.0.mlp.fc1.bias", "encoder.layer.1.mlp.fc1.bias"),
+        swap(
+            "encoder.layer.1.attention.attention.query.weight",
+            "encoder.layer.1.attention.attention.key.weight",
+        ),
+        swap(
+            "encoder.layer.0.layer_scale1.lambda1",
+            "encoder.layer.0.layer_scale2.lambda1",
+        ),
+        swap(
+            "encoder.layer.0.norm1.weight",
+            "encoder.layer.0.norm2.weight",
+        ),
+        swap(
+            "encoder.layer.0.mlp.fc1.bias",
+            "encoder.layer.1.mlp.fc1.bias",
+        ),
     ];
     for (i, w) in cases.into_iter().enumerate() {
         let err = run(w)?;
-        assert!(err > 1e-2, "case {i}: a swapped tensor went unnoticed (error {err})");
+        assert!(
+            err > 1e-2,
+            "case {i}: a swapped tensor went unnoticed (error {err})"
+        );
     }
     // a transposed (square) attention matrix, the classic ONNX-conversion mistake
     let mut w = weights.clone();
@@ -108,12 +130,16 @@ fn converted_dinov2_small_matches_onnx() -> Result<()> {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.data"));
     let dir = root.join("models/dinov2-small");
     if !dir.join("model.safetensors").exists() {
-        eprintln!("skipped: {} absent (run scripts/convert-dinov2.sh)", dir.display());
+        eprintln!(
+            "skipped: {} absent (run scripts/convert-dinov2.sh)",
+            dir.display()
+        );
         return Ok(());
     }
     let dev = Device::Cpu;
     let enc = load_hf_encoder(&dir, &dev, DType::F32).context("loading converted DINOv2-small")?;
-    let io = candle_core::safetensors::load(fixtures().join("dinov2_small_onnx_io.safetensors"), &dev)?;
+    let io =
+        candle_core::safetensors::load(fixtures().join("dinov2_small_onnx_io.safetensors"), &dev)?;
     let got = enc.encoder.forward(&io["pixel_values"], false)?;
     let err = max_abs(&got, &io["last_hidden_state"])?;
     eprintln!("DINOv2-small vs ONNX: max abs error {err:.2e}");

@@ -31,7 +31,11 @@ fn read_json(path: &Path) -> Result<serde_json::Value> {
     })
 }
 
-fn parse<T: serde::de::DeserializeOwned>(v: &serde_json::Value, keys: &[&str], path: &Path) -> Result<T> {
+fn parse<T: serde::de::DeserializeOwned>(
+    v: &serde_json::Value,
+    keys: &[&str],
+    path: &Path,
+) -> Result<T> {
     serde_json::from_value(serde_json::Value::Object(known_fields(v, keys))).map_err(|source| {
         TokenizerError::Config {
             path: path.to_path_buf(),
@@ -64,15 +68,25 @@ pub fn hf_encoder_config(path: &Path) -> Result<EncoderConfig> {
 fn default_preprocess(cfg: &EncoderConfig) -> Preprocess {
     match cfg {
         EncoderConfig::Dinov2(_) => Preprocess {
-            resize: Resize::ShortestEdgeCrop { shortest_edge: 256, crop_height: 224, crop_width: 224 },
+            resize: Resize::ShortestEdgeCrop {
+                shortest_edge: 256,
+                crop_height: 224,
+                crop_width: 224,
+            },
             normalize: Normalize::IMAGENET,
         },
         EncoderConfig::Siglip(c) => Preprocess {
-            resize: Resize::Exact { height: c.image_size as u32, width: c.image_size as u32 },
+            resize: Resize::Exact {
+                height: c.image_size as u32,
+                width: c.image_size as u32,
+            },
             normalize: Normalize::HALF,
         },
         EncoderConfig::Vit(c) => Preprocess {
-            resize: Resize::Exact { height: c.image_size as u32, width: c.image_size as u32 },
+            resize: Resize::Exact {
+                height: c.image_size as u32,
+                width: c.image_size as u32,
+            },
             normalize: Normalize::HALF,
         },
     }
@@ -113,9 +127,14 @@ pub fn hf_tensors(dir: &Path, cfg: &EncoderConfig) -> Result<HashMap<String, Ten
     })?;
     st.tensors()
         .into_iter()
-        .filter_map(|(name, _)| name.strip_prefix(prefix).map(|n| (n.to_string(), name.clone())))
+        .filter_map(|(name, _)| {
+            name.strip_prefix(prefix)
+                .map(|n| (n.to_string(), name.clone()))
+        })
         .map(|(short, full)| {
-            let t = st.load(&full, &Device::Cpu).context(|| format!("reading {full} from {}", weights.display()))?;
+            let t = st
+                .load(&full, &Device::Cpu)
+                .context(|| format!("reading {full} from {}", weights.display()))?;
             Ok((short, t))
         })
         .collect()
@@ -129,14 +148,19 @@ pub fn load_hf_encoder(dir: &Path, device: &Device, dtype: DType) -> Result<HfEn
     let st = mmap(&weights)?;
     let prefix = detect_prefix(&st, &config).ok_or_else(|| TokenizerError::Checkpoint {
         path: weights.clone(),
-        msg: format!("no {} patch embedding found: not a {} checkpoint", config.arch(), config.arch()),
+        msg: format!(
+            "no {} patch embedding found: not a {} checkpoint",
+            config.arch(),
+            config.arch()
+        ),
     })?;
     let vb = VarBuilder::from_backend(Box::new(st), dtype, device.clone());
     let vb = match prefix.strip_suffix('.') {
         Some(p) => vb.pp(p),
         None => vb,
     };
-    let encoder = VitEncoder::new(&config, vb).context(|| format!("loading {}", weights.display()))?;
+    let encoder =
+        VitEncoder::new(&config, vb).context(|| format!("loading {}", weights.display()))?;
     let pre_path = dir.join("preprocessor_config.json");
     let preprocess = if pre_path.exists() {
         Preprocess::from_hf_json(&read_json(&pre_path)?, default_preprocess(&config))

@@ -9,8 +9,8 @@ mod own;
 mod siglip;
 
 pub use dinov2::Dinov2Config;
-pub use hf::{hf_encoder_config, hf_tensors, load_hf_encoder, HfEncoder};
 pub(crate) use hf::mmap;
+pub use hf::{hf_encoder_config, hf_tensors, load_hf_encoder, HfEncoder};
 pub use own::{OwnVitConfig, PosEmbedKind};
 pub use siglip::SiglipVisionConfig;
 
@@ -135,7 +135,10 @@ impl VitEncoder {
         let names = cfg.names();
         let d = spec.block.dim;
         let n = spec.native_grid.0 * spec.native_grid.1;
-        let init = Init::Randn { mean: 0.0, stdev: 0.02 };
+        let init = Init::Randn {
+            mean: 0.0,
+            stdev: 0.02,
+        };
         let cls = spec
             .cls_token
             .then(|| vb.get_with_hints((1, 1, d), names.cls, init))
@@ -256,10 +259,19 @@ mod tests {
         // otherwise an HF value would silently fall back to a default.
         let check = |v: serde_json::Value, keys: &[&str]| {
             for k in v.as_object().unwrap().keys() {
-                assert!(keys.contains(&k.as_str()), "{k} missing from the HF key list");
+                assert!(
+                    keys.contains(&k.as_str()),
+                    "{k} missing from the HF key list"
+                );
             }
         };
-        check(serde_json::to_value(Dinov2Config::default()).unwrap(), dinov2::HF_KEYS);
-        check(serde_json::to_value(SiglipVisionConfig::default()).unwrap(), siglip::HF_KEYS);
+        check(
+            serde_json::to_value(Dinov2Config::default()).unwrap(),
+            dinov2::HF_KEYS,
+        );
+        check(
+            serde_json::to_value(SiglipVisionConfig::default()).unwrap(),
+            siglip::HF_KEYS,
+        );
     }
 }

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test command of vqrae-rs, on a fresh machine: installs what the tests need (the data sets
+# and the converted DINOv2-small), then runs every test of the workspace. `.ci/run` calls this.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+scripts/setup-data.sh
+scripts/convert-dinov2.sh
+cargo test --workspace --all-targets
+cargo test --workspace --doc

@@ -1,0 +1,229 @@
+//! End-to-end tests of the `vqrae` binary on the real installed data (run `vqrae data setup`
+//! or `scripts/setup-data.sh` first; the test command does).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn data_root() -> PathBuf {
+    std::env::var_os("VQRAE_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".data"))
+}
+
+fn vqrae(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vqrae"))
+        .args(args)
+        .env("VQRAE_DATA", data_root())
+        .env("RUST_LOG", "warn")
+        .current_dir(repo())
+        .output()
+        .expect("running vqrae")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = vqrae(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "vqrae {args:?} failed:\n{stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command that must fail with a message (not a panic) containing `needle`.
+fn fails_with(args: &[&str], needle: &str) {
+    let out = vqrae(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "vqrae {args:?} should fail");
+    assert!(
+        !stderr.contains("panicked"),
+        "vqrae {args:?} panicked:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(needle),
+        "vqrae {args:?}: expected {needle:?} in:\n{stderr}"
+    );
+}
+
+fn easy_vqa_image(split: &str, id: usize) -> String {
+    let p = data_root().join(format!("easy-vqa/{split}/images/{id}.png"));
+    assert!(
+        p.exists(),
+        "{} missing: run scripts/setup-data.sh",
+        p.display()
+    );
+    p.to_string_lossy().into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+#[test]
+fn data_show_summarises_the_real_data_sets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let grid = tmp.path().join("grid.png");
+    let out = ok(&["data", "show", "-n", "4", "-o", s(&grid)]);
+    assert!(
+        out.contains("easy-VQA train: 4000 images, 38575 questions"),
+        "{out}"
+    );
+    assert!(
+        out.contains("easy-VQA test: 1000 images, 9673 questions"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Fashion-MNIST train: 60000 images 28x28"),
+        "{out}"
+    );
+    assert!(out.contains("Fashion-MNIST test: 10000 images"), "{out}");
+    assert!(grid.exists());
+    let out = ok(&[
+        "data",
+        "show",
+        "--scenes",
+        "3",
+        "--seed",
+        "4",
+        "-n",
+        "3",
+        "-o",
+        s(&grid),
+    ]);
+    assert_eq!(out.matches("scene ").count(), 3, "{out}");
+}
+
+#[test]
+fn init_tokenize_reconstruct_on_a_real_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tok");
+    ok(&[
+        "init",
+        "--config",
+        "configs/tiny.toml",
+        "--seed",
+        "3",
+        "-o",
+        s(&model),
+    ]);
+    let img = easy_vqa_image("test", 0);
+    let out = ok(&["tokenize", "--model", s(&model), &img]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["grid"], serde_json::json!([4, 4]));
+    assert_eq!(v["feature_shape"], serde_json::json!([16, 32]));
+    let codes = v["codes"].as_array().unwrap();
+    assert_eq!(codes.len(), 4);
+    assert!(codes
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .all(|c| c.as_u64().unwrap() < 64));
+    // same model, same image: same codes
+    assert_eq!(out, ok(&["tokenize", "--model", s(&model), &img]));
+    let png = tmp.path().join("rec.png");
+    ok(&["reconstruct", "--model", s(&model), &img, "-o", s(&png)]);
+    let rec = image::open(&png).unwrap();
+    assert_eq!((rec.width(), rec.height()), (32, 32));
+}
+
+#[test]
+fn features_of_a_hugging_face_encoder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let enc = repo().join("tokenizer/tests/fixtures/siglip_tiny");
+    let out_file = tmp.path().join("f.safetensors");
+    let img = easy_vqa_image("train", 1);
+    let out = ok(&[
+        "features",
+        "--encoder",
+        s(&enc),
+        &img,
+        &img,
+        "-o",
+        s(&out_file),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    // SigLIP preprocessing: resize to 16x16, 4x4 patches of width 32
+    assert_eq!(v["features"], serde_json::json!([2, 16, 32]));
+    let t = candle_core::safetensors::load(&out_file, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(t["features"].dims(), &[2, 16, 32]);
+    // DINOv2 at an explicit resolution: 64 px / patch 4 = 16x16 tokens after the class token
+    let enc = repo().join("tokenizer/tests/fixtures/dinov2_tiny");
+    let out = ok(&[
+        "features",
+        "--encoder",
+        s(&enc),
+        "--resolution",
+        "64",
+        &img,
+        "-o",
+        s(&out_file),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["features"], serde_json::json!([1, 256, 32]));
+    assert_eq!(v["grid"], serde_json::json!([16, 16]));
+}
+
+#[test]
+fn bad_input_is_an_error_message_not_a_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tok");
+    ok(&["init", "--config", "configs/tiny.toml", "-o", s(&model)]);
+    fails_with(
+        &["tokenize", "--model", s(&model), "/nonexistent/x.png"],
+        "/nonexistent/x.png",
+    );
+    let corrupt = tmp.path().join("corrupt.png");
+    std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nthis is not a png").unwrap();
+    fails_with(
+        &[
+            "reconstruct",
+            "--model",
+            s(&model),
+            s(&corrupt),
+            "-o",
+            "x.png",
+        ],
+        "corrupt.png",
+    );
+    fails_with(
+        &[
+            "tokenize",
+            "--model",
+            s(&tmp.path().join("nope")),
+            s(&corrupt),
+        ],
+        "nope",
+    );
+    let cfg = tmp.path().join("bad.toml");
+    let text = std::fs::read_to_string(repo().join("configs/tiny.toml")).unwrap();
+    std::fs::write(&cfg, text.replace("beta = 0.25", "beta = 0.25\nbeat = 1.0")).unwrap();
+    fails_with(&["init", "--config", s(&cfg), "-o", s(&model)], "beat");
+    fails_with(&["--device", "tpu", "data", "show"], "unknown device");
+    fails_with(
+        &[
+            "features",
+            "--encoder",
+            s(tmp.path()),
+            &easy_vqa_image("test", 1),
+            "-o",
+            "x.safetensors",
+        ],
+        "config.json",
+    );
+}
+
+#[test]
+fn help_explains_every_command() {
+    let out = ok(&["--help"]);
+    for cmd in [
+        "data",
+        "features",
+        "init",
+        "tokenize",
+        "reconstruct",
+        "probe",
+    ] {
+        assert!(out.contains(cmd), "{cmd} missing from --help");
+    }
+    assert!(ok(&["features", "--help"]).contains("--resolution"));
+}
