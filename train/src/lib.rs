@@ -1,0 +1,52 @@
+//! Training machinery shared by the tokenizer's two-stage training and the LM's training.
+//!
+//! - [`schedule`]: learning-rate schedule (linear warm-up, cosine decay), a serde config.
+//! - [`optim`]: AdamW with parameter groups (one schedule each) and an optimizer state that can
+//!   be saved and loaded exactly (candle's own `AdamW` keeps its moments private), plus
+//!   [`optim::clip_grad_norm`].
+//! - [`checkpoint`]: training-state checkpoints (`state/step-<N>/` in a run directory: model
+//!   variables, optimizer state, trainer JSON), written atomically, the last K kept, resumed
+//!   bit-exactly. The model's *inference* checkpoint format belongs to the model crates.
+//! - [`metrics`]: a JSONL metrics log that drops the records a resumed run will write again.
+//! - [`progress`]: an `indicatif` progress bar and a throughput counter.
+//!
+//! A training loop with exact resume looks like this:
+//!
+//! ```no_run
+//! # use std::collections::HashMap;
+//! # use vqrae_train::{checkpoint, metrics::MetricsLog, optim::{self, AdamW, AdamWConfig, ParamGroup}, schedule::LrSchedule};
+//! # fn run(vars: HashMap<String, candle_core::Var>, loss_at: impl Fn(u64) -> candle_core::Tensor) -> vqrae_train::Result<()> {
+//! let run_dir = std::path::Path::new("runs/demo");
+//! let schedule = LrSchedule { peak_lr: 1e-3, min_lr: 1e-5, warmup_steps: 10, total_steps: 100 };
+//! let group = ParamGroup::new("all", vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect(), schedule);
+//! let mut opt = AdamW::new(vec![group], AdamWConfig::default())?;
+//! let start = match checkpoint::load_latest(run_dir, &vars, &mut opt)? {
+//!     Some((step, _extra)) => step,
+//!     None => 0,
+//! };
+//! let mut log = MetricsLog::open(&run_dir.join("metrics.jsonl"), Some(start))?;
+//! for step in start..100 {
+//!     let loss = loss_at(step);
+//!     let mut grads = loss.backward().map_err(|e| vqrae_train::TrainError::candle("backward", e))?;
+//!     let norm = optim::clip_grad_norm(&mut grads, vars.values(), 1.0)?;
+//!     opt.step(&grads)?;
+//!     log.log(step + 1, &serde_json::json!({ "grad_norm": norm }))?;
+//!     if (step + 1).is_multiple_of(10) {
+//!         checkpoint::save(run_dir, step + 1, &vars, &opt, &serde_json::json!({}), checkpoint::DEFAULT_KEEP)?;
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Bit-exact resume holds on one device with one build: the optimizer state, the variables and
+//! the step count round-trip exactly, and the global gradient norm is summed in an order that
+//! does not depend on the order of the variables.
+
+pub mod checkpoint;
+pub mod error;
+pub mod metrics;
+pub mod optim;
+pub mod progress;
+pub mod schedule;
+
+pub use error::{Result, TrainError};
