@@ -16,6 +16,7 @@ pub mod decoder;
 pub mod encoder;
 pub mod error;
 pub mod init;
+pub mod metrics;
 pub mod model;
 pub mod ops;
 pub mod pos_embed;
