@@ -5,7 +5,7 @@
 # Idempotent: a second run only checks and prints the one-line summary.
 set -euo pipefail
 
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+repo="$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)"
 root="${VQRAE_DATA:-$repo/.data}"
 mkdir -p "$root"
 root="$(cd "$root" && pwd)"

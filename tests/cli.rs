@@ -61,6 +61,18 @@ fn s(p: &Path) -> &str {
 }
 
 #[test]
+fn data_setup_is_idempotent_on_an_installed_root() {
+    let out = vqrae(&["data", "setup"]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("easy-vqa 4000/1000 images"), "{stdout}");
+    assert!(!stderr.contains("unbound"), "{stderr}");
+}
+
+#[test]
 fn data_show_summarises_the_real_data_sets() {
     let tmp = tempfile::tempdir().unwrap();
     let grid = tmp.path().join("grid.png");
