@@ -88,7 +88,11 @@ pub fn save(
     fs::create_dir(&tmp).map_err(TrainError::io(&tmp))?;
     let written = write_contents(&tmp, step, vars, opt, extra).and_then(|()| {
         let target = step_dir(run_dir, step);
-        replace_dir(&tmp, &target, &state.join(format!("{OLD_PREFIX}{step}-{tag}")))?;
+        replace_dir(
+            &tmp,
+            &target,
+            &state.join(format!("{OLD_PREFIX}{step}-{tag}")),
+        )?;
         sync_dir(&state)?;
         Ok(target)
     });
@@ -196,7 +200,7 @@ fn prune(state: &Path, current_step: u64, keep: usize) {
             state.display()
         );
     }
-    others.sort_by(|a, b| b.0.cmp(&a.0));
+    others.sort_by_key(|(s, _)| std::cmp::Reverse(*s));
     for (_, dir) in others.into_iter().skip(keep - 1) {
         if let Err(e) = fs::remove_dir_all(&dir) {
             tracing::warn!(dir = %dir.display(), "could not remove an old checkpoint: {e}");
@@ -279,13 +283,17 @@ fn check_safetensors(path: &Path) -> std::result::Result<(), String> {
     let mut f = File::open(path).map_err(|e| e.to_string())?;
     let len = f.metadata().map_err(|e| e.to_string())?.len();
     let mut n = [0u8; 8];
-    f.read_exact(&mut n).map_err(|e| format!("header length: {e}"))?;
+    f.read_exact(&mut n)
+        .map_err(|e| format!("header length: {e}"))?;
     let n = u64::from_le_bytes(n);
     if n > len.saturating_sub(8) || n > 100 << 20 {
-        return Err(format!("header length {n} does not fit a file of {len} bytes"));
+        return Err(format!(
+            "header length {n} does not fit a file of {len} bytes"
+        ));
     }
     let mut header = vec![0u8; n as usize];
-    f.read_exact(&mut header).map_err(|e| format!("header: {e}"))?;
+    f.read_exact(&mut header)
+        .map_err(|e| format!("header: {e}"))?;
     let header: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&header).map_err(|e| format!("header: {e}"))?;
     let mut end = 0u64;
@@ -313,7 +321,11 @@ fn check_safetensors(path: &Path) -> std::result::Result<(), String> {
 /// Loads the checkpoint in `dir` into `vars` (set in place, strictly: the same names and
 /// shapes, no extra tensors) and `opt`, and returns its step and extra JSON. On a mismatch
 /// nothing is changed.
-pub fn load(dir: &Path, vars: &HashMap<String, Var>, opt: &mut AdamW) -> Result<(u64, serde_json::Value)> {
+pub fn load(
+    dir: &Path,
+    vars: &HashMap<String, Var>,
+    opt: &mut AdamW,
+) -> Result<(u64, serde_json::Value)> {
     let trainer = read_trainer(&dir.join(TRAINER_FILE))?;
     let model_path = dir.join(MODEL_FILE);
     let model = candle_core::safetensors::load(&model_path, &Device::Cpu)

@@ -234,7 +234,11 @@ mod tests {
         }
         let recs = MetricsLog::read(&path).unwrap();
         let steps: Vec<u64> = recs.iter().map(|r| r["step"].as_u64().unwrap()).collect();
-        assert_eq!(steps, (1..=10).collect::<Vec<_>>(), "no duplicates, no gaps");
+        assert_eq!(
+            steps,
+            (1..=10).collect::<Vec<_>>(),
+            "no duplicates, no gaps"
+        );
         assert_eq!(recs[5]["loss"], 6.0);
         assert_eq!(recs[6]["loss"], 0.0);
         // Time continues from the last kept record.

@@ -181,7 +181,9 @@ impl AdamW {
                 let md = moment_dtype(var.dtype());
                 let m = Tensor::zeros(var.shape(), md, var.device())
                     .ctx(|| format!("allocating AdamW moments of {name}"))?;
-                let v = m.zeros_like().ctx(|| format!("allocating AdamW moments of {name}"))?;
+                let v = m
+                    .zeros_like()
+                    .ctx(|| format!("allocating AdamW moments of {name}"))?;
                 slots.push(Slot { name, var, m, v });
             }
             // A fixed order makes the update and its statistics independent of how the caller
@@ -257,8 +259,9 @@ impl AdamW {
                 let md = slot.m.dtype();
                 let g = g.detach().to_dtype(md).ctx(ctx)?;
                 let m = ((&slot.m * beta1).ctx(ctx)? + (&g * (1.0 - beta1)).ctx(ctx)?).ctx(ctx)?;
-                let v = ((&slot.v * beta2).ctx(ctx)? + (g.sqr().ctx(ctx)? * (1.0 - beta2)).ctx(ctx)?)
-                    .ctx(ctx)?;
+                let v = ((&slot.v * beta2).ctx(ctx)?
+                    + (g.sqr().ctx(ctx)? * (1.0 - beta2)).ctx(ctx)?)
+                .ctx(ctx)?;
                 let denom = ((v.sqrt().ctx(ctx)? / bc2_sqrt).ctx(ctx)? + eps).ctx(ctx)?;
                 let theta = slot.var.as_detached_tensor().to_dtype(md).ctx(ctx)?;
                 let decayed = (theta * (1.0 - lr * weight_decay)).ctx(ctx)?;
@@ -319,7 +322,8 @@ impl AdamW {
             .and_then(|t| t.to_dtype(DType::I64))
             .and_then(|t| t.to_vec1::<i64>())
             .ctx(|| "reading the optimizer step".into())?[0];
-        let step = u64::try_from(step).map_err(|_| mismatch(STEP_KEY, format!("negative: {step}")))?;
+        let step =
+            u64::try_from(step).map_err(|_| mismatch(STEP_KEY, format!("negative: {step}")))?;
 
         let mut expected = HashSet::from([STEP_KEY.to_string()]);
         let mut new_moments = Vec::new();
@@ -353,10 +357,7 @@ impl AdamW {
         let mut extra: Vec<&String> = tensors.keys().filter(|k| !expected.contains(*k)).collect();
         extra.sort();
         if let Some(k) = extra.first() {
-            return Err(mismatch(
-                k,
-                "not a moment of any optimized variable".into(),
-            ));
+            return Err(mismatch(k, "not a moment of any optimized variable".into()));
         }
         let slots = self.groups.iter_mut().flat_map(|g| g.slots.iter_mut());
         for (slot, mut pair) in slots.zip(new_moments) {
@@ -439,4 +440,432 @@ pub fn clip_grad_norm<'a>(
         }
     }
     Ok(norm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    const CPU: Device = Device::Cpu;
+
+    fn var(values: &[f64], dtype: DType) -> Var {
+        let t = Tensor::new(values, &CPU).unwrap().to_dtype(dtype).unwrap();
+        Var::from_tensor(&t).unwrap()
+    }
+
+    fn values(v: &Var) -> Vec<f64> {
+        v.to_dtype(DType::F64).unwrap().to_vec1().unwrap()
+    }
+
+    fn cfg(weight_decay: f64) -> AdamWConfig {
+        AdamWConfig {
+            weight_decay,
+            ..AdamWConfig::default()
+        }
+    }
+
+    /// loss = sum(a * theta^2 / 2 + b * theta), so grad = a * theta + b.
+    fn quadratic_grads(theta: &Var, a: &[f64], b: &[f64]) -> GradStore {
+        let dt = theta.dtype();
+        let a = Tensor::new(a, &CPU).unwrap().to_dtype(dt).unwrap();
+        let b = Tensor::new(b, &CPU).unwrap().to_dtype(dt).unwrap();
+        let loss = ((theta.sqr().unwrap() * 0.5).unwrap() * a).unwrap();
+        let loss = (loss + (theta.as_tensor() * b).unwrap()).unwrap();
+        loss.sum_all().unwrap().backward().unwrap()
+    }
+
+    /// PyTorch's AdamW, written out in f64 (torch/optim/adamw.py, single-tensor path).
+    fn reference(
+        theta0: &[f64],
+        a: &[f64],
+        b: &[f64],
+        lrs: &[f64],
+        c: &AdamWConfig,
+    ) -> Vec<Vec<f64>> {
+        let mut theta = theta0.to_vec();
+        let mut m = vec![0.0; theta.len()];
+        let mut v = vec![0.0; theta.len()];
+        let mut out = Vec::new();
+        for (i, &lr) in lrs.iter().enumerate() {
+            let step = (i + 1) as i32;
+            let grad: Vec<f64> = (0..theta.len()).map(|j| a[j] * theta[j] + b[j]).collect();
+            let bias1 = 1.0 - c.beta1.powi(step);
+            let bias2 = 1.0 - c.beta2.powi(step);
+            for j in 0..theta.len() {
+                theta[j] *= 1.0 - lr * c.weight_decay;
+                m[j] = c.beta1 * m[j] + (1.0 - c.beta1) * grad[j];
+                v[j] = c.beta2 * v[j] + (1.0 - c.beta2) * grad[j] * grad[j];
+                let denom = v[j].sqrt() / bias2.sqrt() + c.eps;
+                theta[j] -= lr / bias1 * m[j] / denom;
+            }
+            out.push(theta.clone());
+        }
+        out
+    }
+
+    #[test]
+    fn matches_pytorch_adamw_for_three_steps() {
+        let theta0 = [0.5, -1.0, 2.0, 0.0, 3.0];
+        let a = [1.0, 2.0, 0.5, 1.0, 0.0];
+        let b = [0.1, -0.3, 0.0, 0.7, -2.0];
+        // warm-up of 1 step, then cosine over 2: lrs 0.1, 0.1, 0.055.
+        let schedule = LrSchedule {
+            peak_lr: 0.1,
+            min_lr: 0.01,
+            warmup_steps: 1,
+            total_steps: 3,
+        };
+        let lrs = [0.1, 0.1, 0.055];
+        let c = AdamWConfig {
+            beta1: 0.8,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.1,
+        };
+        let expected = reference(&theta0, &a, &b, &lrs, &c);
+        for (dtype, tol) in [(DType::F64, 1e-12), (DType::F32, 2e-6)] {
+            let theta = var(&theta0, dtype);
+            let group =
+                ParamGroup::new("g", vec![("theta".into(), theta.clone())], schedule.clone());
+            let mut opt = AdamW::new(vec![group], c.clone()).unwrap();
+            for (i, want) in expected.iter().enumerate() {
+                let grads = quadratic_grads(&theta, &a, &b);
+                let stats = opt.step(&grads).unwrap();
+                assert!((stats.lrs[0].1 - lrs[i]).abs() < 1e-15, "{stats:?}");
+                let got = values(&theta);
+                for (g, w) in got.iter().zip(want) {
+                    assert!(
+                        (g - w).abs() <= tol,
+                        "{dtype:?} step {i}: {got:?} vs {want:?}"
+                    );
+                }
+                assert_eq!(theta.dtype(), dtype);
+            }
+            assert_eq!(opt.step_count(), 3);
+        }
+    }
+
+    #[test]
+    fn minimises_least_squares() {
+        // y = X w* with a fixed, well-conditioned X; start from w = 0.
+        let n = 32;
+        let d = 6;
+        let x: Vec<f32> = (0..n * d)
+            .map(|i| {
+                ((i * 7919 % 101) as f32 / 50.0 - 1.0) + if i % (d + 1) == 0 { 1.0 } else { 0.0 }
+            })
+            .collect();
+        let x = Tensor::from_vec(x, (n, d), &CPU).unwrap();
+        let w_star = Tensor::new(&[[1.5f32], [-2.0], [0.5], [3.0], [-1.0], [0.25]], &CPU).unwrap();
+        let y = x.matmul(&w_star).unwrap();
+        let w = Var::zeros((d, 1), DType::F32, &CPU).unwrap();
+        let group = ParamGroup::new(
+            "w",
+            vec![("w".into(), w.clone())],
+            LrSchedule::constant(0.05),
+        );
+        let mut opt = AdamW::new(vec![group], cfg(0.0)).unwrap();
+        let loss = |w: &Var| {
+            let r = (x.matmul(w).unwrap() - &y).unwrap();
+            r.sqr().unwrap().mean_all().unwrap()
+        };
+        let first = loss(&w).to_scalar::<f32>().unwrap();
+        for _ in 0..400 {
+            let grads = loss(&w).backward().unwrap();
+            opt.step(&grads).unwrap();
+        }
+        let last = loss(&w).to_scalar::<f32>().unwrap();
+        assert!(last < first * 1e-4, "loss {first} -> {last}");
+    }
+
+    #[test]
+    fn groups_use_their_own_learning_rates() {
+        let enc = var(&[1.0, -1.0], DType::F32);
+        let dec = var(&[1.0, -1.0], DType::F32);
+        let groups = vec![
+            ParamGroup::new(
+                "encoder",
+                vec![("enc".into(), enc.clone())],
+                LrSchedule::constant(1e-3),
+            ),
+            ParamGroup::new(
+                "decoder",
+                vec![("dec".into(), dec.clone())],
+                LrSchedule::constant(1e-1),
+            ),
+        ];
+        let mut opt = AdamW::new(groups, cfg(0.0)).unwrap();
+        assert_eq!(
+            opt.lrs(),
+            vec![("encoder".into(), 1e-3), ("decoder".into(), 1e-1)]
+        );
+        let loss = (enc.sum_all().unwrap() + dec.sum_all().unwrap()).unwrap();
+        let stats = opt.step(&loss.backward().unwrap()).unwrap();
+        assert_eq!(
+            stats.lrs,
+            vec![("encoder".into(), 1e-3), ("decoder".into(), 1e-1)]
+        );
+        assert!((stats.grad_norm - 2.0).abs() < 1e-9, "{}", stats.grad_norm);
+        // First Adam step moves each weight by about lr (m_hat / sqrt(v_hat) = sign(g)).
+        for (v, lr) in [(&enc, 1e-3), (&dec, 1e-1)] {
+            let got = values(v);
+            assert!((got[0] - (1.0 - lr)).abs() < 1e-6, "{got:?}");
+            assert!((got[1] - (-1.0 - lr)).abs() < 1e-6, "{got:?}");
+        }
+    }
+
+    #[test]
+    fn vars_without_gradient_are_untouched() {
+        let a = var(&[1.0, 2.0], DType::F32);
+        let c = var(&[3.0, 4.0], DType::F32);
+        let group = ParamGroup::new(
+            "all",
+            vec![("a".into(), a.clone()), ("c".into(), c.clone())],
+            LrSchedule::constant(0.1),
+        );
+        let mut opt = AdamW::new(vec![group], cfg(0.5)).unwrap();
+        // Step 1: only `a` has a gradient.
+        opt.step(&a.sum_all().unwrap().backward().unwrap()).unwrap();
+        assert_eq!(values(&c), vec![3.0, 4.0], "no update, no weight decay");
+        let st = opt.state_tensors();
+        assert_eq!(st["m.c"].to_vec1::<f32>().unwrap(), vec![0.0, 0.0]);
+        // Step 2: both; step 3: only `a` again, `c` and its moments stay.
+        let loss = (a.sum_all().unwrap() + c.sum_all().unwrap()).unwrap();
+        opt.step(&loss.backward().unwrap()).unwrap();
+        let c_after = values(&c);
+        let st2 = opt.state_tensors();
+        opt.step(&a.sum_all().unwrap().backward().unwrap()).unwrap();
+        let st3 = opt.state_tensors();
+        assert_eq!(values(&c), c_after);
+        for k in ["m.c", "v.c"] {
+            assert_eq!(
+                st2[k].to_vec1::<f32>().unwrap(),
+                st3[k].to_vec1::<f32>().unwrap()
+            );
+        }
+        assert_ne!(
+            st2["m.a"].to_vec1::<f32>().unwrap(),
+            st3["m.a"].to_vec1::<f32>().unwrap()
+        );
+        assert_eq!(opt.step_count(), 3);
+    }
+
+    #[test]
+    fn clip_grad_norm_scales_to_max_norm() {
+        let a = var(&[0.0, 0.0, 0.0], DType::F32);
+        let b = var(&[0.0], DType::F32);
+        let grads_of = || {
+            let ca = Tensor::new(&[3f32, 4.0, 0.0], &CPU).unwrap();
+            let cb = Tensor::new(&[12f32], &CPU).unwrap();
+            let loss = ((a.as_tensor() * ca).unwrap().sum_all().unwrap()
+                + (b.as_tensor() * cb).unwrap().sum_all().unwrap())
+            .unwrap();
+            loss.backward().unwrap()
+        };
+        // Below the threshold: returned norm, grads unchanged.
+        let mut grads = grads_of();
+        let norm = clip_grad_norm(&mut grads, [&a, &b], 100.0).unwrap();
+        assert!((norm - 13.0).abs() < 1e-9, "{norm}");
+        assert_eq!(
+            grads.get(&a).unwrap().to_vec1::<f32>().unwrap(),
+            vec![3.0, 4.0, 0.0]
+        );
+        // Above: scaled to max_norm; listing a var twice does not count it twice.
+        let mut grads = grads_of();
+        let norm = clip_grad_norm(&mut grads, [&a, &b, &b], 6.5).unwrap();
+        assert!((norm - 13.0).abs() < 1e-9, "{norm}");
+        let ga = grads.get(&a).unwrap().to_vec1::<f32>().unwrap();
+        let gb = grads.get(&b).unwrap().to_vec1::<f32>().unwrap();
+        assert!(
+            (ga[0] - 1.5).abs() < 1e-5 && (ga[1] - 2.0).abs() < 1e-5,
+            "{ga:?}"
+        );
+        assert!((gb[0] - 6.0).abs() < 1e-5, "{gb:?}");
+        let mut again = grads;
+        let after = clip_grad_norm(&mut again, [&a, &b], 1e9).unwrap();
+        assert!((after - 6.5).abs() < 1e-5, "{after}");
+        // Only the listed vars count and are scaled.
+        let mut grads = grads_of();
+        let norm = clip_grad_norm(&mut grads, [&a], 1.0).unwrap();
+        assert!((norm - 5.0).abs() < 1e-9);
+        assert_eq!(grads.get(&b).unwrap().to_vec1::<f32>().unwrap(), vec![12.0]);
+        // Bad max_norm.
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert!(clip_grad_norm(&mut grads_of(), [&a], bad).is_err());
+        }
+    }
+
+    #[test]
+    fn nan_gradients_are_errors() {
+        let a = var(&[1.0, 2.0], DType::F32);
+        let nan_grads = || {
+            let c = Tensor::new(&[f32::NAN, 1.0], &CPU).unwrap();
+            (a.as_tensor() * c)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap()
+        };
+        let err = clip_grad_norm(&mut nan_grads(), [&a], 1.0).unwrap_err();
+        assert!(matches!(err, TrainError::NonFiniteGradNorm { .. }), "{err}");
+        let group = ParamGroup::new(
+            "a",
+            vec![("a".into(), a.clone())],
+            LrSchedule::constant(0.1),
+        );
+        let mut opt = AdamW::new(vec![group], cfg(0.0)).unwrap();
+        let err = opt.step(&nan_grads()).unwrap_err();
+        assert!(matches!(err, TrainError::NonFiniteGradNorm { .. }), "{err}");
+        assert_eq!(values(&a), vec![1.0, 2.0]);
+        assert_eq!(opt.step_count(), 0);
+    }
+
+    #[test]
+    fn new_rejects_duplicates_and_bad_configs() {
+        let a = var(&[1.0], DType::F32);
+        let b = var(&[1.0], DType::F32);
+        let s = LrSchedule::constant(0.1);
+        let dup_name = vec![
+            ParamGroup::new("x", vec![("w".into(), a.clone())], s.clone()),
+            ParamGroup::new("y", vec![("w".into(), b.clone())], s.clone()),
+        ];
+        let err = AdamW::new(dup_name, cfg(0.0)).unwrap_err();
+        assert!(
+            matches!(&err, TrainError::DuplicateVar { name } if name == "w"),
+            "{err}"
+        );
+        let dup_var = vec![ParamGroup::new(
+            "x",
+            vec![("w1".into(), a.clone()), ("w2".into(), a.clone())],
+            s.clone(),
+        )];
+        assert!(matches!(
+            AdamW::new(dup_var, cfg(0.0)),
+            Err(TrainError::DuplicateVar { .. })
+        ));
+        let dup_group = vec![
+            ParamGroup::new("x", vec![("a".into(), a.clone())], s.clone()),
+            ParamGroup::new("x", vec![("b".into(), b.clone())], s.clone()),
+        ];
+        assert!(AdamW::new(dup_group, cfg(0.0)).is_err());
+        let int_var = Var::from_tensor(&Tensor::new(&[1u32], &CPU).unwrap()).unwrap();
+        let g = vec![ParamGroup::new("x", vec![("i".into(), int_var)], s.clone())];
+        assert!(AdamW::new(g, cfg(0.0)).is_err());
+        let bad_sched = LrSchedule {
+            total_steps: 0,
+            ..LrSchedule::default()
+        };
+        let g = vec![ParamGroup::new(
+            "x",
+            vec![("a".into(), a.clone())],
+            bad_sched,
+        )];
+        assert!(matches!(
+            AdamW::new(g, cfg(0.0)),
+            Err(TrainError::Config(_))
+        ));
+        for bad in [
+            AdamWConfig {
+                beta1: 1.0,
+                ..cfg(0.0)
+            },
+            AdamWConfig {
+                beta2: -0.1,
+                ..cfg(0.0)
+            },
+            AdamWConfig {
+                eps: 0.0,
+                ..cfg(0.0)
+            },
+            AdamWConfig {
+                weight_decay: f64::NAN,
+                ..cfg(0.0)
+            },
+        ] {
+            let g = vec![ParamGroup::new(
+                "x",
+                vec![("a".into(), a.clone())],
+                s.clone(),
+            )];
+            assert!(matches!(AdamW::new(g, bad), Err(TrainError::Config(_))));
+        }
+    }
+
+    #[test]
+    fn with_prefix_selects_by_name() {
+        let vars: HashMap<String, Var> = ["encoder.a", "encoder.b", "decoder.a"]
+            .iter()
+            .map(|n| (n.to_string(), var(&[1.0], DType::F32)))
+            .collect();
+        let g = ParamGroup::with_prefix("enc", &vars, "encoder.", LrSchedule::constant(1.0));
+        let mut names: Vec<_> = g.vars.iter().map(|(n, _)| n.as_str()).collect();
+        names.sort();
+        assert_eq!(names, vec!["encoder.a", "encoder.b"]);
+    }
+
+    #[test]
+    fn state_round_trips_and_load_is_strict() {
+        let make = || {
+            let a = var(&[1.0, 2.0], DType::F32);
+            let b = var(&[3.0], DType::F32);
+            let group = ParamGroup::new(
+                "g",
+                vec![("a".into(), a.clone()), ("b".into(), b.clone())],
+                LrSchedule::constant(0.1),
+            );
+            (AdamW::new(vec![group], cfg(0.01)).unwrap(), a, b)
+        };
+        let (mut opt, a, b) = make();
+        for _ in 0..3 {
+            let loss = (a.sqr().unwrap().sum_all().unwrap() + b.sum_all().unwrap()).unwrap();
+            opt.step(&loss.backward().unwrap()).unwrap();
+        }
+        let state = opt.state_tensors();
+        let mut keys: Vec<_> = state.keys().cloned().collect();
+        keys.sort();
+        assert_eq!(keys, vec!["m.a", "m.b", "step", "v.a", "v.b"]);
+
+        let (mut fresh, _, _) = make();
+        fresh.load_state(&state).unwrap();
+        assert_eq!(fresh.step_count(), 3);
+        let again = fresh.state_tensors();
+        for k in ["m.a", "m.b", "v.a", "v.b"] {
+            assert_eq!(
+                state[k].to_vec1::<f32>().unwrap(),
+                again[k].to_vec1::<f32>().unwrap(),
+                "{k}"
+            );
+        }
+
+        let expect_err = |s: &HashMap<String, Tensor>, name: &str| {
+            let (mut o, _, _) = make();
+            let err = o.load_state(s).unwrap_err();
+            assert!(
+                matches!(&err, TrainError::StateMismatch { name: n, .. } if n == name),
+                "{err}"
+            );
+            assert!(err.to_string().contains(name), "{err}");
+            assert_eq!(o.step_count(), 0, "state unchanged on error");
+        };
+        let mut missing = state.clone();
+        missing.remove("v.b");
+        expect_err(&missing, "v.b");
+        let mut no_step = state.clone();
+        no_step.remove("step");
+        expect_err(&no_step, "step");
+        let mut extra = state.clone();
+        extra.insert("m.zzz".into(), Tensor::zeros(1, DType::F32, &CPU).unwrap());
+        expect_err(&extra, "m.zzz");
+        let mut shape = state.clone();
+        shape.insert("m.a".into(), Tensor::zeros(3, DType::F32, &CPU).unwrap());
+        expect_err(&shape, "m.a");
+        let mut neg = state.clone();
+        neg.insert("step".into(), Tensor::new(-1i64, &CPU).unwrap());
+        expect_err(&neg, "step");
+        let mut float_step = state.clone();
+        float_step.insert("step".into(), Tensor::new(3f32, &CPU).unwrap());
+        expect_err(&float_step, "step");
+    }
 }

@@ -106,7 +106,10 @@ mod tests {
     fn warmup_is_linear_and_reaches_peak() {
         let s = sched();
         for step in 0..10 {
-            assert!(close(s.lr(step), 1e-3 * (step + 1) as f64 / 10.0), "step {step}");
+            assert!(
+                close(s.lr(step), 1e-3 * (step + 1) as f64 / 10.0),
+                "step {step}"
+            );
         }
         // Equal increments.
         let d0 = s.lr(1) - s.lr(0);
