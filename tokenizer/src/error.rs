@@ -28,6 +28,8 @@ pub enum TokenizerError {
     Invalid(String),
     #[error(transparent)]
     Data(#[from] vqrae_data::error::DataError),
+    #[error(transparent)]
+    Train(#[from] vqrae_train::TrainError),
     /// An error of candle without more context (shape errors deep in a forward pass).
     #[error(transparent)]
     Tensor(#[from] candle_core::Error),

@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod decoder;
 pub mod encoder;
 pub mod error;
+pub mod eval;
 pub mod init;
 pub mod metrics;
 pub mod model;
@@ -23,6 +24,7 @@ pub mod pos_embed;
 pub mod preprocess;
 pub mod probe;
 pub mod quantizer;
+pub mod train;
 pub mod vit;
 
 pub use error::{Result, TokenizerError};

@@ -166,6 +166,49 @@ impl Vqrae {
         Ok((model, vars))
     }
 
+    /// A trainable model (seeded variables) holding the weights of a checkpoint directory:
+    /// where stage 2 starts from stage 1, strict about every tensor's name and shape.
+    pub fn init_from_checkpoint(
+        dir: &Path,
+        seed: u64,
+        device: &Device,
+    ) -> Result<(Self, SeededVarMap)> {
+        let cfg: VqraeConfig = read_config(dir)?;
+        let (model, vars) = Self::init(&cfg, None, seed, device)?;
+        let weights = dir.join(WEIGHTS_FILE);
+        let src = candle_core::safetensors::load(&weights, device).map_err(|e| {
+            TokenizerError::Checkpoint {
+                path: weights.clone(),
+                msg: crate::error::plain(e).to_string(),
+            }
+        })?;
+        let data = vars
+            .varmap
+            .data()
+            .lock()
+            .map_err(|_| TokenizerError::Invalid("variable map lock poisoned".into()))?;
+        for (name, var) in data.iter() {
+            let t = src.get(name).ok_or_else(|| TokenizerError::Checkpoint {
+                path: weights.clone(),
+                msg: format!("tensor `{name}` not found"),
+            })?;
+            if t.shape() != var.shape() {
+                return Err(TokenizerError::Checkpoint {
+                    path: weights.clone(),
+                    msg: format!(
+                        "shape mismatch for {name}: expected {:?}, got {:?}",
+                        var.shape(),
+                        t.shape()
+                    ),
+                });
+            }
+            var.set(&t.to_dtype(DType::F32)?)
+                .context(|| format!("setting {name}"))?;
+        }
+        drop(data);
+        Ok((model, vars))
+    }
+
     /// Loads a checkpoint directory written by [`Vqrae::save`] or training.
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
         let cfg: VqraeConfig = read_config(dir)?;
@@ -247,10 +290,19 @@ impl Vqrae {
     pub fn forward(&self, input: &Tensor, train: bool) -> Result<Forward> {
         let (_, _, h, w) = input.dims4()?;
         let features = self.encoder.patch_tokens(input, train)?;
+        self.forward_features(features, self.encoder.grid(h, w), train)
+    }
+
+    /// Training forward from given encoder features (stage 1 feeds cached features of the
+    /// frozen encoder; stage 2 the trainable encoder's).
+    pub fn forward_features(
+        &self,
+        features: Tensor,
+        grid: (usize, usize),
+        train: bool,
+    ) -> Result<Forward> {
         let quantized = self.quantizer.forward(&self.proj_in.forward(&features)?)?;
-        let reconstruction =
-            self.decoder
-                .forward(&quantized.z_q, self.encoder.grid(h, w), train)?;
+        let reconstruction = self.decoder.forward(&quantized.z_q, grid, train)?;
         Ok(Forward {
             features,
             quantized,

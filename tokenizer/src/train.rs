@@ -1,0 +1,372 @@
+//! VQRAE's two-stage tokenizer training.
+//!
+//! - Stage 1: the encoder is frozen; the projection, SimVQ map and decoder learn
+//!   `l2 * ||x - x'||^2 + perceptual * ||T(x') - T(x)||^2 + quant * L_quant`.
+//! - Stage 2: the encoder is trained too, with self-distillation to a frozen copy `T` of the
+//!   encoder it started from: `+ distill * ||Z_I - T(x)||^2`, and its own learning rate.
+//!
+//! The paper's perceptual loss (LPIPS + ConvNeXt) needs weights that do not exist offline; the
+//! `perceptual` term here is **feature matching on the frozen teacher encoder** and is named so.
+//! `T(x)` of every training image is computed once and cached: the teacher never changes, and in
+//! stage 1 it is also the encoder, so stage 1 never runs the encoder on real images.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarBuilder;
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+use vqrae_data::batch::EpochSampler;
+use vqrae_train::checkpoint::{self, var_map_vars};
+use vqrae_train::metrics::MetricsLog;
+use vqrae_train::optim::{clip_grad_norm, AdamW, AdamWConfig, ParamGroup};
+use vqrae_train::progress;
+use vqrae_train::schedule::LrSchedule;
+
+use crate::encoder::VitEncoder;
+use crate::error::{Result, TokenizerError};
+use crate::init::SeededVarMap;
+use crate::model::Vqrae;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LossWeights {
+    /// Pixel MSE.
+    pub l2: f64,
+    /// Feature matching of the reconstruction on the frozen teacher encoder (the stand-in for
+    /// the paper's LPIPS + ConvNeXt perceptual loss, weight 1.1 there). 0 skips its cost.
+    pub perceptual: f64,
+    /// VQ codebook + beta * commitment.
+    pub quant: f64,
+    /// Self-distillation of the encoder's features to the teacher's (stage 2 only).
+    pub distill: f64,
+}
+
+impl Default for LossWeights {
+    fn default() -> Self {
+        Self {
+            l2: 1.0,
+            perceptual: 1.1,
+            quant: 1.0,
+            distill: 1.0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// 1: encoder frozen; 2: encoder trained with self-distillation.
+    pub stage: u8,
+    pub steps: u64,
+    pub batch_size: usize,
+    pub seed: u64,
+    /// Projection, quantizer map and decoder.
+    pub decoder_lr: LrSchedule,
+    /// Encoder (stage 2).
+    pub encoder_lr: LrSchedule,
+    pub adamw: AdamWConfig,
+    pub grad_clip: f64,
+    pub loss: LossWeights,
+    pub checkpoint_every: u64,
+    pub log_every: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            stage: 1,
+            steps: 1000,
+            batch_size: 32,
+            seed: 0,
+            decoder_lr: LrSchedule {
+                peak_lr: 4e-4,
+                min_lr: 1e-4,
+                warmup_steps: 100,
+                total_steps: 1000,
+            },
+            encoder_lr: LrSchedule {
+                peak_lr: 1e-5,
+                min_lr: 1e-5,
+                warmup_steps: 100,
+                total_steps: 1000,
+            },
+            adamw: AdamWConfig {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 1e-4,
+            },
+            grad_clip: 1.0,
+            loss: LossWeights::default(),
+            checkpoint_every: 200,
+            log_every: 10,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn from_toml_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| TokenizerError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let cfg: Self = toml::from_str(&text)
+            .map_err(|e| TokenizerError::Invalid(format!("{}: {e}", path.display())))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(TokenizerError::Invalid(m));
+        if !matches!(self.stage, 1 | 2) {
+            return bad(format!("stage must be 1 or 2, got {}", self.stage));
+        }
+        if self.steps == 0 || self.batch_size == 0 {
+            return bad("steps and batch_size must be positive".into());
+        }
+        if self.checkpoint_every == 0 || self.log_every == 0 {
+            return bad("checkpoint_every and log_every must be positive".into());
+        }
+        if !self.grad_clip.is_finite() || self.grad_clip <= 0.0 {
+            return bad(format!(
+                "grad_clip must be positive, got {}",
+                self.grad_clip
+            ));
+        }
+        for s in [&self.decoder_lr, &self.encoder_lr] {
+            s.validate()?;
+        }
+        self.adamw.validate()?;
+        Ok(())
+    }
+}
+
+/// A frozen deep copy of `model`'s encoder: the teacher of distillation and feature matching.
+pub fn frozen_encoder(model: &Vqrae, vars: &SeededVarMap, device: &Device) -> Result<VitEncoder> {
+    let data = vars
+        .varmap
+        .data()
+        .lock()
+        .map_err(|_| TokenizerError::Invalid("variable map lock poisoned".into()))?;
+    let mut copies = HashMap::new();
+    for (name, var) in data.iter() {
+        if let Some(short) = name.strip_prefix("encoder.") {
+            // `copy` gives fresh storage: the teacher must not follow the student's updates
+            copies.insert(short.to_string(), var.as_tensor().copy()?.detach());
+        }
+    }
+    drop(data);
+    let vb = VarBuilder::from_tensors(copies, DType::F32, device);
+    Ok(VitEncoder::new(&model.config().encoder, vb)?)
+}
+
+/// Patch tokens of `teacher` for all `images`, `(n, N, d)`, computed in batches.
+pub fn teacher_features(
+    teacher: &VitEncoder,
+    model: &Vqrae,
+    images: &[RgbImage],
+    batch: usize,
+) -> Result<Tensor> {
+    let mut parts = Vec::new();
+    for chunk in images.chunks(batch.max(1)) {
+        let x = model.images_to_input(chunk)?;
+        parts.push(teacher.patch_tokens(&x, false)?.detach());
+    }
+    Ok(Tensor::cat(&parts, 0)?)
+}
+
+/// Losses of one step, as numbers.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StepLosses {
+    pub total: f64,
+    pub l2: f64,
+    pub perceptual: f64,
+    pub quant: f64,
+    pub distill: f64,
+}
+
+fn scalar(t: &Tensor) -> Result<f64> {
+    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+}
+
+/// The summary of a finished (or resumed-and-finished) run.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainSummary {
+    pub steps: u64,
+    pub resumed_from: Option<u64>,
+    pub final_losses: StepLosses,
+    pub seconds: f64,
+    pub model_dir: PathBuf,
+}
+
+/// Trains `model` (whose variables are `vars`) on `images` in `run_dir`: resumes from the last
+/// training checkpoint there, writes `metrics.jsonl`, and saves the final model to `run_dir/model`.
+pub fn train(
+    model: &Vqrae,
+    vars: &SeededVarMap,
+    images: &[RgbImage],
+    cfg: &TrainConfig,
+    run_dir: &Path,
+    device: &Device,
+) -> Result<TrainSummary> {
+    cfg.validate()?;
+    if images.is_empty() {
+        return Err(TokenizerError::Invalid("no training images".into()));
+    }
+    let all = var_map_vars(&vars.varmap)?;
+    let frozen: Vec<String> = model
+        .quantizer()
+        .frozen_names()
+        .iter()
+        .map(|n| format!("quantizer.{n}"))
+        .collect();
+    let is_encoder = |k: &str| k.starts_with("encoder.");
+    let trainable = |k: &str| !frozen.iter().any(|f| f == k) && (cfg.stage == 2 || !is_encoder(k));
+    let pick = |enc: bool| -> Vec<(String, Var)> {
+        all.iter()
+            .filter(|(k, _)| trainable(k) && is_encoder(k) == enc)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let mut groups = vec![ParamGroup::new(
+        "decoder",
+        pick(false),
+        cfg.decoder_lr.clone(),
+    )];
+    if cfg.stage == 2 {
+        groups.push(ParamGroup::new(
+            "encoder",
+            pick(true),
+            cfg.encoder_lr.clone(),
+        ));
+    }
+    let opt_vars: Vec<Var> = groups
+        .iter()
+        .flat_map(|g| g.vars.iter().map(|(_, v)| v.clone()))
+        .collect();
+    let mut opt = AdamW::new(groups, cfg.adamw.clone())?;
+
+    let resumed = checkpoint::load_latest(run_dir, &all, &mut opt)?;
+    let start = resumed.as_ref().map(|r| r.0).unwrap_or(0);
+    // The teacher is the encoder as it was when training began: after a resume, the saved
+    // encoder of stage 2 has moved, so the teacher comes from the run's own copy on disk.
+    let teacher_path = run_dir.join("teacher.safetensors");
+    let teacher = if teacher_path.exists() {
+        let t = candle_core::safetensors::load(&teacher_path, device)?;
+        VitEncoder::new(
+            &model.config().encoder,
+            VarBuilder::from_tensors(t, DType::F32, device),
+        )?
+    } else {
+        let teacher = frozen_encoder(model, vars, device)?;
+        let data = vars
+            .varmap
+            .data()
+            .lock()
+            .map_err(|_| TokenizerError::Invalid("lock".into()))?;
+        let enc: HashMap<String, Tensor> = data
+            .iter()
+            .filter_map(|(k, v)| {
+                k.strip_prefix("encoder.")
+                    .map(|s| (s.to_string(), v.as_tensor().copy()))
+            })
+            .map(|(k, t)| t.map(|t| (k, t)))
+            .collect::<candle_core::Result<_>>()?;
+        drop(data);
+        std::fs::create_dir_all(run_dir).map_err(|source| TokenizerError::Io {
+            path: run_dir.to_path_buf(),
+            source,
+        })?;
+        let tmp = run_dir.join("teacher.safetensors.tmp");
+        candle_core::safetensors::save(&enc, &tmp)?;
+        std::fs::rename(&tmp, &teacher_path).map_err(|source| TokenizerError::Io {
+            path: teacher_path.clone(),
+            source,
+        })?;
+        teacher
+    };
+    let cached = teacher_features(&teacher, model, images, cfg.batch_size)?;
+    let grid = model.config().grid();
+    let sampler = EpochSampler::new(images.len(), cfg.batch_size, cfg.seed, true);
+    let mut log = MetricsLog::open(&run_dir.join("metrics.jsonl"), Some(start))?;
+    let bar = progress::bar(cfg.steps, start, &format!("stage {}", cfg.stage));
+    let t0 = Instant::now();
+    let mut window = progress::Throughput::new();
+    let mut last = StepLosses::default();
+    for step in start..cfg.steps {
+        let ids = sampler.batch_at(step);
+        let batch: Vec<RgbImage> = ids.iter().map(|&i| images[i].clone()).collect();
+        let x = model.images_to_input(&batch)?;
+        let idx = Tensor::new(ids.iter().map(|&i| i as u32).collect::<Vec<_>>(), device)?;
+        let target = cached.index_select(&idx, 0)?;
+        let features = if cfg.stage == 1 {
+            target.clone()
+        } else {
+            model.encoder().patch_tokens(&x, true)?
+        };
+        let out = model.forward_features(features, grid, true)?;
+        let l2 = (&out.reconstruction - &x)?.sqr()?.mean_all()?;
+        let mut total = (&l2 * cfg.loss.l2)?;
+        let mut losses = StepLosses {
+            l2: scalar(&l2)?,
+            quant: scalar(&out.quantized.loss)?,
+            ..Default::default()
+        };
+        total = (total + (&out.quantized.loss * cfg.loss.quant)?)?;
+        if cfg.loss.perceptual > 0.0 {
+            let p = (teacher.patch_tokens(&out.reconstruction, true)? - &target)?
+                .sqr()?
+                .mean_all()?;
+            losses.perceptual = scalar(&p)?;
+            total = (total + (p * cfg.loss.perceptual)?)?;
+        }
+        if cfg.stage == 2 && cfg.loss.distill > 0.0 {
+            let d = (&out.features - &target)?.sqr()?.mean_all()?;
+            losses.distill = scalar(&d)?;
+            total = (total + (d * cfg.loss.distill)?)?;
+        }
+        losses.total = scalar(&total)?;
+        let mut grads = total.backward()?;
+        let grad_norm = clip_grad_norm(&mut grads, opt_vars.iter(), cfg.grad_clip)?;
+        let stats = opt.step(&grads)?;
+        window.add(ids.len() as u64);
+        let done = step + 1;
+        if done.is_multiple_of(cfg.log_every) || done == cfg.steps {
+            let lrs: serde_json::Map<String, serde_json::Value> = stats
+                .lrs
+                .iter()
+                .map(|(k, v)| (format!("lr_{k}"), serde_json::json!(v)))
+                .collect();
+            let mut rec = serde_json::json!({
+                "loss": losses.total, "l2": losses.l2, "perceptual": losses.perceptual,
+                "quant": losses.quant, "distill": losses.distill, "grad_norm": grad_norm,
+                "samples_per_sec": window.per_sec(),
+            });
+            if let Some(obj) = rec.as_object_mut() {
+                obj.extend(lrs);
+            }
+            log.log(done, &rec)?;
+            bar.set_message(progress::message(losses.total, window.per_sec()));
+            window.reset();
+        }
+        bar.inc(1);
+        if done.is_multiple_of(cfg.checkpoint_every) || done == cfg.steps {
+            let extra = serde_json::json!({ "train_config": cfg, "model_config": model.config() });
+            checkpoint::save(run_dir, done, &all, &opt, &extra, checkpoint::DEFAULT_KEEP)?;
+        }
+        last = losses;
+    }
+    bar.finish_and_clear();
+    let model_dir = run_dir.join("model");
+    model.save(&model_dir, vars)?;
+    Ok(TrainSummary {
+        steps: cfg.steps,
+        resumed_from: resumed.map(|r| r.0),
+        final_losses: last,
+        seconds: t0.elapsed().as_secs_f64(),
+        model_dir,
+    })
+}
