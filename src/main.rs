@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use commands::{data, probe, tokenizer};
+use commands::{data, probe, tokenizer, train};
 
 #[derive(Parser)]
 #[command(
@@ -43,6 +43,12 @@ enum Command {
     Reconstruct(tokenizer::ReconstructArgs),
     /// Linear probe on frozen encoder features (a pretrained encoder vs a random one).
     Probe(probe::ProbeArgs),
+    /// Pretrain the project's own ViT encoder with attribute classification (training images only).
+    PretrainEncoder(train::PretrainArgs),
+    /// Train a tokenizer: stage 1 (encoder frozen) or stage 2 (encoder distilled); resumes a run.
+    TrainTokenizer(train::TrainArgs),
+    /// PSNR, SSIM, codebook utilisation / perplexity and feature cosine on held-out images.
+    EvalTokenizer(train::EvalArgs),
 }
 
 fn main() -> Result<()> {
@@ -63,5 +69,8 @@ fn main() -> Result<()> {
         Command::Tokenize(a) => tokenizer::tokenize(a, &device),
         Command::Reconstruct(a) => tokenizer::reconstruct(a, &device),
         Command::Probe(a) => probe::run(a, &data_root, &device),
+        Command::PretrainEncoder(a) => train::pretrain(a, &data_root, &device),
+        Command::TrainTokenizer(a) => train::train_tokenizer(a, &data_root, &device),
+        Command::EvalTokenizer(a) => train::eval_tokenizer(a, &data_root, &device),
     }
 }

@@ -1,8 +1,10 @@
 //! One module per group of subcommands.
 
 pub mod data;
+pub mod datasets;
 pub mod probe;
 pub mod tokenizer;
+pub mod train;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;

@@ -10,16 +10,16 @@ use candle_core::{DType, Device, Tensor};
 use clap::{Args, ValueEnum};
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
-use vqrae_data::batch::shuffled;
-use vqrae_data::easy_vqa::{EasyVqa, Split};
-use vqrae_data::fashion_mnist::FashionMnist;
+use vqrae_data::easy_vqa::Split;
 use vqrae_tokenizer::encoder::{load_hf_encoder, VitEncoder};
 use vqrae_tokenizer::init::SeededVarMap;
 use vqrae_tokenizer::preprocess::{Preprocess, Resize};
 use vqrae_tokenizer::probe::{pooled_features, LinearProbe, ProbeConfig};
 
+use super::datasets::{self, Dataset};
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Dataset {
+enum Which {
     FashionMnist,
     EasyVqa,
     All,
@@ -31,7 +31,7 @@ pub struct ProbeArgs {
     #[arg(long)]
     encoder: PathBuf,
     #[arg(long, value_enum, default_value = "all")]
-    dataset: Dataset,
+    dataset: Which,
     /// Square input resolution (images are resized to it; position embeddings interpolated).
     #[arg(long, default_value_t = 112)]
     resolution: u32,
@@ -53,83 +53,6 @@ pub struct ProbeArgs {
     /// Also write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
-}
-
-struct Task {
-    name: &'static str,
-    train: Vec<RgbImage>,
-    train_labels: Vec<Vec<u32>>,
-    test: Vec<RgbImage>,
-    test_labels: Vec<Vec<u32>>,
-    /// (probe name, number of classes) per label column.
-    probes: Vec<(&'static str, usize)>,
-}
-
-fn limit<T: Clone>(items: Vec<T>, n: usize, seed: u64) -> Vec<T> {
-    if n == 0 || n >= items.len() {
-        return items;
-    }
-    let order = shuffled(items.len(), seed);
-    order[..n].iter().map(|&i| items[i].clone()).collect()
-}
-
-fn fashion_task(root: &Path, a: &ProbeArgs) -> Result<Task> {
-    let dir = root.join("fashion-mnist");
-    let load = |split, n| -> Result<(Vec<RgbImage>, Vec<Vec<u32>>)> {
-        let ds =
-            FashionMnist::load(&dir, split).with_context(|| format!("Fashion-MNIST {split}"))?;
-        let items: Vec<(RgbImage, u32)> = (0..ds.len())
-            .map(|i| (ds.rgb(i), ds.labels[i] as u32))
-            .collect();
-        let items = limit(items, n, a.seed);
-        Ok((
-            items.iter().map(|x| x.0.clone()).collect(),
-            vec![items.iter().map(|x| x.1).collect()],
-        ))
-    };
-    let (train, train_labels) = load(Split::Train, a.train_limit)?;
-    let (test, test_labels) = load(Split::Test, a.test_limit)?;
-    Ok(Task {
-        name: "Fashion-MNIST",
-        train,
-        train_labels,
-        test,
-        test_labels,
-        probes: vec![("class", 10)],
-    })
-}
-
-fn easy_vqa_task(root: &Path, a: &ProbeArgs) -> Result<Task> {
-    let dir = root.join("easy-vqa");
-    let load = |split, n| -> Result<(Vec<RgbImage>, Vec<Vec<u32>>)> {
-        let ds = EasyVqa::load(&dir, split).with_context(|| format!("easy-VQA {split}"))?;
-        let mut items = Vec::new();
-        for (i, im) in ds.images.iter().enumerate() {
-            if let (Some(c), Some(s)) = (im.color, im.shape) {
-                items.push((i, s as u32, c as u32));
-            }
-        }
-        let items = limit(items, n, a.seed);
-        let idx: Vec<usize> = items.iter().map(|x| x.0).collect();
-        let images = ds.load_images(&idx)?;
-        Ok((
-            images,
-            vec![
-                items.iter().map(|x| x.1).collect(),
-                items.iter().map(|x| x.2).collect(),
-            ],
-        ))
-    };
-    let (train, train_labels) = load(Split::Train, 0)?;
-    let (test, test_labels) = load(Split::Test, a.test_limit)?;
-    Ok(Task {
-        name: "easy-VQA",
-        train,
-        train_labels,
-        test,
-        test_labels,
-        probes: vec![("shape", 3), ("colour", 8)],
-    })
 }
 
 fn extract(
@@ -175,53 +98,49 @@ pub fn run(a: ProbeArgs, root: &Path, dev: &Device) -> Result<()> {
         encoders.push(("random init", random));
     }
     let mut tasks = Vec::new();
-    if matches!(a.dataset, Dataset::FashionMnist | Dataset::All) {
-        tasks.push(fashion_task(root, &a)?);
+    if matches!(a.dataset, Which::FashionMnist | Which::All) {
+        tasks.push(Dataset::FashionMnist);
     }
-    if matches!(a.dataset, Dataset::EasyVqa | Dataset::All) {
-        tasks.push(easy_vqa_task(root, &a)?);
+    if matches!(a.dataset, Which::EasyVqa | Which::All) {
+        tasks.push(Dataset::EasyVqa);
     }
     let mut rows = Vec::new();
     println!("| data | probe | encoder | train | test | test accuracy | feature time |");
     println!("|---|---|---|---|---|---|---|");
-    for task in &tasks {
+    for &task in &tasks {
+        // Fashion-MNIST's 60,000 training images are subsampled; easy-VQA's 4,000 are all used
+        let train_limit = if task == Dataset::FashionMnist {
+            a.train_limit
+        } else {
+            0
+        };
+        let train = datasets::load(root, task, Split::Train, train_limit, a.seed)?;
+        let test = datasets::load(root, task, Split::Test, a.test_limit, a.seed)?;
         for (enc_name, enc) in &encoders {
             let t0 = Instant::now();
-            let xtr = extract(
-                enc,
-                &pre,
-                &task.train,
-                a.batch,
-                dev,
-                &format!("{} train ({enc_name})", task.name),
-            )?;
-            let xte = extract(
-                enc,
-                &pre,
-                &task.test,
-                a.batch,
-                dev,
-                &format!("{} test ({enc_name})", task.name),
-            )?;
+            let what = |split: &str| format!("{} {split} ({enc_name})", task.name());
+            let xtr = extract(enc, &pre, &train.images, a.batch, dev, &what("train"))?;
+            let xte = extract(enc, &pre, &test.images, a.batch, dev, &what("test"))?;
             let secs = t0.elapsed().as_secs_f64();
-            for (col, (probe_name, classes)) in task.probes.iter().enumerate() {
+            for (col_tr, col_te) in train.columns.iter().zip(&test.columns) {
                 let probe = LinearProbe::fit(
                     &xtr,
-                    &task.train_labels[col],
-                    *classes,
+                    &col_tr.labels,
+                    col_tr.classes,
                     &ProbeConfig::default(),
                 )?;
-                let acc = probe.accuracy(&xte, &task.test_labels[col])?;
+                let acc = probe.accuracy(&xte, &col_te.labels)?;
                 println!(
-                    "| {} | {probe_name} | {enc_name} | {} | {} | {:.2}% | {secs:.0} s |",
-                    task.name,
-                    task.train.len(),
-                    task.test.len(),
+                    "| {} | {} | {enc_name} | {} | {} | {:.2}% | {secs:.0} s |",
+                    task.name(),
+                    col_tr.name,
+                    train.images.len(),
+                    test.images.len(),
                     100.0 * acc
                 );
                 rows.push(serde_json::json!({
-                    "data": task.name, "probe": probe_name, "encoder": enc_name,
-                    "train": task.train.len(), "test": task.test.len(), "accuracy": acc,
+                    "data": task.name(), "probe": col_tr.name, "encoder": enc_name,
+                    "train": train.images.len(), "test": test.images.len(), "accuracy": acc,
                     "feature_seconds": secs, "resolution": a.resolution,
                 }));
             }

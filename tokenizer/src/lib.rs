@@ -22,6 +22,7 @@ pub mod model;
 pub mod ops;
 pub mod pos_embed;
 pub mod preprocess;
+pub mod pretrain;
 pub mod probe;
 pub mod quantizer;
 pub mod train;

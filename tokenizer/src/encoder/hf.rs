@@ -48,6 +48,13 @@ fn parse<T: serde::de::DeserializeOwned>(
 /// `SiglipVisionModel` configs and full `SiglipModel` configs (their `vision_config`).
 pub fn hf_encoder_config(path: &Path) -> Result<EncoderConfig> {
     let v = read_json(path)?;
+    if v.get("arch").is_some() {
+        // the project's own encoder directories store our config, strictly
+        return serde_json::from_value(v).map_err(|source| TokenizerError::Config {
+            path: path.to_path_buf(),
+            source,
+        });
+    }
     let model_type = v.get("model_type").and_then(|m| m.as_str()).unwrap_or("");
     match model_type {
         "dinov2" => Ok(EncoderConfig::Dinov2(parse(&v, dinov2::HF_KEYS, path)?)),
@@ -59,7 +66,8 @@ pub fn hf_encoder_config(path: &Path) -> Result<EncoderConfig> {
         other => Err(TokenizerError::Checkpoint {
             path: path.to_path_buf(),
             msg: format!(
-                "model_type {other:?} is not a supported encoder (dinov2, siglip, siglip_vision_model)"
+                "model_type {other:?} is not a supported encoder (dinov2, siglip, siglip_vision_model, \
+                 or an own encoder directory with an \"arch\" field)"
             ),
         }),
     }

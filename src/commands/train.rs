@@ -1,0 +1,160 @@
+//! `pretrain-encoder`, `train-tokenizer`, `eval-tokenizer`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use clap::Args;
+use vqrae_data::easy_vqa::Split;
+use vqrae_data::image_io::{grid, resize, save_png};
+use vqrae_tokenizer::encoder::{hf_encoder_config, load_hf_encoder};
+use vqrae_tokenizer::eval::evaluate;
+use vqrae_tokenizer::pretrain::{pretrain_encoder, PretrainConfig};
+use vqrae_tokenizer::train::{train, TrainConfig};
+use vqrae_tokenizer::{Vqrae, VqraeConfig};
+
+use super::datasets::{self, Dataset};
+
+#[derive(Args)]
+pub struct PretrainArgs {
+    /// Encoder config (TOML with `arch = "vit"` and the own ViT's fields).
+    #[arg(long)]
+    encoder: PathBuf,
+    /// Training hyper-parameters (TOML, `PretrainConfig`); defaults when absent.
+    #[arg(long)]
+    train: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "easy-vqa")]
+    dataset: Dataset,
+    /// Use a seeded random subset of the training split (0 = all).
+    #[arg(long, default_value_t = 0)]
+    limit: usize,
+    /// Output encoder directory.
+    #[arg(short, long)]
+    out: PathBuf,
+}
+
+fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+pub fn pretrain(a: PretrainArgs, root: &Path, device: &Device) -> Result<()> {
+    let enc_cfg: vqrae_tokenizer::encoder::EncoderConfig = read_toml(&a.encoder)?;
+    enc_cfg.spec().map_err(anyhow::Error::msg)?;
+    let cfg: PretrainConfig = match &a.train {
+        Some(p) => read_toml(p)?,
+        None => PretrainConfig::default(),
+    };
+    let data = datasets::load(root, a.dataset, Split::Train, a.limit, cfg.seed)?;
+    let summary = pretrain_encoder(&enc_cfg, &data.images, &data.columns, &cfg, &a.out, device)?;
+    println!(
+        "{}",
+        serde_json::json!({ "out": a.out, "summary": summary })
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Tokenizer config (TOML) for a fresh model; not needed with --init.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Start from this tokenizer checkpoint (stage 2 starts from stage 1's `RUN/model`).
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// Encoder directory (Hugging Face or `pretrain-encoder` output) for a fresh model.
+    #[arg(long)]
+    encoder: Option<PathBuf>,
+    /// Training config (TOML, `TrainConfig`: stage, steps, learning rates, loss weights).
+    #[arg(long)]
+    train: PathBuf,
+    #[arg(long, value_enum, default_value = "easy-vqa")]
+    dataset: Dataset,
+    /// Use a seeded random subset of the training split (0 = all).
+    #[arg(long, default_value_t = 0)]
+    limit: usize,
+    /// Run directory: training checkpoints (resumed automatically), metrics.jsonl, `model/`.
+    #[arg(long)]
+    run: PathBuf,
+}
+
+pub fn train_tokenizer(a: TrainArgs, root: &Path, device: &Device) -> Result<()> {
+    let cfg = TrainConfig::from_toml_file(&a.train)?;
+    let (model, vars) = match (&a.init, &a.config) {
+        (Some(dir), None) => Vqrae::init_from_checkpoint(dir, cfg.seed, device)?,
+        (None, Some(path)) => {
+            let mcfg = VqraeConfig::from_toml_file(path)?;
+            Vqrae::init(&mcfg, a.encoder.as_deref(), cfg.seed, device)?
+        }
+        _ => bail!("give exactly one of --config (a fresh model) or --init (a checkpoint)"),
+    };
+    let data = datasets::load(root, a.dataset, Split::Train, a.limit, cfg.seed)?;
+    let s = model.config().image_size as u32;
+    let images: Vec<_> = data.images.iter().map(|i| resize(i, s, s)).collect();
+    let summary = train(&model, &vars, &images, &cfg, &a.run, device)?;
+    println!("{}", serde_json::to_string(&summary)?);
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Tokenizer checkpoint directory.
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long, value_enum, default_value = "easy-vqa")]
+    dataset: Dataset,
+    /// Split to evaluate (held-out `test` unless you ask otherwise).
+    #[arg(long, default_value = "test")]
+    split: Split,
+    /// Encoder the features are compared with (the original, before stage 2), for the mean cosine.
+    #[arg(long)]
+    reference: Option<PathBuf>,
+    /// Write a grid of originals (odd rows) and reconstructions (even rows) here.
+    #[arg(long)]
+    grid: Option<PathBuf>,
+    /// Use a seeded random subset (0 = the whole split).
+    #[arg(long, default_value_t = 0)]
+    limit: usize,
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+pub fn eval_tokenizer(a: EvalArgs, root: &Path, device: &Device) -> Result<()> {
+    let model = Vqrae::load(&a.model, device, DType::F32)?;
+    let reference = match &a.reference {
+        Some(dir) => {
+            let cfg = hf_encoder_config(&dir.join("config.json"))?;
+            if cfg != model.config().encoder {
+                bail!(
+                    "reference encoder {} has another architecture than the model's",
+                    dir.display()
+                );
+            }
+            Some(load_hf_encoder(dir, device, DType::F32)?.encoder)
+        }
+        None => None,
+    };
+    let data = datasets::load(root, a.dataset, a.split, a.limit, 0)?;
+    let (report, recs) = evaluate(&model, &data.images, reference.as_ref(), a.batch, 16)?;
+    let out = serde_json::json!({ "model": a.model, "dataset": a.dataset.name(), "split": a.split.to_string(), "report": report });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_string_pretty(&out)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &a.grid {
+        let s = model.config().image_size as u32;
+        let mut cells = Vec::new();
+        for row in recs.chunks(8) {
+            let start = cells.len() / 2;
+            cells.extend((start..start + row.len()).map(|i| resize(&data.images[i], s, s)));
+            cells.extend(row.iter().cloned());
+        }
+        save_png(&grid(&cells, 8, 2), path)?;
+    }
+    Ok(())
+}
