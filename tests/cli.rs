@@ -332,7 +332,8 @@ fn pretrain_train_two_stages_and_evaluate_on_real_images() {
         "32",
         "--test-limit",
         "50",
-        "--no-random",
+        "--features",
+        "pretrained",
     ]);
     fails_with(
         &[

@@ -19,6 +19,13 @@ use vqrae_tokenizer::probe::{pooled_features, LinearProbe, ProbeConfig};
 use super::datasets::{self, Dataset};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Source {
+    Pretrained,
+    Random,
+    Pixels,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Which {
     FashionMnist,
     EasyVqa,
@@ -47,9 +54,15 @@ pub struct ProbeArgs {
     /// Seed of the subset choice and of the random encoder.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Skip the random-encoder baseline.
-    #[arg(long)]
-    no_random: bool,
+    /// Which features to probe: the pretrained encoder, the same architecture randomly
+    /// initialised, and raw pixels (flattened at the data's own size, for context).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "pretrained,random"
+    )]
+    features: Vec<Source>,
     /// Also write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -82,6 +95,18 @@ fn extract(
     Ok(Tensor::cat(&parts, 0)?)
 }
 
+/// Images flattened to `(n, h * w * 3)` values in [0, 1].
+fn pixels(images: &[RgbImage]) -> Result<Tensor> {
+    let rows: Vec<Tensor> = images
+        .iter()
+        .map(|im| {
+            let v: Vec<f32> = im.as_raw().iter().map(|&p| p as f32 / 255.0).collect();
+            Tensor::from_vec(v, (1, im.as_raw().len()), &Device::Cpu)
+        })
+        .collect::<candle_core::Result<_>>()?;
+    Ok(Tensor::cat(&rows, 0)?)
+}
+
 pub fn run(a: ProbeArgs, root: &Path, dev: &Device) -> Result<()> {
     let hf = load_hf_encoder(&a.encoder, dev, DType::F32)?;
     let pre = Preprocess {
@@ -91,11 +116,17 @@ pub fn run(a: ProbeArgs, root: &Path, dev: &Device) -> Result<()> {
         },
         normalize: hf.preprocess.normalize,
     };
-    let mut encoders = vec![("pretrained", hf.encoder)];
-    if !a.no_random {
-        let vars = SeededVarMap::new(a.seed);
-        let random = VitEncoder::new(&hf.config, vars.var_builder(DType::F32, dev))?;
-        encoders.push(("random init", random));
+    let mut encoders: Vec<(&str, Option<VitEncoder>)> = Vec::new();
+    for source in &a.features {
+        match source {
+            Source::Pretrained => encoders.push(("pretrained", Some(hf.encoder.clone()))),
+            Source::Random => {
+                let vars = SeededVarMap::new(a.seed);
+                let random = VitEncoder::new(&hf.config, vars.var_builder(DType::F32, dev))?;
+                encoders.push(("random init", Some(random)));
+            }
+            Source::Pixels => encoders.push(("raw pixels", None)),
+        }
     }
     let mut tasks = Vec::new();
     if matches!(a.dataset, Which::FashionMnist | Which::All) {
@@ -119,8 +150,13 @@ pub fn run(a: ProbeArgs, root: &Path, dev: &Device) -> Result<()> {
         for (enc_name, enc) in &encoders {
             let t0 = Instant::now();
             let what = |split: &str| format!("{} {split} ({enc_name})", task.name());
-            let xtr = extract(enc, &pre, &train.images, a.batch, dev, &what("train"))?;
-            let xte = extract(enc, &pre, &test.images, a.batch, dev, &what("test"))?;
+            let (xtr, xte) = match enc {
+                Some(enc) => (
+                    extract(enc, &pre, &train.images, a.batch, dev, &what("train"))?,
+                    extract(enc, &pre, &test.images, a.batch, dev, &what("test"))?,
+                ),
+                None => (pixels(&train.images)?, pixels(&test.images)?),
+            };
             let secs = t0.elapsed().as_secs_f64();
             for (col_tr, col_te) in train.columns.iter().zip(&test.columns) {
                 let probe = LinearProbe::fit(
