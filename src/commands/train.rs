@@ -7,6 +7,7 @@ use candle_core::{DType, Device};
 use clap::Args;
 use vqrae_data::easy_vqa::Split;
 use vqrae_data::image_io::{grid, resize, save_png};
+use vqrae_tokenizer::checkpoint::read_toml;
 use vqrae_tokenizer::encoder::{hf_encoder_config, load_hf_encoder};
 use vqrae_tokenizer::eval::evaluate;
 use vqrae_tokenizer::pretrain::{pretrain_encoder, PretrainConfig};
@@ -31,12 +32,6 @@ pub struct PretrainArgs {
     /// Output encoder directory.
     #[arg(short, long)]
     out: PathBuf,
-}
-
-fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
 pub fn pretrain(a: PretrainArgs, root: &Path, device: &Device) -> Result<()> {

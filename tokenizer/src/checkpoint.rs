@@ -1,4 +1,5 @@
-//! Checkpoint directories: `config.json` + `model.safetensors`, written atomically.
+//! Checkpoint directories (`config.json` + `model.safetensors`, written atomically) and the
+//! TOML config files they start from.
 //!
 //! A checkpoint is written into a fresh sibling directory and renamed into place, so a reader
 //! (or a crash) never sees a config from one save and weights from another.
@@ -78,6 +79,13 @@ pub fn save_checkpoint(
         std::fs::remove_dir_all(&backup).map_err(io(&backup))?;
     }
     Ok(())
+}
+
+/// Reads a TOML config file (those in `configs/`) strictly: an unknown field is an error
+/// naming the file.
+pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    toml::from_str(&text).map_err(|e| TokenizerError::Invalid(format!("{}: {e}", path.display())))
 }
 
 /// Reads a checkpoint's config strictly: an unknown field is an error naming the file.

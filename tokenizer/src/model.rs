@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use vqrae_data::image_io::resize;
 use vqrae_data::tensor::{images_to_tensor, tensor_to_images, Normalize};
 
-use crate::checkpoint::{read_config, save_checkpoint, varmap_tensors, CONFIG_FILE, WEIGHTS_FILE};
+use crate::checkpoint::{
+    read_config, read_toml, save_checkpoint, varmap_tensors, CONFIG_FILE, WEIGHTS_FILE,
+};
 use crate::decoder::{Decoder, DecoderConfig};
 use crate::encoder::{load_hf_encoder, EncoderConfig, VitEncoder};
 use crate::error::{Context, Result, TokenizerError};
@@ -38,12 +40,7 @@ pub struct VqraeConfig {
 
 impl VqraeConfig {
     pub fn from_toml_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| TokenizerError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let cfg: Self = toml::from_str(&text)
-            .map_err(|e| TokenizerError::Invalid(format!("{}: {e}", path.display())))?;
+        let cfg: Self = read_toml(path)?;
         cfg.validate()?;
         Ok(cfg)
     }

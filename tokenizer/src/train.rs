@@ -25,6 +25,7 @@ use vqrae_train::optim::{clip_grad_norm, AdamW, AdamWConfig, ParamGroup};
 use vqrae_train::progress;
 use vqrae_train::schedule::LrSchedule;
 
+use crate::checkpoint::read_toml;
 use crate::encoder::VitEncoder;
 use crate::error::{Result, TokenizerError};
 use crate::init::SeededVarMap;
@@ -109,12 +110,7 @@ impl Default for TrainConfig {
 
 impl TrainConfig {
     pub fn from_toml_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| TokenizerError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let cfg: Self = toml::from_str(&text)
-            .map_err(|e| TokenizerError::Invalid(format!("{}: {e}", path.display())))?;
+        let cfg: Self = read_toml(path)?;
         cfg.validate()?;
         Ok(cfg)
     }
