@@ -136,6 +136,10 @@ pub fn pretrain_encoder(
         last = total.to_scalar::<f32>()? as f64;
         bar.set_message(format!("loss {last:.4}"));
         bar.inc(1);
+        if (step + 1).is_multiple_of(100) {
+            // the bar is hidden when stderr is not a terminal (background runs)
+            tracing::info!(step = step + 1, loss = last, "pretrain encoder");
+        }
     }
     bar.finish_and_clear();
     let tensors: std::collections::HashMap<String, Tensor> = varmap_tensors(&vars.varmap)?

@@ -345,6 +345,7 @@ pub fn train(
                 obj.extend(lrs);
             }
             log.log(done, &rec)?;
+            tracing::debug!(step = done, loss = losses.total, "train tokenizer");
             bar.set_message(progress::message(losses.total, window.per_sec()));
             window.reset();
         }
