@@ -61,6 +61,25 @@ pub fn seeded_values(init: Init, shape: &Shape, seed: u64, name: &str) -> Vec<f3
     }
 }
 
+/// A seeded `N(mean, std^2)` f32 tensor (tests and data generation; candle's own `randn` cannot
+/// be seeded on the CPU).
+pub fn seeded_randn(
+    shape: impl Into<Shape>,
+    mean: f64,
+    std: f64,
+    seed: u64,
+    device: &Device,
+) -> Result<Tensor> {
+    let shape = shape.into();
+    let values = seeded_values(
+        Init::Randn { mean, stdev: std },
+        &shape,
+        seed,
+        "seeded_randn",
+    );
+    Tensor::from_vec(values, shape, device)
+}
+
 impl SeededVarMap {
     pub fn new(seed: u64) -> Self {
         Self {

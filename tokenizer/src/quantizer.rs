@@ -232,8 +232,10 @@ impl CodebookStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::init::seeded_randn;
     use crate::init::SeededVarMap;
     use candle_core::Device;
+    use candle_core::Var;
 
     fn brute_force(z: &[Vec<f32>], cw: &[Vec<f32>]) -> Vec<u32> {
         z.iter()
@@ -267,7 +269,7 @@ mod tests {
             let q = Quantizer::new(&cfg, vars.var_builder(DType::F32, &dev))?;
             let cw = q.codewords()?;
             // inputs near random codewords plus noise, and pure noise
-            let z = Tensor::randn(0f32, 0.3, (4, 50, 24), &dev)?;
+            let z = seeded_randn((4, 50, 24), 0.0, 0.3, 9, &dev)?;
             let out = q.forward(&z)?;
             let ours = out.codes.flatten_all()?.to_vec1::<u32>()?;
             let want = brute_force(&z.reshape((200, 24))?.to_vec2()?, &cw.to_vec2()?);
@@ -286,8 +288,8 @@ mod tests {
     #[test]
     fn blocked_search_matches_single_block() -> Result<()> {
         let dev = Device::Cpu;
-        let cw = Tensor::randn(0f32, 1.0, (1 << 13, 8), &dev)?;
-        let z = Tensor::randn(0f32, 1.0, (1500, 8), &dev)?; // 1500 > DISTANCE_BLOCK / k = 512
+        let cw = seeded_randn((1 << 13, 8), 0.0, 1.0, 10, &dev)?;
+        let z = seeded_randn((1500, 8), 0.0, 1.0, 11, &dev)?; // 1500 > DISTANCE_BLOCK / k = 512
         let blocked = Quantizer::nearest(&z, &cw)?.to_vec1::<u32>()?;
         let d = cw
             .sqr()?
@@ -309,7 +311,7 @@ mod tests {
         };
         let vars = SeededVarMap::new(1);
         let q = Quantizer::new(&cfg, vars.var_builder(DType::F32, &dev))?;
-        let z = candle_core::Var::randn(0f32, 1.0, (1, 5, 4), &dev)?;
+        let z = Var::from_tensor(&seeded_randn((1, 5, 4), 0.0, 1.0, 12, &dev)?)?;
         let out = q.forward(z.as_tensor())?;
         let total = (out.loss + out.z_q.sqr()?.sum_all()?)?;
         let grads = total.backward()?;

@@ -7,6 +7,7 @@ use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use vqrae_tokenizer::checkpoint::{save_checkpoint, varmap_tensors, CONFIG_FILE, WEIGHTS_FILE};
 use vqrae_tokenizer::encoder::{load_hf_encoder, EncoderConfig};
+use vqrae_tokenizer::init::seeded_randn;
 use vqrae_tokenizer::{Vqrae, VqraeConfig};
 
 fn repo() -> PathBuf {
@@ -20,7 +21,7 @@ fn tiny() -> Result<VqraeConfig> {
 }
 
 fn input(b: usize, s: usize) -> Result<Tensor> {
-    Ok(Tensor::randn(0f32, 1.0, (b, 3, s, s), &Device::Cpu)?)
+    Ok(seeded_randn((b, 3, s, s), 0.0, 1.0, 14, &Device::Cpu)?)
 }
 
 #[test]
