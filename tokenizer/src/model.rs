@@ -120,8 +120,9 @@ impl Vqrae {
         })
     }
 
-    /// A fresh model with seeded random weights, its encoder optionally taken from a Hugging
-    /// Face directory (DINOv2 / SigLIP), ready to train.
+    /// A fresh model with seeded random weights, its encoder optionally taken from an encoder
+    /// directory (Hugging Face DINOv2 / SigLIP, or one written by `pretrain-encoder`), ready to
+    /// train.
     pub fn init(
         cfg: &VqraeConfig,
         encoder_dir: Option<&Path>,
