@@ -231,6 +231,15 @@ impl Vqrae {
         &self.cfg
     }
 
+    /// Full names of the variables training must never update (SimVQ's fixed codebook).
+    pub fn frozen_names(&self) -> Vec<String> {
+        self.quantizer
+            .frozen_names()
+            .iter()
+            .map(|n| format!("quantizer.{n}"))
+            .collect()
+    }
+
     pub fn encoder(&self) -> &VitEncoder {
         &self.encoder
     }

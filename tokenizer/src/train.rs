@@ -213,12 +213,7 @@ pub fn train(
         return Err(TokenizerError::Invalid("no training images".into()));
     }
     let all = var_map_vars(&vars.varmap)?;
-    let frozen: Vec<String> = model
-        .quantizer()
-        .frozen_names()
-        .iter()
-        .map(|n| format!("quantizer.{n}"))
-        .collect();
+    let frozen = model.frozen_names();
     let is_encoder = |k: &str| k.starts_with("encoder.");
     let trainable = |k: &str| !frozen.iter().any(|f| f == k) && (cfg.stage == 2 || !is_encoder(k));
     let pick = |enc: bool| -> Vec<(String, Var)> {

@@ -174,12 +174,7 @@ fn every_trainable_tensor_gets_a_gradient() -> Result<()> {
     let rec = (&out.reconstruction - &x)?.sqr()?.mean_all()?;
     let loss = (rec + &out.quantized.loss)?;
     let grads = loss.backward()?;
-    let frozen: Vec<String> = model
-        .quantizer()
-        .frozen_names()
-        .iter()
-        .map(|n| format!("quantizer.{n}"))
-        .collect();
+    let frozen = model.frozen_names();
     let data = vars.varmap.data().lock().unwrap();
     let mut missing = Vec::new();
     for (name, var) in data.iter() {
