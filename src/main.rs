@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use commands::{data, probe, tokenizer, train};
+use commands::{data, plot, probe, tokenizer, train};
 
 /// candle allocates a fresh buffer for every op; glibc's allocator hands large ones back to the
 /// kernel at once, so training spent a third of its time in page faults. mimalloc keeps them:
@@ -49,12 +49,15 @@ enum Command {
     Reconstruct(tokenizer::ReconstructArgs),
     /// Linear probe on frozen encoder features (a pretrained encoder vs a random one).
     Probe(probe::ProbeArgs),
-    /// Pretrain the project's own ViT encoder with attribute classification (training images only).
+    /// Pretrain the project's own ViT encoder: attribute classification and figure-ground
+    /// segmentation on training images only.
     PretrainEncoder(train::PretrainArgs),
     /// Train a tokenizer: stage 1 (encoder frozen) or stage 2 (encoder distilled); resumes a run.
     TrainTokenizer(train::TrainArgs),
     /// PSNR, SSIM, codebook utilisation / perplexity and feature cosine on held-out images.
     EvalTokenizer(train::EvalArgs),
+    /// Training curves of one or more runs (their `metrics.jsonl`) to PNG.
+    Plot(plot::PlotArgs),
 }
 
 fn main() -> Result<()> {
@@ -78,5 +81,6 @@ fn main() -> Result<()> {
         Command::PretrainEncoder(a) => train::pretrain(a, &data_root, &device),
         Command::TrainTokenizer(a) => train::train_tokenizer(a, &data_root, &device),
         Command::EvalTokenizer(a) => train::eval_tokenizer(a, &data_root, &device),
+        Command::Plot(a) => plot::run(a),
     }
 }

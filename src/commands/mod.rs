@@ -2,6 +2,7 @@
 
 pub mod data;
 pub mod datasets;
+pub mod plot;
 pub mod probe;
 pub mod tokenizer;
 pub mod train;

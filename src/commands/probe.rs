@@ -11,10 +11,12 @@ use clap::{Args, ValueEnum};
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
 use vqrae_data::easy_vqa::Split;
-use vqrae_tokenizer::encoder::{load_hf_encoder, VitEncoder};
+use vqrae_data::tensor::Normalize;
+use vqrae_tokenizer::encoder::{load_hf_encoder, EncoderConfig, VitEncoder};
 use vqrae_tokenizer::init::SeededVarMap;
 use vqrae_tokenizer::preprocess::{Preprocess, Resize};
 use vqrae_tokenizer::probe::{pooled_features, LinearProbe, ProbeConfig};
+use vqrae_tokenizer::Vqrae;
 
 use super::datasets::{self, Dataset};
 
@@ -34,7 +36,9 @@ enum Which {
 
 #[derive(Args)]
 pub struct ProbeArgs {
-    /// Hugging Face encoder directory (e.g. .data/models/dinov2-small from scripts/convert-dinov2.sh).
+    /// Encoder directory (Hugging Face, e.g. .data/models/dinov2-small from
+    /// scripts/convert-dinov2.sh, or `pretrain-encoder` output), or a tokenizer checkpoint, whose
+    /// encoder (after stage 2: the trained one) is probed.
     #[arg(long)]
     encoder: PathBuf,
     #[arg(long, value_enum, default_value = "all")]
@@ -107,22 +111,39 @@ fn pixels(images: &[RgbImage]) -> Result<Tensor> {
     Ok(Tensor::cat(&rows, 0)?)
 }
 
+/// The encoder of an encoder directory or of a tokenizer checkpoint, its config and its pixel
+/// normalisation.
+fn load_encoder(dir: &Path, dev: &Device) -> Result<(VitEncoder, EncoderConfig, Normalize)> {
+    let config = dir.join("config.json");
+    let text = std::fs::read_to_string(&config)
+        .with_context(|| format!("reading {}", config.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", config.display()))?;
+    if json.get("quantizer").is_some() {
+        let model = Vqrae::load(dir, dev, DType::F32)?;
+        let cfg = model.config().clone();
+        return Ok((model.encoder().clone(), cfg.encoder, cfg.normalize));
+    }
+    let hf = load_hf_encoder(dir, dev, DType::F32)?;
+    Ok((hf.encoder, hf.config, hf.preprocess.normalize))
+}
+
 pub fn run(a: ProbeArgs, root: &Path, dev: &Device) -> Result<()> {
-    let hf = load_hf_encoder(&a.encoder, dev, DType::F32)?;
+    let (encoder, enc_cfg, normalize) = load_encoder(&a.encoder, dev)?;
     let pre = Preprocess {
         resize: Resize::Exact {
             height: a.resolution,
             width: a.resolution,
         },
-        normalize: hf.preprocess.normalize,
+        normalize,
     };
     let mut encoders: Vec<(&str, Option<VitEncoder>)> = Vec::new();
     for source in &a.features {
         match source {
-            Source::Pretrained => encoders.push(("pretrained", Some(hf.encoder.clone()))),
+            Source::Pretrained => encoders.push(("pretrained", Some(encoder.clone()))),
             Source::Random => {
                 let vars = SeededVarMap::new(a.seed);
-                let random = VitEncoder::new(&hf.config, vars.var_builder(DType::F32, dev))?;
+                let random = VitEncoder::new(&enc_cfg, vars.var_builder(DType::F32, dev))?;
                 encoders.push(("random init", Some(random)));
             }
             Source::Pixels => encoders.push(("raw pixels", None)),

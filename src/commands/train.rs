@@ -11,6 +11,7 @@ use vqrae_tokenizer::checkpoint::read_toml;
 use vqrae_tokenizer::encoder::{hf_encoder_config, load_hf_encoder};
 use vqrae_tokenizer::eval::evaluate;
 use vqrae_tokenizer::pretrain::{pretrain_encoder, PretrainConfig};
+use vqrae_tokenizer::quantizer::QuantizerKind;
 use vqrae_tokenizer::train::{train, TrainConfig};
 use vqrae_tokenizer::{Vqrae, VqraeConfig};
 
@@ -72,22 +73,48 @@ pub struct TrainArgs {
     /// Run directory: training checkpoints (resumed automatically), metrics.jsonl, `model/`.
     #[arg(long)]
     run: PathBuf,
+    /// Override the config's codebook width `e` (fresh models only; the codebook sweeps).
+    #[arg(long)]
+    codebook_dim: Option<usize>,
+    /// Override the config's codebook size `k` (fresh models only).
+    #[arg(long)]
+    codebook_size: Option<usize>,
+    /// Override the config's quantizer kind (fresh models only).
+    #[arg(long, value_parser = ["simvq", "vq"])]
+    quantizer: Option<String>,
 }
 
 pub fn train_tokenizer(a: TrainArgs, root: &Path, device: &Device) -> Result<()> {
     let cfg = TrainConfig::from_toml_file(&a.train)?;
-    let (model, vars) = match (&a.init, &a.config) {
-        (Some(dir), None) => Vqrae::init_from_checkpoint(dir, cfg.seed, device)?,
+    let ((model, vars), fresh) = match (&a.init, &a.config) {
+        (Some(dir), None) => (Vqrae::init_from_checkpoint(dir, cfg.seed, device)?, false),
         (None, Some(path)) => {
-            let mcfg = VqraeConfig::from_toml_file(path)?;
-            Vqrae::init(&mcfg, a.encoder.as_deref(), cfg.seed, device)?
+            let mut mcfg = VqraeConfig::from_toml_file(path)?;
+            let q = &mut mcfg.quantizer;
+            q.dim = a.codebook_dim.unwrap_or(q.dim);
+            q.codebook_size = a.codebook_size.unwrap_or(q.codebook_size);
+            q.kind = match a.quantizer.as_deref() {
+                Some("vq") => QuantizerKind::Vq,
+                Some(_) => QuantizerKind::SimVq,
+                None => q.kind,
+            };
+            mcfg.validate()?;
+            (
+                Vqrae::init(&mcfg, a.encoder.as_deref(), cfg.seed, device)?,
+                true,
+            )
         }
         _ => bail!("give exactly one of --config (a fresh model) or --init (a checkpoint)"),
     };
+    if a.init.is_some()
+        && (a.codebook_dim.is_some() || a.codebook_size.is_some() || a.quantizer.is_some())
+    {
+        bail!("--codebook-dim, --codebook-size and --quantizer change a fresh model's config; a checkpoint keeps its own");
+    }
     let data = datasets::load(root, a.dataset, Split::Train, a.limit, cfg.seed)?;
     let s = model.config().image_size as u32;
     let images: Vec<_> = data.images.iter().map(|i| resize(i, s, s)).collect();
-    let summary = train(&model, &vars, &images, &cfg, &a.run, device)?;
+    let summary = train(&model, &vars, &images, &cfg, &a.run, fresh, device)?;
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())
 }

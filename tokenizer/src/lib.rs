@@ -9,10 +9,15 @@
 //! - [`quantizer`]: SimVQ and plain VQ, utilisation/perplexity counters;
 //! - [`decoder`]: ViT decoder with a linear pixel head;
 //! - [`model`]: [`Vqrae`], `encode -> {features, codes}`, `decode`, checkpoints ([`checkpoint`]);
-//! - [`ops`]: the one switch between fused inference kernels and differentiable training ops.
+//! - [`ops`]: the one switch between fused inference kernels and differentiable training ops;
+//! - [`pretrain`]: semantic pretraining of the own ViT encoder;
+//! - [`train`]: two-stage training (stage 1 frozen encoder, stage 2 self-distillation), with the
+//!   optional PatchGAN term of [`discriminator`]; [`eval`]: held-out figures; [`probe`]: linear
+//!   probes.
 
 pub mod checkpoint;
 pub mod decoder;
+pub mod discriminator;
 pub mod encoder;
 pub mod error;
 pub mod eval;

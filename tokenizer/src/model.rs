@@ -269,6 +269,11 @@ impl Vqrae {
         Ok(tensor_to_images(output, &self.cfg.normalize)?)
     }
 
+    /// Encoder features `(..., d)` to the quantizer's input space `(..., e)`.
+    pub fn project(&self, features: &Tensor) -> Result<Tensor> {
+        Ok(self.proj_in.forward(features)?)
+    }
+
     /// Features and codes of a normalised input batch.
     pub fn encode(&self, input: &Tensor) -> Result<Encoded> {
         let (_, _, h, w) = input.dims4()?;

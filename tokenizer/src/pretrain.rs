@@ -1,8 +1,15 @@
 //! Semantic pretraining of the project's own ViT encoder, so that a default tokenizer can start
 //! from a *semantic* encoder that trains on two CPU cores (DINOv2-small is real but costs ~3
-//! GFLOP per 112 px image). The objective is supervised attribute classification on training
-//! images only: linear heads on the mean-pooled patch tokens, one per label column (easy-VQA:
-//! shape and colour; Fashion-MNIST: class), cross-entropy summed.
+//! GFLOP per 112 px image). The objective, on training images only, has two parts:
+//! - image level: supervised attribute classification, linear heads on the mean-pooled patch
+//!   tokens, one per label column (easy-VQA: shape and colour; Fashion-MNIST: class);
+//! - patch level (`dense_weight`): figure-ground segmentation, a linear head on every patch token
+//!   predicting the soft object mask of its `p x p` pixels ([`figure_ground`]).
+//!
+//! Classification alone makes every patch token carry the same image-level answer (measured:
+//! 5% of the token variance within an image, participation ratio 6), which leaves a tokenizer
+//! nothing spatial to quantize. VFMs keep patch-level structure (DINOv2's iBOT term does that);
+//! the segmentation head is this project's small stand-in for it.
 //!
 //! The result is an encoder directory (`config.json` with our `EncoderConfig`, `model.safetensors`)
 //! that `vqrae init --encoder`, `vqrae probe` and `vqrae features` load like a Hugging Face one.
@@ -36,6 +43,8 @@ pub struct PretrainConfig {
     pub lr: LrSchedule,
     pub adamw: AdamWConfig,
     pub grad_clip: f64,
+    /// Weight of the patch-level figure-ground segmentation loss (0: classification only).
+    pub dense_weight: f64,
 }
 
 impl Default for PretrainConfig {
@@ -55,8 +64,59 @@ impl Default for PretrainConfig {
                 ..AdamWConfig::default()
             },
             grad_clip: 1.0,
+            dense_weight: 1.0,
         }
     }
+}
+
+/// Soft figure-ground mask of an image, row-major, in `[0, 1]`: the background is the image's
+/// most frequent colour, and a pixel's value is its colour distance to the background relative
+/// to the farthest pixel's (anti-aliased edges get fractions). Uniform images are all ground.
+pub fn figure_ground(img: &RgbImage) -> Vec<f32> {
+    let mut counts = std::collections::HashMap::new();
+    for p in img.pixels() {
+        *counts.entry(p.0).or_insert(0u32) += 1;
+    }
+    let bg = counts
+        .into_iter()
+        .max_by_key(|&(c, n)| (n, c))
+        .map(|(c, _)| c)
+        .unwrap_or([0, 0, 0]);
+    let dist = |p: &[u8; 3]| -> f32 {
+        p.iter()
+            .zip(&bg)
+            .map(|(&a, &b)| (a as f32 - b as f32).powi(2))
+            .sum::<f32>()
+            .sqrt()
+    };
+    let d: Vec<f32> = img.pixels().map(|p| dist(&p.0)).collect();
+    let max = d.iter().cloned().fold(0.0f32, f32::max);
+    if max == 0.0 {
+        return vec![0.0; d.len()];
+    }
+    d.into_iter().map(|v| v / max).collect()
+}
+
+/// Masks of a batch `(B, S*S)` rearranged to the patch tokens' order, `(B, N, p*p)`.
+fn mask_targets(images: &[RgbImage], patch: usize, device: &Device) -> Result<Tensor> {
+    let b = images.len();
+    let (w, h) = images.first().map(|i| i.dimensions()).unwrap_or((0, 0));
+    let (w, h) = (w as usize, h as usize);
+    let flat: Vec<f32> = images.iter().flat_map(figure_ground).collect();
+    let (gh, gw) = (h / patch, w / patch);
+    Ok(Tensor::from_vec(flat, (b, h, w), device)?
+        .narrow(1, 0, gh * patch)?
+        .narrow(2, 0, gw * patch)?
+        .reshape((b, gh, patch, gw, patch))?
+        .permute((0, 1, 3, 2, 4))?
+        .reshape((b, gh * gw, patch * patch))?)
+}
+
+/// Mean binary cross-entropy with logits against soft targets, in the stable form
+/// `max(x, 0) - x t + ln(1 + e^-|x|)`.
+fn bce_with_logits(x: &Tensor, t: &Tensor) -> Result<Tensor> {
+    let softplus = (x.abs()?.neg()?.exp()? + 1.0)?.log()?;
+    Ok(((x.relu()? - (x * t)?)? + softplus)?.mean_all()?)
 }
 
 /// One classification target: a name, its number of classes, a label per image.
@@ -106,6 +166,12 @@ pub fn pretrain_encoder(
             )
         })
         .collect::<candle_core::Result<_>>()?;
+    let patch = enc_cfg.patch_size();
+    let dense = if cfg.dense_weight > 0.0 {
+        Some(linear(enc_cfg.width(), patch * patch, vb.pp("head_dense"))?)
+    } else {
+        None
+    };
     let all = vqrae_train::checkpoint::var_map_vars(&vars.varmap)?;
     let group = ParamGroup::with_prefix("all", &all, "", cfg.lr.clone());
     let mut opt = AdamW::new(vec![group], cfg.adamw.clone())?;
@@ -121,8 +187,14 @@ pub fn pretrain_encoder(
             .map(|&i| vqrae_data::image_io::resize(&images[i], size, size))
             .collect();
         let x = images_to_tensor(&batch, &OWN_NORMALIZE, device)?;
-        let pooled = encoder.patch_tokens(&x, true)?.mean(1)?;
+        let tokens = encoder.patch_tokens(&x, true)?;
+        let pooled = tokens.mean(1)?;
         let mut total = Tensor::zeros((), DType::F32, device)?;
+        if let Some(head) = &dense {
+            let target = mask_targets(&batch, patch, device)?;
+            let l = bce_with_logits(&head.forward(&tokens)?, &target)?;
+            total = (total + (l * cfg.dense_weight)?)?;
+        }
         for (head, col) in heads.iter().zip(columns) {
             let y = Tensor::new(
                 ids.iter().map(|&i| col.labels[i]).collect::<Vec<_>>(),
@@ -159,5 +231,57 @@ fn enc_cfg_image_size(cfg: &EncoderConfig) -> u32 {
         EncoderConfig::Vit(c) => c.image_size as u32,
         EncoderConfig::Dinov2(_) => 224,
         EncoderConfig::Siglip(c) => c.image_size as u32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::Rgb;
+
+    #[test]
+    fn figure_ground_marks_the_object_against_the_mode_colour() {
+        let mut img = RgbImage::from_pixel(4, 4, Rgb([240, 230, 230]));
+        img.put_pixel(1, 1, Rgb([0, 0, 255]));
+        img.put_pixel(2, 1, Rgb([120, 115, 242])); // anti-aliased edge, about half way
+        let m = figure_ground(&img);
+        assert_eq!(m[4 + 1], 1.0);
+        assert!(m[4 + 2] > 0.3 && m[4 + 2] < 0.7, "{}", m[4 + 2]);
+        assert_eq!(m.iter().filter(|&&v| v == 0.0).count(), 14);
+        assert!(figure_ground(&RgbImage::new(3, 3))
+            .iter()
+            .all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn mask_targets_follow_the_patch_order() -> Result<()> {
+        // 4x4 image, patch 2: pixel (x=3, y=0) is in token 1 at offset (0, 1)
+        let mut img = RgbImage::from_pixel(4, 4, Rgb([255, 255, 255]));
+        img.put_pixel(3, 0, Rgb([0, 0, 0]));
+        let t = mask_targets(&[img], 2, &Device::Cpu)?.to_vec3::<f32>()?;
+        assert_eq!(t[0][1], vec![0.0, 1.0, 0.0, 0.0]);
+        assert!(t[0][0]
+            .iter()
+            .chain(&t[0][2])
+            .chain(&t[0][3])
+            .all(|&v| v == 0.0));
+        Ok(())
+    }
+
+    #[test]
+    fn stable_bce_matches_the_direct_formula() -> Result<()> {
+        let x = Tensor::new(&[-3.0f32, 0.0, 2.0], &Device::Cpu)?;
+        let t = Tensor::new(&[0.0f32, 0.5, 1.0], &Device::Cpu)?;
+        let want: f32 = [(-3.0f32, 0.0f32), (0.0, 0.5), (2.0, 1.0)]
+            .iter()
+            .map(|&(x, t)| {
+                let s = 1.0 / (1.0 + (-x).exp());
+                -(t * s.ln() + (1.0 - t) * (1.0 - s).ln())
+            })
+            .sum::<f32>()
+            / 3.0;
+        let got = bce_with_logits(&x, &t)?.to_scalar::<f32>()?;
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        Ok(())
     }
 }

@@ -27,6 +27,10 @@ pub struct QuantizerConfig {
     pub dim: usize,
     /// Weight of the commitment term.
     pub beta: f64,
+    /// Look up by cosine: inputs and codewords are L2-normalised before the nearest-neighbour
+    /// search and the quantized vectors are the unit codewords (ViT-VQGAN's trick; not in
+    /// SimVQ or the paper, off by default).
+    pub l2_normalize: bool,
 }
 
 impl Default for QuantizerConfig {
@@ -36,6 +40,7 @@ impl Default for QuantizerConfig {
             codebook_size: 16384,
             dim: 1536,
             beta: 0.25,
+            l2_normalize: false,
         }
     }
 }
@@ -106,11 +111,16 @@ impl Quantizer {
         &self.cfg
     }
 
-    /// The current codewords `(k, e)`.
+    /// The current codewords `(k, e)` (unit length with `l2_normalize`).
     pub fn codewords(&self) -> Result<Tensor> {
-        match &self.map {
-            Some(w) => w.forward(&self.codebook),
-            None => Ok(self.codebook.clone()),
+        let cw = match &self.map {
+            Some(w) => w.forward(&self.codebook)?,
+            None => self.codebook.clone(),
+        };
+        if self.cfg.l2_normalize {
+            l2_normalize(&cw)
+        } else {
+            Ok(cw)
         }
     }
 
@@ -134,10 +144,60 @@ impl Quantizer {
         Tensor::cat(&parts, 0)
     }
 
+    /// Data-dependent initial values for the learned codebook tensors, from sample inputs `z`
+    /// `(M, e)`: SimVQ's map gets `bias = mean(z)` and `weight = (z - mean)^T G` with
+    /// `G ~ N(0, 1/M)` `(M, e)`, so that the codewords `W(C)` of the fixed `N(0, 1/e)` codebook
+    /// start with the mean and covariance of the data (`E[W W^T] / e = cov(z)`); plain VQ takes `k` seeded random rows of `z`
+    /// (k-means-style seeding). Without it, codewords and inputs start on different scales and a
+    /// few codewords take every input: the collapse the first easy-VQA run showed.
+    /// Returns `(name, value)` pairs relative to the quantizer.
+    pub fn data_init(&self, z: &Tensor, seed: u64) -> Result<Vec<(String, Tensor)>> {
+        let z = z.detach().to_dtype(DType::F32)?;
+        let (m, e) = z.dims2()?;
+        if m == 0 || e != self.cfg.dim {
+            candle_core::bail!(
+                "data_init needs (M, {}) inputs, got {:?}",
+                self.cfg.dim,
+                z.shape()
+            );
+        }
+        match self.cfg.kind {
+            QuantizerKind::SimVq => {
+                let mean = z.mean_keepdim(0)?;
+                let centred = z.broadcast_sub(&mean)?;
+                let g = crate::init::seeded_randn(
+                    (m, e),
+                    0.0,
+                    1.0 / (m as f64).sqrt(),
+                    seed,
+                    z.device(),
+                )?;
+                let weight = centred.t()?.matmul(&g)?;
+                Ok(vec![
+                    ("codebook_proj.weight".into(), weight),
+                    ("codebook_proj.bias".into(), mean.squeeze(0)?),
+                ])
+            }
+            QuantizerKind::Vq => {
+                use rand::{Rng, SeedableRng};
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+                let k = self.cfg.codebook_size;
+                let rows: Vec<u32> = (0..k).map(|_| rng.gen_range(0..m) as u32).collect();
+                let idx = Tensor::new(rows, z.device())?;
+                Ok(vec![("codebook".into(), z.index_select(&idx, 0)?)])
+            }
+        }
+    }
+
     /// Quantizes `z` `(B, N, e)`.
     pub fn forward(&self, z: &Tensor) -> Result<Quantized> {
         let (b, n, e) = z.dims3()?;
         let cw = self.codewords()?;
+        let z = &if self.cfg.l2_normalize {
+            l2_normalize(z)?
+        } else {
+            z.clone()
+        };
         let flat = z.reshape((b * n, e))?;
         let codes = Self::nearest(&flat, &cw)?;
         let z_q = cw.embedding(&codes)?.reshape((b, n, e))?;
@@ -171,6 +231,12 @@ impl Quantizer {
         cw.embedding(&codes.flatten_all()?)?
             .reshape((b, n, self.cfg.dim))
     }
+}
+
+/// Rows scaled to unit L2 norm (differentiable).
+fn l2_normalize(x: &Tensor) -> Result<Tensor> {
+    let norm = (x.sqr()?.sum_keepdim(D::Minus1)? + 1e-12)?.sqrt()?;
+    x.broadcast_div(&norm)
 }
 
 /// Counts code usage over an evaluation pass.
@@ -264,6 +330,7 @@ mod tests {
                 codebook_size: 300,
                 dim: 24,
                 beta: 0.25,
+                l2_normalize: false,
             };
             let vars = SeededVarMap::new(3);
             let q = Quantizer::new(&cfg, vars.var_builder(DType::F32, &dev))?;
@@ -282,6 +349,47 @@ mod tests {
                 .to_scalar::<f32>()?;
             assert!(diff < 1e-5);
         }
+        Ok(())
+    }
+
+    #[test]
+    fn l2_normalized_lookup_is_nearest_by_cosine_with_unit_codewords() -> Result<()> {
+        let dev = Device::Cpu;
+        let cfg = QuantizerConfig {
+            kind: QuantizerKind::SimVq,
+            codebook_size: 50,
+            dim: 8,
+            beta: 0.25,
+            l2_normalize: true,
+        };
+        let vars = SeededVarMap::new(4);
+        let q = Quantizer::new(&cfg, vars.var_builder(DType::F32, &dev))?;
+        let z = seeded_randn((1, 40, 8), 0.0, 5.0, 6, &dev)?;
+        let out = q.forward(&z)?;
+        let raw = match &q.map {
+            Some(w) => w.forward(&q.codebook)?,
+            None => unreachable!(),
+        };
+        let cos = |a: &[f32], b: &[f32]| -> f32 {
+            let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+            let n = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            dot / (n(a) * n(b))
+        };
+        let raw = raw.to_vec2::<f32>()?;
+        for (i, zi) in z.squeeze(0)?.to_vec2::<f32>()?.iter().enumerate() {
+            let best = (0..raw.len())
+                .max_by(|&a, &b| cos(zi, &raw[a]).total_cmp(&cos(zi, &raw[b])))
+                .unwrap();
+            assert_eq!(out.codes.squeeze(0)?.to_vec1::<u32>()?[i], best as u32);
+        }
+        let norms = out
+            .z_q
+            .sqr()?
+            .sum(D::Minus1)?
+            .sqrt()?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        assert!(norms.iter().all(|n| (n - 1.0).abs() < 1e-4), "{norms:?}");
         Ok(())
     }
 
@@ -308,6 +416,7 @@ mod tests {
             codebook_size: 16,
             dim: 4,
             beta: 0.25,
+            l2_normalize: false,
         };
         let vars = SeededVarMap::new(1);
         let q = Quantizer::new(&cfg, vars.var_builder(DType::F32, &dev))?;
@@ -322,6 +431,56 @@ mod tests {
             .expect("straight-through gradient to z");
         assert!(gz.abs()?.sum_all()?.to_scalar::<f32>()? > 0.0);
         assert_eq!(q.frozen_names(), &["codebook"]);
+        Ok(())
+    }
+
+    #[test]
+    fn data_init_matches_the_data_statistics_and_spreads_the_codes() -> Result<()> {
+        let dev = Device::Cpu;
+        // inputs far from the N(0, 1/e) scale, with a large common offset and all their spread in
+        // the first two of 16 dimensions: the collapse case
+        let e = 16;
+        let scale: Vec<f32> = (0..e).map(|i| if i < 2 { 3.0 } else { 0.01 }).collect();
+        let scale = Tensor::from_vec(scale, (1, e), &dev)?;
+        let z = (seeded_randn((4096, e), 0.0, 1.0, 5, &dev)?.broadcast_mul(&scale)? + 10.0)?;
+        for kind in [QuantizerKind::SimVq, QuantizerKind::Vq] {
+            let cfg = QuantizerConfig {
+                kind,
+                codebook_size: 64,
+                dim: e,
+                beta: 0.25,
+                l2_normalize: false,
+            };
+            let vars = SeededVarMap::new(2);
+            let q = Quantizer::new(&cfg, vars.var_builder(DType::F32, &dev))?;
+            let used = |q: &Quantizer| -> Result<usize> {
+                let mut s = CodebookStats::new(64);
+                s.update(&Quantizer::nearest(&z, &q.codewords()?)?)?;
+                Ok((s.utilisation() * 64.0).round() as usize)
+            };
+            let before = used(&q)?;
+            let data = vars.varmap.data().lock().unwrap().clone();
+            for (name, value) in q.data_init(&z, 7)? {
+                data[&name].set(&value)?;
+            }
+            let cw = q.codewords()?;
+            let mean = cw.mean_all()?.to_scalar::<f32>()?;
+            assert!((mean - 10.0).abs() < 0.5, "{kind:?}: codeword mean {mean}");
+            // the codewords spread where the data does: std ~3 in dims 0-1, ~0 elsewhere
+            let std = cw
+                .broadcast_sub(&cw.mean_keepdim(0)?)?
+                .sqr()?
+                .mean(0)?
+                .sqrt()?
+                .to_vec1::<f32>()?;
+            assert!(std[0] > 2.0 && std[1] > 2.0, "{kind:?}: {std:?}");
+            assert!(std[2..].iter().all(|&s| s < 0.1), "{kind:?}: {std:?}");
+            let after = used(&q)?;
+            assert!(
+                after >= 60 && after > before,
+                "{kind:?}: {before} -> {after} codes used"
+            );
+        }
         Ok(())
     }
 
@@ -348,6 +507,7 @@ mod tests {
             codebook_size: 8,
             dim: 4,
             beta: 0.25,
+            l2_normalize: false,
         };
         let q = Quantizer::new(&cfg, SeededVarMap::new(0).var_builder(DType::F32, &dev))?;
         assert!(q.lookup(&Tensor::new(&[[1u32, 8]], &dev)?).is_err());

@@ -26,6 +26,7 @@ use vqrae_train::progress;
 use vqrae_train::schedule::LrSchedule;
 
 use crate::checkpoint::read_toml;
+use crate::discriminator::{Discriminator, GanConfig};
 use crate::encoder::VitEncoder;
 use crate::error::{Result, TokenizerError};
 use crate::init::SeededVarMap;
@@ -73,6 +74,13 @@ pub struct TrainConfig {
     pub loss: LossWeights,
     pub checkpoint_every: u64,
     pub log_every: u64,
+    /// Start a fresh model's codebook from the data ([`crate::quantizer::Quantizer::data_init`]
+    /// on the projected features of `data_init_samples` training tokens). Never applied to a
+    /// model that starts from a checkpoint, nor on resume.
+    pub data_init: bool,
+    pub data_init_samples: usize,
+    /// Optional adversarial term (off unless `gan.weight > 0`).
+    pub gan: GanConfig,
 }
 
 impl Default for TrainConfig {
@@ -104,6 +112,9 @@ impl Default for TrainConfig {
             loss: LossWeights::default(),
             checkpoint_every: 200,
             log_every: 10,
+            data_init: true,
+            data_init_samples: 16384,
+            gan: GanConfig::default(),
         }
     }
 }
@@ -136,6 +147,12 @@ impl TrainConfig {
             s.validate()?;
         }
         self.adamw.validate()?;
+        if self.gan.enabled() {
+            self.gan.lr.validate()?;
+        }
+        if !self.gan.weight.is_finite() || self.gan.weight < 0.0 {
+            return bad(format!("gan.weight must be >= 0, got {}", self.gan.weight));
+        }
         Ok(())
     }
 }
@@ -182,6 +199,18 @@ pub struct StepLosses {
     pub perceptual: f64,
     pub quant: f64,
     pub distill: f64,
+    /// The generator's adversarial loss (0 while the GAN is off).
+    pub gan: f64,
+    /// The discriminator's hinge loss (0 while the GAN is off).
+    pub disc: f64,
+}
+
+/// Number of distinct codes in a batch: a cheap live view of codebook collapse.
+fn distinct(codes: &Tensor) -> Result<usize> {
+    let mut v = codes.flatten_all()?.to_vec1::<u32>()?;
+    v.sort_unstable();
+    v.dedup();
+    Ok(v.len())
 }
 
 fn scalar(t: &Tensor) -> Result<f64> {
@@ -198,14 +227,50 @@ pub struct TrainSummary {
     pub model_dir: PathBuf,
 }
 
+/// Sets the quantizer's learned codebook tensors from the projected features of a seeded sample
+/// of training tokens.
+fn init_codebook_from_data(
+    model: &Vqrae,
+    vars: &SeededVarMap,
+    features: &Tensor,
+    cfg: &TrainConfig,
+) -> Result<()> {
+    let (n, t, d) = features.dims3()?;
+    let flat = features.reshape((n * t, d))?;
+    let take = cfg.data_init_samples.clamp(1, n * t);
+    let ids = vqrae_data::batch::shuffled(n * t, cfg.seed);
+    let idx = Tensor::new(
+        ids[..take].iter().map(|&i| i as u32).collect::<Vec<_>>(),
+        features.device(),
+    )?;
+    let z = model.project(&flat.index_select(&idx, 0)?)?;
+    let values = model.quantizer().data_init(&z, cfg.seed)?;
+    let data = vars
+        .varmap
+        .data()
+        .lock()
+        .map_err(|_| TokenizerError::Invalid("variable map lock poisoned".into()))?;
+    for (name, value) in values {
+        let full = format!("quantizer.{name}");
+        let var = data
+            .get(&full)
+            .ok_or_else(|| TokenizerError::Invalid(format!("no variable {full}")))?;
+        var.set(&value)?;
+    }
+    Ok(())
+}
+
 /// Trains `model` (whose variables are `vars`) on `images` in `run_dir`: resumes from the last
 /// training checkpoint there, writes `metrics.jsonl`, and saves the final model to `run_dir/model`.
+/// `fresh` says the model was just initialised (not loaded from a tokenizer checkpoint): only
+/// then may its codebook be initialised from the data.
 pub fn train(
     model: &Vqrae,
     vars: &SeededVarMap,
     images: &[RgbImage],
     cfg: &TrainConfig,
     run_dir: &Path,
+    fresh: bool,
     device: &Device,
 ) -> Result<TrainSummary> {
     cfg.validate()?;
@@ -234,13 +299,37 @@ pub fn train(
             cfg.encoder_lr.clone(),
         ));
     }
-    let opt_vars: Vec<Var> = groups
+    let model_vars: Vec<Var> = groups
         .iter()
         .flat_map(|g| g.vars.iter().map(|(_, v)| v.clone()))
         .collect();
+    // The discriminator lives in its own variable map (it is not part of the saved tokenizer)
+    // but in the same optimizer and training checkpoints, so that resume stays exact.
+    let disc_vars = SeededVarMap::new(cfg.seed ^ 0xd15c);
+    let disc = if cfg.gan.enabled() {
+        Some(Discriminator::new(
+            &cfg.gan,
+            disc_vars.var_builder(DType::F32, device).pp("disc"),
+        )?)
+    } else {
+        None
+    };
+    let disc_all = var_map_vars(&disc_vars.varmap)?;
+    if disc.is_some() {
+        groups.push(ParamGroup::new(
+            "disc",
+            disc_all
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            cfg.gan.lr.clone(),
+        ));
+    }
+    let mut state_vars = all.clone();
+    state_vars.extend(disc_all.iter().map(|(k, v)| (k.clone(), v.clone())));
     let mut opt = AdamW::new(groups, cfg.adamw.clone())?;
 
-    let resumed = checkpoint::load_latest(run_dir, &all, &mut opt)?;
+    let resumed = checkpoint::load_latest(run_dir, &state_vars, &mut opt)?;
     let start = resumed.as_ref().map(|r| r.0).unwrap_or(0);
     // The teacher is the encoder as it was when training began: after a resume, the saved
     // encoder of stage 2 has moved, so the teacher comes from the run's own copy on disk.
@@ -280,6 +369,9 @@ pub fn train(
         teacher
     };
     let cached = teacher_features(&teacher, model, images, cfg.batch_size)?;
+    if fresh && cfg.data_init && resumed.is_none() {
+        init_codebook_from_data(model, vars, &cached, cfg)?;
+    }
     let grid = model.config().grid();
     let sampler = EpochSampler::new(images.len(), cfg.batch_size, cfg.seed, true);
     let mut log = MetricsLog::open(&run_dir.join("metrics.jsonl"), Some(start))?;
@@ -319,9 +411,32 @@ pub fn train(
             losses.distill = scalar(&d)?;
             total = (total + (d * cfg.loss.distill)?)?;
         }
+        let gan = disc.as_ref().filter(|_| step >= cfg.gan.start_step);
+        if let Some(d) = gan {
+            let g = d.generator_loss(&out.reconstruction)?;
+            losses.gan = scalar(&g)?;
+            total = (total + (g * cfg.gan.weight)?)?;
+        }
         losses.total = scalar(&total)?;
+        let codes_used = distinct(&out.quantized.codes)?;
         let mut grads = total.backward()?;
-        let grad_norm = clip_grad_norm(&mut grads, opt_vars.iter(), cfg.grad_clip)?;
+        // the generator's loss reaches the discriminator too; that is not the discriminator's
+        // signal, its own hinge loss below is
+        for v in disc_all.values() {
+            grads.remove(v.as_tensor());
+        }
+        let grad_norm = clip_grad_norm(&mut grads, model_vars.iter(), cfg.grad_clip)?;
+        if let Some(d) = gan {
+            let dl = d.loss(&x, &out.reconstruction)?;
+            losses.disc = scalar(&dl)?;
+            let mut dg = dl.backward()?;
+            clip_grad_norm(&mut dg, disc_all.values(), cfg.grad_clip)?;
+            for v in disc_all.values() {
+                if let Some(g) = dg.remove(v.as_tensor()) {
+                    grads.insert(v.as_tensor(), g);
+                }
+            }
+        }
         let stats = opt.step(&grads)?;
         window.add(ids.len() as u64);
         let done = step + 1;
@@ -333,8 +448,9 @@ pub fn train(
                 .collect();
             let mut rec = serde_json::json!({
                 "loss": losses.total, "l2": losses.l2, "perceptual": losses.perceptual,
-                "quant": losses.quant, "distill": losses.distill, "grad_norm": grad_norm,
-                "samples_per_sec": window.per_sec(),
+                "quant": losses.quant, "distill": losses.distill, "gan": losses.gan,
+                "disc": losses.disc, "grad_norm": grad_norm,
+                "samples_per_sec": window.per_sec(), "codes_used": codes_used,
             });
             if let Some(obj) = rec.as_object_mut() {
                 obj.extend(lrs);
@@ -347,7 +463,14 @@ pub fn train(
         bar.inc(1);
         if done.is_multiple_of(cfg.checkpoint_every) || done == cfg.steps {
             let extra = serde_json::json!({ "train_config": cfg, "model_config": model.config() });
-            checkpoint::save(run_dir, done, &all, &opt, &extra, checkpoint::DEFAULT_KEEP)?;
+            checkpoint::save(
+                run_dir,
+                done,
+                &state_vars,
+                &opt,
+                &extra,
+                checkpoint::DEFAULT_KEEP,
+            )?;
         }
         last = losses;
     }

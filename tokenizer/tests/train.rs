@@ -75,7 +75,7 @@ fn stage_one_loss_goes_down_and_stage_two_starts_from_it() -> Result<()> {
     let (model, vars) = Vqrae::init(&tiny()?, None, 0, &dev)?;
     let encoder_before = frozen_encoder(&model, &vars, &dev)?;
     let run1 = dir.path().join("s1");
-    let summary = train(&model, &vars, &data, &cfg(1, 40), &run1, &dev)?;
+    let summary = train(&model, &vars, &data, &cfg(1, 40), &run1, true, &dev)?;
     let log = MetricsLog::read(&run1.join("metrics.jsonl"))?;
     assert_eq!(log.len(), 40);
     let mean = |r: &[serde_json::Value]| {
@@ -99,7 +99,7 @@ fn stage_one_loss_goes_down_and_stage_two_starts_from_it() -> Result<()> {
     let (before, _) = evaluate(&model2, &test, Some(&encoder_before), 8, 0)?;
     assert!((before.feature_cosine.unwrap() - 1.0).abs() < 1e-5);
     let run2 = dir.path().join("s2");
-    train(&model2, &vars2, &data, &cfg(2, 12), &run2, &dev)?;
+    train(&model2, &vars2, &data, &cfg(2, 12), &run2, false, &dev)?;
     let (after, recs) = evaluate(&model2, &test, Some(&encoder_before), 8, 4)?;
     assert_eq!(recs.len(), 4);
     let cos = after.feature_cosine.unwrap();
@@ -123,21 +123,38 @@ fn resume_gives_the_parameters_of_an_uninterrupted_run() -> Result<()> {
     let init_dir = dir.path().join("init");
     start.save(&init_dir, &start_vars)?;
 
-    // uninterrupted: 10 steps of stage 2 (encoder, distillation, every loss term)
+    // uninterrupted: 10 steps of stage 2 (encoder, distillation, every loss term, and the GAN
+    // from step 3, so that the checkpoint at step 6 holds a trained discriminator)
+    let with_gan = |mut c: TrainConfig| {
+        c.gan.weight = 0.1;
+        c.gan.start_step = 3;
+        c
+    };
     let (m, v) = Vqrae::init_from_checkpoint(&init_dir, 0, &dev)?;
-    train(&m, &v, &data, &cfg(2, 10), &dir.path().join("full"), &dev)?;
+    let full_dir = dir.path().join("full");
+    train(&m, &v, &data, &with_gan(cfg(2, 10)), &full_dir, false, &dev)?;
+    let log = MetricsLog::read(&full_dir.join("metrics.jsonl"))?;
+    assert_eq!(
+        log[1]["disc"].as_f64(),
+        Some(0.0),
+        "GAN before its start step"
+    );
+    assert!(
+        log[5]["disc"].as_f64().unwrap() > 0.0,
+        "GAN after its start step"
+    );
     let full = all_params(&v)?;
 
     // interrupted after the checkpoint at step 6, then resumed by a fresh process
     let run = dir.path().join("interrupted");
     let (m, v) = Vqrae::init_from_checkpoint(&init_dir, 0, &dev)?;
-    let mut short = cfg(2, 10);
+    let mut short = with_gan(cfg(2, 10));
     short.steps = 6;
     short.decoder_lr.total_steps = 10;
     short.encoder_lr.total_steps = 10;
-    train(&m, &v, &data, &short, &run, &dev)?;
+    train(&m, &v, &data, &short, &run, false, &dev)?;
     let (m, v) = Vqrae::init_from_checkpoint(&init_dir, 99, &dev)?;
-    let summary = train(&m, &v, &data, &cfg(2, 10), &run, &dev)?;
+    let summary = train(&m, &v, &data, &with_gan(cfg(2, 10)), &run, false, &dev)?;
     assert_eq!(summary.resumed_from, Some(6));
     assert_eq!(
         all_params(&v)?,
