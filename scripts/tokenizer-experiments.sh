@@ -11,7 +11,7 @@
 #   fashion   encoder + stage 1 on Fashion-MNIST           -> models/tokenizer-fashion
 #   dims      codebook dimension sweep at k = 1024 (300 steps each)
 #   sizes     codebook size sweep at e = 256
-#   vq        plain VQ at e = 256, k = 1024
+#   vq        plain VQ, and SimVQ with a cosine lookup, at e = 256, k = 1024
 #   strategy  end to end without distillation / one stage + distillation / two stages
 #
 # Runs go to runs/ (resumed if interrupted). VQRAE_BIN overrides the binary.
@@ -25,10 +25,15 @@ mkdir -p "$OUT" runs models
 ENC=models/encoder-vit-s8-easyvqa
 CFG=configs/tokenizer-easyvqa.toml
 
-# train NAME ARGS...: train-tokenizer into runs/NAME, summary (with seconds) to $OUT/NAME-train.json
+# train NAME ARGS...: train-tokenizer into runs/NAME, summary (with seconds) to $OUT/NAME-train.json;
+# a run whose model and summary exist is kept (delete runs/NAME to train it again)
 train() {
     local name=$1
     shift
+    if [[ -f runs/$name/model/config.json && -s $OUT/$name-train.json ]]; then
+        echo "keeping runs/$name" >&2
+        return
+    fi
     "$BIN" train-tokenizer --run "runs/$name" "$@" >"$OUT/$name-train.json"
     "$BIN" plot --run "runs/$name" --keys loss,l2,perceptual,quant,distill,codes_used \
         -o "$OUT/$name-curves.png" >/dev/null
@@ -99,6 +104,10 @@ part_vq() {
     train sweep-vq --config "$CFG" --encoder "$ENC" --train configs/train/sweep-stage1.toml \
         --quantizer vq
     evaluate sweep-vq easy-vqa "$ENC"
+    # not in the paper: SimVQ with a cosine lookup (ViT-VQGAN's l2-normalised codes)
+    train sweep-cosine --config "$CFG" --encoder "$ENC" --train configs/train/sweep-stage1.toml \
+        --l2-normalize
+    evaluate sweep-cosine easy-vqa "$ENC"
 }
 
 part_strategy() {

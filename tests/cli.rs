@@ -234,6 +234,10 @@ fn help_explains_every_command() {
         "tokenize",
         "reconstruct",
         "probe",
+        "pretrain-encoder",
+        "train-tokenizer",
+        "eval-tokenizer",
+        "plot",
     ] {
         assert!(out.contains(cmd), "{cmd} missing from --help");
     }
@@ -321,20 +325,89 @@ fn pretrain_train_two_stages_and_evaluate_on_real_images() {
         assert!(r[key].as_f64().is_some(), "{key} missing in {r}");
     }
     assert!(grid.exists());
-    // the trained encoder loads like any encoder directory
+    let probe = |encoder: &Path| {
+        ok(&[
+            "probe",
+            "--encoder",
+            s(encoder),
+            "--dataset",
+            "easy-vqa",
+            "--resolution",
+            "32",
+            "--test-limit",
+            "50",
+            "--features",
+            "pretrained",
+        ])
+    };
+    // the trained encoder loads like any encoder directory, and so does the encoder of a
+    // tokenizer checkpoint (after stage 2: the trained one)
+    probe(&enc);
+    probe(&run2.join("model"));
+    let curves = p("curves.png");
     ok(&[
-        "probe",
-        "--encoder",
-        s(&enc),
-        "--dataset",
-        "easy-vqa",
-        "--resolution",
-        "32",
-        "--test-limit",
-        "50",
-        "--features",
-        "pretrained",
+        "plot",
+        "--run",
+        s(&run1),
+        "--run",
+        s(&run2),
+        "--keys",
+        "loss,l2,distill",
+        "-o",
+        s(&curves),
     ]);
+    assert!(std::fs::metadata(&curves).unwrap().len() > 1000);
+    fails_with(
+        &[
+            "plot",
+            "--run",
+            s(&run1),
+            "--keys",
+            "nope",
+            "-o",
+            s(&curves),
+        ],
+        "nope",
+    );
+    // the sweep overrides change a fresh model's quantizer, and only a fresh one's
+    let run3 = p("run3");
+    ok(&[
+        "train-tokenizer",
+        "--config",
+        "configs/tiny.toml",
+        "--train",
+        s(&p("s1.toml")),
+        "--limit",
+        "16",
+        "--run",
+        s(&run3),
+        "--codebook-dim",
+        "12",
+        "--codebook-size",
+        "40",
+        "--quantizer",
+        "vq",
+    ]);
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run3.join("model/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["quantizer"]["dim"], 12);
+    assert_eq!(cfg["quantizer"]["codebook_size"], 40);
+    assert_eq!(cfg["quantizer"]["kind"], "vq");
+    fails_with(
+        &[
+            "train-tokenizer",
+            "--init",
+            s(&run1.join("model")),
+            "--train",
+            s(&p("s2.toml")),
+            "--run",
+            s(&p("run4")),
+            "--codebook-dim",
+            "8",
+        ],
+        "fresh model",
+    );
     fails_with(
         &[
             "train-tokenizer",

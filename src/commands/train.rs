@@ -82,6 +82,9 @@ pub struct TrainArgs {
     /// Override the config's quantizer kind (fresh models only).
     #[arg(long, value_parser = ["simvq", "vq"])]
     quantizer: Option<String>,
+    /// Look codes up by cosine (fresh models only; see `QuantizerConfig::l2_normalize`).
+    #[arg(long)]
+    l2_normalize: bool,
 }
 
 pub fn train_tokenizer(a: TrainArgs, root: &Path, device: &Device) -> Result<()> {
@@ -98,6 +101,7 @@ pub fn train_tokenizer(a: TrainArgs, root: &Path, device: &Device) -> Result<()>
                 Some(_) => QuantizerKind::SimVq,
                 None => q.kind,
             };
+            q.l2_normalize |= a.l2_normalize;
             mcfg.validate()?;
             (
                 Vqrae::init(&mcfg, a.encoder.as_deref(), cfg.seed, device)?,
@@ -107,9 +111,12 @@ pub fn train_tokenizer(a: TrainArgs, root: &Path, device: &Device) -> Result<()>
         _ => bail!("give exactly one of --config (a fresh model) or --init (a checkpoint)"),
     };
     if a.init.is_some()
-        && (a.codebook_dim.is_some() || a.codebook_size.is_some() || a.quantizer.is_some())
+        && (a.codebook_dim.is_some()
+            || a.codebook_size.is_some()
+            || a.quantizer.is_some()
+            || a.l2_normalize)
     {
-        bail!("--codebook-dim, --codebook-size and --quantizer change a fresh model's config; a checkpoint keeps its own");
+        bail!("--codebook-dim, --codebook-size, --quantizer and --l2-normalize change a fresh model's config; a checkpoint keeps its own");
     }
     let data = datasets::load(root, a.dataset, Split::Train, a.limit, cfg.seed)?;
     let s = model.config().image_size as u32;

@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Markdown tables of docs/RESULTS.md from the reports scripts/tokenizer-experiments.sh wrote.
+
+Reads docs/results/tokenizer/<run>-eval.json (held-out figures), <run>-train.json (training
+summary, wall seconds) and <run>-probe.json (linear probes); prints one table per experiment.
+Standard library only.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+DIR = Path(__file__).resolve().parent.parent / "docs" / "results" / "tokenizer"
+
+
+def load(name, kind):
+    path = DIR / f"{name}-{kind}.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def minutes(name):
+    train = load(name, "train")
+    return f"{train['seconds'] / 60:.1f}" if train else "-"
+
+
+def eval_cells(name):
+    ev = load(name, "eval")
+    if ev is None:
+        return None
+    r = ev["report"]
+    cos = r.get("feature_cosine")
+    return {
+        "psnr": f"{r['psnr']:.2f}",
+        "ssim": f"{r['ssim']:.3f}",
+        "util": f"{100 * r['utilisation']:.1f}%",
+        "ppl": f"{r['perplexity']:.0f}",
+        "cos": "-" if cos is None else f"{cos:.3f}",
+        "k": r["codebook_size"],
+        "images": r["images"],
+    }
+
+
+def probe_cells(name):
+    rows = load(name, "probe")
+    if not rows:
+        return "-", "-"
+    acc = {r["probe"]: f"{100 * r['accuracy']:.2f}%" for r in rows}
+    return acc.get("shape", "-"), acc.get("colour", "-")
+
+
+def table(header, rows):
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def sweep_table(label, variants):
+    """One row per (label value, run) that has an evaluation."""
+    rows = []
+    for value, name in variants:
+        c = eval_cells(name)
+        if c:
+            rows.append([value, c["util"], c["ppl"], c["psnr"], c["ssim"], minutes(name)])
+    return table([label, "utilisation", "perplexity", "PSNR dB", "SSIM", "train min"], rows)
+
+
+def main():
+    sections = []
+
+    rows = []
+    for name, what in [
+        ("easyvqa-s1", "stage 1 (encoder frozen)"),
+        ("easyvqa-s2", "stage 2, distillation (default tokenizer)"),
+        ("easyvqa-s2-no-distill", "stage 2, no distillation"),
+        ("fashion-s1", "Fashion-MNIST, stage 1"),
+    ]:
+        c = eval_cells(name)
+        if c:
+            shape, colour = probe_cells(name)
+            rows.append([what, c["images"], c["psnr"], c["ssim"], c["util"], c["ppl"], c["cos"],
+                         shape, colour, minutes(name)])
+    sections.append(("Default tokenizers (held-out test split)", table(
+        ["run", "test images", "PSNR dB", "SSIM", "utilisation", "perplexity",
+         "feature cosine", "probe shape", "probe colour", "train min"], rows)))
+
+    sections.append(("Codebook dimension, k = 1024 (encoder width 128)", sweep_table(
+        "dim e", [(dim, f"sweep-dim-{dim}") for dim in [16, 64, 128, 256, 512]])))
+
+    sections.append(("Codebook size, e = 256", sweep_table("size k", [
+        (256, "sweep-size-256"), (1024, "sweep-dim-256"), (4096, "sweep-size-4096")])))
+    sections.append(("SimVQ vs plain VQ, e = 256, k = 1024", sweep_table("quantizer", [
+        ("SimVQ", "sweep-dim-256"), ("plain VQ", "sweep-vq"),
+        ("SimVQ, cosine lookup (not in the paper)", "sweep-cosine")])))
+
+    rows = []
+    for what, name, extra in [
+        ("end to end, no distillation", "strategy-end-to-end", None),
+        ("one stage + distillation", "strategy-one-stage", None),
+        ("two stages + distillation", "strategy-two-stage", "sweep-dim-256"),
+    ]:
+        c = eval_cells(name)
+        if c:
+            shape, colour = probe_cells(name)
+            mins = minutes(name)
+            if extra and mins != "-" and minutes(extra) != "-":
+                mins = f"{float(mins) + float(minutes(extra)):.1f}"
+            rows.append([what, c["psnr"], c["ssim"], c["util"], c["cos"], shape, colour, mins])
+    sections.append(("Training strategy (600 steps each)", table(
+        ["strategy", "PSNR dB", "SSIM", "utilisation", "feature cosine", "probe shape",
+         "probe colour", "train min"], rows)))
+
+    for title, body in sections:
+        print(f"### {title}\n\n{body}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
