@@ -111,12 +111,14 @@ part_vq() {
 }
 
 part_strategy() {
-    # two stages: the dimension sweep's e = 256 run is stage 1 (same config, 300 steps)
-    train strategy-two-stage --init runs/sweep-dim-256/model --train configs/train/sweep-stage2.toml
+    # 300 steps each: 150 + 150 for the two stages
+    train strategy-stage1 --config "$CFG" --encoder "$ENC" --train configs/train/strategy-stage1.toml
+    train strategy-two-stage --init runs/strategy-stage1/model \
+        --train configs/train/strategy-stage2.toml
     train strategy-one-stage --config "$CFG" --encoder "$ENC" \
-        --train configs/train/sweep-one-stage.toml
+        --train configs/train/strategy-one-stage.toml
     train strategy-end-to-end --config "$CFG" --encoder "$ENC" \
-        --train configs/train/sweep-end-to-end.toml
+        --train configs/train/strategy-end-to-end.toml
     for run in strategy-two-stage strategy-one-stage strategy-end-to-end; do
         evaluate "$run" easy-vqa "$ENC"
         probe "$run"

@@ -37,6 +37,8 @@ def eval_cells(name):
         "util": f"{100 * r['utilisation']:.1f}%",
         "ppl": f"{r['perplexity']:.0f}",
         "cos": "-" if cos is None else f"{cos:.3f}",
+        "within": f"{100 * r['feature_within_image_share']:.0f}%"
+        if "feature_within_image_share" in r else "-",
         "k": r["codebook_size"],
         "images": r["images"],
     }
@@ -80,10 +82,11 @@ def main():
         if c:
             shape, colour = probe_cells(name)
             rows.append([what, c["images"], c["psnr"], c["ssim"], c["util"], c["ppl"], c["cos"],
-                         shape, colour, minutes(name)])
+                         c["within"], shape, colour, minutes(name)])
     sections.append(("Default tokenizers (held-out test split)", table(
         ["run", "test images", "PSNR dB", "SSIM", "utilisation", "perplexity",
-         "feature cosine", "probe shape", "probe colour", "train min"], rows)))
+         "feature cosine", "within-image share", "probe shape", "probe colour", "train min"],
+        rows)))
 
     sections.append(("Codebook dimension, k = 1024 (encoder width 128)", sweep_table(
         "dim e", [(dim, f"sweep-dim-{dim}") for dim in [16, 64, 128, 256, 512]])))
@@ -98,7 +101,7 @@ def main():
     for what, name, extra in [
         ("end to end, no distillation", "strategy-end-to-end", None),
         ("one stage + distillation", "strategy-one-stage", None),
-        ("two stages + distillation", "strategy-two-stage", "sweep-dim-256"),
+        ("two stages + distillation", "strategy-two-stage", "strategy-stage1"),
     ]:
         c = eval_cells(name)
         if c:
@@ -106,10 +109,11 @@ def main():
             mins = minutes(name)
             if extra and mins != "-" and minutes(extra) != "-":
                 mins = f"{float(mins) + float(minutes(extra)):.1f}"
-            rows.append([what, c["psnr"], c["ssim"], c["util"], c["cos"], shape, colour, mins])
-    sections.append(("Training strategy (600 steps each)", table(
-        ["strategy", "PSNR dB", "SSIM", "utilisation", "feature cosine", "probe shape",
-         "probe colour", "train min"], rows)))
+            rows.append([what, c["psnr"], c["ssim"], c["util"], c["cos"], c["within"], shape,
+                         colour, mins])
+    sections.append(("Training strategy (300 steps each)", table(
+        ["strategy", "PSNR dB", "SSIM", "utilisation", "feature cosine", "within-image share",
+         "probe shape", "probe colour", "train min"], rows)))
 
     for title, body in sections:
         print(f"### {title}\n\n{body}\n")
