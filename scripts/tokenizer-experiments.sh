@@ -9,7 +9,7 @@
 #   encoder   pretrain the own easy-VQA encoder            -> models/encoder-vit-s8-easyvqa
 #   default   stage 1 + stage 2 (+ stage 2 without distillation) -> models/tokenizer-easyvqa
 #   fashion   encoder + stage 1 on Fashion-MNIST           -> models/tokenizer-fashion
-#   dims      codebook dimension sweep at k = 1024 (300 steps each)
+#   dims      codebook dimension sweep at k = 1024 (150 steps each)
 #   sizes     codebook size sweep at e = 256
 #   vq        plain VQ, and SimVQ with a cosine lookup, at e = 256, k = 1024
 #   strategy  end to end without distillation / one stage + distillation / two stages
