@@ -111,7 +111,7 @@ part_vq() {
 }
 
 part_strategy() {
-    # 300 steps each: 150 + 150 for the two stages
+    # 150 steps each: 75 + 75 for the two stages
     train strategy-stage1 --config "$CFG" --encoder "$ENC" --train configs/train/strategy-stage1.toml
     train strategy-two-stage --init runs/strategy-stage1/model \
         --train configs/train/strategy-stage2.toml

@@ -111,7 +111,7 @@ def main():
                 mins = f"{float(mins) + float(minutes(extra)):.1f}"
             rows.append([what, c["psnr"], c["ssim"], c["util"], c["cos"], c["within"], shape,
                          colour, mins])
-    sections.append(("Training strategy (300 steps each)", table(
+    sections.append(("Training strategy (150 steps each)", table(
         ["strategy", "PSNR dB", "SSIM", "utilisation", "feature cosine", "within-image share",
          "probe shape", "probe colour", "train min"], rows)))
 
