@@ -53,7 +53,11 @@ impl FeatureSpread {
         let image_mean = f.mean_keepdim(1)?;
         let within = f.broadcast_sub(&image_mean)?.sqr()?.sum_all()?;
         self.within += within.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        self.sum_sq += f.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        self.sum_sq += f
+            .sqr()?
+            .sum_all()?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?;
         let token_sum = f.sum(1)?.sum(0)?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
         self.sum.resize(d, 0.0);
         for (a, b) in self.sum.iter_mut().zip(token_sum) {
@@ -140,12 +144,18 @@ mod tests {
     fn within_share_separates_image_level_from_patch_level_variance() -> Result<()> {
         let dev = Device::Cpu;
         // every token of an image equal: all variance is between images
-        let between = Tensor::new(&[[[1f32, 0.0], [1.0, 0.0]], [[-1.0, 0.0], [-1.0, 0.0]]], &dev)?;
+        let between = Tensor::new(
+            &[[[1f32, 0.0], [1.0, 0.0]], [[-1.0, 0.0], [-1.0, 0.0]]],
+            &dev,
+        )?;
         let mut s = FeatureSpread::default();
         s.update(&between)?;
         assert!(s.within_share().abs() < 1e-9);
         // every image the same set of tokens: all variance is within images
-        let within = Tensor::new(&[[[1f32, 0.0], [-1.0, 0.0]], [[1.0, 0.0], [-1.0, 0.0]]], &dev)?;
+        let within = Tensor::new(
+            &[[[1f32, 0.0], [-1.0, 0.0]], [[1.0, 0.0], [-1.0, 0.0]]],
+            &dev,
+        )?;
         let mut s = FeatureSpread::default();
         s.update(&within.narrow(0, 0, 1)?)?;
         s.update(&within.narrow(0, 1, 1)?)?;
