@@ -157,8 +157,9 @@ impl TrainConfig {
     }
 }
 
-/// A frozen deep copy of `model`'s encoder: the teacher of distillation and feature matching.
-pub fn frozen_encoder(model: &Vqrae, vars: &SeededVarMap, device: &Device) -> Result<VitEncoder> {
+/// Fresh copies of the encoder's tensors, named without the `encoder.` prefix: `copy` gives new
+/// storage, so the teacher does not follow the student's updates.
+fn encoder_copies(vars: &SeededVarMap) -> Result<HashMap<String, Tensor>> {
     let data = vars
         .varmap
         .data()
@@ -167,12 +168,15 @@ pub fn frozen_encoder(model: &Vqrae, vars: &SeededVarMap, device: &Device) -> Re
     let mut copies = HashMap::new();
     for (name, var) in data.iter() {
         if let Some(short) = name.strip_prefix("encoder.") {
-            // `copy` gives fresh storage: the teacher must not follow the student's updates
             copies.insert(short.to_string(), var.as_tensor().copy()?.detach());
         }
     }
-    drop(data);
-    let vb = VarBuilder::from_tensors(copies, DType::F32, device);
+    Ok(copies)
+}
+
+/// A frozen deep copy of `model`'s encoder: the teacher of distillation and feature matching.
+pub fn frozen_encoder(model: &Vqrae, vars: &SeededVarMap, device: &Device) -> Result<VitEncoder> {
+    let vb = VarBuilder::from_tensors(encoder_copies(vars)?, DType::F32, device);
     Ok(VitEncoder::new(&model.config().encoder, vb)?)
 }
 
@@ -341,21 +345,11 @@ pub fn train(
             VarBuilder::from_tensors(t, DType::F32, device),
         )?
     } else {
-        let teacher = frozen_encoder(model, vars, device)?;
-        let data = vars
-            .varmap
-            .data()
-            .lock()
-            .map_err(|_| TokenizerError::Invalid("lock".into()))?;
-        let enc: HashMap<String, Tensor> = data
-            .iter()
-            .filter_map(|(k, v)| {
-                k.strip_prefix("encoder.")
-                    .map(|s| (s.to_string(), v.as_tensor().copy()))
-            })
-            .map(|(k, t)| t.map(|t| (k, t)))
-            .collect::<candle_core::Result<_>>()?;
-        drop(data);
+        let enc = encoder_copies(vars)?;
+        let teacher = VitEncoder::new(
+            &model.config().encoder,
+            VarBuilder::from_tensors(enc.clone(), DType::F32, device),
+        )?;
         std::fs::create_dir_all(run_dir).map_err(|source| TokenizerError::Io {
             path: run_dir.to_path_buf(),
             source,
@@ -418,7 +412,6 @@ pub fn train(
             total = (total + (g * cfg.gan.weight)?)?;
         }
         losses.total = scalar(&total)?;
-        let codes_used = distinct(&out.quantized.codes)?;
         let mut grads = total.backward()?;
         // the generator's loss reaches the discriminator too; that is not the discriminator's
         // signal, its own hinge loss below is
@@ -441,6 +434,7 @@ pub fn train(
         window.add(ids.len() as u64);
         let done = step + 1;
         if done.is_multiple_of(cfg.log_every) || done == cfg.steps {
+            let codes_used = distinct(&out.quantized.codes)?;
             let lrs: serde_json::Map<String, serde_json::Value> = stats
                 .lrs
                 .iter()
