@@ -1,11 +1,31 @@
-//! vqrae-lm: the one LLaMA-style language model of vqrae-rs (lands with the unified-LM issue).
+//! vqrae-lm: the one LLaMA-style language model of vqrae-rs.
 //!
-//! What lands here: a decoder (RMSNorm, RoPE, SwiGLU, grouped-query attention) in candle that
-//! runs on input embeddings, so that text tokens, projected continuous image features and
-//! image-code embeddings mix in one sequence; a batched KV cache; loading of Hugging Face
-//! `LlamaForCausalLM` safetensors; the unified vocabulary (text tokens from HF `tokenizers`, then
-//! the tokenizer's `k` image codes, then begin/end-of-image and feature-placeholder markers); and
-//! the batched sampler (greedy, temperature, top-k, top-p, seeds, classifier-free guidance on a
-//! doubled batch, constrained to image codes inside an image).
+//! The model runs on **input embeddings**, so text tokens, projected continuous image features
+//! (understanding) and image-code embeddings (generation) mix in one sequence.
 //!
-//! Nothing is implemented yet; this crate exists so that the workspace has its final shape.
+//! - [`config`]: [`LlamaConfig`], Hugging Face `config.json` field names;
+//! - [`model`]: [`Llama`] (RMSNorm, RoPE, SwiGLU, grouped-query attention), HF `LlamaForCausalLM`
+//!   safetensors names, loading/saving, growing the vocabulary;
+//! - [`batch`]: right-padded training batches with loss positions, left-padded prompts;
+//! - [`cache`]: the batched KV cache (left-padded rows, preallocated);
+//! - [`text`]: the text tokenizer (HF `tokenizers`: load a `tokenizer.json` or train a BPE);
+//! - [`vocab`]: the unified vocabulary: text tokens, then the `k` image codes, then markers;
+//! - [`sampler`]: greedy / temperature / top-k / top-p with seeds, classifier-free guidance on a
+//!   doubled batch, and constraining a step to a token range (image codes inside an image).
+
+pub mod batch;
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod sampler;
+pub mod text;
+pub mod vocab;
+
+pub use cache::KvCache;
+pub use config::LlamaConfig;
+pub use error::{LmError, Result};
+pub use model::Llama;
+pub use sampler::{cfg_logits, restrict_to_range, split_cfg_batch, Sampler, SamplingConfig};
+pub use text::TextTokenizer;
+pub use vocab::UnifiedVocab;

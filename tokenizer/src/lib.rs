@@ -21,7 +21,6 @@ pub mod discriminator;
 pub mod encoder;
 pub mod error;
 pub mod eval;
-pub mod init;
 pub mod metrics;
 pub mod model;
 pub mod ops;
@@ -32,6 +31,9 @@ pub mod probe;
 pub mod quantizer;
 pub mod train;
 pub mod vit;
+
+/// Seeded initialisation lives in the shared training crate; re-exported for existing paths.
+pub use vqrae_train::init;
 
 pub use error::{Result, TokenizerError};
 pub use model::{Encoded, Forward, Vqrae, VqraeConfig};

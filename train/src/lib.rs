@@ -9,6 +9,7 @@
 //!   bit-exactly. The model's *inference* checkpoint format belongs to the model crates.
 //! - [`metrics`]: a JSONL metrics log that drops the records a resumed run will write again.
 //! - [`progress`]: an `indicatif` progress bar and a throughput counter.
+//! - [`init`]: seeded parameter initialisation ([`init::SeededVarMap`]), shared by the models.
 //! - [`plot`]: training curves of one or more runs to PNG (plotters).
 //!
 //! A training loop with exact resume looks like this:
@@ -45,6 +46,7 @@
 
 pub mod checkpoint;
 pub mod error;
+pub mod init;
 pub mod metrics;
 pub mod optim;
 pub mod plot;

@@ -1,9 +1,18 @@
-//! vqrae-understand: visual question answering on VQRAE's continuous features (lands with the
-//! unified-LM issue).
+//! vqrae-understand: visual question answering on VQRAE's **continuous** features.
 //!
-//! What lands here: the 2-layer GELU MLP projector from the encoder width to the LM width, the
-//! prompt format that places projected patch tokens among text tokens, the two training phases
-//! (projector only, then projector and LM), answering with the sampler of `vqrae-lm`, and
-//! exact-match evaluation per question type on easy-VQA and the procedural scenes.
+//! - [`projector`]: the LLaVA-style 2-layer GELU MLP from the encoder width to the LM width;
+//! - [`prompt`]: the one prompt format, `<bos> <image> x N question`, then the answer and
+//!   `<eos>`; the `<image>` slots are replaced by the projected patch features;
+//! - [`answer`]: batched greedy answering with the LM's KV cache;
+//! - [`eval`]: exact-match accuracy, per question kind.
 //!
-//! Nothing is implemented yet; this crate exists so that the workspace has its final shape.
+//! Training (projector only, then projector + LM) is the joint trainer's, in `vqrae-generate`,
+//! so that one LM checkpoint serves both paths.
+
+pub mod answer;
+pub mod error;
+pub mod eval;
+pub mod projector;
+pub mod prompt;
+
+pub use projector::{Projector, ProjectorConfig};

@@ -1,0 +1,49 @@
+//! The crate's error type.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LmError {
+    #[error("{context}: {source}")]
+    Candle {
+        context: String,
+        #[source]
+        source: candle_core::Error,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The text tokenizer failed (loading, training, encoding).
+    #[error("text tokenizer: {0}")]
+    Tokenizer(String),
+    /// A configuration or argument is out of range (sizes, sampling parameters, ids).
+    #[error("invalid config: {0}")]
+    Config(String),
+}
+
+impl LmError {
+    /// Wraps a candle error with what was being done.
+    pub fn candle(context: impl Into<String>, source: candle_core::Error) -> Self {
+        Self::Candle {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+impl From<candle_core::Error> for LmError {
+    fn from(source: candle_core::Error) -> Self {
+        Self::candle("tensor op", source)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, LmError>;

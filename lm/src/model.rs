@@ -1,0 +1,844 @@
+//! The LLaMA-style decoder: RMSNorm, RoPE, SwiGLU, grouped-query attention, no biases.
+//!
+//! The model starts from **input embeddings** ([`Llama::forward_hidden`]), not token ids, so
+//! text embeddings ([`Llama::embed`]), projected image features and image-code embeddings can be
+//! mixed in one sequence by the caller. Logits are a separate step ([`Llama::logits`]) because
+//! the callers need them at a few positions only (the last one during prefill, the image
+//! positions in training); the `(B, T, vocab)` product is often the largest tensor of a step.
+//!
+//! Tensor names and `config.json` are those of Hugging Face `LlamaForCausalLM`, so checkpoints
+//! go both ways and the parity tests compare against `transformers` itself.
+//!
+//! **Training vs inference.** candle's fused `rms_norm`, `rope` and `softmax_last_dim` kernels
+//! cut their outputs from the autograd graph without an error (`shared/gpu.md`). Every forward
+//! takes `train: bool`; the [`ops`] functions below are the only place that looks at it,
+//! choosing the fused kernels for inference and differentiable compositions for training.
+//!
+//! **Positions and masks.** Without a cache the sequence is plain causal at positions `0..T`.
+//! With a [`KvCache`] the rows may be left-padded; the cache supplies each row's positions and
+//! mask (see [`crate::cache`]) so that a padded row computes what it would alone.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{Init, Linear, VarBuilder};
+
+use crate::cache::KvCache;
+use crate::config::LlamaConfig;
+use crate::error::{LmError, Result};
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// Written by `save_pretrained` for checkpoints split into shards; read, never written here.
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// The one switch between fused inference kernels and differentiable training ops.
+mod ops {
+    use candle_core::{Result, Tensor, D};
+
+    /// RMSNorm over the last dimension; both paths accumulate in f32 (as HF does).
+    pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, train: bool) -> Result<Tensor> {
+        if train {
+            candle_nn::ops::rms_norm_slow(x, w, eps as f32)
+        } else {
+            candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)
+        }
+    }
+
+    /// Rotary embedding of `x: (B, H, T, hd)` in HF's rotate-half layout; `cos`/`sin` are
+    /// `(T, hd/2)` (one set of positions for all rows) or `(B, T, hd/2)` (per row).
+    pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, train: bool) -> Result<Tensor> {
+        if !train {
+            return candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin);
+        }
+        // `rope_slow` takes only the 2-D form; this is the same arithmetic for both forms.
+        let cos = Tensor::cat(&[cos, cos], D::Minus1)?;
+        let sin = Tensor::cat(&[sin, sin], D::Minus1)?;
+        let (cos, sin) = if cos.rank() == 3 {
+            (cos.unsqueeze(1)?, sin.unsqueeze(1)?)
+        } else {
+            (cos, sin)
+        };
+        let half = x.dim(D::Minus1)? / 2;
+        let x1 = x.narrow(D::Minus1, 0, half)?;
+        let x2 = x.narrow(D::Minus1, half, half)?;
+        let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+        x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
+    }
+
+    /// Softmax over the last dimension.
+    pub fn softmax(x: &Tensor, train: bool) -> Result<Tensor> {
+        if train {
+            candle_nn::ops::softmax(x, D::Minus1)
+        } else {
+            candle_nn::ops::softmax_last_dim(&x.contiguous()?)
+        }
+    }
+}
+
+/// A bias-free linear layer initialised as HF initialises LLaMA (normal, `initializer_range`).
+fn linear(
+    in_dim: usize,
+    out_dim: usize,
+    init: Init,
+    vb: VarBuilder,
+) -> candle_core::Result<Linear> {
+    let w = vb.get_with_hints((out_dim, in_dim), "weight", init)?;
+    Ok(Linear::new(w, None))
+}
+
+#[derive(Clone, Debug)]
+struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn new(dim: usize, eps: f64, vb: VarBuilder) -> candle_core::Result<Self> {
+        Ok(Self {
+            weight: vb.get_with_hints(dim, "weight", Init::Const(1.0))?,
+            eps,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        ops::rms_norm(x, &self.weight, self.eps, train)
+    }
+}
+
+/// The RoPE angles of one forward: `(T, hd/2)` or `(B, T, hd/2)`, in the model's dtype.
+struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+#[derive(Clone, Debug)]
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn new(cfg: &LlamaConfig, init: Init, vb: VarBuilder) -> candle_core::Result<Self> {
+        let (d, hd) = (cfg.hidden_size, cfg.head_dim());
+        let (h, kv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
+        Ok(Self {
+            q_proj: linear(d, h * hd, init, vb.pp("q_proj"))?,
+            k_proj: linear(d, kv * hd, init, vb.pp("k_proj"))?,
+            v_proj: linear(d, kv * hd, init, vb.pp("v_proj"))?,
+            o_proj: linear(h * hd, d, init, vb.pp("o_proj"))?,
+            heads: h,
+            kv_heads: kv,
+            head_dim: hd,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        mask: Option<&Tensor>,
+        cache: Option<(&mut KvCache, usize)>,
+        train: bool,
+    ) -> candle_core::Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let hd = self.head_dim;
+        let heads = |y: Tensor, n: usize| -> candle_core::Result<Tensor> {
+            y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
+        };
+        let q = heads(self.q_proj.forward(x)?, self.heads)?;
+        let k = heads(self.k_proj.forward(x)?, self.kv_heads)?;
+        let v = heads(self.v_proj.forward(x)?, self.kv_heads)?;
+        let q = ops::rope(&q, &rope.cos, &rope.sin, train)?;
+        let k = ops::rope(&k, &rope.cos, &rope.sin, train)?;
+        let (k, v) = match cache {
+            Some((cache, layer)) => cache.append(layer, &k, &v)?,
+            None => (k, v),
+        };
+        let keys = k.dim(2)?;
+        // Grouped-query attention without materialising repeated keys and values: query head
+        // `h` uses kv head `h / groups` (HF's `repeat_kv`), so the `groups` query heads of one kv
+        // head are stacked along the query axis and one batched matmul serves them all. This
+        // reads the cache in place instead of copying it `groups` times per step.
+        let groups = self.heads / self.kv_heads;
+        let q = q.reshape((b, self.kv_heads, groups * t, hd))?;
+        let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
+        // Softmax in f32 whatever the model dtype (as HF does); a no-op for f32 models.
+        let scores = scores
+            .reshape((b, self.heads, t, keys))?
+            .to_dtype(DType::F32)?;
+        let scores = match mask {
+            Some(m) => scores.broadcast_add(m)?,
+            None => scores,
+        };
+        let probs = ops::softmax(&scores, train)?.to_dtype(v.dtype())?;
+        let y = probs
+            .reshape((b, self.kv_heads, groups * t, keys))?
+            .matmul(&v)?
+            .reshape((b, self.heads, t, hd))?
+            .transpose(1, 2)?
+            .reshape((b, t, self.heads * hd))?;
+        self.o_proj.forward(&y)
+    }
+}
+
+/// SwiGLU: `down(silu(gate(x)) * up(x))`.
+#[derive(Clone, Debug)]
+struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl Mlp {
+    fn new(cfg: &LlamaConfig, init: Init, vb: VarBuilder) -> candle_core::Result<Self> {
+        let (d, i) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(Self {
+            gate_proj: linear(d, i, init, vb.pp("gate_proj"))?,
+            up_proj: linear(d, i, init, vb.pp("up_proj"))?,
+            down_proj: linear(i, d, init, vb.pp("down_proj"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let gate = self.gate_proj.forward(x)?.silu()?;
+        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+    }
+}
+
+/// Pre-norm block: `x + attn(norm(x))`, then `h + mlp(norm(h))`.
+#[derive(Clone, Debug)]
+struct Layer {
+    input_layernorm: RmsNorm,
+    self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    mlp: Mlp,
+}
+
+impl Layer {
+    fn new(cfg: &LlamaConfig, init: Init, vb: VarBuilder) -> candle_core::Result<Self> {
+        Ok(Self {
+            input_layernorm: RmsNorm::new(
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+                vb.pp("input_layernorm"),
+            )?,
+            self_attn: Attention::new(cfg, init, vb.pp("self_attn"))?,
+            post_attention_layernorm: RmsNorm::new(
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+                vb.pp("post_attention_layernorm"),
+            )?,
+            mlp: Mlp::new(cfg, init, vb.pp("mlp"))?,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        mask: Option<&Tensor>,
+        cache: Option<(&mut KvCache, usize)>,
+        train: bool,
+    ) -> candle_core::Result<Tensor> {
+        let a = self.self_attn.forward(
+            &self.input_layernorm.forward(x, train)?,
+            rope,
+            mask,
+            cache,
+            train,
+        )?;
+        let h = (x + a)?;
+        let m = self
+            .mlp
+            .forward(&self.post_attention_layernorm.forward(&h, train)?)?;
+        h + m
+    }
+}
+
+/// A LLaMA-style causal LM over input embeddings (HF `LlamaForCausalLM` layout).
+#[derive(Clone, Debug)]
+pub struct Llama {
+    cfg: LlamaConfig,
+    /// `(vocab, hidden)`.
+    embed_tokens: Tensor,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    /// `(vocab, hidden)`; the same tensor as `embed_tokens` when tied.
+    lm_head: Tensor,
+    /// RoPE angle tables `(max_position_embeddings, head_dim / 2)` in the model dtype.
+    cos: Tensor,
+    sin: Tensor,
+}
+
+/// The `(max_pos, hd/2)` cos and sin tables, computed in f32 the way HF computes them
+/// (`inv_freq = 1 / theta^(2i/hd)`, angle = position * inv_freq) for bit-close parity.
+fn rope_tables(
+    cfg: &LlamaConfig,
+    dtype: DType,
+    device: &Device,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let hd = cfg.head_dim();
+    let half = hd / 2;
+    let max_pos = cfg.max_position_embeddings;
+    let inv_freq: Vec<f32> = (0..half)
+        .map(|i| 1.0 / (cfg.rope_theta as f32).powf((2 * i) as f32 / hd as f32))
+        .collect();
+    let mut cos = Vec::with_capacity(max_pos * half);
+    let mut sin = Vec::with_capacity(max_pos * half);
+    for p in 0..max_pos {
+        for f in &inv_freq {
+            let angle = p as f32 * f;
+            cos.push(angle.cos());
+            sin.push(angle.sin());
+        }
+    }
+    let cos = Tensor::from_vec(cos, (max_pos, half), device)?.to_dtype(dtype)?;
+    let sin = Tensor::from_vec(sin, (max_pos, half), device)?.to_dtype(dtype)?;
+    Ok((cos, sin))
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LmError + '_ {
+    move |source| LmError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Prefixes a config error with the file it came from.
+fn in_file(path: &Path, e: LmError) -> LmError {
+    match e {
+        LmError::Config(msg) => LmError::Config(format!("{}: {msg}", path.display())),
+        other => other,
+    }
+}
+
+/// The weight files of a checkpoint directory: `model.safetensors`, or the shards listed by
+/// `model.safetensors.index.json`.
+fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let single = dir.join(WEIGHTS_FILE);
+    if single.exists() {
+        return Ok(vec![single]);
+    }
+    let index = dir.join(INDEX_FILE);
+    if !index.exists() {
+        return Err(LmError::Io {
+            path: single,
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no {WEIGHTS_FILE} and no {INDEX_FILE} in the checkpoint directory"),
+            ),
+        });
+    }
+    #[derive(serde::Deserialize)]
+    struct Index {
+        weight_map: HashMap<String, String>,
+    }
+    let text = std::fs::read_to_string(&index).map_err(io_err(&index))?;
+    let parsed: Index = serde_json::from_str(&text).map_err(|source| LmError::Json {
+        path: index.clone(),
+        source,
+    })?;
+    let shards: BTreeSet<&String> = parsed.weight_map.values().collect();
+    let mut files = Vec::with_capacity(shards.len());
+    for shard in shards {
+        let name = Path::new(shard);
+        // A shard is a file beside the index; anything else is a malformed (or hostile) index.
+        if name.components().count() != 1 || name.is_absolute() {
+            return Err(LmError::Config(format!(
+                "{}: shard name {shard:?} is not a plain file name",
+                index.display()
+            )));
+        }
+        let path = dir.join(name);
+        if !path.exists() {
+            return Err(LmError::Io {
+                path,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("shard listed in {INDEX_FILE} is missing"),
+                ),
+            });
+        }
+        files.push(path);
+    }
+    Ok(files)
+}
+
+/// Replaces `path` by writing a temporary sibling and renaming it over, so a reader never sees
+/// a half-written file.
+fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    if let Err(e) = write(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// Every tensor name and shape a model of `cfg` stores, in HF `LlamaForCausalLM` naming.
+pub fn tensor_shapes(cfg: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
+    let (d, hd, i) = (cfg.hidden_size, cfg.head_dim(), cfg.intermediate_size);
+    let (h, kv, v) = (
+        cfg.num_attention_heads,
+        cfg.num_key_value_heads,
+        cfg.vocab_size,
+    );
+    let mut out = vec![("model.embed_tokens.weight".to_string(), vec![v, d])];
+    for l in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{l}");
+        out.extend([
+            (format!("{p}.input_layernorm.weight"), vec![d]),
+            (format!("{p}.self_attn.q_proj.weight"), vec![h * hd, d]),
+            (format!("{p}.self_attn.k_proj.weight"), vec![kv * hd, d]),
+            (format!("{p}.self_attn.v_proj.weight"), vec![kv * hd, d]),
+            (format!("{p}.self_attn.o_proj.weight"), vec![d, h * hd]),
+            (format!("{p}.post_attention_layernorm.weight"), vec![d]),
+            (format!("{p}.mlp.gate_proj.weight"), vec![i, d]),
+            (format!("{p}.mlp.up_proj.weight"), vec![i, d]),
+            (format!("{p}.mlp.down_proj.weight"), vec![d, i]),
+        ]);
+    }
+    out.push(("model.norm.weight".to_string(), vec![d]));
+    if !cfg.tie_word_embeddings {
+        out.push(("lm_head.weight".to_string(), vec![v, d]));
+    }
+    out
+}
+
+/// Writes a checkpoint directory: `model.safetensors` (the `tensors`, HF names) and then
+/// `config.json`, each replaced atomically. Other files in `dir` (the LM's `tokenizer.json`)
+/// are left alone, which is why this replaces files rather than swapping the directory.
+///
+/// `tensors` must be exactly the set [`tensor_shapes`] lists for `cfg` (as a training `VarMap`
+/// built through [`Llama::new`] holds): a missing, extra or misshapen tensor is an error here
+/// rather than a checkpoint that fails to load later.
+pub fn save_checkpoint(
+    dir: &Path,
+    cfg: &LlamaConfig,
+    tensors: &HashMap<String, Tensor>,
+) -> Result<()> {
+    cfg.validate()?;
+    let expected = tensor_shapes(cfg);
+    for (name, shape) in &expected {
+        match tensors.get(name) {
+            None => return Err(LmError::Config(format!("save: tensor {name} is missing"))),
+            Some(t) if t.dims() != shape.as_slice() => {
+                return Err(LmError::Config(format!(
+                    "save: tensor {name} has shape {:?}, the config implies {shape:?}",
+                    t.dims()
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    if tensors.len() != expected.len() {
+        let known: BTreeSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
+        let extra: Vec<&String> = tensors
+            .keys()
+            .filter(|n| !known.contains(n.as_str()))
+            .collect();
+        return Err(LmError::Config(format!(
+            "save: tensors not in a LlamaForCausalLM of this config: {extra:?}"
+        )));
+    }
+    let dtype = tensors
+        .get("model.embed_tokens.weight")
+        .map(|t| t.dtype())
+        .unwrap_or(DType::F32);
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let weights = dir.join(WEIGHTS_FILE);
+    write_atomic(&weights, |tmp| {
+        candle_core::safetensors::save(tensors, tmp)
+            .map_err(|e| LmError::candle(format!("writing {}", weights.display()), e))
+    })?;
+    let config = dir.join(CONFIG_FILE);
+    let json =
+        serde_json::to_string_pretty(&cfg.to_hf_json(dtype)).map_err(|source| LmError::Json {
+            path: config.clone(),
+            source,
+        })?;
+    write_atomic(&config, |tmp| {
+        std::fs::write(tmp, json + "\n").map_err(io_err(tmp))
+    })
+}
+
+impl Llama {
+    /// Builds the model from `vb`: a checkpoint's tensors, or fresh seeded weights through
+    /// `vqrae_train::init::SeededVarMap` (normal with std `initializer_range`, norms at 1, as HF
+    /// initialises LLaMA).
+    pub fn new(cfg: &LlamaConfig, vb: VarBuilder) -> Result<Self> {
+        cfg.validate()?;
+        Self::build(cfg, vb).map_err(|e| LmError::candle("building the Llama model", e))
+    }
+
+    fn build(cfg: &LlamaConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+        let init = Init::Randn {
+            mean: 0.0,
+            stdev: cfg.initializer_range,
+        };
+        let (v, d) = (cfg.vocab_size, cfg.hidden_size);
+        let model = vb.pp("model");
+        let embed_tokens = model
+            .pp("embed_tokens")
+            .get_with_hints((v, d), "weight", init)?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|l| Layer::new(cfg, init, model.pp(format!("layers.{l}"))))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let norm = RmsNorm::new(d, cfg.rms_norm_eps, model.pp("norm"))?;
+        let lm_head = if cfg.tie_word_embeddings {
+            embed_tokens.clone()
+        } else {
+            vb.pp("lm_head").get_with_hints((v, d), "weight", init)?
+        };
+        let (cos, sin) = rope_tables(cfg, vb.dtype(), vb.device())?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            cos,
+            sin,
+        })
+    }
+
+    /// Loads a checkpoint directory: `config.json` and `model.safetensors` (or the shards of
+    /// `model.safetensors.index.json`), converting the weights to `dtype`.
+    pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        let config = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&config).map_err(io_err(&config))?;
+        let cfg: LlamaConfig = serde_json::from_str(&text).map_err(|source| LmError::Json {
+            path: config.clone(),
+            source,
+        })?;
+        cfg.validate().map_err(|e| in_file(&config, e))?;
+        let files = weight_files(dir)?;
+        let shown = files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        // SAFETY: the files are only read. A concurrent writer would break the mmap contract,
+        // which is why every writer here writes a temporary file and renames it into place.
+        let st = unsafe { MmapedSafetensors::multi(&files) }
+            .map_err(|e| LmError::candle(format!("reading {shown}"), e))?;
+        let vb = VarBuilder::from_backend(Box::new(st), dtype, device.clone());
+        Self::build(&cfg, vb).map_err(|e| LmError::candle(format!("loading {shown}"), e))
+    }
+
+    /// A model from named tensors (HF names), e.g. after [`Self::grow_vocab`].
+    pub fn from_tensors(
+        cfg: &LlamaConfig,
+        tensors: HashMap<String, Tensor>,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        Self::new(cfg, VarBuilder::from_tensors(tensors, dtype, device))
+    }
+
+    /// Saves this model's config and weights into `dir` (see [`save_checkpoint`]).
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        save_checkpoint(dir, &self.cfg, &self.tensors())
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.cfg
+    }
+
+    pub fn device(&self) -> &Device {
+        self.embed_tokens.device()
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.embed_tokens.dtype()
+    }
+
+    /// Every stored tensor by its HF name (no `lm_head.weight` when tied). When the model was
+    /// built from a `VarMap`, these share storage with its variables.
+    pub fn tensors(&self) -> HashMap<String, Tensor> {
+        let mut out = HashMap::new();
+        out.insert(
+            "model.embed_tokens.weight".to_string(),
+            self.embed_tokens.clone(),
+        );
+        for (l, layer) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{l}");
+            let a = &layer.self_attn;
+            let m = &layer.mlp;
+            for (name, t) in [
+                ("input_layernorm", &layer.input_layernorm.weight),
+                (
+                    "post_attention_layernorm",
+                    &layer.post_attention_layernorm.weight,
+                ),
+                ("self_attn.q_proj", a.q_proj.weight()),
+                ("self_attn.k_proj", a.k_proj.weight()),
+                ("self_attn.v_proj", a.v_proj.weight()),
+                ("self_attn.o_proj", a.o_proj.weight()),
+                ("mlp.gate_proj", m.gate_proj.weight()),
+                ("mlp.up_proj", m.up_proj.weight()),
+                ("mlp.down_proj", m.down_proj.weight()),
+            ] {
+                out.insert(format!("{p}.{name}.weight"), t.clone());
+            }
+        }
+        out.insert("model.norm.weight".to_string(), self.norm.weight.clone());
+        if !self.cfg.tie_word_embeddings {
+            out.insert("lm_head.weight".to_string(), self.lm_head.clone());
+        }
+        out
+    }
+
+    /// An empty [`KvCache`] for this model's shape, dtype and device.
+    pub fn new_cache(&self, batch: usize, max_len: usize, left_pad: Vec<usize>) -> Result<KvCache> {
+        KvCache::new(
+            &self.cfg,
+            batch,
+            max_len,
+            left_pad,
+            self.device(),
+            self.dtype(),
+        )
+    }
+
+    /// Token embeddings `(B, T, hidden)` of `ids: (B, T)` u32; an id outside the vocabulary is
+    /// an error (one small device-to-host read of the largest id).
+    pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = ids
+            .dims2()
+            .map_err(|e| LmError::candle("embed: ids must be (batch, seq)", e))?;
+        if ids.dtype() != DType::U32 {
+            return Err(LmError::Config(format!(
+                "embed: ids must be u32, got {:?}",
+                ids.dtype()
+            )));
+        }
+        if b * t > 0 {
+            let max = ids
+                .max_all()
+                .and_then(|m| m.to_scalar::<u32>())
+                .map_err(|e| LmError::candle("embed: reading the largest id", e))?;
+            if max as usize >= self.cfg.vocab_size {
+                return Err(LmError::Config(format!(
+                    "embed: token id {max} is outside the vocabulary of {}",
+                    self.cfg.vocab_size
+                )));
+            }
+        }
+        ids.flatten_all()
+            .and_then(|flat| self.embed_tokens.embedding(&flat))
+            .and_then(|e| e.reshape((b, t, self.cfg.hidden_size)))
+            .map_err(|e| LmError::candle("embed", e))
+    }
+
+    /// Runs the decoder on `embeds: (B, T, hidden)` and returns the final-normed hidden states
+    /// `(B, T, hidden)`.
+    ///
+    /// Without a cache the sequence is causal at positions `0..T`. With one, the `T` new columns
+    /// are appended after `cache.len()` columns, with each row's left padding masked and its
+    /// positions shifted (see [`crate::cache`]); `train` must then be false, because the cache's
+    /// in-place writes are not differentiable.
+    pub fn forward_hidden(
+        &self,
+        embeds: &Tensor,
+        mut cache: Option<&mut KvCache>,
+        train: bool,
+    ) -> Result<Tensor> {
+        let (b, t, d) = embeds
+            .dims3()
+            .map_err(|e| LmError::candle("forward: embeds must be (batch, seq, hidden)", e))?;
+        if b == 0 || t == 0 {
+            return Err(LmError::Config(format!(
+                "forward: empty input of shape {:?}",
+                embeds.dims()
+            )));
+        }
+        if d != self.cfg.hidden_size {
+            return Err(LmError::Config(format!(
+                "forward: embeddings of width {d}, the model's hidden_size is {}",
+                self.cfg.hidden_size
+            )));
+        }
+        if embeds.dtype() != self.dtype() {
+            return Err(LmError::Config(format!(
+                "forward: embeddings are {:?}, the model is {:?}",
+                embeds.dtype(),
+                self.dtype()
+            )));
+        }
+        if train && cache.is_some() {
+            return Err(LmError::Config(
+                "forward: a KV cache is for inference; training mode takes none".into(),
+            ));
+        }
+        let max_pos = self.cfg.max_position_embeddings;
+        let dev = self.device();
+        let (rope, mask) = match cache.as_deref() {
+            None => {
+                if t > max_pos {
+                    return Err(LmError::Config(format!(
+                        "forward: {t} positions exceed max_position_embeddings {max_pos}"
+                    )));
+                }
+                let rope = Rope {
+                    cos: self.cos.narrow(0, 0, t)?,
+                    sin: self.sin.narrow(0, 0, t)?,
+                };
+                let mask = if t > 1 {
+                    let m: Vec<f32> = (0..t)
+                        .flat_map(|i| {
+                            (0..t).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY })
+                        })
+                        .collect();
+                    Some(Tensor::from_vec(m, (1, 1, t, t), dev)?)
+                } else {
+                    None
+                };
+                (rope, mask)
+            }
+            Some(c) => {
+                c.check_step(b, t)?;
+                let pos = c.positions(t);
+                if let Some(p) = pos.iter().find(|&&p| p as usize >= max_pos) {
+                    return Err(LmError::Config(format!(
+                        "forward: position {p} exceeds max_position_embeddings {max_pos}"
+                    )));
+                }
+                let half = self.cfg.head_dim() / 2;
+                let pos = Tensor::from_vec(pos, b * t, dev)?;
+                let gather = |table: &Tensor| {
+                    table
+                        .index_select(&pos, 0)
+                        .and_then(|x| x.reshape((b, t, half)))
+                };
+                let rope = Rope {
+                    cos: gather(&self.cos)?,
+                    sin: gather(&self.sin)?,
+                };
+                let keys = c.len() + t;
+                let mask = c
+                    .mask(t)
+                    .map(|m| Tensor::from_vec(m, (b, 1, t, keys), dev))
+                    .transpose()?;
+                (rope, mask)
+            }
+        };
+        let mut x = embeds.clone();
+        for (l, layer) in self.layers.iter().enumerate() {
+            let layer_cache = cache.as_deref_mut().map(|c| (c, l));
+            x = layer
+                .forward(&x, &rope, mask.as_ref(), layer_cache, train)
+                .map_err(|e| LmError::candle(format!("forward: layer {l}"), e))?;
+        }
+        if let Some(c) = cache {
+            c.advance(t);
+        }
+        self.norm
+            .forward(&x, train)
+            .map_err(|e| LmError::candle("forward: final norm", e))
+    }
+
+    /// Logits `(..., vocab)` in f32 of hidden states `(..., hidden)` (any leading shape, e.g.
+    /// only the last position of a prefill).
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let dims = hidden.dims();
+        let d = dims.last().copied().unwrap_or(0);
+        if d != self.cfg.hidden_size {
+            return Err(LmError::Config(format!(
+                "logits: hidden states of width {d}, the model's hidden_size is {}",
+                self.cfg.hidden_size
+            )));
+        }
+        let mut out_dims = dims.to_vec();
+        if let Some(last) = out_dims.last_mut() {
+            *last = self.cfg.vocab_size;
+        }
+        let rows = hidden.elem_count() / d;
+        hidden
+            .reshape((rows, d))
+            .and_then(|h| h.matmul(&self.lm_head.t()?))
+            .and_then(|l| l.reshape(out_dims))
+            .and_then(|l| l.to_dtype(DType::F32))
+            .map_err(|e| LmError::candle("logits", e))
+    }
+
+    /// [`Self::forward_hidden`] then [`Self::logits`] at every position: `(B, T, vocab)` f32.
+    pub fn forward(
+        &self,
+        embeds: &Tensor,
+        cache: Option<&mut KvCache>,
+        train: bool,
+    ) -> Result<Tensor> {
+        self.logits(&self.forward_hidden(embeds, cache, train)?)
+    }
+
+    /// New embedding (and untied `lm_head`) tensors for a vocabulary grown to `new_vocab`, by HF
+    /// name; the other tensors are unchanged (take them from [`Self::tensors`]).
+    ///
+    /// The old rows are kept bit for bit. A new embedding row is the mean of the old rows plus
+    /// seeded noise of 1% of their spread (the noise tells new tokens apart). A new `lm_head` row
+    /// is exactly the mean of the old rows, so its logit is the mean of the old logits: the first
+    /// `V_old` logits are unchanged and the new ones never exceed the old maximum, so greedy text
+    /// decoding is unchanged (HF `resize_token_embeddings(mean_resizing=True)` does the same).
+    /// With tied embeddings the head rows are the noisy embedding rows, so only the first
+    /// `V_old` logits are guaranteed unchanged.
+    pub fn grow_vocab(&self, new_vocab: usize, seed: u64) -> Result<Vec<(String, Tensor)>> {
+        let old = self.cfg.vocab_size;
+        if new_vocab < old || new_vocab > u32::MAX as usize {
+            return Err(LmError::Config(format!(
+                "grow_vocab: new size {new_vocab} must be between the current {old} and u32::MAX"
+            )));
+        }
+        let grow = |table: &Tensor, noise_seed: Option<u64>| -> candle_core::Result<Tensor> {
+            let n = new_vocab - old;
+            if n == 0 {
+                return Ok(table.clone());
+            }
+            let d = self.cfg.hidden_size;
+            let f = table.to_dtype(DType::F32)?;
+            let mean = f.mean_keepdim(0)?; // (1, d)
+            let mut rows = mean.broadcast_as((n, d))?.contiguous()?;
+            if let Some(seed) = noise_seed {
+                let spread = f
+                    .broadcast_sub(&mean)?
+                    .sqr()?
+                    .mean_all()?
+                    .to_scalar::<f32>()?
+                    .sqrt();
+                let noise = vqrae_train::init::seeded_randn(
+                    (n, d),
+                    0.0,
+                    0.01 * spread as f64,
+                    seed,
+                    table.device(),
+                )?;
+                rows = (rows + noise)?;
+            }
+            Tensor::cat(&[table, &rows.to_dtype(table.dtype())?], 0)
+        };
+        let mut out = vec![(
+            "model.embed_tokens.weight".to_string(),
+            grow(&self.embed_tokens, Some(seed))
+                .map_err(|e| LmError::candle("grow_vocab: embedding", e))?,
+        )];
+        if !self.cfg.tie_word_embeddings {
+            out.push((
+                "lm_head.weight".to_string(),
+                grow(&self.lm_head, None).map_err(|e| LmError::candle("grow_vocab: lm_head", e))?,
+            ));
+        }
+        Ok(out)
+    }
+}
