@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use commands::{data, plot, probe, tokenizer, train};
+use commands::{data, lm, plot, probe, referee, tokenizer, train};
 
 /// candle allocates a fresh buffer for every op; glibc's allocator hands large ones back to the
 /// kernel at once, so training spent a third of its time in page faults. mimalloc keeps them:
@@ -58,6 +58,22 @@ enum Command {
     EvalTokenizer(train::EvalArgs),
     /// Training curves of one or more runs (their `metrics.jsonl`) to PNG.
     Plot(plot::PlotArgs),
+    /// Train the one LM jointly on VQA (continuous features) and text-to-image (codes), in
+    /// phases; writes a model directory that serves both paths.
+    TrainLm(lm::TrainLmArgs),
+    /// Answer a question about an image (continuous path).
+    Ask(lm::AskArgs),
+    /// Generate images from a caption (discrete path, classifier-free guidance).
+    Generate(lm::GenerateArgs),
+    /// Exact-match VQA accuracy on easy-VQA, per question kind.
+    EvalVqa(lm::EvalVqaArgs),
+    /// Text-to-image judged by the referee: colour and shape right, per guidance scale.
+    EvalT2i(lm::EvalT2iArgs),
+    /// Train the referee (a small CNN reading colour and shape) on real easy-VQA images;
+    /// it qualifies to judge generated images at 99% on the real test split.
+    TrainReferee(referee::TrainRefereeArgs),
+    /// The referee's accuracy on real images and, with --tokenizer, on their reconstructions.
+    EvalReferee(referee::EvalRefereeArgs),
 }
 
 fn main() -> Result<()> {
@@ -82,5 +98,12 @@ fn main() -> Result<()> {
         Command::TrainTokenizer(a) => train::train_tokenizer(a, &data_root, &device),
         Command::EvalTokenizer(a) => train::eval_tokenizer(a, &data_root, &device),
         Command::Plot(a) => plot::run(a),
+        Command::TrainLm(a) => lm::train_lm(a, &data_root, &device),
+        Command::Ask(a) => lm::ask(a, &device),
+        Command::Generate(a) => lm::generate(a, &device),
+        Command::EvalVqa(a) => lm::eval_vqa(a, &data_root, &device),
+        Command::EvalT2i(a) => lm::eval_t2i(a, &data_root, &device),
+        Command::TrainReferee(a) => referee::train_referee(a, &data_root, &device),
+        Command::EvalReferee(a) => referee::eval_referee(a, &data_root, &device),
     }
 }

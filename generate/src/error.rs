@@ -31,7 +31,9 @@ pub enum GenerateError {
     #[error(transparent)]
     Tokenizer(Box<vqrae_tokenizer::TokenizerError>),
     #[error(transparent)]
-    Lm(#[from] vqrae_lm::LmError),
+    Lm(Box<vqrae_lm::LmError>),
+    #[error(transparent)]
+    Understand(Box<vqrae_understand::error::UnderstandError>),
     #[error(transparent)]
     Train(#[from] vqrae_train::TrainError),
 }
@@ -48,6 +50,18 @@ impl GenerateError {
 impl From<vqrae_tokenizer::TokenizerError> for GenerateError {
     fn from(e: vqrae_tokenizer::TokenizerError) -> Self {
         Self::Tokenizer(Box::new(e))
+    }
+}
+
+impl From<vqrae_lm::LmError> for GenerateError {
+    fn from(e: vqrae_lm::LmError) -> Self {
+        Self::Lm(Box::new(e))
+    }
+}
+
+impl From<vqrae_understand::error::UnderstandError> for GenerateError {
+    fn from(e: vqrae_understand::error::UnderstandError) -> Self {
+        Self::Understand(Box::new(e))
     }
 }
 

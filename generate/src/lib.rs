@@ -1,9 +1,18 @@
 //! vqrae-generate: text-to-image generation on VQRAE's discrete codes.
 //!
+//! - [`sequence`]: `<bos> caption <boi> codes <eoi>`, loss on the image tokens only;
+//! - [`sample`]: code sampling with classifier-free guidance on a doubled batch;
+//! - [`unified`]: the one model directory (tokenizer + LM + projector + text tokenizer) that
+//!   serves both paths;
+//! - [`joint`]: phased joint training of the one LM on VQA and text-to-image;
 //! - [`referee`]: the independent judge of generated easy-VQA images (a small CNN trained on
 //!   real images only).
 
 pub mod error;
+pub mod joint;
 pub mod referee;
+pub mod sample;
+pub mod sequence;
+pub mod unified;
 
 pub use error::{GenerateError, Result};

@@ -25,13 +25,15 @@ use vqrae_train::schedule::LrSchedule;
 
 use crate::error::{GenerateError, Result};
 
-/// The referee's architecture: four stride-2 3x3 convolutions, global average pooling, one
-/// linear layer giving colour logits then shape logits.
+/// The referee's architecture: four stride-2 3x3 convolutions, global pooling, one linear
+/// layer giving colour logits then shape logits.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RefereeConfig {
     pub image_size: usize,
     pub channels: [usize; 4],
+    /// How the last feature map becomes one vector.
+    pub pool: Pool,
 }
 
 impl Default for RefereeConfig {
@@ -39,8 +41,21 @@ impl Default for RefereeConfig {
         Self {
             image_size: 64,
             channels: [32, 64, 64, 128],
+            pool: Pool::MeanMax,
         }
     }
+}
+
+/// Global pooling of the last feature map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pool {
+    /// The average over positions: a small shape's features are diluted by background.
+    Mean,
+    /// The maximum over positions: "is this part anywhere", whatever the shape's size.
+    Max,
+    /// Both, concatenated.
+    MeanMax,
 }
 
 /// How the referee is trained.
@@ -122,7 +137,11 @@ impl Referee {
             convs.push(conv2d(c_in, c, 3, conv_cfg, vb.pp(format!("conv{i}")))?);
             c_in = c;
         }
-        let head = linear(c_in, COLORS.len() + SHAPES.len(), vb.pp("head"))?;
+        let pooled = match cfg.pool {
+            Pool::MeanMax => 2 * c_in,
+            Pool::Mean | Pool::Max => c_in,
+        };
+        let head = linear(pooled, COLORS.len() + SHAPES.len(), vb.pp("head"))?;
         Ok(Self {
             cfg: cfg.clone(),
             convs,
@@ -137,7 +156,13 @@ impl Referee {
         for conv in &self.convs {
             h = conv.forward(&h)?.relu()?;
         }
-        Ok(self.head.forward(&h.mean((2, 3))?)?)
+        let h = h.flatten_from(2)?;
+        let pooled = match self.cfg.pool {
+            Pool::Mean => h.mean(D::Minus1)?,
+            Pool::Max => h.max(D::Minus1)?,
+            Pool::MeanMax => Tensor::cat(&[h.mean(D::Minus1)?, h.max(D::Minus1)?], 1)?,
+        };
+        Ok(self.head.forward(&pooled)?)
     }
 
     /// Images (any size; resized to the referee's) to the normalised input tensor.
@@ -175,17 +200,7 @@ impl Referee {
                 labels.len()
             )));
         }
-        let verdicts = self.judge(images)?;
-        let n = labels.len() as f64;
-        let count = |f: &dyn Fn(&Verdict, &Verdict) -> bool| {
-            verdicts.iter().zip(labels).filter(|(v, l)| f(v, l)).count() as f64 / n
-        };
-        Ok(RefereeReport {
-            images: labels.len(),
-            color: count(&|v, l| v.color == l.color),
-            shape: count(&|v, l| v.shape == l.shape),
-            both: count(&|v, l| v == l),
-        })
+        score(&self.judge(images)?, labels)
     }
 
     pub fn config(&self) -> &RefereeConfig {
@@ -198,6 +213,7 @@ impl Referee {
         Ok(())
     }
 
+    /// Loads a checkpoint directory, qualified or not (see [`Referee::load_qualified`]).
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         let cfg: RefereeConfig = read_config(dir)?;
         let weights = dir.join(WEIGHTS_FILE);
@@ -206,6 +222,104 @@ impl Referee {
         let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
         Self::new(&cfg, vb)
     }
+
+    /// Loads a referee that may judge: its directory's [`QUALIFICATION_FILE`] (written by
+    /// [`write_qualification`] after training) must show at least [`REQUIRED_ACCURACY`]
+    /// (colour and shape both right) on real test images.
+    pub fn load_qualified(dir: &Path, device: &Device) -> Result<Self> {
+        let Some(q) = read_qualification(dir)? else {
+            return Err(GenerateError::Config(format!(
+                "{} has no {QUALIFICATION_FILE}: evaluate the referee on real test images first",
+                dir.display()
+            )));
+        };
+        if !q.qualified() {
+            return Err(GenerateError::Config(format!(
+                "referee {} is not qualified to judge: {:.2}% both-right on real {} images, {:.0}% needed",
+                dir.display(),
+                100.0 * q.report.both,
+                q.split,
+                100.0 * REQUIRED_ACCURACY
+            )));
+        }
+        Self::load(dir, device)
+    }
+}
+
+/// Share of real test images (colour and shape both right) a referee must reach before its
+/// verdicts on generated images count.
+pub const REQUIRED_ACCURACY: f64 = 0.99;
+
+/// The file in a referee checkpoint directory that records its accuracy on real images.
+pub const QUALIFICATION_FILE: &str = "qualification.json";
+
+/// A referee's accuracy on a real split, kept beside its weights.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Qualification {
+    /// The split it was measured on (`test`: images it never trained on).
+    pub split: String,
+    pub report: RefereeReport,
+}
+
+impl Qualification {
+    /// Measured on held-out real images and at least [`REQUIRED_ACCURACY`] both-right.
+    pub fn qualified(&self) -> bool {
+        self.split == "test" && self.report.both >= REQUIRED_ACCURACY
+    }
+}
+
+/// Writes `dir/`[`QUALIFICATION_FILE`] atomically (temp file + rename).
+pub fn write_qualification(dir: &Path, q: &Qualification) -> Result<()> {
+    let path = dir.join(QUALIFICATION_FILE);
+    let tmp = dir.join(format!(".{QUALIFICATION_FILE}.tmp-{}", std::process::id()));
+    let json = serde_json::to_string_pretty(q).map_err(|source| GenerateError::Json {
+        path: path.clone(),
+        source,
+    })?;
+    std::fs::write(&tmp, json + "\n").map_err(|source| GenerateError::Io {
+        path: tmp.clone(),
+        source,
+    })?;
+    std::fs::rename(&tmp, &path).map_err(|source| GenerateError::Io {
+        path: path.clone(),
+        source,
+    })
+}
+
+/// The qualification recorded in a referee directory, if any.
+pub fn read_qualification(dir: &Path) -> Result<Option<Qualification>> {
+    let path = dir.join(QUALIFICATION_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|source| GenerateError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|source| GenerateError::Json { path, source })
+}
+
+/// Accuracy of verdicts against labels.
+pub fn score(verdicts: &[Verdict], labels: &[Verdict]) -> Result<RefereeReport> {
+    if verdicts.len() != labels.len() || labels.is_empty() {
+        return Err(GenerateError::Config(format!(
+            "referee score: {} verdicts for {} labels",
+            verdicts.len(),
+            labels.len()
+        )));
+    }
+    let n = labels.len() as f64;
+    let count = |f: &dyn Fn(&Verdict, &Verdict) -> bool| {
+        verdicts.iter().zip(labels).filter(|(v, l)| f(v, l)).count() as f64 / n
+    };
+    Ok(RefereeReport {
+        images: labels.len(),
+        color: count(&|v, l| v.color == l.color),
+        shape: count(&|v, l| v.shape == l.shape),
+        both: count(&|v, l| v == l),
+    })
 }
 
 /// Trains a referee on labelled real images. Returns the model and its variables (to save).
@@ -317,6 +431,7 @@ mod tests {
         let cfg = RefereeConfig {
             image_size: 32,
             channels: [8, 8, 16, 16],
+            ..Default::default()
         };
         let tcfg = RefereeTrainConfig {
             steps: 60,

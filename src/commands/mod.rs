@@ -2,8 +2,10 @@
 
 pub mod data;
 pub mod datasets;
+pub mod lm;
 pub mod plot;
 pub mod probe;
+pub mod referee;
 pub mod tokenizer;
 pub mod train;
 

@@ -1,0 +1,586 @@
+//! Joint training of the one LM on both paths: VQA on continuous features (through the
+//! projector) and text-to-image on discrete codes, mixed in every step.
+//!
+//! Training runs in **phases**, each with its own batch mix, its own trainable parts and a fresh
+//! optimizer (as LLaVA's phases do). The default recipe (`configs/lm/joint-easyvqa.toml`):
+//! 1. `generation`: the LM learns captions -> codes (no pretrained LM exists offline, so this
+//!    phase is also where it learns the text it will later answer in);
+//! 2. `align` (LLaVA phase 1): the projector alone learns to place image features where the LM
+//!    can read them;
+//! 3. `joint` (LLaVA phase 2): projector and LM together on a mix of both tasks, so one
+//!    checkpoint serves both paths.
+//!
+//! The tokenizer (encoder, codebook, decoder) stays frozen: features and codes of the training
+//! images are computed once, before the first step. Checkpoints (every `checkpoint_every` steps
+//! and at each phase's end) resume exactly: the data order depends only on the global step, and
+//! a checkpoint taken at the end of a phase resumes into the next phase with a fresh optimizer.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use vqrae_data::batch::EpochSampler;
+use vqrae_lm::batch::{Example, TrainBatch};
+use vqrae_lm::{Llama, LlamaConfig, TextTokenizer, UnifiedVocab};
+use vqrae_tokenizer::Vqrae;
+use vqrae_train::checkpoint;
+use vqrae_train::init::SeededVarMap;
+use vqrae_train::metrics::MetricsLog;
+use vqrae_train::optim::{clip_grad_norm, AdamW, AdamWConfig, ParamGroup};
+use vqrae_train::progress;
+use vqrae_train::schedule::LrSchedule;
+use vqrae_understand::prompt::{splice, IMAGE_START};
+use vqrae_understand::{Projector, ProjectorConfig};
+
+use crate::error::{GenerateError, Result};
+use crate::sequence;
+use crate::unified::{UnifiedConfig, UnifiedModel, TEXT_TOKENIZER_FILE};
+
+/// The LM's shape; the vocabulary size follows from the text tokenizer and the codebook.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LmShape {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    #[serde(default = "default_max_positions")]
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f64,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+}
+
+fn default_max_positions() -> usize {
+    256
+}
+
+fn default_rope_theta() -> f64 {
+    10_000.0
+}
+
+impl LmShape {
+    pub fn llama_config(&self, vocab_size: usize) -> Result<LlamaConfig> {
+        let mut v = serde_json::to_value(self).map_err(|e| GenerateError::Config(e.to_string()))?;
+        v["vocab_size"] = vocab_size.into();
+        v["rms_norm_eps"] = 1e-5.into();
+        if self.num_key_value_heads.is_none() {
+            v["num_key_value_heads"] = self.num_attention_heads.into();
+        }
+        let cfg: LlamaConfig =
+            serde_json::from_value(v).map_err(|e| GenerateError::Config(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// One phase of training.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Phase {
+    pub name: String,
+    pub steps: u64,
+    /// VQA examples per step (0: none).
+    #[serde(default)]
+    pub vqa_batch: usize,
+    /// Text-to-image examples per step (0: none).
+    #[serde(default)]
+    pub t2i_batch: usize,
+    /// The LM's schedule; absent: the LM is frozen in this phase.
+    #[serde(default)]
+    pub lm_lr: Option<LrSchedule>,
+    /// The projector's schedule; absent: the projector is frozen in this phase.
+    #[serde(default)]
+    pub projector_lr: Option<LrSchedule>,
+}
+
+/// The joint training config (`configs/lm/*.toml`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JointConfig {
+    pub seed: u64,
+    /// Size of the BPE trained on the training captions, questions and answers.
+    pub text_vocab_size: usize,
+    /// Share of text-to-image examples whose caption is dropped (the null prompt of guidance).
+    pub caption_dropout: f64,
+    pub grad_clip: f64,
+    pub checkpoint_every: u64,
+    pub log_every: u64,
+    /// The saved model's LM and projector dtype ("f32", "f16" or "bf16"); loading converts.
+    #[serde(default = "default_save_dtype")]
+    pub save_dtype: String,
+    pub lm: LmShape,
+    #[serde(default)]
+    pub adamw: AdamWConfig,
+    pub phases: Vec<Phase>,
+}
+
+fn default_save_dtype() -> String {
+    "f32".into()
+}
+
+pub fn parse_dtype(s: &str) -> Result<DType> {
+    match s {
+        "f32" => Ok(DType::F32),
+        "f16" => Ok(DType::F16),
+        "bf16" => Ok(DType::BF16),
+        other => Err(GenerateError::Config(format!(
+            "dtype must be f32, f16 or bf16, got {other:?}"
+        ))),
+    }
+}
+
+impl JointConfig {
+    pub fn from_toml_file(path: &Path) -> Result<Self> {
+        let cfg: Self = vqrae_tokenizer::checkpoint::read_toml(path)?;
+        cfg.validate()
+            .map_err(|e| GenerateError::Config(format!("{}: {e}", path.display())))?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(GenerateError::Config(m));
+        if self.phases.is_empty() {
+            return bad("no training phases".into());
+        }
+        if !(0.0..1.0).contains(&self.caption_dropout) {
+            return bad(format!(
+                "caption_dropout {} is not in [0, 1)",
+                self.caption_dropout
+            ));
+        }
+        if !(self.grad_clip.is_finite() && self.grad_clip > 0.0) {
+            return bad(format!("grad_clip {} must be > 0", self.grad_clip));
+        }
+        if self.checkpoint_every == 0 || self.log_every == 0 {
+            return bad("checkpoint_every and log_every must be > 0".into());
+        }
+        parse_dtype(&self.save_dtype)?;
+        self.adamw.validate()?;
+        self.lm.llama_config(self.text_vocab_size.max(1) + 1)?;
+        for p in &self.phases {
+            let name = &p.name;
+            if p.steps == 0 {
+                return bad(format!("phase {name}: zero steps"));
+            }
+            if p.vqa_batch + p.t2i_batch == 0 {
+                return bad(format!(
+                    "phase {name}: no examples (vqa_batch = t2i_batch = 0)"
+                ));
+            }
+            if p.lm_lr.is_none() && p.projector_lr.is_none() {
+                return bad(format!(
+                    "phase {name}: nothing trains (no lm_lr, no projector_lr)"
+                ));
+            }
+            if p.lm_lr.is_none() && p.t2i_batch > 0 {
+                return bad(format!(
+                    "phase {name}: text-to-image examples with a frozen LM train nothing"
+                ));
+            }
+            for s in p.lm_lr.iter().chain(p.projector_lr.iter()) {
+                s.validate()?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn total_steps(&self) -> u64 {
+        self.phases.iter().map(|p| p.steps).sum()
+    }
+
+    /// The phase that step `s` (0-based, the step about to run) belongs to, and its first step.
+    fn phase_at(&self, s: u64) -> Option<(usize, u64)> {
+        let mut start = 0;
+        for (i, p) in self.phases.iter().enumerate() {
+            if s < start + p.steps {
+                return Some((i, start));
+            }
+            start += p.steps;
+        }
+        None
+    }
+}
+
+/// The frozen tokenizer's view of the training data, computed once.
+pub struct JointData {
+    /// Continuous features of every training image `(n_images, N, d)`.
+    pub features: Tensor,
+    /// Codes of every training image.
+    pub codes: Vec<Vec<u32>>,
+    /// Caption of every training image (`None`: not known; such images are not used for T2I).
+    pub captions: Vec<Option<String>>,
+    /// `(image index, question, answer)`.
+    pub questions: Vec<(usize, String, String)>,
+}
+
+impl JointData {
+    /// Encodes images in batches of 64 with the frozen tokenizer.
+    pub fn encode(
+        tokenizer: &Vqrae,
+        images: &[image::RgbImage],
+        captions: Vec<Option<String>>,
+        questions: Vec<(usize, String, String)>,
+    ) -> Result<Self> {
+        if images.is_empty() || captions.len() != images.len() {
+            return Err(GenerateError::Config(format!(
+                "{} images for {} captions",
+                images.len(),
+                captions.len()
+            )));
+        }
+        if let Some((i, _, _)) = questions.iter().find(|(i, _, _)| *i >= images.len()) {
+            return Err(GenerateError::Config(format!(
+                "a question refers to image {i}"
+            )));
+        }
+        let mut features = Vec::new();
+        let mut codes = Vec::new();
+        for chunk in images.chunks(64) {
+            let enc = tokenizer.encode(&tokenizer.images_to_input(chunk)?)?;
+            features.push(enc.features);
+            codes.extend(enc.codes.to_vec2::<u32>()?);
+        }
+        Ok(Self {
+            features: Tensor::cat(&features, 0)?,
+            codes,
+            captions,
+            questions,
+        })
+    }
+
+    /// The texts the BPE learns from: captions, questions, answers.
+    fn corpus(&self) -> impl Iterator<Item = &str> {
+        self.captions.iter().flatten().map(String::as_str).chain(
+            self.questions
+                .iter()
+                .flat_map(|(_, q, a)| [q.as_str(), a.as_str()]),
+        )
+    }
+}
+
+/// What a finished run reports.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JointSummary {
+    pub steps: u64,
+    pub resumed_from: Option<u64>,
+    pub seconds: f64,
+    pub params: usize,
+    pub non_embedding_params: usize,
+    pub vocab: UnifiedVocab,
+    pub final_losses: serde_json::Value,
+    pub model_dir: PathBuf,
+}
+
+/// Trainable state: the LM and projector variables and the built modules.
+struct Parts {
+    lm: Llama,
+    projector: Projector,
+    lm_vars: HashMap<String, Var>,
+    projector_vars: HashMap<String, Var>,
+}
+
+impl Parts {
+    /// All variables under the names checkpoints use (`projector.` prefix for the projector).
+    fn all_vars(&self) -> HashMap<String, Var> {
+        let mut all = self.lm_vars.clone();
+        for (k, v) in &self.projector_vars {
+            all.insert(format!("projector.{k}"), v.clone());
+        }
+        all
+    }
+
+    fn optimizer(&self, phase: &Phase, adamw: &AdamWConfig) -> Result<AdamW> {
+        let mut groups = Vec::new();
+        if let Some(s) = &phase.lm_lr {
+            groups.push(ParamGroup::new("lm", sorted(&self.lm_vars), s.clone()));
+        }
+        if let Some(s) = &phase.projector_lr {
+            groups.push(ParamGroup::new(
+                "projector",
+                sorted(&self.projector_vars)
+                    .into_iter()
+                    .map(|(k, v)| (format!("projector.{k}"), v))
+                    .collect(),
+                s.clone(),
+            ));
+        }
+        Ok(AdamW::new(groups, adamw.clone())?)
+    }
+}
+
+fn sorted(vars: &HashMap<String, Var>) -> Vec<(String, Var)> {
+    let mut v: Vec<(String, Var)> = vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// Trains (or resumes) a joint run in `run_dir` on `data` encoded by the tokenizer at
+/// `tokenizer_dir`, and writes the unified model to `run_dir/model`.
+pub fn train(
+    cfg: &JointConfig,
+    data: &JointData,
+    tokenizer_dir: &Path,
+    run_dir: &Path,
+    device: &Device,
+) -> Result<JointSummary> {
+    cfg.validate()?;
+    let started = Instant::now();
+    std::fs::create_dir_all(run_dir).map_err(|source| GenerateError::Io {
+        path: run_dir.to_path_buf(),
+        source,
+    })?;
+    let tokenizer = Vqrae::load(tokenizer_dir, device, DType::F32)?;
+    let codebook = tokenizer.config().quantizer.codebook_size;
+    let (gh, gw) = tokenizer.config().grid();
+    let image_tokens = gh * gw;
+    let (n_img, n_feat, d_feat) = data.features.dims3()?;
+    if n_feat != image_tokens || data.codes.iter().any(|c| c.len() != image_tokens) {
+        return Err(GenerateError::Config(format!(
+            "the data was encoded with {n_feat} tokens per image, the tokenizer has {image_tokens}"
+        )));
+    }
+
+    // the text tokenizer is part of the run: trained once, then reloaded on resume
+    let text_path = run_dir.join(TEXT_TOKENIZER_FILE);
+    let text = if text_path.exists() {
+        TextTokenizer::from_file(&text_path)?
+    } else {
+        let t = TextTokenizer::train_bpe(data.corpus(), cfg.text_vocab_size)?;
+        t.save(&text_path)?;
+        t
+    };
+    let vocab = UnifiedVocab::new(text.vocab_size(), codebook)?;
+    let llama_cfg = cfg.lm.llama_config(vocab.size())?;
+    let longest_vqa = data
+        .questions
+        .iter()
+        .map(|(_, q, a)| Ok(text.encode(q)?.len() + text.encode(a)?.len()))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+    let needed = (1 + image_tokens + longest_vqa + 1).max(2 + 32 + image_tokens + 1);
+    if needed > llama_cfg.max_position_embeddings {
+        return Err(GenerateError::Config(format!(
+            "sequences need up to {needed} positions, max_position_embeddings is {}",
+            llama_cfg.max_position_embeddings
+        )));
+    }
+
+    let lm_map = SeededVarMap::new(cfg.seed);
+    let lm = Llama::new(&llama_cfg, lm_map.var_builder(DType::F32, device))?;
+    let proj_map = SeededVarMap::new(cfg.seed.wrapping_add(1));
+    let projector_cfg = ProjectorConfig {
+        input_dim: d_feat,
+        output_dim: llama_cfg.hidden_size,
+    };
+    let projector = Projector::new(&projector_cfg, proj_map.var_builder(DType::F32, device))?;
+    let parts = Parts {
+        lm,
+        projector,
+        lm_vars: checkpoint::var_map_vars(&lm_map.varmap)?,
+        projector_vars: checkpoint::var_map_vars(&proj_map.varmap)?,
+    };
+    let all_vars = parts.all_vars();
+
+    // examples, tokenised once
+    let vqa_examples = data
+        .questions
+        .iter()
+        .map(|(i, q, a)| {
+            Ok((
+                *i,
+                vqrae_understand::prompt::example(&text, &vocab, image_tokens, q, a)?,
+            ))
+        })
+        .collect::<Result<Vec<(usize, Example)>>>()?;
+    let t2i_images: Vec<usize> = (0..n_img).filter(|&i| data.captions[i].is_some()).collect();
+    let uses = |f: fn(&Phase) -> usize| cfg.phases.iter().any(|p| f(p) > 0);
+    if uses(|p| p.vqa_batch) && vqa_examples.is_empty() {
+        return Err(GenerateError::Config("VQA phases but no questions".into()));
+    }
+    if uses(|p| p.t2i_batch) && t2i_images.is_empty() {
+        return Err(GenerateError::Config(
+            "text-to-image phases but no captions".into(),
+        ));
+    }
+
+    // resume: the newest checkpoint's step decides the phase; a checkpoint at a phase's end
+    // is loaded with that phase's optimizer, then the next phase starts with a fresh one
+    let total = cfg.total_steps();
+    let mut start = 0;
+    let mut resumed_from = None;
+    let mut current: Option<(usize, AdamW)> = None;
+    if let Some(dir) = checkpoint::latest(run_dir)? {
+        let p = dir.join(checkpoint::TRAINER_FILE);
+        let text = std::fs::read_to_string(&p).map_err(|source| GenerateError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        let trainer: checkpoint::TrainerState = serde_json::from_str(&text)
+            .map_err(|source| GenerateError::Json { path: p, source })?;
+        let saved = trainer.extra["phase"]
+            .as_u64()
+            .and_then(|i| cfg.phases.get(i as usize).map(|ph| (i as usize, ph)))
+            .ok_or_else(|| {
+                GenerateError::Config(format!(
+                    "{}: its phase is missing or not in this config",
+                    dir.display()
+                ))
+            })?;
+        let mut opt = parts.optimizer(saved.1, &cfg.adamw)?;
+        let (step, _) = checkpoint::load(&dir, &all_vars, &mut opt)?;
+        start = step;
+        resumed_from = Some(step);
+        // mid-phase: go on with the loaded optimizer; at a phase's end the next starts afresh
+        if cfg.phase_at(step).map(|(i, _)| i) == Some(saved.0) {
+            current = Some((saved.0, opt));
+        }
+    }
+    let mut log = MetricsLog::open(&run_dir.join("metrics.jsonl"), resumed_from)?;
+    let bar = progress::bar(total, start, "joint");
+    let mut throughput = progress::Throughput::new();
+    let mut last = serde_json::json!({});
+
+    for step in start..total {
+        let (pi, phase_start) = cfg
+            .phase_at(step)
+            .ok_or_else(|| GenerateError::Config(format!("step {step} is past the phases")))?;
+        let phase = &cfg.phases[pi];
+        if current.as_ref().map(|(i, _)| *i) != Some(pi) {
+            tracing::info!(phase = phase.name.as_str(), step, "phase starts");
+            current = Some((pi, parts.optimizer(phase, &cfg.adamw)?));
+        }
+        let Some((_, opt)) = current.as_mut() else {
+            unreachable!("set just above")
+        };
+
+        let mut loss = None;
+        let mut record = serde_json::Map::new();
+        let mut samples = 0;
+        if phase.vqa_batch > 0 {
+            let sampler = EpochSampler::new(vqa_examples.len(), phase.vqa_batch, cfg.seed, true);
+            let picks = sampler.batch_at(step);
+            let examples: Vec<Example> = picks.iter().map(|&i| vqa_examples[i].1.clone()).collect();
+            let images: Vec<u32> = picks.iter().map(|&i| vqa_examples[i].0 as u32).collect();
+            let batch = TrainBatch::new(&examples, text.pad_id(), device)?;
+            let feats = data
+                .features
+                .index_select(&Tensor::new(images, device)?, 0)?;
+            let embeds = splice(
+                &parts.lm.embed(&batch.ids)?,
+                &parts.projector.forward(&feats)?,
+                &vec![IMAGE_START; examples.len()],
+            )?;
+            let hidden = parts.lm.forward_hidden(&embeds, None, true)?;
+            let l = batch.loss(&parts.lm, &hidden)?;
+            record.insert("loss_vqa".into(), l.to_scalar::<f32>()?.into());
+            loss = Some(l);
+            samples += examples.len();
+        }
+        if phase.t2i_batch > 0 {
+            let sampler = EpochSampler::new(t2i_images.len(), phase.t2i_batch, cfg.seed, true);
+            let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ step.wrapping_mul(0x9e37_79b9));
+            let examples = sampler
+                .batch_at(step)
+                .iter()
+                .map(|&k| {
+                    let i = t2i_images[k];
+                    let caption = if rng.gen::<f64>() < cfg.caption_dropout {
+                        None
+                    } else {
+                        data.captions[i].as_deref()
+                    };
+                    sequence::example(&text, &vocab, caption, &data.codes[i])
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let batch = TrainBatch::new(&examples, text.pad_id(), device)?;
+            let hidden = parts
+                .lm
+                .forward_hidden(&parts.lm.embed(&batch.ids)?, None, true)?;
+            let l = batch.loss(&parts.lm, &hidden)?;
+            record.insert("loss_t2i".into(), l.to_scalar::<f32>()?.into());
+            loss = Some(match loss {
+                Some(v) => (v + l)?,
+                None => l,
+            });
+            samples += examples.len();
+        }
+        let Some(loss) = loss else {
+            unreachable!("validate() rejects phases without examples")
+        };
+        let mut grads = loss.backward()?;
+        let vars = opt.vars();
+        let norm = clip_grad_norm(&mut grads, vars.iter(), cfg.grad_clip)?;
+        opt.step(&grads)?;
+        throughput.add(samples as u64);
+        let done = step + 1;
+        let loss_value = loss.to_scalar::<f32>()? as f64;
+        bar.set_position(done);
+        bar.set_message(progress::message(loss_value, throughput.per_sec()));
+        let phase_end = phase_start + phase.steps;
+        if done % cfg.log_every == 0 || done == phase_end {
+            record.insert("loss".into(), loss_value.into());
+            record.insert("grad_norm".into(), norm.into());
+            record.insert("phase".into(), pi.into());
+            for (g, lr) in opt.lrs() {
+                record.insert(format!("lr_{g}"), lr.into());
+            }
+            record.insert("samples_per_sec".into(), throughput.per_sec().into());
+            last = serde_json::Value::Object(record);
+            log.log(done, &last)?;
+            throughput.reset();
+        }
+        if done % cfg.checkpoint_every == 0 || done == phase_end {
+            checkpoint::save(
+                run_dir,
+                done,
+                &all_vars,
+                opt,
+                &serde_json::json!({ "phase": pi }),
+                checkpoint::DEFAULT_KEEP,
+            )?;
+        }
+    }
+    bar.finish_and_clear();
+
+    let model_dir = run_dir.join("model");
+    let projector_tensors: HashMap<String, Tensor> = parts
+        .projector_vars
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    let unified = UnifiedConfig {
+        vocab,
+        image_tokens,
+        grid: (gh, gw),
+        projector: projector_cfg,
+    };
+    UnifiedModel::save_parts(
+        &model_dir,
+        &unified,
+        tokenizer_dir,
+        &parts.lm,
+        &projector_tensors,
+        &text,
+        parse_dtype(&cfg.save_dtype)?,
+    )?;
+    Ok(JointSummary {
+        steps: total,
+        resumed_from,
+        seconds: started.elapsed().as_secs_f64(),
+        params: llama_cfg.params(),
+        non_embedding_params: llama_cfg.non_embedding_params(),
+        vocab,
+        final_losses: last,
+        model_dir,
+    })
+}

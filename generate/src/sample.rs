@@ -1,0 +1,130 @@
+//! Sampling image codes from the LM, LlamaGen style: classifier-free guidance on a doubled
+//! batch, every step constrained to the image codes.
+//!
+//! Rows `0..B` carry the captions, rows `B..2B` the null (or negative) prompts; after one prefill
+//! of the left-padded prompts, each step computes logits for all `2B` rows in one forward,
+//! mixes them as `u + s (c - u)`, keeps only image codes, samples one code per image and feeds it
+//! to both rows of its pair. With `guidance == 1` the unconditional rows would not change the
+//! result, so they are not computed.
+//!
+//! Every image has its own seed and its own random stream, so an image depends on its request,
+//! not on which other requests share its batch (the server batches concurrent requests).
+
+use candle_core::{Device, Tensor};
+use vqrae_lm::batch::left_padded;
+use vqrae_lm::{restrict_to_range, split_cfg_batch, Llama, Sampler, SamplingConfig};
+use vqrae_lm::{TextTokenizer, UnifiedVocab};
+
+use crate::error::{GenerateError, Result};
+use crate::sequence::prompt_ids;
+
+/// One image to generate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageRequest {
+    pub caption: String,
+    /// What to steer away from; `None` is the null prompt.
+    pub negative: Option<String>,
+    pub seed: u64,
+}
+
+/// How to sample: guidance scale and the per-step sampling rule (its `seed` is ignored; each
+/// request has its own).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerationConfig {
+    pub guidance: f64,
+    pub sampling: SamplingConfig,
+}
+
+impl GenerationConfig {
+    pub fn validate(&self) -> Result<()> {
+        if !self.guidance.is_finite() || self.guidance < 0.0 {
+            return Err(GenerateError::Config(format!(
+                "guidance scale must be finite and >= 0, got {}",
+                self.guidance
+            )));
+        }
+        self.sampling.validate()?;
+        Ok(())
+    }
+}
+
+/// The LM pieces text-to-image sampling needs.
+pub struct T2i<'a> {
+    pub lm: &'a Llama,
+    pub text: &'a TextTokenizer,
+    pub vocab: &'a UnifiedVocab,
+    /// Codes per image (the tokenizer's grid).
+    pub image_tokens: usize,
+}
+
+impl T2i<'_> {
+    /// Samples `image_tokens` codes for each request.
+    pub fn sample_codes(
+        &self,
+        requests: &[ImageRequest],
+        cfg: &GenerationConfig,
+    ) -> Result<Vec<Vec<u32>>> {
+        cfg.validate()?;
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let b = requests.len();
+        let guided = cfg.guidance != 1.0;
+        let mut prompts = requests
+            .iter()
+            .map(|r| prompt_ids(self.text, self.vocab, Some(&r.caption)))
+            .collect::<Result<Vec<_>>>()?;
+        if guided {
+            for r in requests {
+                prompts.push(prompt_ids(self.text, self.vocab, r.negative.as_deref())?);
+            }
+        }
+        let dev: &Device = self.lm.device();
+        let (ids, left_pad) = left_padded(&prompts, self.text.pad_id(), dev)?;
+        let rows = prompts.len();
+        let l = ids.dim(1)?;
+        let mut cache = self.lm.new_cache(rows, l + self.image_tokens, left_pad)?;
+        let hidden = self
+            .lm
+            .forward_hidden(&self.lm.embed(&ids)?, Some(&mut cache), false)?;
+        let mut logits = self.lm.logits(&hidden.narrow(1, l - 1, 1)?.squeeze(1)?)?;
+        let mut samplers = requests
+            .iter()
+            .map(|r| {
+                Sampler::new(SamplingConfig {
+                    seed: r.seed,
+                    ..cfg.sampling.clone()
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let code_range = self.vocab.code_range();
+        let mut codes = vec![Vec::with_capacity(self.image_tokens); b];
+        for step in 0..self.image_tokens {
+            // guidance first, then the constraint: masking first would give -inf - -inf = NaN
+            let mixed = if guided {
+                split_cfg_batch(&logits, cfg.guidance)?
+            } else {
+                logits
+            };
+            let host = restrict_to_range(&mixed, code_range.clone())?.to_vec2::<f32>()?;
+            let mut next = Vec::with_capacity(rows);
+            for (row, sampler) in samplers.iter_mut().enumerate() {
+                let id = sampler.sample_row(&host[row])?;
+                codes[row].push(id - code_range.start);
+                next.push(id);
+            }
+            if step + 1 == self.image_tokens {
+                break;
+            }
+            if guided {
+                next.extend_from_within(..);
+            }
+            let ids = Tensor::from_vec(next, (rows, 1), dev)?;
+            let hidden = self
+                .lm
+                .forward_hidden(&self.lm.embed(&ids)?, Some(&mut cache), false)?;
+            logits = self.lm.logits(&hidden.squeeze(1)?)?;
+        }
+        Ok(codes)
+    }
+}

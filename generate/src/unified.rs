@@ -1,0 +1,223 @@
+//! The one model for both paths: the VQRAE tokenizer, one LLaMA-style LM over the unified
+//! vocabulary, the understanding projector and the text tokenizer, in one directory.
+//!
+//! ```text
+//! DIR/unified.json             vocabulary layout, image tokens, grid, projector shape
+//! DIR/tokenizer/               the VQRAE tokenizer checkpoint (config.json, model.safetensors)
+//! DIR/lm/                      HF LlamaForCausalLM (config.json, model.safetensors, tokenizer.json)
+//! DIR/projector.safetensors    the 2-layer MLP (linear_1, linear_2)
+//! ```
+//! The `lm/` folder loads in `transformers` as it is; only the embedding rows past the text
+//! vocabulary (codes, markers) mean something to vqrae alone.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+use vqrae_lm::{Llama, SamplingConfig, TextTokenizer, UnifiedVocab};
+use vqrae_tokenizer::Vqrae;
+use vqrae_understand::answer::Vqa;
+use vqrae_understand::{Projector, ProjectorConfig};
+
+use crate::error::{GenerateError, Result};
+use crate::sample::{GenerationConfig, ImageRequest, T2i};
+
+pub const UNIFIED_FILE: &str = "unified.json";
+pub const TOKENIZER_DIR: &str = "tokenizer";
+pub const LM_DIR: &str = "lm";
+pub const TEXT_TOKENIZER_FILE: &str = "tokenizer.json";
+pub const PROJECTOR_FILE: &str = "projector.safetensors";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnifiedConfig {
+    pub vocab: UnifiedVocab,
+    /// Codes (and feature slots) per image: the tokenizer's grid, row-major.
+    pub image_tokens: usize,
+    pub grid: (usize, usize),
+    pub projector: ProjectorConfig,
+}
+
+pub struct UnifiedModel {
+    pub cfg: UnifiedConfig,
+    pub tokenizer: Vqrae,
+    pub lm: Llama,
+    pub projector: Projector,
+    pub text: TextTokenizer,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> GenerateError + '_ {
+    move |source| GenerateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl UnifiedModel {
+    /// Loads a model directory; the LM and projector in `dtype` (f32 on CPU, bf16 on GPU), the
+    /// tokenizer in f32.
+    pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        let path = dir.join(UNIFIED_FILE);
+        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        let cfg: UnifiedConfig =
+            serde_json::from_str(&text).map_err(|source| GenerateError::Json {
+                path: path.clone(),
+                source,
+            })?;
+        cfg.vocab.validate()?;
+        let tokenizer = Vqrae::load(&dir.join(TOKENIZER_DIR), device, DType::F32)?;
+        let lm = Llama::load(&dir.join(LM_DIR), device, dtype)?;
+        let text = TextTokenizer::from_file(dir.join(LM_DIR).join(TEXT_TOKENIZER_FILE))?;
+        let check = |what: &str, got: usize, want: usize| {
+            if got == want {
+                Ok(())
+            } else {
+                Err(GenerateError::Config(format!(
+                    "{}: {what} is {got}, {UNIFIED_FILE} says {want}",
+                    dir.display()
+                )))
+            }
+        };
+        check(
+            "the LM's vocabulary",
+            lm.config().vocab_size,
+            cfg.vocab.size(),
+        )?;
+        check(
+            "the text tokenizer's vocabulary",
+            text.vocab_size(),
+            cfg.vocab.text,
+        )?;
+        check(
+            "the tokenizer's codebook",
+            tokenizer.config().quantizer.codebook_size,
+            cfg.vocab.codes,
+        )?;
+        let (gh, gw) = tokenizer.config().grid();
+        check("the tokenizer's grid", gh * gw, cfg.image_tokens)?;
+        let ppath = dir.join(PROJECTOR_FILE);
+        let tensors = candle_core::safetensors::load(&ppath, device)
+            .map_err(|e| GenerateError::candle(format!("reading {}", ppath.display()), e))?;
+        let projector = Projector::new(
+            &cfg.projector,
+            VarBuilder::from_tensors(tensors, dtype, device),
+        )
+        .map_err(|e| GenerateError::candle(format!("loading {}", ppath.display()), e))?;
+        Ok(Self {
+            cfg,
+            tokenizer,
+            lm,
+            projector,
+            text,
+        })
+    }
+
+    /// Writes a model directory from its parts (each file atomically). `tokenizer_dir` is copied.
+    pub fn save_parts(
+        dir: &Path,
+        cfg: &UnifiedConfig,
+        tokenizer_dir: &Path,
+        lm: &Llama,
+        projector: &HashMap<String, Tensor>,
+        text: &TextTokenizer,
+        dtype: DType,
+    ) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let tok = dir.join(TOKENIZER_DIR);
+        if tok.canonicalize().ok() != tokenizer_dir.canonicalize().ok() {
+            std::fs::create_dir_all(&tok).map_err(io(&tok))?;
+            for f in [
+                vqrae_tokenizer::checkpoint::CONFIG_FILE,
+                vqrae_tokenizer::checkpoint::WEIGHTS_FILE,
+            ] {
+                let tmp = tok.join(format!(".{f}.tmp"));
+                std::fs::copy(tokenizer_dir.join(f), &tmp).map_err(io(&tokenizer_dir.join(f)))?;
+                std::fs::rename(&tmp, tok.join(f)).map_err(io(&tok))?;
+            }
+        }
+        let lm_dir = dir.join(LM_DIR);
+        let cast = |m: HashMap<String, Tensor>| -> Result<HashMap<String, Tensor>> {
+            m.into_iter()
+                .map(|(k, v)| Ok((k, v.to_dtype(dtype)?)))
+                .collect()
+        };
+        vqrae_lm::model::save_checkpoint(&lm_dir, lm.config(), &cast(lm.tensors())?)?;
+        text.save(lm_dir.join(TEXT_TOKENIZER_FILE))?;
+        let ppath = dir.join(PROJECTOR_FILE);
+        let tmp = dir.join(format!(".{PROJECTOR_FILE}.tmp"));
+        candle_core::safetensors::save(&cast(projector.clone())?, &tmp)
+            .map_err(|e| GenerateError::candle(format!("writing {}", ppath.display()), e))?;
+        std::fs::rename(&tmp, &ppath).map_err(io(&ppath))?;
+        let json = serde_json::to_string_pretty(cfg).map_err(|source| GenerateError::Json {
+            path: dir.join(UNIFIED_FILE),
+            source,
+        })?;
+        let upath = dir.join(UNIFIED_FILE);
+        let tmp = dir.join(format!(".{UNIFIED_FILE}.tmp"));
+        std::fs::write(&tmp, json + "\n").map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &upath).map_err(io(&upath))?;
+        Ok(())
+    }
+
+    pub fn vqa(&self) -> Vqa<'_> {
+        Vqa {
+            lm: &self.lm,
+            projector: &self.projector,
+            text: &self.text,
+            vocab: &self.cfg.vocab,
+        }
+    }
+
+    pub fn t2i(&self) -> T2i<'_> {
+        T2i {
+            lm: &self.lm,
+            text: &self.text,
+            vocab: &self.cfg.vocab,
+            image_tokens: self.cfg.image_tokens,
+        }
+    }
+
+    /// Continuous features `(B, N, d)` of images (the understanding path).
+    pub fn features(&self, images: &[RgbImage]) -> Result<Tensor> {
+        let input = self.tokenizer.images_to_input(images)?;
+        Ok(self.tokenizer.encode(&input)?.features)
+    }
+
+    /// Answers one question per image.
+    pub fn ask(
+        &self,
+        images: &[RgbImage],
+        questions: &[&str],
+        max_tokens: usize,
+        sampling: &SamplingConfig,
+    ) -> Result<Vec<String>> {
+        let features = self.features(images)?;
+        Ok(self
+            .vqa()
+            .answer_with(&features, questions, max_tokens, sampling, |_, _| {})?)
+    }
+
+    /// Generates one image per request: codes from the LM, pixels from the tokenizer's decoder.
+    pub fn generate(
+        &self,
+        requests: &[ImageRequest],
+        cfg: &GenerationConfig,
+    ) -> Result<Vec<RgbImage>> {
+        let codes = self.t2i().sample_codes(requests, cfg)?;
+        self.decode_codes(&codes)
+    }
+
+    /// Pixels of code grids.
+    pub fn decode_codes(&self, codes: &[Vec<u32>]) -> Result<Vec<RgbImage>> {
+        if codes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let flat: Vec<u32> = codes.iter().flatten().copied().collect();
+        let t = Tensor::from_vec(flat, (codes.len(), self.cfg.image_tokens), self.lm.device())?;
+        let pixels = self.tokenizer.decode(&t, self.cfg.grid)?;
+        Ok(self.tokenizer.output_to_images(&pixels)?)
+    }
+}

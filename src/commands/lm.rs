@@ -1,0 +1,377 @@
+//! `train-lm`, `ask`, `generate`, `eval-vqa`, `eval-t2i`: the one LM on both paths.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use clap::Args;
+use serde_json::json;
+use vqrae_data::easy_vqa::{EasyVqa, Split, COLORS, SHAPES};
+use vqrae_data::image_io::{grid, load_rgb, save_png};
+use vqrae_generate::joint::{self, JointConfig, JointData};
+use vqrae_generate::referee::{Referee, Verdict};
+use vqrae_generate::sample::{GenerationConfig, ImageRequest};
+use vqrae_generate::unified::UnifiedModel;
+use vqrae_lm::SamplingConfig;
+use vqrae_tokenizer::Vqrae;
+use vqrae_understand::eval::VqaScore;
+
+use super::default_dtype;
+
+fn load_easy_vqa(root: &Path, split: Split) -> Result<EasyVqa> {
+    EasyVqa::load(&root.join("easy-vqa"), split)
+        .with_context(|| format!("easy-VQA {split} (run `vqrae data setup`)"))
+}
+
+fn write_json(path: &Option<PathBuf>, value: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    println!("{text}");
+    if let Some(p) = path {
+        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::write(p, text + "\n").with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct TrainLmArgs {
+    /// Joint training config (configs/lm/*.toml): LM shape, text vocabulary, phases.
+    #[arg(long)]
+    config: PathBuf,
+    /// The trained VQRAE tokenizer (frozen; its features and codes feed the LM).
+    #[arg(long)]
+    tokenizer: PathBuf,
+    /// Run directory (checkpoints, metrics.jsonl, text tokenizer); an existing run resumes.
+    #[arg(long)]
+    run: PathBuf,
+    /// Also copy the finished model directory here (e.g. models/vqrae-easyvqa).
+    #[arg(short, long)]
+    out: Option<PathBuf>,
+    /// Use only this many training images (0: all), for quick runs.
+    #[arg(long, default_value_t = 0)]
+    limit: usize,
+}
+
+pub fn train_lm(a: TrainLmArgs, root: &Path, device: &Device) -> Result<()> {
+    let cfg = JointConfig::from_toml_file(&a.config)?;
+    let ds = load_easy_vqa(root, Split::Train)?;
+    let n = if a.limit == 0 {
+        ds.images.len()
+    } else {
+        a.limit.min(ds.images.len())
+    };
+    let index: HashMap<usize, usize> = ds.images[..n]
+        .iter()
+        .enumerate()
+        .map(|(i, im)| (im.id, i))
+        .collect();
+    let images = ds.load_images(&(0..n).collect::<Vec<_>>())?;
+    let captions = ds.images[..n].iter().map(|im| im.caption()).collect();
+    let questions = ds
+        .questions
+        .iter()
+        .filter_map(|q| {
+            index
+                .get(&q.image_id)
+                .map(|&i| (i, q.question.clone(), q.answer.clone()))
+        })
+        .collect();
+    let started = Instant::now();
+    let tokenizer = Vqrae::load(&a.tokenizer, device, DType::F32)?;
+    let data = JointData::encode(&tokenizer, &images, captions, questions)?;
+    tracing::info!(
+        images = n,
+        seconds = started.elapsed().as_secs_f64(),
+        "encoded the training images"
+    );
+    let summary = joint::train(&cfg, &data, &a.tokenizer, &a.run, device)?;
+    if let Some(out) = &a.out {
+        copy_dir(&summary.model_dir, out)?;
+    }
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
+
+/// Copies a model directory (two levels: files and sub-folders of files) via a temp sibling.
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    let tmp = to.with_extension("tmp-copy");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    fn copy(from: &Path, to: &Path) -> Result<()> {
+        std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+        for entry in
+            std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))?
+        {
+            let entry = entry?;
+            let dest = to.join(entry.file_name());
+            if entry.file_type()?.is_dir() {
+                copy(&entry.path(), &dest)?;
+            } else {
+                std::fs::copy(entry.path(), &dest)
+                    .with_context(|| format!("copying {}", entry.path().display()))?;
+            }
+        }
+        Ok(())
+    }
+    copy(from, &tmp)?;
+    if to.exists() {
+        std::fs::remove_dir_all(to)?;
+    }
+    std::fs::rename(&tmp, to)?;
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct AskArgs {
+    /// Model directory (tokenizer + LM), e.g. models/vqrae-easyvqa.
+    #[arg(long)]
+    model: PathBuf,
+    /// The image.
+    image: PathBuf,
+    /// The question.
+    question: String,
+    /// Longest answer, in tokens.
+    #[arg(long, default_value_t = 16)]
+    max_tokens: usize,
+}
+
+pub fn ask(a: AskArgs, device: &Device) -> Result<()> {
+    let model = UnifiedModel::load(&a.model, device, default_dtype(device))?;
+    let image = load_rgb(&a.image)?;
+    let answer = model.ask(
+        &[image],
+        &[a.question.as_str()],
+        a.max_tokens,
+        &SamplingConfig::greedy(),
+    )?;
+    println!("{}", answer.first().map(String::as_str).unwrap_or(""));
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// Model directory (tokenizer + LM), e.g. models/vqrae-easyvqa.
+    #[arg(long)]
+    model: PathBuf,
+    /// The caption to draw, e.g. "a blue rectangle".
+    prompt: String,
+    /// Number of images.
+    #[arg(short, default_value_t = 4)]
+    n: usize,
+    /// Classifier-free guidance scale (1: no guidance).
+    #[arg(long = "cfg", default_value_t = 3.0)]
+    guidance: f64,
+    /// Seed of the first image; image i uses seed + i.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    #[arg(long)]
+    top_k: Option<usize>,
+    #[arg(long)]
+    top_p: Option<f64>,
+    /// What to steer away from instead of the empty prompt.
+    #[arg(long)]
+    negative_prompt: Option<String>,
+    /// Output folder: 0.png, 1.png, ... and grid.png.
+    #[arg(short, long)]
+    out: PathBuf,
+}
+
+pub fn generate(a: GenerateArgs, device: &Device) -> Result<()> {
+    if a.n == 0 {
+        bail!("-n must be at least 1");
+    }
+    let model = UnifiedModel::load(&a.model, device, default_dtype(device))?;
+    let cfg = GenerationConfig {
+        guidance: a.guidance,
+        sampling: SamplingConfig {
+            temperature: a.temperature,
+            top_k: a.top_k,
+            top_p: a.top_p,
+            seed: a.seed,
+        },
+    };
+    let requests: Vec<ImageRequest> = (0..a.n as u64)
+        .map(|i| ImageRequest {
+            caption: a.prompt.clone(),
+            negative: a.negative_prompt.clone(),
+            seed: a.seed.wrapping_add(i),
+        })
+        .collect();
+    let images = model.generate(&requests, &cfg)?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    for (i, img) in images.iter().enumerate() {
+        save_png(img, &a.out.join(format!("{i}.png")))?;
+    }
+    save_png(
+        &grid(&images, images.len().min(8), 2),
+        &a.out.join("grid.png"),
+    )?;
+    println!("{} images in {}", images.len(), a.out.display());
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct EvalVqaArgs {
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long, default_value = "test")]
+    split: Split,
+    /// Evaluate only the first N questions (0: all).
+    #[arg(long, default_value_t = 0)]
+    limit: usize,
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Also write the report here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+pub fn eval_vqa(a: EvalVqaArgs, root: &Path, device: &Device) -> Result<()> {
+    if a.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    let started = Instant::now();
+    let model = UnifiedModel::load(&a.model, device, default_dtype(device))?;
+    let ds = load_easy_vqa(root, a.split)?;
+    let index: HashMap<usize, usize> = ds
+        .images
+        .iter()
+        .enumerate()
+        .map(|(i, im)| (im.id, i))
+        .collect();
+    let questions: Vec<_> = ds
+        .questions
+        .iter()
+        .take(if a.limit == 0 { usize::MAX } else { a.limit })
+        .collect();
+    let mut score = VqaScore::default();
+    let mut examples = Vec::new();
+    for chunk in questions.chunks(a.batch) {
+        let idx = chunk
+            .iter()
+            .map(|q| {
+                index
+                    .get(&q.image_id)
+                    .copied()
+                    .with_context(|| format!("question about unknown image {}", q.image_id))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let images = ds.load_images(&idx)?;
+        let texts: Vec<&str> = chunk.iter().map(|q| q.question.as_str()).collect();
+        let answers = model.ask(&images, &texts, 8, &SamplingConfig::greedy())?;
+        for (q, got) in chunk.iter().zip(&answers) {
+            score.add(&q.kind.to_string(), got, &q.answer);
+            if examples.len() < 12 {
+                examples.push(json!({"image": q.image_id, "question": q.question, "answer": got, "expected": q.answer}));
+            }
+        }
+    }
+    write_json(
+        &a.json,
+        &json!({
+            "split": a.split.as_str(),
+            "questions": score.total,
+            "accuracy": score.accuracy(),
+            "by_kind": score.by_kind,
+            "seconds": started.elapsed().as_secs_f64(),
+            "examples": examples,
+        }),
+    )
+}
+
+#[derive(Args)]
+pub struct EvalT2iArgs {
+    #[arg(long)]
+    model: PathBuf,
+    /// The referee (trained on real images only; see `train-referee`).
+    #[arg(long)]
+    referee: PathBuf,
+    /// Guidance scales to measure, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,5")]
+    cfg: Vec<f64>,
+    /// Images per caption (seeds 0..n).
+    #[arg(short, default_value_t = 8)]
+    n: usize,
+    /// The captions are the distinct colour-shape captions of this split.
+    #[arg(long, default_value = "test")]
+    split: Split,
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    /// Writes grid-cfg<S>.png (one row per caption) here.
+    #[arg(long)]
+    grids: Option<PathBuf>,
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+pub fn eval_t2i(a: EvalT2iArgs, root: &Path, device: &Device) -> Result<()> {
+    if a.n == 0 || a.cfg.is_empty() {
+        bail!("need at least one image per caption and one guidance scale");
+    }
+    let started = Instant::now();
+    let model = UnifiedModel::load(&a.model, device, default_dtype(device))?;
+    let referee = Referee::load(&a.referee, device)?;
+    let ds = load_easy_vqa(root, a.split)?;
+    let mut combos: Vec<(usize, usize)> = ds
+        .images
+        .iter()
+        .filter_map(|im| Some((im.color?, im.shape?)))
+        .collect();
+    combos.sort();
+    combos.dedup();
+    let mut by_scale = BTreeMap::new();
+    for &scale in &a.cfg {
+        let gen = GenerationConfig {
+            guidance: scale,
+            sampling: SamplingConfig {
+                temperature: a.temperature,
+                ..SamplingConfig::default()
+            },
+        };
+        let mut requests = Vec::new();
+        let mut labels = Vec::new();
+        for &(color, shape) in &combos {
+            let caption = format!("a {} {}", COLORS[color], SHAPES[shape]);
+            for seed in 0..a.n as u64 {
+                requests.push(ImageRequest {
+                    caption: caption.clone(),
+                    negative: None,
+                    seed,
+                });
+                labels.push(Verdict { color, shape });
+            }
+        }
+        let mut images = Vec::with_capacity(requests.len());
+        for chunk in requests.chunks(64) {
+            images.extend(model.generate(chunk, &gen)?);
+        }
+        let report = referee.evaluate(&images, &labels)?;
+        if let Some(dir) = &a.grids {
+            std::fs::create_dir_all(dir)?;
+            save_png(
+                &grid(&images, a.n, 2),
+                &dir.join(format!("grid-cfg{scale}.png")),
+            )?;
+        }
+        tracing::info!(scale, both = report.both, "text-to-image");
+        by_scale.insert(format!("{scale}"), report);
+    }
+    write_json(
+        &a.json,
+        &json!({
+            "split": a.split.as_str(),
+            "captions": combos.len(),
+            "images_per_caption": a.n,
+            "temperature": a.temperature,
+            "by_guidance": by_scale,
+            "seconds": started.elapsed().as_secs_f64(),
+        }),
+    )
+}
