@@ -6,12 +6,15 @@
 //!   serves both paths;
 //! - [`joint`]: phased joint training of the one LM on VQA and text-to-image;
 //! - [`referee`]: the independent judge of generated easy-VQA images (a small CNN trained on
-//!   real images only).
+//!   real images only);
+//! - [`scene_judge`]: an exact pixel judge of generated procedural scenes, scored per skill
+//!   (count, colour, position) as GenEval does with a detector.
 
 pub mod error;
 pub mod joint;
 pub mod referee;
 pub mod sample;
+pub mod scene_judge;
 pub mod sequence;
 pub mod unified;
 

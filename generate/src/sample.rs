@@ -68,6 +68,11 @@ impl T2i<'_> {
         if requests.is_empty() {
             return Ok(Vec::new());
         }
+        if let Some(i) = requests.iter().position(|r| r.caption.trim().is_empty()) {
+            return Err(GenerateError::Config(format!(
+                "request {i}: the prompt is empty (the null prompt is for guidance only)"
+            )));
+        }
         let b = requests.len();
         let guided = cfg.guidance != 1.0;
         let mut prompts = requests
@@ -78,6 +83,17 @@ impl T2i<'_> {
             for r in requests {
                 prompts.push(prompt_ids(self.text, self.vocab, r.negative.as_deref())?);
             }
+        }
+        let context = self.lm.config().max_position_embeddings;
+        if let Some(p) = prompts
+            .iter()
+            .find(|p| p.len() + self.image_tokens > context)
+        {
+            return Err(GenerateError::Config(format!(
+                "a prompt of {} tokens plus {} image tokens exceeds the model's context of {context}",
+                p.len(),
+                self.image_tokens
+            )));
         }
         let dev: &Device = self.lm.device();
         let (ids, left_pad) = left_padded(&prompts, self.text.pad_id(), dev)?;

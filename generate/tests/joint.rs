@@ -184,3 +184,39 @@ fn bad_configs_are_clear_errors() -> Result<()> {
     assert!(heads.validate().is_err());
     Ok(())
 }
+
+#[test]
+fn bad_requests_are_clear_errors() -> Result<()> {
+    let s = setup()?;
+    let run = s.root.join("run");
+    let mut cfg = s.cfg.clone();
+    cfg.phases.truncate(1);
+    cfg.phases[0].steps = 1;
+    joint::train(&cfg, &s.data, &s.root.join("tok"), &run, &Device::Cpu)?;
+    let model = UnifiedModel::load(&run.join("model"), &Device::Cpu, DType::F32)?;
+    let gen = GenerationConfig {
+        guidance: 2.0,
+        sampling: SamplingConfig::default(),
+    };
+    let req = |caption: &str| ImageRequest {
+        caption: caption.into(),
+        negative: None,
+        seed: 0,
+    };
+    let empty = model.generate(&[req("  ")], &gen).unwrap_err().to_string();
+    assert!(empty.contains("empty"), "{empty}");
+    let long = "a red circle ".repeat(40);
+    let too_long = model.generate(&[req(&long)], &gen).unwrap_err().to_string();
+    assert!(too_long.contains("context"), "{too_long}");
+    let (images, _, _) = toy_data(1);
+    let q = format!("what color is {}?", "the shape ".repeat(60));
+    let err = model
+        .ask(&images, &[q.as_str()], 4, &SamplingConfig::greedy())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("context"), "{err}");
+    assert!(model
+        .ask(&images, &[""], 4, &SamplingConfig::greedy())
+        .is_err());
+    Ok(())
+}

@@ -59,6 +59,15 @@ impl Vqa<'_> {
     ) -> Result<Vec<String>> {
         let (embeds, left_pad) = self.prompt_embeds(features, questions)?;
         let (b, l, _) = embeds.dims3()?;
+        let context = self.lm.config().max_position_embeddings;
+        if l >= context {
+            return Err(UnderstandError::Input(format!(
+                "a prompt of {l} tokens (image included) leaves no room for an answer in the \
+                 model's context of {context}"
+            )));
+        }
+        // the answer may use what the context has left
+        let max_tokens = max_tokens.min(context - l);
         let mut cache = self.lm.new_cache(b, l + max_tokens, left_pad)?;
         let hidden = self.lm.forward_hidden(&embeds, Some(&mut cache), false)?;
         let mut logits = self.lm.logits(&hidden.narrow(1, l - 1, 1)?.squeeze(1)?)?;

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Reproduces the unified-LM figures on CPU: the referee, the default joint LM (VQA + text-to-image
+# from one checkpoint), its held-out VQA accuracy per question kind, and its text-to-image rate
+# judged by the referee at several guidance scales. Reports go to docs/results/lm/.
+#
+#   scripts/lm-experiments.sh [PART ...]
+#
+# PARTS (default: all, in this order):
+#   referee   train the referee on real easy-VQA training images  -> models/referee-easyvqa
+#   train     joint LM on models/tokenizer-easyvqa                 -> models/vqrae-easyvqa
+#   eval      eval-vqa on the 9,673 test questions, eval-t2i at CFG 1, 2, 3, 5, sample grids
+#
+# The run goes to runs/lm-joint (resumed if interrupted). VQRAE_BIN overrides the binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${VQRAE_BIN:-target/debug/vqrae}
+[[ -n ${VQRAE_BIN:-} ]] || cargo build --quiet
+OUT=docs/results/lm
+MODEL=models/vqrae-easyvqa
+REFEREE=models/referee-easyvqa
+mkdir -p "$OUT" runs models
+
+part_referee() {
+    "$BIN" train-referee --config configs/referee.toml -o "$REFEREE" --json docs/results/referee/referee.json
+    "$BIN" eval-referee --referee "$REFEREE" --tokenizer models/tokenizer-easyvqa \
+        --json docs/results/referee/eval.json
+}
+
+part_train() {
+    "$BIN" train-lm --config configs/lm/joint-easyvqa.toml --tokenizer models/tokenizer-easyvqa \
+        --run runs/lm-joint -o "$MODEL" >"$OUT/train.json"
+    "$BIN" plot --run runs/lm-joint --keys loss_t2i,loss_vqa,grad_norm -o "$OUT/curves.png" >/dev/null
+}
+
+part_eval() {
+    "$BIN" eval-vqa --model "$MODEL" --json "$OUT/vqa.json" >/dev/null
+    "$BIN" eval-t2i --model "$MODEL" --referee "$REFEREE" --cfg 1,2,3,5 --grids "$OUT" \
+        --json "$OUT/t2i.json" >/dev/null
+}
+
+parts=("$@")
+[[ ${#parts[@]} -gt 0 ]] || parts=(referee train eval)
+for p in "${parts[@]}"; do
+    echo "== $p" >&2
+    "part_$p"
+done
