@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use commands::{data, lm, plot, probe, referee, tokenizer, train};
+use commands::{data, lm, plot, probe, referee, serve, tokenizer, train};
 
 /// candle allocates a fresh buffer for every op; glibc's allocator hands large ones back to the
 /// kernel at once, so training spent a third of its time in page faults. mimalloc keeps them:
@@ -74,6 +74,9 @@ enum Command {
     TrainReferee(referee::TrainRefereeArgs),
     /// The referee's accuracy on real images and, with --tokenizer, on their reconstructions.
     EvalReferee(referee::EvalRefereeArgs),
+    /// The HTTP API: OpenAI-compatible image generation and chat (questions about an image),
+    /// tokenize and reconstruction endpoints, metrics and a web page; 127.0.0.1:8080 by default.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> Result<()> {
@@ -105,5 +108,6 @@ fn main() -> Result<()> {
         Command::EvalT2i(a) => lm::eval_t2i(a, &data_root, &device),
         Command::TrainReferee(a) => referee::train_referee(a, &data_root, &device),
         Command::EvalReferee(a) => referee::eval_referee(a, &data_root, &device),
+        Command::Serve(a) => serve::run(a, &device),
     }
 }

@@ -1,9 +1,186 @@
-//! vqrae-web: the axum HTTP API over both paths and a small web page (lands with the HTTP API
-//! issue).
+//! vqrae-web: the HTTP API over one unified model (text-to-image and visual question answering)
+//! and a small web page.
 //!
-//! What lands here: OpenAI-compatible `POST /v1/images/generations` and
-//! `POST /v1/chat/completions` (with image parts and server-sent-event streaming), tokenize and
-//! reconstruction endpoints, `/v1/models`, `/health`, `/metrics`, `/openapi.json`, request
-//! batching into shared forward passes behind a bounded queue, and the static page at `/`.
+//! ```text
+//! POST /v1/images/generations     prompt -> images (OpenAI's API + seed, guidance_scale, ...)
+//! POST /v1/chat/completions       image + question -> answer (OpenAI's API, SSE streaming)
+//! POST /v1/images/tokenize        image -> codes grid and feature shape
+//! POST /v1/images/reconstructions image -> codes -> image
+//! GET  /v1/models  /health  /metrics  /openapi.json  /
+//! ```
 //!
-//! Nothing is implemented yet; this crate exists so that the workspace has its final shape.
+//! Requests reach the model through [`batcher::Engine`]: one worker thread owns the model and a
+//! bounded queue; concurrent generation requests with equal settings share one batched forward.
+//! Past the queue's capacity requests get 503 with Retry-After. Every error has OpenAI's shape.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use vqrae_web::ServeConfig;
+//! let cfg = ServeConfig::default(); // 127.0.0.1:8080, models/vqrae-easyvqa
+//! let model = vqrae_generate::unified::UnifiedModel::load(
+//!     &cfg.model, &candle_core::Device::Cpu, candle_core::DType::F32)?;
+//! vqrae_web::run(cfg, model)?; // until SIGTERM or Ctrl-C
+//! # Ok(()) }
+//! ```
+
+pub mod auth;
+pub mod batcher;
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod state;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use vqrae_generate::unified::UnifiedModel;
+
+pub use batcher::{Engine, Worker};
+pub use config::ServeConfig;
+pub use error::{ApiError, ServeError};
+pub use state::AppState;
+
+/// How long shutdown waits for the model worker to finish its queue once the last connection
+/// has closed.
+const WORKER_DRAIN: Duration = Duration::from_secs(120);
+
+/// A bound, not yet serving server.
+pub struct Server {
+    listener: TcpListener,
+    router: Router,
+    worker: Worker,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// Binds `cfg.host:cfg.port` (port 0: a free one) and starts the model worker.
+    pub async fn bind(cfg: ServeConfig, model: UnifiedModel) -> Result<Self, ServeError> {
+        Self::bind_with(cfg, model, Router::new()).await
+    }
+
+    /// [`Server::bind`] with `extra` routes behind the same auth, limits, metrics and panic
+    /// handling as the API (tests use it to inject failures).
+    pub async fn bind_with(
+        cfg: ServeConfig,
+        model: UnifiedModel,
+        extra: Router<AppState>,
+    ) -> Result<Self, ServeError> {
+        let want = cfg.addr();
+        let listener = TcpListener::bind(want)
+            .await
+            .map_err(|source| ServeError::Io {
+                what: format!("binding {want}"),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| ServeError::Io {
+            what: "reading the bound address".into(),
+            source,
+        })?;
+        let (state, worker) = AppState::new(cfg, model)?;
+        tracing::info!(
+            "serving {} ({} images) on http://{addr} (auth {}; queue of {}, batches of up to {} images)",
+            state.model.id,
+            state.model.size(),
+            if state.cfg.api_key.is_some() { "on" } else { "off" },
+            state.cfg.batch.queue_capacity,
+            state.cfg.batch.max_batch,
+        );
+        let router = routes::router(state, extra);
+        Ok(Self {
+            listener,
+            router,
+            worker,
+            addr,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting connections, finishes the
+    /// requests in flight (streams included), lets the model worker finish its queue, and
+    /// returns.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let Self {
+            listener,
+            router,
+            worker,
+            addr,
+        } = self;
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down: finishing the requests in flight");
+            })
+            .await
+            .map_err(|source| ServeError::Io {
+                what: format!("serving on {addr}"),
+                source,
+            })?;
+        // the router and its handles on the model are gone: the worker drains and stops
+        let join = tokio::task::spawn_blocking(move || worker.join());
+        match tokio::time::timeout(WORKER_DRAIN, join).await {
+            Ok(Ok(r)) => r?,
+            Ok(Err(_)) => return Err(ServeError::Worker),
+            Err(_) => tracing::warn!("the model worker did not stop in time; leaving it"),
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// Serves `model` with `cfg` until SIGTERM or Ctrl-C, on a runtime of its own (the blocking
+/// entry point of `vqrae serve`).
+pub fn run(cfg: ServeConfig, model: UnifiedModel) -> Result<(), ServeError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("vqrae-http")
+        .build()
+        .map_err(|source| ServeError::Io {
+            what: "starting the async runtime".into(),
+            source,
+        })?;
+    rt.block_on(async move {
+        let server = Server::bind(cfg, model).await?;
+        server.run(shutdown_signal()).await
+    })
+}

@@ -1,0 +1,498 @@
+//! `POST /v1/chat/completions`: questions about an image, answered through the continuous path
+//! (encoder features -> projector -> LM). OpenAI's request and response, including
+//! `stream: true` (server-sent `chat.completion.chunk`s ending with `data: [DONE]`).
+//!
+//! The model answers one question about one image: the question is the text of the last user
+//! message, the image the last `image_url` part in the conversation (a `data:` URL).
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::stream;
+use image::RgbImage;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use vqrae_generate::unified::UnifiedModel;
+use vqrae_generate::GenerateError;
+use vqrae_lm::SamplingConfig;
+
+use crate::codec;
+use crate::error::{ApiError, ApiJson};
+use crate::routes::{check_range, check_text};
+use crate::state::{unix_now, AppState};
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct ChatRequest {
+    #[serde(default)]
+    pub model: Option<String>,
+    pub messages: Vec<Message>,
+    #[serde(default)]
+    pub max_tokens: Option<usize>,
+    /// OpenAI's newer name for `max_tokens`.
+    #[serde(default)]
+    pub max_completion_tokens: Option<usize>,
+    /// Default 0: greedy, the model's best answer.
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    pub top_p: Option<f64>,
+    /// An extension.
+    #[serde(default)]
+    pub top_k: Option<usize>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub stream: Option<bool>,
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    pub n: Option<usize>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Message {
+    pub role: String,
+    /// A string, or an array of `{"type": "text"}` / `{"type": "image_url"}` parts.
+    #[serde(default)]
+    pub content: Value,
+}
+
+/// One question about one image, and how to answer it.
+struct Question {
+    image_url: String,
+    image_param: String,
+    question: String,
+    max_tokens: usize,
+    sampling: SamplingConfig,
+}
+
+fn parse(state: &AppState, req: &ChatRequest) -> Result<Question, ApiError> {
+    state.check_model(req.model.as_deref())?;
+    let limits = &state.cfg.limits;
+    if req.messages.is_empty() {
+        return Err(ApiError::invalid("messages", "messages must not be empty"));
+    }
+    if req.messages.len() > limits.max_messages {
+        return Err(ApiError::invalid(
+            "messages",
+            format!(
+                "{} messages; the limit is {}",
+                req.messages.len(),
+                limits.max_messages
+            ),
+        ));
+    }
+    if let Some(n) = req.n {
+        if n != 1 {
+            return Err(ApiError::invalid(
+                "n",
+                format!("this server gives one answer per request (n = 1), got n = {n}"),
+            ));
+        }
+    }
+    let mut question: Option<(usize, String)> = None;
+    let mut image: Option<(String, String)> = None;
+    for (i, m) in req.messages.iter().enumerate() {
+        match m.role.as_str() {
+            "system" | "developer" | "user" | "assistant" | "tool" => {}
+            other => {
+                return Err(ApiError::invalid(
+                    &format!("messages[{i}].role"),
+                    format!("unknown role {other:?}"),
+                ))
+            }
+        }
+        let (texts, images) = parts(&m.content, i)?;
+        if m.role != "user" {
+            continue;
+        }
+        if images.len() > 1 {
+            return Err(ApiError::invalid(
+                &format!("messages[{i}].content"),
+                "one image per message: this model answers a question about one image",
+            ));
+        }
+        if let Some(img) = images.into_iter().next() {
+            image = Some(img);
+        }
+        question = Some((i, texts.join(" ")));
+    }
+    let Some((qi, text)) = question else {
+        return Err(ApiError::invalid(
+            "messages",
+            "no user message: ask a question in a message with role \"user\"",
+        ));
+    };
+    let question = check_text(
+        &text,
+        &format!("messages[{qi}].content"),
+        limits.max_prompt_chars,
+    )?
+    .to_string();
+    let Some((image_url, image_param)) = image else {
+        return Err(ApiError::invalid(
+            "messages",
+            "this model answers questions about an image: add a part \
+             {\"type\": \"image_url\", \"image_url\": {\"url\": \"data:image/png;base64,...\"}}",
+        ));
+    };
+    let max_tokens = req
+        .max_completion_tokens
+        .or(req.max_tokens)
+        .unwrap_or(limits.default_max_tokens);
+    if max_tokens == 0 || max_tokens > limits.max_tokens {
+        return Err(ApiError::invalid(
+            "max_tokens",
+            format!(
+                "max_tokens must be between 1 and {}, got {max_tokens}",
+                limits.max_tokens
+            ),
+        ));
+    }
+    let temperature = req.temperature.unwrap_or(0.0);
+    check_range("temperature", temperature, 0.0, 10.0)?;
+    if let Some(p) = req.top_p {
+        if !(p > 0.0 && p <= 1.0) {
+            return Err(ApiError::invalid(
+                "top_p",
+                format!("top_p must be in (0, 1], got {p}"),
+            ));
+        }
+    }
+    if req.top_k == Some(0) {
+        return Err(ApiError::invalid("top_k", "top_k must be at least 1"));
+    }
+    let seed = req.seed.unwrap_or_else(|| {
+        if temperature == 0.0 {
+            0
+        } else {
+            rand::random::<u64>()
+        }
+    });
+    Ok(Question {
+        image_url,
+        image_param,
+        question,
+        max_tokens,
+        sampling: SamplingConfig {
+            temperature,
+            top_k: req.top_k,
+            top_p: req.top_p,
+            seed,
+        },
+    })
+}
+
+/// The texts and the image URLs (with their param path) of one message's content.
+type Parts = (Vec<String>, Vec<(String, String)>);
+
+fn parts(content: &Value, i: usize) -> Result<Parts, ApiError> {
+    let param = format!("messages[{i}].content");
+    match content {
+        Value::Null => Ok((Vec::new(), Vec::new())),
+        Value::String(s) => Ok((vec![s.clone()], Vec::new())),
+        Value::Array(items) => {
+            let mut texts = Vec::new();
+            let mut images = Vec::new();
+            for (j, part) in items.iter().enumerate() {
+                let p = format!("{param}[{j}]");
+                let kind = part.get("type").and_then(Value::as_str).unwrap_or("");
+                match kind {
+                    "text" => {
+                        let Some(t) = part.get("text").and_then(Value::as_str) else {
+                            return Err(ApiError::invalid(&p, "a text part needs a string `text`"));
+                        };
+                        texts.push(t.to_string());
+                    }
+                    "image_url" => {
+                        let url = match part.get("image_url") {
+                            Some(Value::String(u)) => Some(u.as_str()),
+                            Some(obj) => obj.get("url").and_then(Value::as_str),
+                            None => None,
+                        };
+                        let Some(url) = url else {
+                            return Err(ApiError::invalid(
+                                &p,
+                                "an image_url part needs {\"image_url\": {\"url\": \"data:image/png;base64,...\"}}",
+                            ));
+                        };
+                        images.push((url.to_string(), format!("{p}.image_url.url")));
+                    }
+                    other => {
+                        return Err(ApiError::invalid(
+                            &p,
+                            format!(
+                                "content parts of type {other:?} are not supported (use \"text\" and \"image_url\")"
+                            ),
+                        ))
+                    }
+                }
+            }
+            Ok((texts, images))
+        }
+        _ => Err(ApiError::invalid(
+            &param,
+            "content must be a string or an array of parts",
+        )),
+    }
+}
+
+/// The image of a question, decoded off the async threads.
+async fn load_image(state: &AppState, q: &Question) -> Result<RgbImage, ApiError> {
+    let url = q.image_url.clone();
+    let param = q.image_param.clone();
+    let max = state.cfg.limits.max_image_pixels;
+    tokio::task::spawn_blocking(move || {
+        let bytes = codec::image_bytes(&url, &param, false)?;
+        codec::decode_image(&bytes, max, &param)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("decoding the image: {e}")))?
+}
+
+/// Turns the decoded answer-so-far into the new pieces a stream sends. The whole answer is
+/// decoded each time (a token's text can depend on its neighbours), and a character whose
+/// bytes have not all arrived (decoded as U+FFFD) is held back.
+#[derive(Default)]
+struct Deltas {
+    emitted: String,
+}
+
+impl Deltas {
+    fn next(&mut self, text: &str) -> Option<String> {
+        let text = text.trim_start();
+        if text.ends_with(char::REPLACEMENT_CHARACTER) {
+            return None;
+        }
+        let delta = text.strip_prefix(self.emitted.as_str())?;
+        if delta.is_empty() {
+            return None;
+        }
+        let delta = delta.to_string();
+        self.emitted = text.to_string();
+        Some(delta)
+    }
+
+    /// What the final answer has beyond what was sent.
+    fn finish(&mut self, answer: &str) -> Option<String> {
+        let rest = answer.strip_prefix(self.emitted.as_str())?;
+        if rest.is_empty() {
+            return None;
+        }
+        let rest = rest.to_string();
+        self.emitted = answer.to_string();
+        Some(rest)
+    }
+}
+
+/// What a finished answer reports.
+struct Finished {
+    text: String,
+    finish_reason: &'static str,
+    prompt_tokens: usize,
+    completion_tokens: usize,
+}
+
+/// Answers on the model worker; `on_delta` sees the answer's text as it grows.
+fn answer(
+    model: &UnifiedModel,
+    image: RgbImage,
+    question: &str,
+    max_tokens: usize,
+    sampling: &SamplingConfig,
+    mut on_delta: impl FnMut(&str),
+) -> Result<Finished, ApiError> {
+    let features = model.features(&[image])?;
+    let mut ids: Vec<u32> = Vec::new();
+    let mut deltas = Deltas::default();
+    let answers = model
+        .vqa()
+        .answer_with(&features, &[question], max_tokens, sampling, |_, id| {
+            ids.push(id);
+            if let Ok(text) = model.text.decode(&ids) {
+                if let Some(delta) = deltas.next(&text) {
+                    on_delta(&delta);
+                }
+            }
+        })
+        .map_err(GenerateError::from)?;
+    let text = answers.into_iter().next().unwrap_or_default();
+    if let Some(rest) = deltas.finish(&text) {
+        on_delta(&rest);
+    }
+    let prompt_tokens =
+        model.text.encode(question).map(|t| t.len()).unwrap_or(0) + model.cfg.image_tokens;
+    Ok(Finished {
+        text,
+        finish_reason: if ids.len() >= max_tokens {
+            "length"
+        } else {
+            "stop"
+        },
+        prompt_tokens,
+        completion_tokens: ids.len(),
+    })
+}
+
+fn usage(f: &Finished) -> Value {
+    json!({
+        "prompt_tokens": f.prompt_tokens,
+        "completion_tokens": f.completion_tokens,
+        "total_tokens": f.prompt_tokens + f.completion_tokens,
+    })
+}
+
+pub async fn completions(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<ChatRequest>,
+) -> Result<Response, ApiError> {
+    let q = parse(&state, &req)?;
+    let image = load_image(&state, &q).await?;
+    tracing::info!(question = %q.question, stream = req.stream.unwrap_or(false), "ask");
+    let id = format!("chatcmpl-{:024x}", rand::random::<u128>() >> 32);
+    let created = unix_now();
+    let model_id = state.model.id.clone();
+    let Question {
+        question,
+        max_tokens,
+        sampling,
+        ..
+    } = q;
+    let metrics = state.metrics.clone();
+    if !req.stream.unwrap_or(false) {
+        let done = state
+            .engine
+            .call(move |m| {
+                let f = answer(m, image, &question, max_tokens, &sampling, |_| {})?;
+                metrics.tokens(f.completion_tokens);
+                Ok(f)
+            })
+            .await?;
+        return Ok(Json(json!({
+            "id": id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model_id,
+            "system_fingerprint": null,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": done.text, "refusal": null},
+                "logprobs": null,
+                "finish_reason": done.finish_reason,
+            }],
+            "usage": usage(&done),
+        }))
+        .into_response());
+    }
+
+    // streaming: the worker sends the answer's pieces down a channel as they come; queued (or
+    // refused with 503) before the response starts, so a full queue is still a plain error
+    let (tx, rx) = mpsc::unbounded_channel::<Piece>();
+    state.engine.submit(move |m| {
+        let sent = tx.clone();
+        let result = answer(m, image, &question, max_tokens, &sampling, |delta| {
+            let _ = sent.send(Piece::Delta(delta.to_string()));
+        });
+        let _ = tx.send(match result {
+            Ok(f) => {
+                metrics.tokens(f.completion_tokens);
+                Piece::Done(f)
+            }
+            Err(e) => Piece::Failed(e),
+        });
+    })?;
+    let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
+    let chunk = move |delta: Value, finish: Option<&str>| {
+        json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model_id,
+            "system_fingerprint": null,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        })
+    };
+    let mut pending = VecDeque::new();
+    pending.push_back(chunk(json!({"role": "assistant", "content": ""}), None).to_string());
+    let events = stream::unfold(
+        (rx, pending, false, chunk),
+        move |(mut rx, mut pending, mut finished, chunk)| async move {
+            loop {
+                if let Some(data) = pending.pop_front() {
+                    let event = Ok::<Event, Infallible>(Event::default().data(data));
+                    return Some((event, (rx, pending, finished, chunk)));
+                }
+                if finished {
+                    return None;
+                }
+                finished = match rx.recv().await {
+                    Some(Piece::Delta(text)) => {
+                        pending.push_back(chunk(json!({"content": text}), None).to_string());
+                        false
+                    }
+                    Some(Piece::Done(f)) => {
+                        pending.push_back(chunk(json!({}), Some(f.finish_reason)).to_string());
+                        if include_usage {
+                            let mut last = chunk(json!({}), None);
+                            last["choices"] = json!([]);
+                            last["usage"] = usage(&f);
+                            pending.push_back(last.to_string());
+                        }
+                        pending.push_back("[DONE]".to_string());
+                        true
+                    }
+                    Some(Piece::Failed(e)) => {
+                        pending.push_back(e.body().to_string());
+                        pending.push_back("[DONE]".to_string());
+                        true
+                    }
+                    None => {
+                        let e = ApiError::internal(
+                            "The model worker failed on this request (see the server log).",
+                        );
+                        pending.push_back(e.body().to_string());
+                        pending.push_back("[DONE]".to_string());
+                        true
+                    }
+                };
+            }
+        },
+    );
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+enum Piece {
+    Delta(String),
+    Done(Finished),
+    Failed(ApiError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Deltas;
+
+    #[test]
+    fn deltas_hold_back_partial_characters() {
+        let mut d = Deltas::default();
+        assert_eq!(d.next(" blue").as_deref(), Some("blue"));
+        assert_eq!(d.next(" blue").as_deref(), None);
+        assert_eq!(d.next(" blue \u{FFFD}").as_deref(), None);
+        assert_eq!(d.next(" blue \u{e9}").as_deref(), Some(" \u{e9}"));
+        assert_eq!(d.next(" blue \u{e9}\u{FFFD}").as_deref(), None);
+        assert_eq!(d.finish("blue \u{e9}\u{FFFD}").as_deref(), Some("\u{FFFD}"));
+        assert_eq!(d.finish("blue \u{e9}\u{FFFD}").as_deref(), None);
+    }
+}

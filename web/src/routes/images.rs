@@ -1,0 +1,152 @@
+//! `POST /v1/images/generations`: OpenAI's image generation, with the sampling extensions
+//! `seed`, `guidance_scale`, `temperature`, `top_k`, `top_p` and `negative_prompt`.
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use vqrae_generate::sample::{GenerationConfig, ImageRequest};
+use vqrae_lm::SamplingConfig;
+
+use crate::codec;
+use crate::error::{ApiError, ApiJson};
+use crate::routes::{check_range, check_text, ImageData, ImagesResponse, ResponseFormat};
+use crate::state::{unix_now, AppState};
+
+/// Classifier-free guidance scale when a request does not say (as `vqrae generate`).
+pub const DEFAULT_GUIDANCE: f64 = 3.0;
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct GenerationRequest {
+    pub prompt: String,
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Images to generate, 1..=8 (`limits.max_images`); default 1.
+    #[serde(default)]
+    pub n: Option<usize>,
+    /// `"WxH"`: only the model's own size (or `"auto"`).
+    #[serde(default)]
+    pub size: Option<String>,
+    /// `b64_json` (default) or `url`.
+    #[serde(default)]
+    pub response_format: Option<String>,
+    /// Seed of the first image; image `i` uses `seed + i`. Default: random.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub guidance_scale: Option<f64>,
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    pub top_k: Option<usize>,
+    #[serde(default)]
+    pub top_p: Option<f64>,
+    #[serde(default)]
+    pub negative_prompt: Option<String>,
+}
+
+/// The validated batch-ready form of a request.
+struct Plan {
+    requests: Vec<ImageRequest>,
+    cfg: GenerationConfig,
+    format: ResponseFormat,
+    prompt: String,
+}
+
+fn plan(state: &AppState, req: GenerationRequest) -> Result<Plan, ApiError> {
+    state.check_model(req.model.as_deref())?;
+    let limits = &state.cfg.limits;
+    let prompt = check_text(&req.prompt, "prompt", limits.max_prompt_chars)?.to_string();
+    let n = req.n.unwrap_or(1);
+    if n == 0 || n > limits.max_images {
+        return Err(ApiError::invalid(
+            "n",
+            format!("n must be between 1 and {}, got {n}", limits.max_images),
+        ));
+    }
+    let size = state.model.size();
+    match req.size.as_deref().map(str::trim) {
+        None | Some("auto") => {}
+        Some(s) if s == size => {}
+        Some(s) => {
+            return Err(ApiError::invalid(
+                "size",
+                format!("This model draws {size} images only; size {s:?} is not available"),
+            ))
+        }
+    }
+    let format = ResponseFormat::parse(req.response_format.as_deref())?;
+    let guidance = req.guidance_scale.unwrap_or(DEFAULT_GUIDANCE);
+    check_range("guidance_scale", guidance, 0.0, 50.0)?;
+    let temperature = req.temperature.unwrap_or(1.0);
+    check_range("temperature", temperature, 0.0, 10.0)?;
+    if let Some(p) = req.top_p {
+        if !(p > 0.0 && p <= 1.0) {
+            return Err(ApiError::invalid(
+                "top_p",
+                format!("top_p must be in (0, 1], got {p}"),
+            ));
+        }
+    }
+    if req.top_k == Some(0) {
+        return Err(ApiError::invalid("top_k", "top_k must be at least 1"));
+    }
+    let negative = match req.negative_prompt.as_deref() {
+        Some(s) if !s.trim().is_empty() => {
+            Some(check_text(s, "negative_prompt", limits.max_prompt_chars)?.to_string())
+        }
+        _ => None,
+    };
+    let seed = req.seed.unwrap_or_else(|| u64::from(rand::random::<u32>()));
+    let requests = (0..n as u64)
+        .map(|i| ImageRequest {
+            caption: prompt.clone(),
+            negative: negative.clone(),
+            seed: seed.wrapping_add(i),
+        })
+        .collect();
+    Ok(Plan {
+        requests,
+        cfg: GenerationConfig {
+            guidance,
+            // every image has its own seed (in its ImageRequest); this one is unused, and kept
+            // equal so that requests differing only in seeds share batches
+            sampling: SamplingConfig {
+                temperature,
+                top_k: req.top_k,
+                top_p: req.top_p,
+                seed: 0,
+            },
+        },
+        format,
+        prompt,
+    })
+}
+
+pub async fn generations(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<GenerationRequest>,
+) -> Result<Json<ImagesResponse>, ApiError> {
+    let plan = plan(&state, req)?;
+    let seeds: Vec<u64> = plan.requests.iter().map(|r| r.seed).collect();
+    tracing::info!(
+        prompt = %plan.prompt,
+        n = seeds.len(),
+        seed = seeds.first().copied().unwrap_or(0),
+        "generate"
+    );
+    let images = state.engine.generate(plan.requests, plan.cfg).await?;
+    let mut data = Vec::with_capacity(images.len());
+    for (img, seed) in images.iter().zip(seeds) {
+        let png = codec::png(img)?;
+        let mut item = ImageData::new(&state, &headers, plan.format, png);
+        item.revised_prompt = Some(plan.prompt.clone());
+        item.seed = Some(seed);
+        data.push(item);
+    }
+    Ok(Json(ImagesResponse {
+        created: unix_now(),
+        data,
+    }))
+}

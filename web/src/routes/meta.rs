@@ -1,0 +1,91 @@
+//! The page, health, models, metrics, the OpenAPI document, stored image files, and the 404.
+
+use axum::extract::{Path, State};
+use axum::http::{header, Method, Uri};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::openapi;
+use crate::state::AppState;
+
+const INDEX_HTML: &str = include_str!("../../static/index.html");
+
+pub async fn index() -> Html<&'static str> {
+    Html(INDEX_HTML)
+}
+
+pub async fn health(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({
+        "status": "ok",
+        "model": state.model.id,
+        "queue_depth": state.metrics.queue_depth(),
+        "queue_capacity": state.cfg.batch.queue_capacity,
+    }))
+}
+
+fn model_object(state: &AppState) -> Value {
+    json!({
+        "id": state.model.id,
+        "object": "model",
+        "created": state.model.created,
+        "owned_by": "vqrae",
+        "image_size": state.model.image_size,
+        "grid": [state.model.grid.0, state.model.grid.1],
+        "context_length": state.model.context,
+    })
+}
+
+pub async fn models(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({"object": "list", "data": [model_object(&state)]}))
+}
+
+pub async fn model(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    state.check_model(Some(&id))?;
+    Ok(Json(model_object(&state)))
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+pub async fn openapi(State(state): State<AppState>) -> Json<Value> {
+    Json(openapi::spec(&state))
+}
+
+/// `GET /files/images/<id>.png`: a generated image kept for `response_format: "url"`.
+pub async fn image_file(
+    State(state): State<AppState>,
+    Path(file): Path<String>,
+) -> Result<Response, ApiError> {
+    let gone = || ApiError::not_found("No such image (image URLs expire after a while).");
+    let id = file.strip_suffix(".png").ok_or_else(gone)?;
+    let png = state.store.get(id).ok_or_else(gone)?;
+    let max_age = state.store.ttl().as_secs();
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/png".to_string()),
+            (header::CACHE_CONTROL, format!("private, max-age={max_age}")),
+        ],
+        png,
+    )
+        .into_response())
+}
+
+pub async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!(
+        "Unknown route {method} {}; see /openapi.json",
+        uri.path()
+    ))
+}

@@ -1,0 +1,157 @@
+//! `POST /v1/images/tokenize` (an image to its codes grid and feature shape) and
+//! `POST /v1/images/reconstructions` (an image through codes and back to pixels).
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::Json;
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+use vqrae_generate::GenerateError;
+
+use crate::codec;
+use crate::error::{ApiError, ApiJson};
+use crate::routes::{ImageData, ImagesResponse, ResponseFormat};
+use crate::state::{unix_now, AppState};
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct TokenizeRequest {
+    /// `data:image/png;base64,...` or bare base64.
+    pub image: String,
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Also return the continuous features (`N x d` floats).
+    #[serde(default)]
+    pub include_features: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TokenizeResponse {
+    pub object: &'static str,
+    pub model: String,
+    /// The side the image was resized to.
+    pub image_size: usize,
+    /// `[rows, cols]`.
+    pub grid: [usize; 2],
+    /// Row-major, `rows x cols` codebook indices.
+    pub codes: Vec<Vec<u32>>,
+    pub codebook_size: usize,
+    /// `[N, d]`: tokens and feature width of the continuous path.
+    pub features_shape: [usize; 2],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub features: Option<Vec<Vec<f32>>>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct ReconstructionRequest {
+    pub image: String,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub response_format: Option<String>,
+}
+
+async fn load(state: &AppState, source: String) -> Result<RgbImage, ApiError> {
+    let max = state.cfg.limits.max_image_pixels;
+    tokio::task::spawn_blocking(move || {
+        let bytes = codec::image_bytes(&source, "image", true)?;
+        codec::decode_image(&bytes, max, "image")
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("decoding the image: {e}")))?
+}
+
+struct Tokens {
+    grid: (usize, usize),
+    codes: Vec<u32>,
+    shape: [usize; 2],
+    features: Option<Vec<Vec<f32>>>,
+}
+
+fn model_err(e: impl Into<GenerateError>) -> ApiError {
+    ApiError::from_model(e.into())
+}
+
+pub async fn tokenize(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<TokenizeRequest>,
+) -> Result<Json<TokenizeResponse>, ApiError> {
+    state.check_model(req.model.as_deref())?;
+    let img = load(&state, req.image).await?;
+    let include = req.include_features;
+    let t = state
+        .engine
+        .call(move |m| {
+            let input = m.tokenizer.images_to_input(&[img]).map_err(model_err)?;
+            let enc = m.tokenizer.encode(&input).map_err(model_err)?;
+            let codes = enc
+                .codes
+                .to_vec2::<u32>()
+                .map_err(model_err)?
+                .into_iter()
+                .next()
+                .unwrap_or_default();
+            let (_, n, d) = enc.features.dims3().map_err(model_err)?;
+            let features = if include {
+                let f = enc
+                    .features
+                    .squeeze(0)
+                    .and_then(|f| f.to_dtype(candle_core::DType::F32))
+                    .and_then(|f| f.to_vec2::<f32>())
+                    .map_err(model_err)?;
+                Some(f)
+            } else {
+                None
+            };
+            Ok(Tokens {
+                grid: enc.grid,
+                codes,
+                shape: [n, d],
+                features,
+            })
+        })
+        .await?;
+    let (rows, cols) = t.grid;
+    if rows * cols != t.codes.len() || cols == 0 {
+        return Err(ApiError::internal(format!(
+            "the tokenizer gave {} codes for a {rows}x{cols} grid",
+            t.codes.len()
+        )));
+    }
+    Ok(Json(TokenizeResponse {
+        object: "image.tokens",
+        model: state.model.id.clone(),
+        image_size: state.model.image_size,
+        grid: [rows, cols],
+        codes: t.codes.chunks(cols).map(<[u32]>::to_vec).collect(),
+        codebook_size: state.model.codebook_size,
+        features_shape: t.shape,
+        features: t.features,
+    }))
+}
+
+pub async fn reconstructions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<ReconstructionRequest>,
+) -> Result<Json<ImagesResponse>, ApiError> {
+    state.check_model(req.model.as_deref())?;
+    let format = ResponseFormat::parse(req.response_format.as_deref())?;
+    let img = load(&state, req.image).await?;
+    let out = state
+        .engine
+        .call(move |m| {
+            let input = m.tokenizer.images_to_input(&[img]).map_err(model_err)?;
+            let pixels = m.tokenizer.reconstruct(&input).map_err(model_err)?;
+            let images = m.tokenizer.output_to_images(&pixels).map_err(model_err)?;
+            images
+                .into_iter()
+                .next()
+                .ok_or_else(|| ApiError::internal("the tokenizer returned no image"))
+        })
+        .await?;
+    let png = codec::png(&out)?;
+    Ok(Json(ImagesResponse {
+        created: unix_now(),
+        data: vec![ImageData::new(&state, &headers, format, png)],
+    }))
+}

@@ -1,0 +1,330 @@
+//! Test support: a tiny unified model (trained for two steps, built once per test binary), a
+//! real server on a free port, and a small HTTP client on hyper.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use axum::Router;
+use candle_core::{DType, Device};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{HeaderMap, Method, Request};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::TokioExecutor;
+use image::{Rgb, RgbImage};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use vqrae_generate::joint::{self, JointConfig, JointData};
+use vqrae_generate::unified::UnifiedModel;
+use vqrae_tokenizer::{Vqrae, VqraeConfig};
+use vqrae_web::{AppState, ServeConfig, ServeError, Server};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+const COLORS: [(&str, [u8; 3]); 3] = [
+    ("red", [255, 0, 0]),
+    ("blue", [0, 0, 255]),
+    ("green", [0, 255, 0]),
+];
+
+/// A 32 px toy image: a disc or a square of one of three colours (as generate/tests/joint.rs).
+pub fn toy_image(i: usize) -> RgbImage {
+    let (_, rgb) = COLORS[i % 3];
+    let square = (i / 3) % 2 == 1;
+    let c = 10 + (i % 5) as i32 * 2;
+    RgbImage::from_fn(32, 32, |x, y| {
+        let (dx, dy) = (x as i32 - c, y as i32 - c);
+        let inside = if square {
+            dx.abs() < 6 && dy.abs() < 6
+        } else {
+            dx * dx + dy * dy < 36
+        };
+        Rgb(if inside { rgb } else { [245, 245, 240] })
+    })
+}
+
+type Toy = (
+    Vec<RgbImage>,
+    Vec<Option<String>>,
+    Vec<(usize, String, String)>,
+);
+
+fn toy_data(n: usize) -> Toy {
+    let mut images = Vec::new();
+    let mut captions = Vec::new();
+    let mut questions = Vec::new();
+    for i in 0..n {
+        let (name, _) = COLORS[i % 3];
+        let shape = if (i / 3) % 2 == 1 {
+            "rectangle"
+        } else {
+            "circle"
+        };
+        images.push(toy_image(i));
+        captions.push(Some(format!("a {name} {shape}")));
+        questions.push((i, "what color is the shape?".to_string(), name.to_string()));
+        questions.push((
+            i,
+            "what shape is in the image?".to_string(),
+            shape.to_string(),
+        ));
+    }
+    (images, captions, questions)
+}
+
+fn build_model(root: &Path) -> Result<PathBuf> {
+    let tcfg = VqraeConfig::from_toml_file(&repo().join("configs/tiny.toml"))?;
+    let (tok, vars) = Vqrae::init(&tcfg, None, 0, &Device::Cpu)?;
+    let tok_dir = root.join("tok");
+    tok.save(&tok_dir, &vars)?;
+    let (images, captions, questions) = toy_data(12);
+    let data = JointData::encode(&tok, &images, captions, questions)?;
+    let mut cfg = JointConfig::from_toml_file(&repo().join("configs/lm/tiny.toml"))?;
+    cfg.phases.truncate(1);
+    cfg.phases[0].steps = 2;
+    let run = root.join("run");
+    joint::train(&cfg, &data, &tok_dir, &run, &Device::Cpu)?;
+    Ok(run.join("model"))
+}
+
+/// The tiny model's directory, built once per test binary under cargo's test scratch folder
+/// (earlier runs' folders are removed).
+pub fn model_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let scratch = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let prefix = "vqrae-web-tiny-";
+        if let Ok(entries) = std::fs::read_dir(scratch) {
+            for e in entries.flatten() {
+                let stale = e.file_name().to_string_lossy().starts_with(prefix)
+                    && e.metadata()
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age > Duration::from_secs(3600));
+                if stale {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let root = scratch.join(format!("{prefix}{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        match build_model(&root) {
+            Ok(dir) => dir,
+            Err(e) => panic!("building the tiny test model failed: {e:#}"),
+        }
+    })
+}
+
+pub fn load_model() -> Result<UnifiedModel> {
+    Ok(UnifiedModel::load(model_dir(), &Device::Cpu, DType::F32)?)
+}
+
+/// A config for tests: the tiny model, a free port on 127.0.0.1.
+pub fn test_config() -> ServeConfig {
+    let mut cfg = ServeConfig {
+        model: model_dir().to_path_buf(),
+        port: 0,
+        ..ServeConfig::default()
+    };
+    cfg.model_id = "tiny".into();
+    cfg
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub client: Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+impl TestServer {
+    pub async fn start(cfg: ServeConfig) -> Result<Self> {
+        Self::start_with(cfg, Router::new()).await
+    }
+
+    pub async fn start_with(cfg: ServeConfig, extra: Router<AppState>) -> Result<Self> {
+        let model = tokio::task::spawn_blocking(load_model).await??;
+        let server = Server::bind_with(cfg, model, extra).await?;
+        let addr = server.local_addr();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async move {
+            let _ = rx.await;
+        }));
+        Ok(Self {
+            addr,
+            client: Client::new(addr),
+            shutdown: Some(tx),
+            task,
+        })
+    }
+
+    /// Asks for a graceful shutdown (as SIGTERM does) without waiting.
+    pub fn trigger_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Shuts down gracefully and waits for the server to stop.
+    pub async fn stop(mut self) -> Result<()> {
+        self.trigger_shutdown();
+        tokio::time::timeout(Duration::from_secs(60), self.task)
+            .await
+            .context("the server did not stop within 60 s")???;
+        Ok(())
+    }
+}
+
+/// A response, body read whole.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+    /// How many body frames arrived (a stream sends many).
+    pub frames: usize,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "response {} is not JSON ({e}): {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts OpenAI's error shape and the status; returns the `error` object.
+    pub fn expect_error(&self, status: u16) -> Value {
+        assert_eq!(self.status, status, "body: {}", self.text());
+        let v = self.json();
+        let e = v["error"].clone();
+        assert!(e["message"].is_string(), "no message: {v}");
+        assert!(e["type"].is_string(), "no type: {v}");
+        assert!(e.get("param").is_some() && e.get("code").is_some(), "{v}");
+        e
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    inner: HyperClient<HttpConnector, Full<Bytes>>,
+    pub key: Option<String>,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            base: format!("http://{addr}"),
+            inner: HyperClient::builder(TokioExecutor::new()).build_http(),
+            key: None,
+        }
+    }
+
+    pub fn with_key(&self, key: &str) -> Self {
+        Self {
+            key: Some(key.to_string()),
+            ..self.clone()
+        }
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> Result<Resp> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        if let Some(k) = &self.key {
+            req = req.header("authorization", format!("Bearer {k}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(Bytes::from(body)))?;
+        let resp = tokio::time::timeout(Duration::from_secs(120), self.inner.request(req))
+            .await
+            .map_err(|_| anyhow!("{path}: no response within 120 s"))??;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let mut body = resp.into_body();
+        let mut bytes = Vec::new();
+        let mut frames = 0;
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                frames += 1;
+                bytes.extend_from_slice(&data);
+            }
+        }
+        Ok(Resp {
+            status,
+            headers,
+            body: bytes,
+            frames,
+        })
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Resp> {
+        self.send(Method::GET, path, Vec::new(), &[]).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Resp> {
+        self.post_raw(path, serde_json::to_vec(body)?).await
+    }
+
+    pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> Result<Resp> {
+        self.send(
+            Method::POST,
+            path,
+            body,
+            &[("content-type", "application/json")],
+        )
+        .await
+    }
+}
+
+/// PNG bytes of an image.
+pub fn png(img: &RgbImage) -> Vec<u8> {
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .expect("encoding a PNG in memory");
+    out
+}
+
+pub fn data_url(img: &RgbImage) -> String {
+    format!(
+        "data:image/png;base64,{}",
+        vqrae_web::codec::base64(&png(img))
+    )
+}
+
+/// The value of an unlabelled metric in a Prometheus text.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} not in:\n{text}"))
+}
