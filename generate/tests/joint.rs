@@ -220,3 +220,30 @@ fn bad_requests_are_clear_errors() -> Result<()> {
         .is_err());
     Ok(())
 }
+
+#[test]
+fn every_shipped_lm_config_parses_and_its_schedules_end_with_their_phase() -> Result<()> {
+    let dir = repo().join("configs/lm");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir)? {
+        let p = entry?.path();
+        if p.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let cfg = JointConfig::from_toml_file(&p)?;
+        for phase in &cfg.phases {
+            for s in phase.lm_lr.iter().chain(phase.projector_lr.iter()) {
+                assert_eq!(
+                    s.total_steps,
+                    phase.steps,
+                    "{}: {}",
+                    p.display(),
+                    phase.name
+                );
+            }
+        }
+        n += 1;
+    }
+    assert!(n >= 2);
+    Ok(())
+}

@@ -317,7 +317,7 @@ pub fn eval_t2i(a: EvalT2iArgs, root: &Path, device: &Device) -> Result<()> {
     }
     let started = Instant::now();
     let model = UnifiedModel::load(&a.model, device, default_dtype(device))?;
-    let referee = Referee::load(&a.referee, device)?;
+    let referee = Referee::load_qualified(&a.referee, device)?;
     let ds = load_easy_vqa(root, a.split)?;
     let mut combos: Vec<(usize, usize)> = ds
         .images

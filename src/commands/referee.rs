@@ -13,33 +13,25 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::Args;
 use image::RgbImage;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use vqrae_data::batch::shuffled;
 use vqrae_data::easy_vqa::{EasyVqa, Split, COLORS, SHAPES};
+use vqrae_data::image_io::{grid, save_png};
 use vqrae_generate::referee::{
-    score, train, write_qualification, Qualification, Referee, RefereeConfig, RefereeReport,
-    RefereeTrainConfig, Verdict, REQUIRED_ACCURACY,
+    score, train, write_qualification, Qualification, Referee, RefereeConfig, RefereeFile,
+    RefereeReport, RefereeTrainConfig, Verdict, REQUIRED_ACCURACY,
 };
-use vqrae_tokenizer::checkpoint::read_toml;
 use vqrae_tokenizer::Vqrae;
 
-/// `configs/referee.toml`: the architecture and how it is trained.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RefereeFile {
-    #[serde(default)]
-    model: RefereeConfig,
-    #[serde(default)]
-    train: RefereeTrainConfig,
+/// Labelled easy-VQA images: their ids, pixels and colour + shape.
+struct Labelled {
+    ids: Vec<usize>,
+    images: Vec<RgbImage>,
+    labels: Vec<Verdict>,
 }
 
 /// The labelled easy-VQA images of a split (a seeded random subset when `limit > 0`).
-fn labelled(
-    root: &Path,
-    split: Split,
-    limit: usize,
-    seed: u64,
-) -> Result<(Vec<RgbImage>, Vec<Verdict>)> {
+fn labelled(root: &Path, split: Split, limit: usize, seed: u64) -> Result<Labelled> {
     let ds = EasyVqa::load(&root.join("easy-vqa"), split)
         .with_context(|| format!("easy-VQA {split} (run `vqrae data setup`)"))?;
     // only images whose colour and shape are both known
@@ -67,7 +59,11 @@ fn labelled(
             })
         })
         .collect();
-    Ok((ds.load_images(&keep)?, labels))
+    Ok(Labelled {
+        ids: keep.iter().map(|&i| ds.images[i].id).collect(),
+        images: ds.load_images(&keep)?,
+        labels,
+    })
 }
 
 #[derive(Args)]
@@ -109,25 +105,26 @@ struct TrainReport {
 }
 
 pub fn train_referee(a: TrainRefereeArgs, root: &Path, device: &Device) -> Result<()> {
-    let file: RefereeFile = read_toml(&a.config)?;
-    let (images, labels) = labelled(root, Split::Train, a.limit, file.train.seed)?;
-    let (test_images, test_labels) = labelled(root, Split::Test, a.test_limit, 0)?;
+    let file = RefereeFile::from_toml_file(&a.config)?;
+    let Labelled { images, labels, .. } = labelled(root, Split::Train, a.limit, file.train.seed)?;
+    let test = labelled(root, Split::Test, a.test_limit, 0)?;
     tracing::info!(
         train = images.len(),
-        test = test_images.len(),
+        test = test.images.len(),
         "training the referee on real easy-VQA images"
     );
     let t0 = Instant::now();
     let (referee, vars) = train(&images, &labels, &file.model, &file.train, device)?;
     let train_seconds = t0.elapsed().as_secs_f64();
     referee.save(&a.out, &vars)?;
-    let test = referee.evaluate(&test_images, &test_labels)?;
+    let n_test = test.images.len();
+    let test = referee.evaluate(&test.images, &test.labels)?;
     let q = Qualification {
         // a subset of the test split does not qualify a referee
         split: if a.test_limit == 0 {
             Split::Test.to_string()
         } else {
-            format!("test (subset of {})", test_images.len())
+            format!("test (subset of {n_test})")
         },
         report: test.clone(),
     };
@@ -179,6 +176,10 @@ pub struct EvalRefereeArgs {
     /// Also write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Write a grid of the real images the referee misjudges here (PNG; their ids and verdicts
+    /// are in the report).
+    #[arg(long)]
+    errors: Option<PathBuf>,
 }
 
 /// Accuracy, plus both-right accuracy per true colour and per true shape (which ones a
@@ -227,6 +228,13 @@ fn judged(verdicts: &[Verdict], labels: &[Verdict]) -> Result<Judged> {
 }
 
 #[derive(Serialize)]
+struct Misjudged {
+    id: usize,
+    truth: String,
+    verdict: String,
+}
+
+#[derive(Serialize)]
 struct EvalReport {
     referee: PathBuf,
     split: String,
@@ -234,6 +242,8 @@ struct EvalReport {
     /// Whether the referee's own record shows it may judge (99% on the whole real test split).
     qualified: bool,
     real: Judged,
+    /// The real images the referee gets wrong (at most 50): id, truth, verdict.
+    real_errors: Vec<Misjudged>,
     tokenizer: Option<PathBuf>,
     /// The tokenizer's reconstructions of the same images: the ceiling of any generator that
     /// draws through this decoder, as this referee sees it.
@@ -246,8 +256,33 @@ pub fn eval_referee(a: EvalRefereeArgs, root: &Path, device: &Device) -> Result<
         .with_context(|| format!("loading referee {}", a.referee.display()))?;
     let qualified =
         vqrae_generate::referee::read_qualification(&a.referee)?.is_some_and(|q| q.qualified());
-    let (images, labels) = labelled(root, a.split, a.limit, 0)?;
-    let real = judged(&referee.judge(&images)?, &labels)?;
+    let Labelled {
+        ids,
+        images,
+        labels,
+    } = labelled(root, a.split, a.limit, 0)?;
+    let verdicts = referee.judge(&images)?;
+    let real = judged(&verdicts, &labels)?;
+    let wrong: Vec<usize> = (0..labels.len())
+        .filter(|&i| verdicts[i] != labels[i])
+        .collect();
+    let real_errors = wrong
+        .iter()
+        .take(50)
+        .map(|&i| Misjudged {
+            id: ids[i],
+            truth: labels[i].caption(),
+            verdict: verdicts[i].caption(),
+        })
+        .collect();
+    if let Some(path) = &a.errors {
+        let cells: Vec<RgbImage> = wrong.iter().map(|&i| images[i].clone()).collect();
+        if cells.is_empty() {
+            tracing::info!("no misjudged images: {} not written", path.display());
+        } else {
+            save_png(&grid(&cells, 8, 2), path)?;
+        }
+    }
     let (reconstructed, reconstruct_seconds) = match &a.tokenizer {
         Some(dir) => {
             let model = Vqrae::load(dir, device, super::default_dtype(device))
@@ -269,6 +304,7 @@ pub fn eval_referee(a: EvalRefereeArgs, root: &Path, device: &Device) -> Result<
         images: images.len(),
         qualified,
         real,
+        real_errors,
         tokenizer: a.tokenizer.clone(),
         reconstructed,
         reconstruct_seconds,

@@ -25,7 +25,11 @@ fn tomls(dir: &str) -> Result<Vec<PathBuf>> {
 
 #[test]
 fn every_shipped_config_parses_and_validates() -> Result<()> {
-    let models = tomls("configs")?;
+    // the referee's and the server's configs belong to their crates, which test them
+    let models: Vec<PathBuf> = tomls("configs")?
+        .into_iter()
+        .filter(|p| !p.ends_with("referee.toml") && !p.ends_with("serve.toml"))
+        .collect();
     assert!(models.len() >= 5, "{models:?}");
     for p in &models {
         VqraeConfig::from_toml_file(p).with_context(|| p.display().to_string())?;

@@ -1,0 +1,95 @@
+//! Smoke test of the shipped default model (`models/vqrae-easyvqa`) through the CLI, on the real
+//! easy-VQA test split: it answers questions and generates images well above chance, and bad
+//! input is a clear error. The full figures come from `scripts/lm-experiments.sh`.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn data_root() -> PathBuf {
+    std::env::var_os("VQRAE_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".data"))
+}
+
+fn vqrae(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vqrae"))
+        .args(args)
+        .env("VQRAE_DATA", data_root())
+        .env("RUST_LOG", "warn")
+        .current_dir(repo())
+        .output()
+        .expect("running vqrae")
+}
+
+fn json_of(args: &[&str]) -> serde_json::Value {
+    let out = vqrae(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "vqrae {args:?} failed:\n{stderr}");
+    serde_json::from_slice(&out.stdout).expect("a JSON report")
+}
+
+const MODEL: &str = "models/vqrae-easyvqa";
+
+#[test]
+fn default_model_answers_above_chance() {
+    // chance on this mix (3/4 yes/no, 1/8 colour, 1/8 shape) is about 0.46
+    let report = json_of(&["eval-vqa", "--model", MODEL, "--limit", "96"]);
+    let acc = report["accuracy"].as_f64().expect("accuracy");
+    assert!(acc > 0.8, "VQA accuracy {acc} on 96 test questions");
+}
+
+#[test]
+fn default_model_generates_what_it_is_asked_above_chance() {
+    // 24 colour-shape captions: chance that the referee reads both right is 1/24
+    let report = json_of(&[
+        "eval-t2i",
+        "--model",
+        MODEL,
+        "--referee",
+        "models/referee-easyvqa",
+        "--cfg",
+        "3",
+        "-n",
+        "2",
+    ]);
+    let both = report["by_guidance"]["3"]["both"]
+        .as_f64()
+        .expect("rate at guidance 3");
+    assert!(both > 0.3, "referee-judged rate {both} at CFG 3");
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let missing = tmp.path().join("nope.png");
+    let out = vqrae(&[
+        "ask",
+        "--model",
+        MODEL,
+        missing.to_str().expect("utf-8"),
+        "what color is the shape?",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("nope.png"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    for (prompt, needle) in [("", "empty"), (&"a red circle ".repeat(50)[..], "context")] {
+        let out = vqrae(&[
+            "generate",
+            "--model",
+            MODEL,
+            prompt,
+            "-o",
+            tmp.path().to_str().expect("utf-8"),
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(needle), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
