@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup-data.sh
 scripts/convert-dinov2.sh
+scripts/install-browser.sh
 cargo test --workspace --all-targets
 cargo test --workspace --doc

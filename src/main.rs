@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use commands::{data, lm, plot, probe, referee, serve, tokenizer, train};
+use commands::{bench_serve, data, lm, plot, probe, referee, serve, tokenizer, train};
 
 /// candle allocates a fresh buffer for every op; glibc's allocator hands large ones back to the
 /// kernel at once, so training spent a third of its time in page faults. mimalloc keeps them:
@@ -77,6 +77,9 @@ enum Command {
     /// The HTTP API: OpenAI-compatible image generation and chat (questions about an image),
     /// tokenize and reconstruction endpoints, metrics and a web page; 127.0.0.1:8080 by default.
     Serve(serve::ServeArgs),
+    /// Load benchmark of a running `vqrae serve`: requests/s and latency percentiles of image
+    /// generation and chat at several concurrencies (docs/SERVING.md).
+    BenchServe(bench_serve::BenchServeArgs),
 }
 
 fn main() -> Result<()> {
@@ -109,5 +112,6 @@ fn main() -> Result<()> {
         Command::TrainReferee(a) => referee::train_referee(a, &data_root, &device),
         Command::EvalReferee(a) => referee::eval_referee(a, &data_root, &device),
         Command::Serve(a) => serve::run(a, &device),
+        Command::BenchServe(a) => bench_serve::run(a),
     }
 }

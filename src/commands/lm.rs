@@ -228,6 +228,9 @@ pub struct EvalVqaArgs {
     limit: usize,
     #[arg(long, default_value_t = 64)]
     batch: usize,
+    /// List up to this many wrong answers in the report.
+    #[arg(long, default_value_t = 50)]
+    mistakes: usize,
     /// Also write the report here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -253,6 +256,7 @@ pub fn eval_vqa(a: EvalVqaArgs, root: &Path, device: &Device) -> Result<()> {
         .collect();
     let mut score = VqaScore::default();
     let mut examples = Vec::new();
+    let mut mistakes = Vec::new();
     for chunk in questions.chunks(a.batch) {
         let idx = chunk
             .iter()
@@ -268,6 +272,12 @@ pub fn eval_vqa(a: EvalVqaArgs, root: &Path, device: &Device) -> Result<()> {
         let answers = model.ask(&images, &texts, 8, &SamplingConfig::greedy())?;
         for (q, got) in chunk.iter().zip(&answers) {
             score.add(&q.kind.to_string(), got, &q.answer);
+            if vqrae_understand::eval::normalize(got)
+                != vqrae_understand::eval::normalize(&q.answer)
+                && mistakes.len() < a.mistakes
+            {
+                mistakes.push(json!({"image": q.image_id, "question": q.question, "answer": got, "expected": q.answer}));
+            }
             if examples.len() < 12 {
                 examples.push(json!({"image": q.image_id, "question": q.question, "answer": got, "expected": q.answer}));
             }
@@ -282,6 +292,7 @@ pub fn eval_vqa(a: EvalVqaArgs, root: &Path, device: &Device) -> Result<()> {
             "by_kind": score.by_kind,
             "seconds": started.elapsed().as_secs_f64(),
             "examples": examples,
+            "mistakes": mistakes,
         }),
     )
 }

@@ -1,0 +1,538 @@
+//! The web page in a real headless Chromium, driven over WebDriver (Debian's `chromium` and
+//! `chromedriver`, installed by `scripts/install-browser.sh`): type a prompt, generate, see the
+//! image; upload an image, ask, read the answer. Screenshots of both go to `target/browser/`.
+//!
+//! Without Chromium this test fails (it does not skip): run `scripts/install-browser.sh`.
+//! `CHROMEDRIVER` and `CHROMIUM` name other binaries; `VQRAE_BROWSER_MODEL` serves another model
+//! than the tiny test model (e.g. `models/vqrae-easyvqa`, for the screenshot in the docs).
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use base64::Engine as _;
+use candle_core::{DType, Device};
+use common::{toy_image, Client, Resp};
+use hyper::Method;
+use image::RgbImage;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use vqrae_generate::unified::UnifiedModel;
+use vqrae_web::{ServeConfig, Server};
+
+const INSTALL: &str = "scripts/install-browser.sh";
+/// The key WebDriver names element references by.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+/// The page's placeholder behind images (`#eee`).
+const PLACEHOLDER: [u8; 3] = [0xee, 0xee, 0xee];
+const WINDOW: (u32, u32) = (1000, 1300);
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Where screenshots go: `target/browser/`.
+fn shots_dir() -> PathBuf {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    tmp.parent().unwrap_or(tmp).join("browser")
+}
+
+/// `$var`, else `names` searched on `PATH`.
+fn find_binary(var: &str, names: &[&str]) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(var).filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
+        .find(|p| p.is_file())
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// chromedriver, killed on drop.
+struct Driver {
+    child: Child,
+    client: Client,
+}
+
+impl Driver {
+    async fn start(chromedriver: &Path) -> Result<Self> {
+        let port = free_port()?;
+        let child = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", chromedriver.display()))?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let driver = Self {
+            child,
+            client: Client::new(addr),
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if TcpStream::connect(addr).is_ok() {
+                let ready = driver.client.get("/status").await;
+                if ready.is_ok_and(|r| r.json()["value"]["ready"] == true) {
+                    return Ok(driver);
+                }
+            }
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "chromedriver did not answer on {addr} within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn webdriver_value(what: &str, r: Resp) -> Result<Value> {
+    let v: Value = serde_json::from_slice(&r.body)
+        .with_context(|| format!("{what}: not JSON ({}): {}", r.status, r.text()))?;
+    if r.status != 200 {
+        bail!(
+            "{what}: WebDriver {}: {} {}",
+            r.status,
+            v["value"]["error"],
+            v["value"]["message"]
+        );
+    }
+    Ok(v["value"].clone())
+}
+
+/// One WebDriver session (a headless Chromium).
+struct Browser<'a> {
+    driver: &'a Driver,
+    session: String,
+}
+
+impl<'a> Browser<'a> {
+    async fn open(driver: &'a Driver, chromium: &Path) -> Result<Self> {
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": [
+                    "--headless=new",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--force-device-scale-factor=1",
+                    "--hide-scrollbars",
+                    format!("--window-size={},{}", WINDOW.0, WINDOW.1),
+                ],
+            },
+        }}});
+        let r = driver.client.post("/session", &caps).await?;
+        let v = webdriver_value("opening a Chromium session", r)?;
+        let session = v["sessionId"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no sessionId in {v}"))?
+            .to_string();
+        Ok(Self { driver, session })
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Value) -> Result<Value> {
+        let url = format!("/session/{}{path}", self.session);
+        let r = match method {
+            Method::GET => self.driver.client.get(&url).await?,
+            m => {
+                self.driver
+                    .client
+                    .send(
+                        m,
+                        &url,
+                        serde_json::to_vec(&body)?,
+                        &[("content-type", "application/json")],
+                    )
+                    .await?
+            }
+        };
+        webdriver_value(path, r)
+    }
+
+    async fn close(self) -> Result<()> {
+        self.call(Method::DELETE, "", json!({})).await.map(|_| ())
+    }
+
+    async fn goto(&self, url: &str) -> Result<()> {
+        self.call(Method::POST, "/url", json!({ "url": url }))
+            .await
+            .map(|_| ())
+    }
+
+    async fn find(&self, css: &str) -> Result<String> {
+        let v = self
+            .call(
+                Method::POST,
+                "/element",
+                json!({"using": "css selector", "value": css}),
+            )
+            .await
+            .with_context(|| format!("finding {css}"))?;
+        v[ELEMENT]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("{css}: no element reference in {v}"))
+    }
+
+    /// Clears a field and types `text` into it.
+    async fn type_into(&self, css: &str, text: &str) -> Result<()> {
+        let el = self.find(css).await?;
+        self.call(Method::POST, &format!("/element/{el}/clear"), json!({}))
+            .await?;
+        self.call(
+            Method::POST,
+            &format!("/element/{el}/value"),
+            json!({ "text": text }),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Chooses the file `path` in a file input.
+    async fn choose_file(&self, css: &str, path: &Path) -> Result<()> {
+        let el = self.find(css).await?;
+        let path = path
+            .canonicalize()
+            .with_context(|| format!("{} for upload", path.display()))?;
+        self.call(
+            Method::POST,
+            &format!("/element/{el}/value"),
+            json!({ "text": path.to_string_lossy() }),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn click(&self, css: &str) -> Result<()> {
+        let el = self.find(css).await?;
+        self.call(Method::POST, &format!("/element/{el}/click"), json!({}))
+            .await
+            .map(|_| ())
+    }
+
+    /// Runs `body` (a function body: `return ...;`) in the page.
+    async fn js(&self, body: &str) -> Result<Value> {
+        self.call(
+            Method::POST,
+            "/execute/sync",
+            json!({"script": body, "args": []}),
+        )
+        .await
+    }
+
+    /// Polls `body` until it returns something truthy (returned), or fails after `secs`.
+    async fn wait_for(&self, what: &str, body: &str, secs: u64) -> Result<Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let v = self.js(body).await?;
+            if !(v.is_null() || v == false || v == "" || v == 0) {
+                return Ok(v);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let page = self
+                    .js("return document.body.innerText;")
+                    .await
+                    .unwrap_or_default();
+                bail!("timed out after {secs} s waiting for {what}; the page reads:\n{page}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A screenshot of the viewport, saved to `path` and decoded.
+    async fn screenshot(&self, path: &Path) -> Result<RgbImage> {
+        let v = self.call(Method::GET, "/screenshot", Value::Null).await?;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().ok_or_else(|| anyhow!("screenshot: {v}"))?)?;
+        std::fs::write(path, &png).with_context(|| format!("writing {}", path.display()))?;
+        let img = image::load_from_memory(&png)
+            .context("the screenshot is not an image")?
+            .to_rgb8();
+        Ok(img)
+    }
+}
+
+/// The content box (inside the border) of the element `css`: (x, y, width, height) in CSS
+/// pixels of the viewport.
+async fn content_box(b: &Browser<'_>, css: &str) -> Result<[f64; 4]> {
+    let v = b
+        .js(&format!(
+            "const e = document.querySelector({css:?}); const r = e.getBoundingClientRect(); \
+             return [r.x + e.clientLeft, r.y + e.clientTop, e.clientWidth, e.clientHeight];"
+        ))
+        .await?;
+    let f = |i: usize| v[i].as_f64().unwrap_or(f64::NAN);
+    Ok([f(0), f(1), f(2), f(3)])
+}
+
+/// How the screenshot's pixels in `bx` (the content box of an `<img>` showing `src`, scaled
+/// without smoothing) compare with `src`: the share that match the source pixel they show
+/// (each channel within 24), and the share that are the page's empty placeholder.
+fn compare_shown(shot: &RgbImage, bx: [f64; 4], src: &RgbImage) -> Result<(f64, f64)> {
+    // a pixel off each edge: an edge pixel may blend with the border
+    let (x0, y0) = (bx[0].ceil() as u32 + 1, bx[1].ceil() as u32 + 1);
+    let (x1, y1) = (
+        (bx[0] + bx[2]).floor() as u32 - 1,
+        (bx[1] + bx[3]).floor() as u32 - 1,
+    );
+    ensure!(
+        bx.iter().all(|v| v.is_finite() && *v >= 0.0)
+            && x1 > x0
+            && y1 > y0
+            && x1 <= shot.width()
+            && y1 <= shot.height(),
+        "the image box {bx:?} is not inside the {}x{} screenshot",
+        shot.width(),
+        shot.height()
+    );
+    let (mut same, mut empty, mut all) = (0usize, 0usize, 0usize);
+    for y in y0..y1 {
+        for x in x0..x1 {
+            let p = shot.get_pixel(x, y).0;
+            let sx = ((x as f64 + 0.5 - bx[0]) / bx[2] * src.width() as f64) as u32;
+            let sy = ((y as f64 + 0.5 - bx[1]) / bx[3] * src.height() as f64) as u32;
+            let q = src
+                .get_pixel(sx.min(src.width() - 1), sy.min(src.height() - 1))
+                .0;
+            all += 1;
+            same += usize::from((0..3).all(|c| p[c].abs_diff(q[c]) <= 24));
+            empty += usize::from(p == PLACEHOLDER);
+        }
+    }
+    Ok((same as f64 / all as f64, empty as f64 / all as f64))
+}
+
+/// The server under test: the tiny model, or `VQRAE_BROWSER_MODEL`.
+struct Running {
+    addr: SocketAddr,
+    shutdown: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), vqrae_web::ServeError>>,
+}
+
+async fn start_server() -> Result<Running> {
+    let (dir, id) = match std::env::var_os("VQRAE_BROWSER_MODEL").filter(|v| !v.is_empty()) {
+        Some(d) => {
+            let d = PathBuf::from(d);
+            let d = if d.is_relative() { repo().join(d) } else { d };
+            (d, String::new())
+        }
+        None => (common::model_dir().to_path_buf(), "tiny".to_string()),
+    };
+    let cfg = ServeConfig {
+        model: dir.clone(),
+        model_id: id,
+        port: 0,
+        ..ServeConfig::default()
+    };
+    let model = tokio::task::spawn_blocking(move || {
+        UnifiedModel::load(&dir, &Device::Cpu, DType::F32).map_err(anyhow::Error::from)
+    })
+    .await??;
+    let server = Server::bind(cfg, model).await?;
+    let addr = server.local_addr();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = rx.await;
+    }));
+    Ok(Running {
+        addr,
+        shutdown: tx,
+        task,
+    })
+}
+
+/// What the page did, for the checks.
+struct Outcome {
+    image_natural: (u64, u64),
+    /// Shares of the screenshot's image box that show the generated image's pixels, and that
+    /// are the empty placeholder.
+    image_shown: f64,
+    image_empty: f64,
+    answer: String,
+}
+
+/// Drives the page: generate, then ask.
+async fn drive(b: &Browser<'_>, base: &str, upload: &Path, shots: &Path) -> Result<Outcome> {
+    b.goto(&format!("{base}/")).await?;
+    b.wait_for(
+        "the page to reach the server",
+        r#"const s = document.getElementById("status").textContent;
+           return s.startsWith("model ") ? s : null;"#,
+        30,
+    )
+    .await?;
+
+    // text to image
+    b.type_into("#prompt", "a red circle").await?;
+    b.type_into("#n", "2").await?;
+    b.type_into("#seed", "7").await?;
+    b.click("#genbtn").await?;
+    let done = b
+        .wait_for(
+            "the generated images to load",
+            r#"const err = document.getElementById("generr").textContent;
+               if (err) return "error: " + err;
+               if (document.getElementById("genbtn").disabled) return null;
+               const imgs = [...document.querySelectorAll('#images img')];
+               if (imgs.length === 0 || !imgs.every((i) => i.complete)) return null;
+               return "ok";"#,
+            120,
+        )
+        .await?;
+    ensure!(done == "ok", "generating on the page failed: {done}");
+    let natural = b
+        .js(r#"const i = document.querySelector('#images img');
+               return [i.naturalWidth, i.naturalHeight, document.querySelectorAll('#images img').length];"#)
+        .await?;
+    let n_images = natural[2].as_u64().unwrap_or(0);
+    ensure!(
+        n_images == 2,
+        "asked for 2 images, the page shows {n_images}"
+    );
+    let image_natural = (
+        natural[0].as_u64().unwrap_or(0),
+        natural[1].as_u64().unwrap_or(0),
+    );
+    let shot = b.screenshot(&shots.join("generate.png")).await?;
+    let src = b
+        .js("return document.querySelector('#images img').src;")
+        .await?;
+    let b64 = src
+        .as_str()
+        .and_then(|s| s.strip_prefix("data:image/png;base64,"))
+        .ok_or_else(|| anyhow!("the <img> is not an inline PNG: {src:.80}"))?;
+    let generated =
+        image::load_from_memory(&base64::engine::general_purpose::STANDARD.decode(b64)?)?.to_rgb8();
+    let (image_shown, image_empty) =
+        compare_shown(&shot, content_box(b, "#images img").await?, &generated)?;
+
+    // ask about an uploaded image
+    b.choose_file("#file", upload).await?;
+    b.wait_for(
+        "the upload's preview",
+        r#"const p = document.getElementById("preview");
+           return p.complete && p.naturalWidth > 0;"#,
+        30,
+    )
+    .await?;
+    b.type_into("#question", "what color is the shape?").await?;
+    b.click("#askbtn").await?;
+    let done = b
+        .wait_for(
+            "the answer",
+            r#"const err = document.getElementById("askerr").textContent;
+               if (err) return "error: " + err;
+               return document.getElementById("askbtn").disabled ? null : "ok";"#,
+            120,
+        )
+        .await?;
+    ensure!(done == "ok", "asking on the page failed: {done}");
+    let answer = b
+        .js(r#"return document.getElementById("answer").textContent;"#)
+        .await?
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    b.js(r#"document.getElementById("answer").scrollIntoView({block: "center"}); return 0;"#)
+        .await?;
+    b.screenshot(&shots.join("answer.png")).await?;
+    Ok(Outcome {
+        image_natural,
+        image_shown,
+        image_empty,
+        answer,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_generates_an_image_and_answers_a_question_in_chromium() -> Result<()> {
+    let missing = |what: &str, var: &str| {
+        format!(
+            "{what} is not installed (or not on PATH; {var} names another): the browser test \
+             needs Chromium and chromedriver. Install them with `{INSTALL}` (apt: chromium, \
+             chromium-driver)."
+        )
+    };
+    let chromedriver = find_binary("CHROMEDRIVER", &["chromedriver"])
+        .unwrap_or_else(|| panic!("{}", missing("chromedriver", "CHROMEDRIVER")));
+    let chromium = find_binary(
+        "CHROMIUM",
+        &["chromium", "chromium-browser", "google-chrome"],
+    )
+    .unwrap_or_else(|| panic!("{}", missing("Chromium", "CHROMIUM")));
+
+    let shots = shots_dir();
+    std::fs::create_dir_all(&shots)?;
+    for f in ["generate.png", "answer.png"] {
+        let _ = std::fs::remove_file(shots.join(f));
+    }
+    // the upload: a red disc, written as a PNG file the page's file input reads
+    let upload = shots.join("upload.png");
+    toy_image(0).save(&upload)?;
+
+    let server = start_server().await?;
+    let base = format!("http://{}", server.addr);
+    let models = Client::new(server.addr).get("/v1/models").await?;
+    let size = models.json()["data"][0]["image_size"].as_u64();
+    let driver = Driver::start(&chromedriver).await?;
+    let browser = Browser::open(&driver, &chromium).await?;
+    let outcome = drive(&browser, &base, &upload, &shots).await;
+    let closed = browser.close().await;
+    drop(driver);
+    let _ = server.shutdown.send(());
+    server.task.await??;
+    let out = outcome?;
+    closed?;
+
+    // the generated image loaded at the model's size and is drawn in the screenshot
+    let (w, h) = out.image_natural;
+    assert!(
+        w > 0 && h > 0,
+        "the generated <img> did not load: natural size {w}x{h}"
+    );
+    if let Some(size) = size {
+        assert_eq!((w, h), (size, size), "the generated image's size");
+    }
+    for f in ["generate.png", "answer.png"] {
+        let p = shots.join(f);
+        let img = image::open(&p).with_context(|| format!("reading {}", p.display()))?;
+        assert!(img.width() >= 400 && img.height() >= 400, "{f}: {img:?}");
+    }
+    assert!(
+        out.image_shown > 0.9 && out.image_empty < 0.1,
+        "the screenshot does not show the generated image in its box: {:.0}% of the box \
+         matches it, {:.0}% is the empty placeholder (see {})",
+        100.0 * out.image_shown,
+        100.0 * out.image_empty,
+        shots.join("generate.png").display()
+    );
+    assert!(
+        !out.answer.trim().is_empty(),
+        "the page shows no answer (see {})",
+        shots.join("answer.png").display()
+    );
+    println!(
+        "screenshots in {}: the image box shows the generated image ({:.1}% of its pixels \
+         match); the answer: {:?}",
+        shots.display(),
+        100.0 * out.image_shown,
+        out.answer
+    );
+    Ok(())
+}
