@@ -15,11 +15,12 @@
 //! and at each phase's end) resume exactly: the data order depends only on the global step, and
 //! a checkpoint taken at the end of a phase resumes into the next phase with a fresh optimizer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
+use rand::distributions::{Distribution, WeightedIndex};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -93,6 +94,10 @@ pub struct Phase {
     /// Text-to-image examples per step (0: none).
     #[serde(default)]
     pub t2i_batch: usize,
+    /// Draw VQA examples so that every (question template, answer) pair is equally likely,
+    /// instead of in proportion to the data (see [`answer_prior_weights`]).
+    #[serde(default)]
+    pub balance_vqa: bool,
     /// The LM's schedule; absent: the LM is frozen in this phase.
     #[serde(default)]
     pub lm_lr: Option<LrSchedule>,
@@ -266,6 +271,42 @@ impl JointData {
     }
 }
 
+/// Sampling weights that remove the answer prior of templated questions: each question weighs
+/// `1 / n(template, answer)`, where the template is the question with every word that is also
+/// an answer word masked ("is there a * shape?"). In easy-VQA, "is there a <colour> shape?" is
+/// answered "no" 88% of the time in training; a model can score well on it from the words alone
+/// and never learn to compare the colour word with the image. Balanced, each template's answers
+/// come equally often, so only the image tells them apart.
+pub fn answer_prior_weights(questions: &[(usize, String, String)]) -> Vec<f64> {
+    let answers: HashSet<String> = questions
+        .iter()
+        .map(|(_, _, a)| a.trim().to_lowercase())
+        .collect();
+    let key = |q: &str, a: &str| {
+        let template: Vec<String> = q
+            .to_lowercase()
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(|w| {
+                if answers.contains(w) {
+                    "*".to_string()
+                } else {
+                    w.to_string()
+                }
+            })
+            .collect();
+        (template.join(" "), a.trim().to_lowercase())
+    };
+    let mut counts: HashMap<(String, String), usize> = HashMap::new();
+    for (_, q, a) in questions {
+        *counts.entry(key(q, a)).or_default() += 1;
+    }
+    questions
+        .iter()
+        .map(|(_, q, a)| 1.0 / counts[&key(q, a)] as f64)
+        .collect()
+}
+
 /// What a finished run reports.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JointSummary {
@@ -402,6 +443,14 @@ pub fn train(
             ))
         })
         .collect::<Result<Vec<(usize, Example)>>>()?;
+    let balanced = if cfg.phases.iter().any(|p| p.balance_vqa && p.vqa_batch > 0) {
+        Some(
+            WeightedIndex::new(answer_prior_weights(&data.questions))
+                .map_err(|e| GenerateError::Config(format!("balanced VQA sampling: {e}")))?,
+        )
+    } else {
+        None
+    };
     let t2i_images: Vec<usize> = (0..n_img).filter(|&i| data.captions[i].is_some()).collect();
     let uses = |f: fn(&Phase) -> usize| cfg.phases.iter().any(|p| f(p) > 0);
     if uses(|p| p.vqa_batch) && vqa_examples.is_empty() {
@@ -467,8 +516,17 @@ pub fn train(
         let mut record = serde_json::Map::new();
         let mut samples = 0;
         if phase.vqa_batch > 0 {
-            let sampler = EpochSampler::new(vqa_examples.len(), phase.vqa_batch, cfg.seed, true);
-            let picks = sampler.batch_at(step);
+            let picks = if let (true, Some(weights)) = (phase.balance_vqa, &balanced) {
+                // with replacement, from a generator seeded by the step: resumes exactly
+                let mut rng =
+                    ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xba1a ^ step.wrapping_mul(0x2545_f491));
+                (0..phase.vqa_batch)
+                    .map(|_| weights.sample(&mut rng))
+                    .collect()
+            } else {
+                EpochSampler::new(vqa_examples.len(), phase.vqa_batch, cfg.seed, true)
+                    .batch_at(step)
+            };
             let examples: Vec<Example> = picks.iter().map(|&i| vqa_examples[i].1.clone()).collect();
             let images: Vec<u32> = picks.iter().map(|&i| vqa_examples[i].0 as u32).collect();
             let batch = TrainBatch::new(&examples, text.pad_id(), device)?;
@@ -583,4 +641,32 @@ pub fn train(
         final_losses: last,
         model_dir,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn balancing_gives_each_template_answer_pair_equal_mass() {
+        let q = |q: &str, a: &str| (0, q.to_string(), a.to_string());
+        let questions = vec![
+            q("is there a red shape?", "no"),
+            q("is there a blue shape?", "no"),
+            q("is there a red shape?", "no"),
+            q("is there a red shape?", "yes"),
+            q("what color is the shape?", "red"),
+            q("what color is the shape?", "blue"),
+        ];
+        let w = answer_prior_weights(&questions);
+        // three "no"s share one third of what the single "yes" gets
+        assert!((w[0] - 1.0 / 3.0).abs() < 1e-12 && (w[3] - 1.0).abs() < 1e-12);
+        let no: f64 = w[..3].iter().sum();
+        assert!((no - w[3]).abs() < 1e-12);
+        // answer words (here red, blue) are masked in templates; others are not
+        assert_eq!(answer_prior_weights(&[q("is there a green shape?", "no")]), vec![1.0]);
+        // two (template, answer) pairs of one question each
+        assert_eq!(w[4], 1.0);
+        assert_eq!(w[5], 1.0);
+    }
 }
