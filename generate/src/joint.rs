@@ -664,7 +664,10 @@ mod tests {
         let no: f64 = w[..3].iter().sum();
         assert!((no - w[3]).abs() < 1e-12);
         // answer words (here red, blue) are masked in templates; others are not
-        assert_eq!(answer_prior_weights(&[q("is there a green shape?", "no")]), vec![1.0]);
+        assert_eq!(
+            answer_prior_weights(&[q("is there a green shape?", "no")]),
+            vec![1.0]
+        );
         // two (template, answer) pairs of one question each
         assert_eq!(w[4], 1.0);
         assert_eq!(w[5], 1.0);
