@@ -1,50 +1,11 @@
 //! End-to-end tests of the `vqrae` binary on the real installed data (run `vqrae data setup`
 //! or `scripts/setup-data.sh` first; the test command does).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use std::path::Path;
 
-fn data_root() -> PathBuf {
-    std::env::var_os("VQRAE_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".data"))
-}
-
-fn vqrae(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vqrae"))
-        .args(args)
-        .env("VQRAE_DATA", data_root())
-        .env("RUST_LOG", "warn")
-        .current_dir(repo())
-        .output()
-        .expect("running vqrae")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = vqrae(args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "vqrae {args:?} failed:\n{stderr}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Runs a command that must fail with a message (not a panic) containing `needle`.
-fn fails_with(args: &[&str], needle: &str) {
-    let out = vqrae(args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "vqrae {args:?} should fail");
-    assert!(
-        !stderr.contains("panicked"),
-        "vqrae {args:?} panicked:\n{stderr}"
-    );
-    assert!(
-        stderr.contains(needle),
-        "vqrae {args:?}: expected {needle:?} in:\n{stderr}"
-    );
-}
+use common::{data_root, fails_with, ok, repo, s, vqrae};
 
 fn easy_vqa_image(split: &str, id: usize) -> String {
     let p = data_root().join(format!("easy-vqa/{split}/images/{id}.png"));
@@ -54,10 +15,6 @@ fn easy_vqa_image(split: &str, id: usize) -> String {
         p.display()
     );
     p.to_string_lossy().into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
 }
 
 #[test]

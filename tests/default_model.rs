@@ -2,28 +2,9 @@
 //! easy-VQA test split: it answers questions and generates images well above chance, and bad
 //! input is a clear error. The full figures come from `scripts/lm-experiments.sh`.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn data_root() -> PathBuf {
-    std::env::var_os("VQRAE_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".data"))
-}
-
-fn vqrae(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vqrae"))
-        .args(args)
-        .env("VQRAE_DATA", data_root())
-        .env("RUST_LOG", "warn")
-        .current_dir(repo())
-        .output()
-        .expect("running vqrae")
-}
+use common::vqrae;
 
 fn json_of(args: &[&str]) -> serde_json::Value {
     let out = vqrae(args);

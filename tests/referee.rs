@@ -1,36 +1,11 @@
 //! End-to-end test of `train-referee` and `eval-referee` on a tiny config and a few real
 //! easy-VQA images (run `vqrae data setup` or `scripts/setup-data.sh` first).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use std::path::Path;
 
-fn vqrae(args: &[&str]) -> Output {
-    let data = std::env::var_os("VQRAE_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".data"));
-    Command::new(env!("CARGO_BIN_EXE_vqrae"))
-        .args(args)
-        .env("VQRAE_DATA", data)
-        .env("RUST_LOG", "warn")
-        .current_dir(repo())
-        .output()
-        .expect("running vqrae")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = vqrae(args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "vqrae {args:?} failed:\n{stderr}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
+use common::{ok, s, vqrae};
 
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("reading JSON")).expect("JSON")
