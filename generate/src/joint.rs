@@ -509,7 +509,7 @@ pub fn train(
             current = Some((pi, parts.optimizer(phase, &cfg.adamw)?));
         }
         let Some((_, opt)) = current.as_mut() else {
-            unreachable!("set just above")
+            return Err(GenerateError::Config(format!("step {step}: no optimizer")));
         };
 
         let mut loss = None;
@@ -572,8 +572,12 @@ pub fn train(
             });
             samples += examples.len();
         }
+        // validate() rejects phases without examples, so a loss is always there
         let Some(loss) = loss else {
-            unreachable!("validate() rejects phases without examples")
+            return Err(GenerateError::Config(format!(
+                "phase {}: no examples",
+                phase.name
+            )));
         };
         let mut grads = loss.backward()?;
         let vars = opt.vars();
