@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use commands::{bench_serve, data, lm, plot, probe, referee, serve, tokenizer, train};
+use commands::{bench_serve, data, lm, plot, probe, referee, scale, serve, tokenizer, train};
 
 /// candle allocates a fresh buffer for every op; glibc's allocator hands large ones back to the
 /// kernel at once, so training spent a third of its time in page faults. mimalloc keeps them:
@@ -69,6 +69,9 @@ enum Command {
     EvalVqa(lm::EvalVqaArgs),
     /// Text-to-image judged by the referee: colour and shape right, per guidance scale.
     EvalT2i(lm::EvalT2iArgs),
+    /// Scaling sweep: a family of LM sizes on cached codes, fits of L(N) and L(C), the
+    /// prediction for the next size checked by training it, and a codebook sweep.
+    Scale(scale::ScaleArgs),
     /// Train the referee (a small CNN reading colour and shape) on real easy-VQA images;
     /// it qualifies to judge generated images at 99% on the real test split.
     TrainReferee(referee::TrainRefereeArgs),
@@ -109,6 +112,7 @@ fn main() -> Result<()> {
         Command::Generate(a) => lm::generate(a, &device),
         Command::EvalVqa(a) => lm::eval_vqa(a, &data_root, &device),
         Command::EvalT2i(a) => lm::eval_t2i(a, &data_root, &device),
+        Command::Scale(a) => scale::run(a, &data_root, &device),
         Command::TrainReferee(a) => referee::train_referee(a, &data_root, &device),
         Command::EvalReferee(a) => referee::eval_referee(a, &data_root, &device),
         Command::Serve(a) => serve::run(a, &device),

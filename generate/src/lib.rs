@@ -14,6 +14,7 @@ pub mod error;
 pub mod joint;
 pub mod referee;
 pub mod sample;
+pub mod scaling;
 pub mod scene_judge;
 pub mod sequence;
 pub mod unified;

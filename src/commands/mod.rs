@@ -7,6 +7,7 @@ pub mod lm;
 pub mod plot;
 pub mod probe;
 pub mod referee;
+pub mod scale;
 pub mod serve;
 pub mod tokenizer;
 pub mod train;

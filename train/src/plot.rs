@@ -38,7 +38,7 @@ const FONT_PATHS: [&str; 2] = [
 ];
 
 /// Registers a sans-serif font once per process; `false` when none could be loaded.
-fn font_ready() -> bool {
+pub fn font_ready() -> bool {
     static READY: OnceLock<bool> = OnceLock::new();
     *READY.get_or_init(|| {
         let env = std::env::var_os("VQRAE_FONT").map(PathBuf::from);
@@ -147,6 +147,127 @@ pub fn plot_panels(panels: &[(String, Vec<Series>)], out: &Path, width: u32) -> 
     Ok(())
 }
 
+/// How a series of [`plot_log_x`] is drawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mark {
+    /// Connected points in the series' colour (a training curve).
+    Line,
+    /// Unconnected dots (measurements).
+    Points,
+    /// A dashed black line (a fitted law).
+    Fit,
+}
+
+/// One series of [`plot_log_x`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct XySeries {
+    pub label: String,
+    pub points: Vec<(f64, f64)>,
+    pub mark: Mark,
+}
+
+/// Titles of [`plot_log_x`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Axes {
+    pub title: String,
+    pub x: String,
+    pub y: String,
+}
+
+/// One chart with a logarithmic x axis (parameters, FLOPs, tokens span decades) and a linear
+/// y axis, `size` pixels, to a PNG at `out`. Points with x <= 0 or a non-finite value are left
+/// out. Colours follow the series' position among the non-fit series.
+pub fn plot_log_x(axes: &Axes, series: &[XySeries], out: &Path, size: (u32, u32)) -> Result<()> {
+    let finite = |&(x, y): &(f64, f64)| x > 0.0 && x.is_finite() && y.is_finite();
+    let all: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| s.points.iter().copied().filter(finite))
+        .collect();
+    if all.is_empty() {
+        return Err(TrainError::Config(
+            "nothing to plot: no finite points".into(),
+        ));
+    }
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(TrainError::io(parent))?;
+    }
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in &all {
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
+    // a margin of a fifth of a decade on x and 5% on y keeps end points off the frame
+    let (x0, x1) = (x0 / 1.6, x1 * 1.6);
+    let pad = ((y1 - y0) * 0.05).max(1e-9);
+    let text = font_ready();
+    let root = BitMapBackend::new(out, size).into_drawing_area();
+    root.fill(&WHITE).map_err(draw_err)?;
+    let mut builder = ChartBuilder::on(&root);
+    builder.margin(12);
+    if text {
+        builder
+            .caption(axes.title.as_str(), ("sans-serif", 20))
+            .x_label_area_size(40)
+            .y_label_area_size(60);
+    }
+    let mut chart = builder
+        .build_cartesian_2d((x0..x1).log_scale(), (y0 - pad)..(y1 + pad))
+        .map_err(draw_err)?;
+    if text {
+        chart
+            .configure_mesh()
+            .x_desc(axes.x.as_str())
+            .y_desc(axes.y.as_str())
+            .x_label_formatter(&|x| format!("{x:.0e}"))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(draw_err)?;
+    }
+    let mut colour = 0;
+    for s in series {
+        let points: Vec<(f64, f64)> = s.points.iter().copied().filter(finite).collect();
+        if points.is_empty() {
+            continue;
+        }
+        let color = if s.mark == Mark::Fit {
+            BLACK
+        } else {
+            colour += 1;
+            PALETTE[(colour - 1) % PALETTE.len()]
+        };
+        let drawn = match s.mark {
+            Mark::Line => chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))
+                .map_err(draw_err)?,
+            Mark::Points => chart
+                .draw_series(
+                    points
+                        .into_iter()
+                        .map(|p| Circle::new(p, 5, color.filled())),
+                )
+                .map_err(draw_err)?,
+            Mark::Fit => chart
+                .draw_series(DashedLineSeries::new(points, 6, 4, color.stroke_width(1)))
+                .map_err(draw_err)?,
+        };
+        if text && !s.label.is_empty() {
+            drawn
+                .label(s.label.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        }
+    }
+    if text {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(draw_err)?;
+    }
+    root.present().map_err(draw_err)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +303,45 @@ mod tests {
         let h = u32::from_be_bytes([bytes[20], bytes[21], bytes[22], bytes[23]]);
         assert_eq!((w, h), (640, 520));
         assert!(plot_panels(&[("x".into(), vec![])], &out, 640).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn log_x_charts_take_decades_and_skip_what_a_log_cannot_show() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(TrainError::io("tempdir"))?;
+        let out = dir.path().join("law.png");
+        let axes = Axes {
+            title: "loss vs N".into(),
+            x: "N".into(),
+            y: "loss".into(),
+        };
+        let measured = XySeries {
+            label: "runs".into(),
+            points: vec![
+                (1e4, 3.0),
+                (1e5, 2.5),
+                (1e6, 2.2),
+                (0.0, 9.0),
+                (1e7, f64::NAN),
+            ],
+            mark: Mark::Points,
+        };
+        let fit = XySeries {
+            label: "fit".into(),
+            points: (0..20)
+                .map(|i| (1e4 * 1.5f64.powi(i), 2.0 + 10.0 * 1.5f64.powi(-i)))
+                .collect(),
+            mark: Mark::Fit,
+        };
+        plot_log_x(&axes, &[measured, fit], &out, (640, 400))?;
+        let bytes = std::fs::read(&out).map_err(TrainError::io(&out))?;
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        let empty = XySeries {
+            label: "none".into(),
+            points: vec![(-1.0, 1.0)],
+            mark: Mark::Line,
+        };
+        assert!(plot_log_x(&axes, &[empty], &out, (640, 400)).is_err());
         Ok(())
     }
 }

@@ -1,0 +1,330 @@
+//! A sweep's outputs: `runs.csv` (one row per run), `report.json` (everything), the plots, and
+//! `report.md` (the table, the fits, the prediction against the measured point).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use vqrae_train::plot::{plot_log_x, Axes, Mark, XySeries};
+
+use super::fit::PowerLawFit;
+use super::run::RunResult;
+use super::sweep::SweepReport;
+use crate::error::{GenerateError, Result};
+
+const PLOT_SIZE: (u32, u32) = (900, 560);
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> GenerateError + '_ {
+    move |source| GenerateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Quotes a CSV field when it needs it (RFC 4180).
+fn field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// One row per run: the family, the held-out size and the codebook sweep.
+pub fn csv(report: &SweepReport) -> String {
+    let mut out = String::from(
+        "group,name,tokenizer,codebook_size,hidden_size,layers,heads,params,non_embedding_params,\
+         steps,tokens,flops,val_loss,referee_both,referee_color,referee_shape,seconds\n",
+    );
+    let rows = report
+        .runs
+        .iter()
+        .map(|r| ("family", r))
+        .chain([("held_out", &report.held_out)])
+        .chain(report.codebook.iter().map(|c| ("codebook", &c.run)));
+    for (group, r) in rows {
+        let q = r.quality.as_ref();
+        let score = |f: fn(&crate::referee::RefereeReport) -> f64| {
+            q.map(|q| format!("{:.4}", f(q))).unwrap_or_default()
+        };
+        let _ = writeln!(
+            out,
+            "{group},{},{},{},{},{},{},{},{},{},{:.0},{:.4e},{:.5},{},{},{},{:.1}",
+            field(&r.name),
+            field(&r.tokenizer.display().to_string()),
+            r.codebook_size,
+            r.size.hidden_size,
+            r.size.num_hidden_layers,
+            r.size.num_attention_heads,
+            r.params,
+            r.non_embedding_params,
+            r.steps,
+            r.tokens,
+            r.flops,
+            r.val_loss,
+            score(|q| q.both),
+            score(|q| q.color),
+            score(|q| q.shape),
+            r.seconds,
+        );
+    }
+    out
+}
+
+fn law(f: &PowerLawFit, var: &str) -> String {
+    let se = |v: Option<f64>| v.map(|v| format!(" ± {v:.3}")).unwrap_or_default();
+    format!(
+        "L({var}) = {:.4e} · {var}^-({:.4}{}) + {:.4}{}  (R² = {:.4}, {} points)",
+        f.a,
+        f.alpha,
+        se(f.alpha_se),
+        f.l_inf,
+        se(f.l_inf_se),
+        f.r2,
+        f.points
+    )
+}
+
+/// Points of a fitted law across `[lo, hi]`, evenly in log.
+fn curve(f: &PowerLawFit, lo: f64, hi: f64) -> Vec<(f64, f64)> {
+    (0..=60)
+        .map(|i| {
+            let x = lo * (hi / lo).powf(i as f64 / 60.0);
+            (x, f.predict(x))
+        })
+        .collect()
+}
+
+fn quality(r: &RunResult) -> String {
+    r.quality
+        .as_ref()
+        .map(|q| format!("{:.1}%", 100.0 * q.both))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// The markdown report.
+pub fn markdown(r: &SweepReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# Scaling sweep `{}`\n", r.name);
+    let _ = writeln!(
+        s,
+        "Tokenizer `{}`; {} training sequences, validation loss on {} held-out images \
+         (nats per image token, captions given); generation quality = the referee's \
+         colour+shape rate at guidance {}, its ceiling on the tokenizer's reconstructions of \
+         the held-out images {:.1}%. Training time of all runs: {:.1} min (this invocation \
+         {:.1} min).\n",
+        r.tokenizer.display(),
+        r.train_sequences,
+        r.val_images,
+        r.guidance,
+        100.0 * r.ceiling.both,
+        r.train_seconds / 60.0,
+        r.seconds / 60.0
+    );
+    s.push_str(
+        "| run | d | layers | heads | N (non-emb.) | params | tokens D | C = 6ND | val loss | \
+         referee | min |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for run in r.runs.iter().chain([&r.held_out]) {
+        let held = if run.name == r.held_out.name {
+            " (held out)"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            s,
+            "| {}{held} | {} | {} | {} | {} | {} | {:.3e} | {:.3e} | {:.4} | {} | {:.1} |",
+            run.name,
+            run.size.hidden_size,
+            run.size.num_hidden_layers,
+            run.size.num_attention_heads,
+            run.non_embedding_params,
+            run.params,
+            run.tokens,
+            run.flops,
+            run.val_loss,
+            quality(run),
+            run.seconds / 60.0
+        );
+    }
+    let p = &r.prediction;
+    let pm = |v: f64, se: Option<f64>| match se {
+        Some(se) => format!("{v:.4} ± {se:.4}"),
+        None => format!("{v:.4}"),
+    };
+    let _ = writeln!(
+        s,
+        "\n## Fits\n\n- {}\n- {} on the {} frontier points\n",
+        law(&r.fit_n, "N"),
+        law(&r.fit_c, "C"),
+        r.frontier.len()
+    );
+    let _ = writeln!(
+        s,
+        "## Prediction for the next size up\n\n`{}` (N = {}), predicted before it trained: \
+         L(N) = {}, L(C) = {}; measured **{:.4}** (off by {:+.4} from L(N)).\n",
+        p.size,
+        p.non_embedding_params,
+        pm(p.from_n, p.from_n_se),
+        pm(p.from_c, p.from_c_se),
+        p.measured,
+        p.measured - p.from_n
+    );
+    if !r.codebook.is_empty() {
+        s.push_str(
+            "## Codebook sweep\n\n| tokenizer | codebook | dim | val loss (nats/token) | \
+             bits / image | referee | referee ceiling |\n|---|---|---|---|---|---|---|\n",
+        );
+        for c in &r.codebook {
+            let _ = writeln!(
+                s,
+                "| `{}` | {} | {} | {:.4} | {:.1} | {} | {:.1}% |",
+                c.tokenizer.display(),
+                c.codebook_size,
+                c.codebook_dim,
+                c.run.val_loss,
+                c.bits_per_image,
+                quality(&c.run),
+                100.0 * c.ceiling.both
+            );
+        }
+        s.push('\n');
+    }
+    s.push_str(
+        "![loss vs N](loss-vs-n.png)\n![loss vs C](loss-vs-c.png)\n![curves](curves.png)\n\
+         ![quality vs N](quality-vs-n.png)\n",
+    );
+    s
+}
+
+/// Writes `runs.csv`, `report.json`, `report.md` and the plots into `out`.
+pub fn write_all(r: &SweepReport, out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    let write = |name: &str, text: String| {
+        let p = out.join(name);
+        std::fs::write(&p, text).map_err(io(&p))
+    };
+    write("runs.csv", csv(r))?;
+    let json = serde_json::to_string_pretty(r).map_err(|source| GenerateError::Json {
+        path: out.join("report.json"),
+        source,
+    })?;
+    write("report.json", json + "\n")?;
+    write("report.md", markdown(r))?;
+
+    let family = |f: &dyn Fn(&RunResult) -> Option<(f64, f64)>| -> Vec<(f64, f64)> {
+        r.runs.iter().filter_map(f).collect()
+    };
+    let n = |run: &RunResult| run.non_embedding_params as f64;
+    let (lo, hi) = family(&|run| Some((n(run), 0.0)))
+        .iter()
+        .chain([(n(&r.held_out), 0.0)].iter())
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &(x, _)| {
+            (lo.min(x), hi.max(x))
+        });
+    let pts = |label: &str, points: Vec<(f64, f64)>| XySeries {
+        label: label.into(),
+        points,
+        mark: Mark::Points,
+    };
+    let fit = |label: &str, points: Vec<(f64, f64)>| XySeries {
+        label: label.into(),
+        points,
+        mark: Mark::Fit,
+    };
+    plot_log_x(
+        &Axes {
+            title: "validation loss vs non-embedding parameters".into(),
+            x: "N".into(),
+            y: "val loss (nats / image token)".into(),
+        },
+        &[
+            pts("family", family(&|run| Some((n(run), run.val_loss)))),
+            pts("held out", vec![(n(&r.held_out), r.held_out.val_loss)]),
+            fit("fit L(N)", curve(&r.fit_n, lo, hi)),
+        ],
+        &out.join("loss-vs-n.png"),
+        PLOT_SIZE,
+    )?;
+
+    let mut series: Vec<XySeries> = r
+        .runs
+        .iter()
+        .map(|run| XySeries {
+            label: run.name.clone(),
+            points: run.curve.iter().map(|p| (p.flops, p.val_loss)).collect(),
+            mark: Mark::Line,
+        })
+        .collect();
+    let (c_lo, c_hi) = r
+        .frontier
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &(x, _)| {
+            (lo.min(x), hi.max(x))
+        });
+    series.push(pts("frontier", r.frontier.clone()));
+    series.push(fit("fit L(C)", curve(&r.fit_c, c_lo, c_hi)));
+    plot_log_x(
+        &Axes {
+            title: "validation loss vs training compute, and the frontier".into(),
+            x: "C = 6 N D (FLOPs)".into(),
+            y: "val loss".into(),
+        },
+        &series,
+        &out.join("loss-vs-c.png"),
+        PLOT_SIZE,
+    )?;
+
+    let curves: Vec<XySeries> = r
+        .runs
+        .iter()
+        .chain([&r.held_out])
+        .map(|run| XySeries {
+            label: run.name.clone(),
+            points: run.curve.iter().map(|p| (p.tokens, p.val_loss)).collect(),
+            mark: Mark::Line,
+        })
+        .collect();
+    plot_log_x(
+        &Axes {
+            title: "validation loss over training, per size".into(),
+            x: "tokens D".into(),
+            y: "val loss".into(),
+        },
+        &curves,
+        &out.join("curves.png"),
+        PLOT_SIZE,
+    )?;
+
+    let q = |run: &RunResult| run.quality.as_ref().map(|q| (n(run), 100.0 * q.both));
+    plot_log_x(
+        &Axes {
+            title: "generation quality vs N (referee, colour and shape right)".into(),
+            x: "N".into(),
+            y: "% right".into(),
+        },
+        &[
+            pts("family", family(&|run| q(run))),
+            pts("held out", q(&r.held_out).into_iter().collect()),
+            fit(
+                "ceiling (reconstructions)",
+                vec![(lo, 100.0 * r.ceiling.both), (hi, 100.0 * r.ceiling.both)],
+            ),
+        ],
+        &out.join("quality-vs-n.png"),
+        PLOT_SIZE,
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_with_commas_are_quoted() {
+        assert_eq!(field("a,b"), "\"a,b\"");
+        assert_eq!(field("say \"x\""), "\"say \"\"x\"\"\"");
+        assert_eq!(field("plain"), "plain");
+        assert_eq!(field("q\",x"), "\"q\"\",x\"");
+    }
+}

@@ -1,0 +1,351 @@
+//! The whole sweep: the family of sizes on one tokenizer's codes, the fits, the held-out size
+//! the fits predict, and the codebook sweep; every run resumable, every result kept on disk.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+use vqrae_lm::{TextTokenizer, UnifiedVocab};
+use vqrae_tokenizer::Vqrae;
+
+use super::codes::{CodeSet, Split};
+use super::config::{ScalingConfig, SizeSpec};
+use super::fit::{fit_power_law, frontier, PowerLawFit};
+use super::quality::{Prompt, QualityCheck};
+use super::run::{self, RunInputs, RunResult};
+use crate::error::{GenerateError, Result};
+use crate::referee::{Referee, RefereeReport, Verdict};
+use crate::sequence;
+
+/// The images a sweep learns from and is judged on.
+pub struct SweepData {
+    pub train_images: Vec<RgbImage>,
+    pub train_captions: Vec<String>,
+    /// Held-out images (validation loss, and the referee's ceiling on their reconstructions).
+    pub val_images: Vec<RgbImage>,
+    pub val_captions: Vec<String>,
+    pub val_labels: Vec<Verdict>,
+    /// The captions generation quality is measured on.
+    pub prompts: Vec<Prompt>,
+}
+
+/// The fits' prediction for the held-out size, and what it measured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    pub size: String,
+    pub non_embedding_params: usize,
+    /// `L(N)` at its N, with its standard error.
+    pub from_n: f64,
+    pub from_n_se: Option<f64>,
+    /// `L(C)` of the frontier at its final compute.
+    pub from_c: f64,
+    pub from_c_se: Option<f64>,
+    pub measured: f64,
+}
+
+/// One tokenizer of the codebook sweep.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CodebookRow {
+    pub tokenizer: PathBuf,
+    pub codebook_size: usize,
+    pub codebook_dim: usize,
+    pub run: RunResult,
+    /// Validation loss in bits per image (its codes and `<eoi>`).
+    pub bits_per_image: f64,
+    /// The referee on this tokenizer's reconstructions: what its LM could reach at best.
+    pub ceiling: RefereeReport,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SweepReport {
+    pub name: String,
+    pub tokenizer: PathBuf,
+    pub train_sequences: usize,
+    pub val_images: usize,
+    pub guidance: f64,
+    pub runs: Vec<RunResult>,
+    pub held_out: RunResult,
+    pub fit_n: PowerLawFit,
+    pub fit_c: PowerLawFit,
+    /// `(C, loss)` points of the compute-efficient frontier over the family's curves.
+    pub frontier: Vec<(f64, f64)>,
+    pub prediction: Prediction,
+    pub ceiling: RefereeReport,
+    pub codebook: Vec<CodebookRow>,
+    /// Training wall time of every run, summed (a resumed run counts all its sessions).
+    pub train_seconds: f64,
+    /// Wall time of this invocation (less than the sum when runs were reused).
+    pub seconds: f64,
+}
+
+fn fit_err(what: &str) -> impl FnOnce(super::fit::FitError) -> GenerateError + '_ {
+    move |e| GenerateError::Config(format!("fitting {what}: {e}"))
+}
+
+/// Everything one tokenizer's runs share: its codes, vocabulary, tokenizer and quality check.
+struct OnCodes {
+    codes: CodeSet,
+    vocab: UnifiedVocab,
+    context: usize,
+    tokenizer: Vqrae,
+    dir: PathBuf,
+}
+
+impl OnCodes {
+    fn new(
+        dir: &Path,
+        cfg: &ScalingConfig,
+        data: &SweepData,
+        text: &TextTokenizer,
+        out: &Path,
+        device: &Device,
+    ) -> Result<Self> {
+        if !dir.join("config.json").exists() {
+            return Err(GenerateError::Config(format!(
+                "tokenizer {}: no config.json there (train one with `vqrae train-tokenizer`)",
+                dir.display()
+            )));
+        }
+        let n_train = match cfg.data.train_limit {
+            0 => data.train_images.len(),
+            k => k.min(data.train_images.len()),
+        };
+        let n_val = cfg.data.val_images.min(data.val_images.len());
+        let codes = CodeSet::load_or_encode(
+            dir,
+            Split {
+                images: &data.train_images[..n_train],
+                captions: &data.train_captions[..n_train],
+            },
+            Split {
+                images: &data.val_images[..n_val],
+                captions: &data.val_captions[..n_val],
+            },
+            cfg.data.mirror,
+            &out.join("codes"),
+            device,
+        )?;
+        let vocab = UnifiedVocab::new(text.vocab_size(), codes.codebook_size)?;
+        let mut longest = 0;
+        for c in data.train_captions.iter().chain(&data.val_captions) {
+            longest = longest.max(sequence::prompt_ids(text, &vocab, Some(c))?.len());
+        }
+        for p in &data.prompts {
+            longest = longest.max(sequence::prompt_ids(text, &vocab, Some(&p.caption))?.len());
+        }
+        let context = (longest + codes.image_tokens + 1).div_ceil(8) * 8;
+        let tokenizer = Vqrae::load(dir, device, DType::F32)?;
+        Ok(Self {
+            codes,
+            vocab,
+            context,
+            tokenizer,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn inputs<'a>(&'a self, cfg: &'a ScalingConfig, text: &'a TextTokenizer) -> RunInputs<'a> {
+        RunInputs {
+            cfg,
+            codes: &self.codes,
+            tokenizer_dir: &self.dir,
+            text,
+            vocab: &self.vocab,
+            context: self.context,
+        }
+    }
+
+    fn check<'a>(
+        &'a self,
+        cfg: &ScalingConfig,
+        referee: &'a Referee,
+        data: &'a SweepData,
+    ) -> QualityCheck<'a> {
+        QualityCheck {
+            tokenizer: &self.tokenizer,
+            referee,
+            prompts: &data.prompts,
+            per_caption: cfg.quality.images_per_caption,
+            guidance: cfg.quality.guidance,
+        }
+    }
+
+    /// Trains (or reuses) one run and measures its generation quality once.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        cfg: &ScalingConfig,
+        text: &TextTokenizer,
+        referee: &Referee,
+        data: &SweepData,
+        size: &SizeSpec,
+        run_dir: &Path,
+        device: &Device,
+    ) -> Result<RunResult> {
+        let inputs = self.inputs(cfg, text);
+        let trained = run::train(&inputs, size, run_dir, device, None)?.ok_or_else(|| {
+            GenerateError::Config(format!("run {} stopped before its end", size.name))
+        })?;
+        let mut result = trained.result;
+        if result.quality.is_none() {
+            let started = Instant::now();
+            let q = self
+                .check(cfg, referee, data)
+                .generated(&trained.lm, text, &self.vocab)?;
+            tracing::info!(
+                run = size.name.as_str(),
+                both = q.both,
+                seconds = started.elapsed().as_secs_f64(),
+                "generation quality"
+            );
+            result.quality = Some(q);
+            run::write_result(run_dir, &result)?;
+        }
+        tracing::info!(
+            run = size.name.as_str(),
+            n = result.non_embedding_params,
+            val_loss = result.val_loss,
+            seconds = result.seconds,
+            "run finished"
+        );
+        Ok(result)
+    }
+}
+
+/// Runs (or resumes) the sweep of `cfg` into `out`.
+pub fn run(
+    cfg: &ScalingConfig,
+    data: &SweepData,
+    out: &Path,
+    device: &Device,
+) -> Result<SweepReport> {
+    cfg.validate()?;
+    let started = Instant::now();
+    if data.train_images.is_empty() || data.val_images.is_empty() || data.prompts.is_empty() {
+        return Err(GenerateError::Config(
+            "the sweep needs training images, held-out images and prompts".into(),
+        ));
+    }
+    std::fs::create_dir_all(out).map_err(|source| GenerateError::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    let text_path = out.join("text-tokenizer.json");
+    let text = if text_path.exists() {
+        TextTokenizer::from_file(&text_path)?
+    } else {
+        let t = TextTokenizer::train_bpe(
+            data.train_captions.iter().map(String::as_str),
+            cfg.text_vocab_size,
+        )?;
+        t.save(&text_path)?;
+        t
+    };
+    let referee = Referee::load_qualified(&cfg.quality.referee, device)?;
+
+    let main = OnCodes::new(&cfg.tokenizer, cfg, data, &text, out, device)?;
+    let n_val = main.codes.val.len();
+    let ceiling = main
+        .check(cfg, &referee, data)
+        .ceiling(&data.val_images[..n_val], &data.val_labels[..n_val])?;
+    let mut runs = Vec::new();
+    for size in &cfg.sizes {
+        let dir = out.join("runs").join(&size.name);
+        runs.push(main.run(cfg, &text, &referee, data, size, &dir, device)?);
+    }
+
+    let ns: Vec<f64> = runs.iter().map(|r| r.non_embedding_params as f64).collect();
+    let losses: Vec<f64> = runs.iter().map(|r| r.val_loss).collect();
+    let fit_n = fit_power_law(&ns, &losses).map_err(fit_err("L(N)"))?;
+    let points: Vec<(f64, f64)> = runs
+        .iter()
+        .flat_map(|r| r.curve.iter().map(|p| (p.flops, p.val_loss)))
+        .collect();
+    let front = frontier(&points);
+    let (cs, ls): (Vec<f64>, Vec<f64>) = front.iter().copied().unzip();
+    let fit_c = fit_power_law(&cs, &ls).map_err(fit_err("L(C) on the frontier"))?;
+
+    // the prediction is written down before the held-out size trains
+    let inputs = main.inputs(cfg, &text);
+    let next_cfg = inputs.llama_config(&cfg.predict)?;
+    let next_n = next_cfg.non_embedding_params();
+    let next_tokens = cfg.budget.tokens(next_n);
+    let next_c = 6.0 * next_n as f64 * next_tokens;
+    let mut prediction = Prediction {
+        size: cfg.predict.name.clone(),
+        non_embedding_params: next_n,
+        from_n: fit_n.predict(next_n as f64),
+        from_n_se: fit_n.predict_se(next_n as f64),
+        from_c: fit_c.predict(next_c),
+        from_c_se: fit_c.predict_se(next_c),
+        measured: f64::NAN,
+    };
+    tracing::info!(
+        size = cfg.predict.name.as_str(),
+        n = next_n,
+        from_n = prediction.from_n,
+        from_c = prediction.from_c,
+        "predicted loss of the held-out size"
+    );
+    let held_dir = out.join("runs").join(&cfg.predict.name);
+    let held_out = main.run(cfg, &text, &referee, data, &cfg.predict, &held_dir, device)?;
+    prediction.measured = held_out.val_loss;
+
+    let mut codebook = Vec::new();
+    if let Some(cb) = &cfg.codebook {
+        let size = cfg.size(&cb.size).ok_or_else(|| {
+            GenerateError::Config(format!("codebook.size {:?} is not a size", cb.size))
+        })?;
+        for tok_dir in &cb.tokenizers {
+            let on = OnCodes::new(tok_dir, cfg, data, &text, out, device)?;
+            let tag = tok_dir
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .filter(|c| c != "model" && c != "." && c != "..")
+                .collect::<Vec<_>>()
+                .join("-");
+            let dir = out.join("codebook").join(format!("{tag}-{}", size.name));
+            let run = on.run(cfg, &text, &referee, data, size, &dir, device)?;
+            let n_val = on.codes.val.len();
+            let ceiling = on
+                .check(cfg, &referee, data)
+                .ceiling(&data.val_images[..n_val], &data.val_labels[..n_val])?;
+            let q = &on.tokenizer.config().quantizer;
+            codebook.push(CodebookRow {
+                tokenizer: tok_dir.clone(),
+                codebook_size: q.codebook_size,
+                codebook_dim: q.dim,
+                bits_per_image: run.val_loss * (on.codes.image_tokens + 1) as f64
+                    / std::f64::consts::LN_2,
+                run,
+                ceiling,
+            });
+        }
+    }
+
+    let train_seconds = runs
+        .iter()
+        .chain([&held_out])
+        .chain(codebook.iter().map(|c| &c.run))
+        .map(|r| r.seconds)
+        .sum();
+    Ok(SweepReport {
+        name: cfg.name.clone(),
+        tokenizer: cfg.tokenizer.clone(),
+        train_sequences: main.codes.train.len(),
+        val_images: n_val,
+        guidance: cfg.quality.guidance,
+        runs,
+        held_out,
+        fit_n,
+        fit_c,
+        frontier: front,
+        prediction,
+        ceiling,
+        codebook,
+        train_seconds,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
