@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use commands::{bench_serve, data, lm, plot, probe, referee, scale, serve, tokenizer, train};
+use commands::{
+    bench, bench_serve, data, lm, plot, probe, referee, scale, serve, tokenizer, train,
+};
 
 /// candle allocates a fresh buffer for every op; glibc's allocator hands large ones back to the
 /// kernel at once, so training spent a third of its time in page faults. mimalloc keeps them:
@@ -80,6 +82,10 @@ enum Command {
     /// The HTTP API: OpenAI-compatible image generation and chat (questions about an image),
     /// tokenize and reconstruction endpoints, metrics and a web page; 127.0.0.1:8080 by default.
     Serve(serve::ServeArgs),
+    /// Benchmarks of the hot paths, one row per process, against the PyTorch reference
+    /// (`scripts/bench.sh` runs the set; docs/PERFORMANCE.md).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Load benchmark of a running `vqrae serve`: requests/s and latency percentiles of image
     /// generation and chat at several concurrencies (docs/SERVING.md).
     BenchServe(bench_serve::BenchServeArgs),
@@ -116,6 +122,8 @@ fn main() -> Result<()> {
         Command::TrainReferee(a) => referee::train_referee(a, &data_root, &device),
         Command::EvalReferee(a) => referee::eval_referee(a, &data_root, &device),
         Command::Serve(a) => serve::run(a, &device),
+        Command::Bench(bench::BenchCommand::Init(a)) => bench::init(a, &device),
+        Command::Bench(bench::BenchCommand::Run(a)) => bench::run(a, &device),
         Command::BenchServe(a) => bench_serve::run(a),
     }
 }

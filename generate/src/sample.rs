@@ -73,7 +73,6 @@ impl T2i<'_> {
                 "request {i}: the prompt is empty (the null prompt is for guidance only)"
             )));
         }
-        let b = requests.len();
         let guided = cfg.guidance != 1.0;
         let mut prompts = requests
             .iter()
@@ -83,6 +82,27 @@ impl T2i<'_> {
             for r in requests {
                 prompts.push(prompt_ids(self.text, self.vocab, r.negative.as_deref())?);
             }
+        }
+        let seeds: Vec<u64> = requests.iter().map(|r| r.seed).collect();
+        self.sample_from_prompts(&prompts, &seeds, cfg)
+    }
+
+    /// Samples from prompts given as ids: one per seed, followed (when guided) by one
+    /// unconditional prompt per seed, each ending in `<boi>`.
+    pub fn sample_from_prompts(
+        &self,
+        prompts: &[Vec<u32>],
+        seeds: &[u64],
+        cfg: &GenerationConfig,
+    ) -> Result<Vec<Vec<u32>>> {
+        cfg.validate()?;
+        let b = seeds.len();
+        let guided = cfg.guidance != 1.0;
+        if prompts.len() != if guided { 2 * b } else { b } {
+            return Err(GenerateError::Config(format!(
+                "{} prompts for {b} images (guided: {guided})",
+                prompts.len()
+            )));
         }
         let context = self.lm.config().max_position_embeddings;
         if let Some(p) = prompts
@@ -104,11 +124,11 @@ impl T2i<'_> {
             .lm
             .forward_hidden(&self.lm.embed(&ids)?, Some(&mut cache), false)?;
         let mut logits = self.lm.logits(&hidden.narrow(1, l - 1, 1)?.squeeze(1)?)?;
-        let mut samplers = requests
+        let mut samplers = seeds
             .iter()
-            .map(|r| {
+            .map(|&seed| {
                 Sampler::new(SamplingConfig {
-                    seed: r.seed,
+                    seed,
                     ..cfg.sampling.clone()
                 })
             })

@@ -1,5 +1,6 @@
 //! One module per group of subcommands.
 
+pub mod bench;
 pub mod bench_serve;
 pub mod data;
 pub mod datasets;

@@ -30,7 +30,7 @@ use crate::discriminator::{Discriminator, GanConfig};
 use crate::encoder::VitEncoder;
 use crate::error::{Result, TokenizerError};
 use crate::init::SeededVarMap;
-use crate::model::Vqrae;
+use crate::model::{Forward, Vqrae};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -221,6 +221,47 @@ fn scalar(t: &Tensor) -> Result<f64> {
     Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
 }
 
+/// The reconstruction, perceptual, quantisation and (stage 2) distillation terms of one step
+/// on inputs `x` whose frozen-teacher features are `target`: the weighted total, its parts as
+/// numbers, and the forward pass (the GAN term, when on, is added by the caller). Stage 1
+/// feeds the cached teacher features to the quantizer (the encoder is frozen there); stage 2
+/// runs the trainable encoder.
+pub fn step_losses(
+    model: &Vqrae,
+    teacher: &VitEncoder,
+    x: &Tensor,
+    target: &Tensor,
+    cfg: &TrainConfig,
+) -> Result<(Tensor, StepLosses, Forward)> {
+    let features = if cfg.stage == 1 {
+        target.clone()
+    } else {
+        model.encoder().patch_tokens(x, true)?
+    };
+    let out = model.forward_features(features, model.config().grid(), true)?;
+    let l2 = (&out.reconstruction - x)?.sqr()?.mean_all()?;
+    let mut total = (&l2 * cfg.loss.l2)?;
+    let mut losses = StepLosses {
+        l2: scalar(&l2)?,
+        quant: scalar(&out.quantized.loss)?,
+        ..Default::default()
+    };
+    total = (total + (&out.quantized.loss * cfg.loss.quant)?)?;
+    if cfg.loss.perceptual > 0.0 {
+        let p = (teacher.patch_tokens(&out.reconstruction, true)? - target)?
+            .sqr()?
+            .mean_all()?;
+        losses.perceptual = scalar(&p)?;
+        total = (total + (p * cfg.loss.perceptual)?)?;
+    }
+    if cfg.stage == 2 && cfg.loss.distill > 0.0 {
+        let d = (&out.features - target)?.sqr()?.mean_all()?;
+        losses.distill = scalar(&d)?;
+        total = (total + (d * cfg.loss.distill)?)?;
+    }
+    Ok((total, losses, out))
+}
+
 /// The summary of a finished (or resumed-and-finished) run.
 #[derive(Clone, Debug, Serialize)]
 pub struct TrainSummary {
@@ -366,7 +407,6 @@ pub fn train(
     if fresh && cfg.data_init && resumed.is_none() {
         init_codebook_from_data(model, vars, &cached, cfg)?;
     }
-    let grid = model.config().grid();
     let sampler = EpochSampler::new(images.len(), cfg.batch_size, cfg.seed, true);
     let mut log = MetricsLog::open(&run_dir.join("metrics.jsonl"), Some(start))?;
     let bar = progress::bar(cfg.steps, start, &format!("stage {}", cfg.stage));
@@ -379,32 +419,7 @@ pub fn train(
         let x = model.images_to_input(&batch)?;
         let idx = Tensor::new(ids.iter().map(|&i| i as u32).collect::<Vec<_>>(), device)?;
         let target = cached.index_select(&idx, 0)?;
-        let features = if cfg.stage == 1 {
-            target.clone()
-        } else {
-            model.encoder().patch_tokens(&x, true)?
-        };
-        let out = model.forward_features(features, grid, true)?;
-        let l2 = (&out.reconstruction - &x)?.sqr()?.mean_all()?;
-        let mut total = (&l2 * cfg.loss.l2)?;
-        let mut losses = StepLosses {
-            l2: scalar(&l2)?,
-            quant: scalar(&out.quantized.loss)?,
-            ..Default::default()
-        };
-        total = (total + (&out.quantized.loss * cfg.loss.quant)?)?;
-        if cfg.loss.perceptual > 0.0 {
-            let p = (teacher.patch_tokens(&out.reconstruction, true)? - &target)?
-                .sqr()?
-                .mean_all()?;
-            losses.perceptual = scalar(&p)?;
-            total = (total + (p * cfg.loss.perceptual)?)?;
-        }
-        if cfg.stage == 2 && cfg.loss.distill > 0.0 {
-            let d = (&out.features - &target)?.sqr()?.mean_all()?;
-            losses.distill = scalar(&d)?;
-            total = (total + (d * cfg.loss.distill)?)?;
-        }
+        let (mut total, mut losses, out) = step_losses(model, &teacher, &x, &target, cfg)?;
         let gan = disc.as_ref().filter(|_| step >= cfg.gan.start_step);
         if let Some(d) = gan {
             let g = d.generator_loss(&out.reconstruction)?;
