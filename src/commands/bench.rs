@@ -72,6 +72,9 @@ pub enum Row {
     /// A full image's codes for `batch` images with the KV cache (batch 1: no guidance; more:
     /// classifier-free guidance on 2 x batch rows): generated image tokens/s.
     LmDecode,
+    /// The cached decoding step alone, timed at every position of one image (`batch` rows):
+    /// flat when the cache works. Prints each step's seconds; no PyTorch counterpart.
+    LmStepProfile,
     /// Tokenizer stage 1, one optimizer step on `batch` images: samples/s.
     TrainTok,
     /// LM, one optimizer step on `batch` sequences: samples/s.
@@ -282,6 +285,7 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
     let tok_dir = a.dir.join("tokenizer");
     let lm_dir = a.dir.join("lm");
     let seq = PROMPT + info.image_tokens;
+    let mut extra = serde_json::Map::new();
     let (unit, per_iter, (iters, secs)) = match a.row {
         Row::TokEncode | Row::TokDecode => {
             let model = Vqrae::load(&tok_dir, device, DType::F32)?;
@@ -362,6 +366,35 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
             })?;
             ("tokens/s", b * info.image_tokens, t)
         }
+        Row::LmStepProfile => {
+            let lm = Llama::load(&lm_dir, device, DType::F32)?;
+            let ids = Tensor::from_vec(
+                random_ids(&mut rng, b * PROMPT, 0..info.code_end),
+                (b, PROMPT),
+                device,
+            )?;
+            let mut steps = vec![0.0; info.image_tokens];
+            let mut profile = || -> Result<()> {
+                let mut cache = lm.new_cache(b, seq + 1, vec![0; b])?;
+                lm.forward_hidden(&lm.embed(&ids)?, Some(&mut cache), false)?;
+                let next = Tensor::from_vec(vec![info.code_start; b], (b, 1), device)?;
+                for s in steps.iter_mut() {
+                    let t = Instant::now();
+                    let h = lm.forward_hidden(&lm.embed(&next)?, Some(&mut cache), false)?;
+                    lm.logits(&h.squeeze(1)?)?.to_vec2::<f32>()?;
+                    *s += t.elapsed().as_secs_f64();
+                }
+                Ok(())
+            };
+            let t = time(a.iters, &mut profile)?;
+            // the warm-up and the sizing call added to the sums too: average over all calls
+            let calls = (t.0 + if a.iters > 0 { 1 } else { 2 }) as f64;
+            extra.insert(
+                "step_seconds".into(),
+                steps.iter().map(|s| s / calls).collect::<Vec<_>>().into(),
+            );
+            ("tokens/s", b * info.image_tokens, t)
+        }
         Row::TrainTok => {
             let (model, vars) = Vqrae::init_from_checkpoint(&tok_dir, 0, device)?;
             let teacher = frozen_encoder(&model, &vars, device)?;
@@ -423,7 +456,7 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
             ("samples/s", b, t)
         }
     };
-    let line = json!({
+    let mut line = json!({
         "impl": "vqrae-rs",
         "row": a.row,
         "batch": b,
@@ -434,6 +467,9 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
         "peak_rss_mib": peak_rss_mib(),
         "threads": std::env::var("RAYON_NUM_THREADS").ok(),
     });
+    if let Some(o) = line.as_object_mut() {
+        o.extend(extra);
+    }
     println!("{line}");
     Ok(())
 }

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Side-by-side benchmarks of vqrae-rs against the PyTorch reference (eager, CPU, the same
+# weights and inputs), one row per process so that each row's peak memory is its own.
+# For each preset: `vqrae bench init` writes the weights, fixed inputs and the Rust outputs;
+# `reference.py check` checks PyTorch computes the same; then every row runs in Rust and in
+# PyTorch, alternately; `scripts/perf/table.py` writes the ratio table.
+#
+#   scripts/bench.sh                          # both presets, 2 threads each
+#   PRESETS=default THREADS=1 scripts/bench.sh
+#
+# Needs torch + transformers + safetensors for the reference ($PYTHON, default ~/.venvs/ref;
+# see scripts/perf/README.md). Not a test: nothing here asserts a speed.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PY=${PYTHON:-$HOME/.venvs/ref/bin/python}
+OUT=${OUT:-docs/results/perf}
+WORK=${WORK:-.bench}
+THREADS=${THREADS:-2}
+PRESETS=${PRESETS:-default paper}
+BIN=${BIN:-target/release/vqrae}
+[ -x "$BIN" ] || cargo build --release
+mkdir -p "$OUT"
+
+rows() {
+    case "$1" in
+        default) cat <<'ROWS'
+tok-encode 1
+tok-encode 8
+tok-encode 32
+tok-decode 1
+tok-decode 8
+tok-decode 32
+lm-prefill 1
+lm-prefill 8
+lm-decode 1
+lm-decode 2
+lm-decode 4
+lm-decode 8
+lm-decode 16
+train-tok 32
+train-lm 32
+lm-step-profile 1 rs-only
+lm-step-profile 32 rs-only
+ROWS
+        ;;
+        paper) cat <<'ROWS'
+tok-encode 1
+tok-encode 4
+tok-decode 1
+tok-decode 4
+lm-prefill 1
+lm-decode 1
+lm-decode 16
+train-tok 2
+train-lm 4
+lm-step-profile 1 rs-only
+lm-step-profile 32 rs-only
+ROWS
+        ;;
+    esac
+}
+
+for preset in $PRESETS; do
+    dir="$WORK/$preset"
+    [ -f "$dir/bench.json" ] || "$BIN" bench init --preset "$preset" --out "$dir"
+    "$PY" scripts/perf/reference.py check --dir "$dir" | tee "$OUT/$preset-agreement.json"
+    log="$OUT/$preset-rows.jsonl"
+    : > "$log"
+    while read -r row batch only; do
+        RAYON_NUM_THREADS=$THREADS "$BIN" bench run --dir "$dir" --row "$row" --batch "$batch" \
+            2>/dev/null | tail -n 1 | tee -a "$log"
+        [ "${only:-}" = rs-only ] && continue
+        "$PY" scripts/perf/reference.py run --dir "$dir" --row "${row//-/_}" --batch "$batch" \
+            --threads "$THREADS" | tail -n 1 | tee -a "$log"
+    done < <(rows "$preset")
+done
+"$PY" scripts/perf/table.py "$OUT" > "$OUT/table.md"
+cat "$OUT/table.md"
