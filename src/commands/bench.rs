@@ -20,7 +20,7 @@ use vqrae_lm::{Llama, LlamaConfig, SamplingConfig, TextTokenizer, UnifiedVocab};
 use vqrae_tokenizer::train::{frozen_encoder, step_losses, TrainConfig};
 use vqrae_tokenizer::{Vqrae, VqraeConfig};
 use vqrae_train::init::SeededVarMap;
-use vqrae_train::optim::{AdamW, AdamWConfig, ParamGroup};
+use vqrae_train::optim::{clip_grad_norm, AdamW, AdamWConfig, ParamGroup};
 use vqrae_train::schedule::LrSchedule;
 
 /// Prompt length of the LM rows: `<bos>`, 16 caption tokens, `<boi>`.
@@ -420,7 +420,9 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
             let cfg = TrainConfig::default();
             let t = time(a.iters, || {
                 let (total, _, _) = step_losses(&model, &teacher, &x, &target, &cfg)?;
-                opt.step(&total.backward()?)?;
+                let mut grads = total.backward()?;
+                clip_grad_norm(&mut grads, opt.vars().iter(), cfg.grad_clip)?;
+                opt.step(&grads)?;
                 Ok(())
             })?;
             ("samples/s", b, t)
@@ -437,20 +439,26 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
                     .into_iter()
                     .collect();
             vars.sort_by(|x, y| x.0.cmp(&y.0));
+            // the joint trainer's settings (configs/lm/joint-easyvqa.toml)
             let mut opt = AdamW::new(
                 vec![ParamGroup::new("lm", vars, LrSchedule::constant(1e-4))],
-                AdamWConfig::default(),
+                AdamWConfig {
+                    weight_decay: 0.01,
+                    ..AdamWConfig::default()
+                },
             )?;
             let examples: Vec<Example> = (0..b)
                 .map(|_| Example {
-                    ids: random_ids(&mut rng, seq + 1, 0..info.code_end),
+                    ids: random_ids(&mut rng, seq, 0..info.code_end),
                     loss_from: 1,
                 })
                 .collect();
             let batch = TrainBatch::new(&examples, 0, device)?;
             let t = time(a.iters, || {
                 let h = lm.forward_hidden(&lm.embed(&batch.ids)?, None, true)?;
-                opt.step(&batch.loss(&lm, &h)?.backward()?)?;
+                let mut grads = batch.loss(&lm, &h)?.backward()?;
+                clip_grad_norm(&mut grads, opt.vars().iter(), 1.0)?;
+                opt.step(&grads)?;
                 Ok(())
             })?;
             ("samples/s", b, t)
