@@ -116,7 +116,7 @@ impl T2i<'_> {
             )));
         }
         let dev: &Device = self.lm.device();
-        let (ids, left_pad) = left_padded(&prompts, self.text.pad_id(), dev)?;
+        let (ids, left_pad) = left_padded(prompts, self.text.pad_id(), dev)?;
         let rows = prompts.len();
         let l = ids.dim(1)?;
         let mut cache = self.lm.new_cache(rows, l + self.image_tokens, left_pad)?;
