@@ -64,14 +64,17 @@ for preset in $PRESETS; do
     dir="$WORK/$preset"
     [ -f "$dir/bench.json" ] || "$BIN" bench init --preset "$preset" --out "$dir"
     "$PY" scripts/perf/reference.py check --dir "$dir" | tee "$OUT/$preset-agreement.json"
+    # the paper preset's rows take seconds each: one warm-up and two timed iterations
+    iters=0
+    [ "$preset" = paper ] && iters=2
     log="$OUT/$preset-rows.jsonl"
     : > "$log"
     while read -r row batch only; do
         RAYON_NUM_THREADS=$THREADS "$BIN" bench run --dir "$dir" --row "$row" --batch "$batch" \
-            2>/dev/null | tail -n 1 | tee -a "$log"
+            --iters "$iters" 2>/dev/null | tail -n 1 | tee -a "$log"
         [ "${only:-}" = rs-only ] && continue
         "$PY" scripts/perf/reference.py run --dir "$dir" --row "${row//-/_}" --batch "$batch" \
-            --threads "$THREADS" | tail -n 1 | tee -a "$log"
+            --threads "$THREADS" --iters "$iters" | tail -n 1 | tee -a "$log"
     done < <(rows "$preset")
 done
 "$PY" scripts/perf/table.py "$OUT" > "$OUT/table.md"

@@ -250,15 +250,16 @@ fn peak_rss_mib() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// Times `f`: one warm-up call, then `iters` calls (0: enough for ~3 s, at least 3).
+/// Times `f` as the PyTorch reference does: two untimed calls (warm-up; the second sizes the
+/// run), then `iters` timed calls (0: enough for ~3 s, at least 3).
 fn time(iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<(usize, f64)> {
     f()?;
+    let t = Instant::now();
+    f()?;
+    let one = t.elapsed().as_secs_f64().max(1e-6);
     let iters = if iters > 0 {
         iters
     } else {
-        let t = Instant::now();
-        f()?;
-        let one = t.elapsed().as_secs_f64().max(1e-6);
         ((3.0 / one).ceil() as usize).clamp(3, 1000)
     };
     let t = Instant::now();
@@ -387,8 +388,8 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
                 Ok(())
             };
             let t = time(a.iters, &mut profile)?;
-            // the warm-up and the sizing call added to the sums too: average over all calls
-            let calls = (t.0 + if a.iters > 0 { 1 } else { 2 }) as f64;
+            // the two untimed calls added to the sums too: average over all calls
+            let calls = (t.0 + 2) as f64;
             extra.insert(
                 "step_seconds".into(),
                 steps.iter().map(|s| s / calls).collect::<Vec<_>>().into(),
