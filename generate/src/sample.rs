@@ -10,9 +10,9 @@
 //! Every image has its own seed and its own random stream, so an image depends on its request,
 //! not on which other requests share its batch (the server batches concurrent requests).
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use vqrae_lm::batch::left_padded;
-use vqrae_lm::{restrict_to_range, split_cfg_batch, Llama, Sampler, SamplingConfig};
+use vqrae_lm::{split_cfg_batch, Llama, Sampler, SamplingConfig};
 use vqrae_lm::{TextTokenizer, UnifiedVocab};
 
 use crate::error::{GenerateError, Result};
@@ -134,6 +134,7 @@ impl T2i<'_> {
             })
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let code_range = self.vocab.code_range();
+        let codes_span = (code_range.end - code_range.start) as usize;
         let mut codes = vec![Vec::with_capacity(self.image_tokens); b];
         for step in 0..self.image_tokens {
             // guidance first, then the constraint: masking first would give -inf - -inf = NaN
@@ -142,12 +143,17 @@ impl T2i<'_> {
             } else {
                 logits
             };
-            let host = restrict_to_range(&mixed, code_range.clone())?.to_vec2::<f32>()?;
+            // only the codes' columns travel to the host: the same candidates as masking the
+            // rest to -inf, without a mask per step or copying the text logits
+            let host = mixed
+                .narrow(1, code_range.start as usize, codes_span)?
+                .to_dtype(DType::F32)?
+                .to_vec2::<f32>()?;
             let mut next = Vec::with_capacity(rows);
             for (row, sampler) in samplers.iter_mut().enumerate() {
-                let id = sampler.sample_row(&host[row])?;
-                codes[row].push(id - code_range.start);
-                next.push(id);
+                let code = sampler.sample_row(&host[row])?;
+                codes[row].push(code);
+                next.push(code + code_range.start);
             }
             if step + 1 == self.image_tokens {
                 break;

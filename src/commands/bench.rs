@@ -286,13 +286,15 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
     let tok_dir = a.dir.join("tokenizer");
     let lm_dir = a.dir.join("lm");
     let seq = PROMPT + info.image_tokens;
+    // inference in the device's serving dtype (bf16 on a GPU), training in f32
+    let dtype = super::default_dtype(device);
     let mut extra = serde_json::Map::new();
     let (unit, per_iter, (iters, secs)) = match a.row {
         Row::TokEncode | Row::TokDecode => {
-            let model = Vqrae::load(&tok_dir, device, DType::F32)?;
+            let model = Vqrae::load(&tok_dir, device, dtype)?;
             let s = model.config().image_size;
             if a.row == Row::TokEncode {
-                let x = Tensor::randn(0f32, 1.0, (b, 3, s, s), device)?;
+                let x = Tensor::randn(0f32, 1.0, (b, 3, s, s), device)?.to_dtype(dtype)?;
                 let t = time(a.iters, || {
                     model.encode(&x)?.codes.to_vec2::<u32>()?;
                     Ok(())
@@ -318,7 +320,7 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
             }
         }
         Row::LmPrefill => {
-            let lm = Llama::load(&lm_dir, device, DType::F32)?;
+            let lm = Llama::load(&lm_dir, device, dtype)?;
             let ids = Tensor::from_vec(
                 random_ids(&mut rng, b * seq, 0..info.code_end),
                 (b, seq),
@@ -327,13 +329,14 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
             let t = time(a.iters, || {
                 let h = lm.forward_hidden(&lm.embed(&ids)?, None, false)?;
                 lm.logits(&h.narrow(1, seq - 1, 1)?.squeeze(1)?)?
+                    .to_dtype(DType::F32)?
                     .to_vec2::<f32>()?;
                 Ok(())
             })?;
             ("tokens/s", b * seq, t)
         }
         Row::LmDecode => {
-            let lm = Llama::load(&lm_dir, device, DType::F32)?;
+            let lm = Llama::load(&lm_dir, device, dtype)?;
             let text = TextTokenizer::from_file(lm_dir.join("tokenizer.json"))?;
             let vocab =
                 UnifiedVocab::new(info.text_vocab, (info.code_end - info.code_start) as usize)?;
@@ -368,7 +371,7 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
             ("tokens/s", b * info.image_tokens, t)
         }
         Row::LmStepProfile => {
-            let lm = Llama::load(&lm_dir, device, DType::F32)?;
+            let lm = Llama::load(&lm_dir, device, dtype)?;
             let ids = Tensor::from_vec(
                 random_ids(&mut rng, b * PROMPT, 0..info.code_end),
                 (b, PROMPT),
@@ -382,7 +385,9 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
                 for s in steps.iter_mut() {
                     let t = Instant::now();
                     let h = lm.forward_hidden(&lm.embed(&next)?, Some(&mut cache), false)?;
-                    lm.logits(&h.squeeze(1)?)?.to_vec2::<f32>()?;
+                    lm.logits(&h.squeeze(1)?)?
+                        .to_dtype(DType::F32)?
+                        .to_vec2::<f32>()?;
                     *s += t.elapsed().as_secs_f64();
                 }
                 Ok(())
