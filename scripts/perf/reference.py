@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch reference of vqrae-rs for the side-by-side CPU benchmark (eager, float32).
+"""PyTorch reference of vqrae-rs for the side-by-side benchmark (eager; float32 on CPU, optionally CUDA).
 
 What it mirrors (read from the Rust sources, not from the papers):
 
@@ -25,8 +25,9 @@ What it mirrors (read from the Rust sources, not from the papers):
 How it is run (from the repository root, with the reference venv):
 
     PY=/root/.venvs/ref/bin/python
-    $PY scripts/perf/reference.py check --dir DIR          # agreement with DIR/expected.safetensors
+    $PY scripts/perf/reference.py check --dir DIR [--device cpu|cuda]   # agreement with DIR/expected.safetensors
     $PY scripts/perf/reference.py run --dir DIR --row tok_encode --batch 8 [--iters K] [--threads T]
+        [--device cpu|cuda] [--dtype auto|float32|bfloat16]
     $PY scripts/perf/reference.py fixtures --out DIR2      # tiny tokenizer + PyTorch outputs for Rust tests
     $PY scripts/perf/reference.py cli-check --model models/tokenizer-easyvqa IMAGES...   # vs the vqrae CLI
 
@@ -35,6 +36,17 @@ How it is run (from the repository root, with the reference venv):
 ``expected.safetensors`` (written by ``vqrae bench init``); ``bench.json`` (optional) gives
 ``code_start``, ``code_end`` and ``image_tokens``. Rows of ``run``: tok_encode, tok_decode,
 lm_prefill, lm_decode, train_tok, train_lm; each prints one JSON line.
+
+Devices and precision: on ``--device cpu`` (the default) everything runs in float32. On
+``--device cuda`` the weights and inputs are moved to the GPU; ``--dtype auto`` (the default) runs
+the inference rows (tok_*, lm_prefill, lm_decode) in bfloat16 and the training rows in float32
+with TF32 off (to compare like for like with the Rust f32 path); ``--dtype float32`` / ``bfloat16``
+force the inference precision (also on CPU; training rows are float32 only). The few
+numerically sensitive spots (SimVQ's nearest-codeword distances, RMSNorm's mean square, the
+sampling softmax) are computed in float32 whatever the weights' dtype, as Hugging Face does for
+the last two. ``check --device cuda`` runs the same comparisons in float32 (TF32 off) on the GPU.
+The JSON line of ``run`` carries ``device`` and ``dtype``, and on CUDA ``peak_gpu_mib``
+(``torch.cuda.max_memory_allocated``, reset after loading, before the warm-up).
 
 Configs are read strictly: an unknown or unsupported field is an error, never a silent default.
 """

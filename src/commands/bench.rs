@@ -104,6 +104,11 @@ pub struct BenchInfo {
     pub text_vocab: usize,
     pub vocab_size: usize,
     pub prompt_len: usize,
+    /// Parameters of the LM (all, and without the embedding and output head) and of the
+    /// tokenizer: what the FLOP and bandwidth figures of the report are computed from.
+    pub lm_params: usize,
+    pub lm_non_embedding_params: usize,
+    pub tokenizer_params: usize,
 }
 
 fn paper_lm(vocab_size: usize, context: usize) -> Result<LlamaConfig> {
@@ -172,6 +177,12 @@ pub fn init(a: InitArgs, device: &Device) -> Result<()> {
         text_vocab: text.vocab_size(),
         vocab_size: vocab.size(),
         prompt_len: PROMPT,
+        lm_params: lm.config().params(),
+        lm_non_embedding_params: lm.config().non_embedding_params(),
+        tokenizer_params: candle_core::safetensors::load(tok_dir.join("model.safetensors"), device)?
+            .values()
+            .map(|t| t.elem_count())
+            .sum(),
     };
     if lm.config().vocab_size != info.vocab_size {
         bail!(
@@ -252,7 +263,17 @@ fn peak_rss_mib() -> f64 {
 
 /// Times `f` as the PyTorch reference does: two untimed calls (warm-up; the second sizes the
 /// run), then `iters` timed calls (0: enough for ~3 s, at least 3).
-fn time(iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<(usize, f64)> {
+/// Every call ends with the device synchronised, so GPU work is inside its call's time.
+fn time(
+    device: &Device,
+    iters: usize,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<(usize, f64)> {
+    let mut f = || -> Result<()> {
+        f()?;
+        device.synchronize()?;
+        Ok(())
+    };
     f()?;
     let t = Instant::now();
     f()?;
@@ -295,7 +316,7 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
             let s = model.config().image_size;
             if a.row == Row::TokEncode {
                 let x = Tensor::randn(0f32, 1.0, (b, 3, s, s), device)?.to_dtype(dtype)?;
-                let t = time(a.iters, || {
+                let t = time(device, a.iters, || {
                     model.encode(&x)?.codes.to_vec2::<u32>()?;
                     Ok(())
                 })?;
@@ -308,7 +329,7 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
                     (b, info.image_tokens),
                     device,
                 )?;
-                let t = time(a.iters, || {
+                let t = time(device, a.iters, || {
                     model
                         .decode(&codes, grid)?
                         .flatten_all()?
@@ -326,7 +347,7 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
                 (b, seq),
                 device,
             )?;
-            let t = time(a.iters, || {
+            let t = time(device, a.iters, || {
                 let h = lm.forward_hidden(&lm.embed(&ids)?, None, false)?;
                 lm.logits(&h.narrow(1, seq - 1, 1)?.squeeze(1)?)?
                     .to_dtype(DType::F32)?
@@ -364,7 +385,7 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
                 guidance: if guided { 2.0 } else { 1.0 },
                 sampling: SamplingConfig::default(),
             };
-            let t = time(a.iters, || {
+            let t = time(device, a.iters, || {
                 t2i.sample_from_prompts(&prompts, &seeds, &gen)?;
                 Ok(())
             })?;
@@ -392,7 +413,7 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
                 }
                 Ok(())
             };
-            let t = time(a.iters, &mut profile)?;
+            let t = time(device, a.iters, &mut profile)?;
             // the two untimed calls added to the sums too: average over all calls
             let calls = (t.0 + 2) as f64;
             extra.insert(
@@ -424,7 +445,7 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
                 AdamWConfig::default(),
             )?;
             let cfg = TrainConfig::default();
-            let t = time(a.iters, || {
+            let t = time(device, a.iters, || {
                 let (total, _, _) = step_losses(&model, &teacher, &x, &target, &cfg)?;
                 let mut grads = total.backward()?;
                 clip_grad_norm(&mut grads, opt.vars().iter(), cfg.grad_clip)?;
@@ -460,7 +481,7 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
                 })
                 .collect();
             let batch = TrainBatch::new(&examples, 0, device)?;
-            let t = time(a.iters, || {
+            let t = time(device, a.iters, || {
                 let h = lm.forward_hidden(&lm.embed(&batch.ids)?, None, true)?;
                 let mut grads = batch.loss(&lm, &h)?.backward()?;
                 clip_grad_norm(&mut grads, opt.vars().iter(), 1.0)?;
