@@ -83,7 +83,7 @@ LR = 1e-4
 # lm_decode: prompt length and guidance scale; lm_prefill / train_lm: text part of a sequence.
 DECODE_PROMPT = 18
 GUIDANCE = 2.0
-PREFILL_TEXT = 1 + 16
+PREFILL_TEXT = 1 + 16 + 1  # <bos>, 16 caption tokens, <boi>: the Rust bench's prompt
 
 
 class ConfigError(ValueError):
@@ -420,7 +420,7 @@ class VitEncoder(nn.Module):
             return resize_grid(p[1:], native, grid), p[:1]
         if self.spec.pos == "learned":
             return resize_grid(self.pos, native, grid), None
-        return sincos_2d(self.spec.width, *grid), None
+        return sincos_2d(self.spec.width, *grid).to(self.patch.weight), None
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) normalised pixels -> patch tokens (B, N, d)."""
@@ -475,7 +475,9 @@ class Quantizer(nn.Module):
         cw = self.codewords()
         if self.l2:
             z = l2_normalize(z)
-        codes = self.distances(z.detach().reshape(b * n, e), cw.detach()).argmin(-1)
+        # nearest codeword in float32 whatever the model's dtype: in bfloat16, |c|^2 - 2 z.c loses
+        # the small gaps between codewords and flips codes (a no-op for float32 inputs)
+        codes = self.distances(z.detach().reshape(b * n, e).float(), cw.detach().float()).argmin(-1)
         z_q = cw[codes].reshape(b, n, e)
         codebook_loss = (z.detach() - z_q).pow(2).mean()
         commit_loss = (z - z_q.detach()).pow(2).mean()
@@ -519,7 +521,8 @@ class Decoder(nn.Module):
         gh, gw = grid
         if n != gh * gw:
             raise ValueError(f"{n} tokens do not fill a {gh}x{gw} grid")
-        x = self.embed(z_q) + sincos_2d(self.dim, gh, gw)
+        x = self.embed(z_q)
+        x = x + sincos_2d(self.dim, gh, gw).to(x)
         for blk in self.blocks:
             x = blk(x)
         x = self.head(self.norm(x))
@@ -638,7 +641,10 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+        # the mean square in float32 whatever x's dtype, as HF LlamaRMSNorm (a no-op in float32)
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -650,10 +656,10 @@ class KVCache:
     """LlamaGen's static cache: per layer (rows, kv_heads, max_len, head_dim) buffers written in
     place; attention reads the filled prefix."""
 
-    def __init__(self, spec: LlamaSpec, rows: int, max_len: int):
+    def __init__(self, spec: LlamaSpec, rows: int, max_len: int, device=None, dtype=None):
         shape = (rows, spec.num_key_value_heads, max_len, spec.head_dim)
-        self.k = [torch.zeros(shape) for _ in range(spec.num_hidden_layers)]
-        self.v = [torch.zeros(shape) for _ in range(spec.num_hidden_layers)]
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(spec.num_hidden_layers)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(spec.num_hidden_layers)]
         self.max_len = max_len
 
 
@@ -674,7 +680,7 @@ class LlamaAttention(nn.Module):
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         if cache is not None:
-            pos = torch.arange(start, start + t)
+            pos = torch.arange(start, start + t, device=x.device)
             cache.k[layer].index_copy_(2, pos, k)
             cache.v[layer].index_copy_(2, pos, v)
             k, v = cache.k[layer][:, :, : start + t], cache.v[layer][:, :, : start + t]
@@ -686,8 +692,8 @@ class LlamaAttention(nn.Module):
         elif start == 0:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
-            qpos = torch.arange(start, start + t).unsqueeze(1)
-            mask = torch.arange(start + t).unsqueeze(0) <= qpos
+            qpos = torch.arange(start, start + t, device=x.device).unsqueeze(1)
+            mask = torch.arange(start + t, device=x.device).unsqueeze(0) <= qpos
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, self.h * self.hd))
 
@@ -747,6 +753,11 @@ class Llama(nn.Module):
         load_strict(model, tensors, names, str(directory))
         return model.eval()
 
+    def new_cache(self, rows: int, max_len: int) -> KVCache:
+        """An empty static cache on the weights' device, in their dtype."""
+        w = self.embed_tokens.weight
+        return KVCache(self.spec, rows, max_len, device=w.device, dtype=w.dtype)
+
     def hidden(self, ids: torch.Tensor, cache: Optional[KVCache] = None, start: int = 0) -> torch.Tensor:
         """(B, T) ids at positions start..start+T -> final-normed hidden states (B, T, d)."""
         t = ids.shape[1]
@@ -801,12 +812,14 @@ def code_range(directory: Path, lm: LlamaSpec) -> CodeRange:
 def generate(lm: Llama, prompts: torch.Tensor, cr: CodeRange, guidance: Optional[float],
              gen: torch.Generator, temperature: float = 1.0) -> torch.Tensor:
     """LlamaGen-style sampling of cr.image_tokens codes. ``prompts`` (rows, L): with guidance the
-    first half of the rows is conditional, the second half unconditional. Returns (B, N) codes."""
+    first half of the rows is conditional, the second half unconditional. Returns (B, N) codes.
+    ``gen`` must live on the device of ``prompts`` (torch.multinomial draws there). Guidance and
+    the softmax run in float32 whatever the model's dtype, as HF generate does (a no-op in float32)."""
     rows, l = prompts.shape
     b = rows // 2 if guidance is not None else rows
-    cache = KVCache(lm.spec, rows, l + cr.image_tokens)
-    logits = lm.logits(lm.hidden(prompts, cache, 0)[:, -1])
-    out = torch.empty(b, cr.image_tokens, dtype=torch.long)
+    cache = lm.new_cache(rows, l + cr.image_tokens)
+    logits = lm.logits(lm.hidden(prompts, cache, 0)[:, -1]).float()
+    out = torch.empty(b, cr.image_tokens, dtype=torch.long, device=prompts.device)
     for step in range(cr.image_tokens):
         if guidance is not None:  # guidance first, then the restriction to the codes
             c, u = logits[:b], logits[b:]
@@ -819,7 +832,7 @@ def generate(lm: Llama, prompts: torch.Tensor, cr: CodeRange, guidance: Optional
         nxt = code + cr.start
         if guidance is not None:
             nxt = torch.cat([nxt, nxt], dim=0)
-        logits = lm.logits(lm.hidden(nxt, cache, l + step)[:, -1])
+        logits = lm.logits(lm.hidden(nxt, cache, l + step)[:, -1]).float()
     return out
 
 
@@ -870,36 +883,81 @@ def random_pixels(cfg: TokenizerConfig, b: int, gen: torch.Generator) -> torch.T
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
 
 
-def timed(fn: Callable[[], object], iters: Optional[int], warmup: int = 2, target_s: float = 3.0):
-    """Warm-up, then ``iters`` timed calls (default: enough for ~target_s, at least 3)."""
+def timed(fn: Callable[[], object], iters: Optional[int], warmup: int = 2, target_s: float = 3.0,
+          device: Optional[torch.device] = None):
+    """Warm-up, then ``iters`` timed calls (default: enough for ~target_s, at least 3). On CUDA every
+    call is followed by torch.cuda.synchronize, so that the GPU work it queued is inside the timing."""
+    sync = device is not None and device.type == "cuda"
+
+    def call():
+        fn()
+        if sync:
+            torch.cuda.synchronize(device)
+
     per = 0.0
     for _ in range(warmup):
         t0 = time.perf_counter()
-        fn()
+        call()
         per = time.perf_counter() - t0
     if iters is None:
         iters = max(3, math.ceil(target_s / max(per, 1e-6)))
     t0 = time.perf_counter()
     for _ in range(iters):
-        fn()
+        call()
     return (time.perf_counter() - t0) / iters, iters
 
 
-def run_row(directory: Path, row: str, b: int, iters: Optional[int], prefill_logits: str = "last") -> dict:
-    gen = torch.Generator().manual_seed(0)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def setup_device(name: str) -> torch.device:
+    """``cpu`` or ``cuda``; on CUDA, float32 means float32: TF32 is turned off for matmuls and cuDNN
+    convolutions, to compare like for like with the Rust f32 path (and to keep check's tolerances)."""
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda: torch sees no CUDA device")
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    elif dev.type != "cpu":
+        raise ValueError(f"device {name!r} is not supported (cpu, cuda)")
+    return dev
+
+
+def row_dtype(row: str, dev: torch.device, dtype: str) -> torch.dtype:
+    """``auto``: bfloat16 for the inference rows on CUDA, float32 otherwise. Training rows are
+    float32 only (the Rust training path is f32)."""
+    training = row.startswith("train_")
+    if dtype == "auto":
+        return torch.bfloat16 if dev.type == "cuda" and not training else torch.float32
+    if training and dtype != "float32":
+        raise ConfigError(f"{row}: training rows run in float32 only, not {dtype}")
+    return DTYPES[dtype]
+
+
+def run_row(directory: Path, row: str, b: int, iters: Optional[int], prefill_logits: str = "last",
+            device: str = "cpu", dtype: str = "auto") -> dict:
+    dev = setup_device(device)
+    dt = row_dtype(row, dev, dtype)
+    gen = torch.Generator().manual_seed(0)  # inputs are drawn on the CPU: the same on every device
+
+    def put(t: torch.Tensor) -> torch.Tensor:
+        """An input onto the device; float inputs in the row's dtype, integer ids unchanged."""
+        return t.to(dev, dt) if t.is_floating_point() else t.to(dev)
+
     if row.startswith(("tok_", "train_tok")):
-        model = Vqrae.load(directory / "tokenizer")
+        model = Vqrae.load(directory / "tokenizer").to(dev, dt)
         cfg = model.cfg
         gh, gw = cfg.grid
         if row == "tok_encode":
-            x = random_pixels(cfg, b, gen)
+            x = put(random_pixels(cfg, b, gen))
 
             def fn():
                 with torch.inference_mode():
                     return model.encode(x)
             work, unit = b, "images/s"
         elif row == "tok_decode":
-            codes = torch.randint(0, cfg.quantizer["codebook_size"], (b, gh * gw), generator=gen)
+            codes = put(torch.randint(0, cfg.quantizer["codebook_size"], (b, gh * gw), generator=gen))
 
             def fn():
                 with torch.inference_mode():
@@ -914,7 +972,7 @@ def run_row(directory: Path, row: str, b: int, iters: Optional[int], prefill_log
                 p.requires_grad_(False)
             params = stage1_trainable(model)
             opt = torch.optim.AdamW(params, lr=LR, betas=(0.9, 0.999), eps=1e-8, weight_decay=TOK_WEIGHT_DECAY)
-            x = random_pixels(cfg, b, gen)
+            x = put(random_pixels(cfg, b, gen))
             with torch.no_grad():
                 target = teacher(x)  # training caches the teacher features of its images
 
@@ -922,11 +980,11 @@ def run_row(directory: Path, row: str, b: int, iters: Optional[int], prefill_log
                 return tok_stage1_step(model, teacher, opt, params, x, target)
             work, unit = b, "samples/s"
     else:
-        lm = Llama.load(directory / "lm")
+        lm = Llama.load(directory / "lm").to(dev, dt)
         cr = code_range(directory, lm.spec)
         v = lm.spec.vocab_size
         if row == "lm_prefill":
-            ids = torch.randint(0, v, (b, PREFILL_TEXT + cr.image_tokens), generator=gen)
+            ids = put(torch.randint(0, v, (b, PREFILL_TEXT + cr.image_tokens), generator=gen))
 
             def fn():
                 with torch.inference_mode():
@@ -937,26 +995,34 @@ def run_row(directory: Path, row: str, b: int, iters: Optional[int], prefill_log
         elif row == "lm_decode":
             rows = b if b == 1 else 2 * b
             guidance = None if b == 1 else GUIDANCE
-            prompts = torch.randint(0, cr.start, (rows, DECODE_PROMPT), generator=gen)
+            prompts = put(torch.randint(0, cr.start, (rows, DECODE_PROMPT), generator=gen))
+            # multinomial's generator lives with the logits; on the CPU it is the input one, as before
+            sampler = gen if dev.type == "cpu" else torch.Generator(device=dev).manual_seed(0)
 
             def fn():
-                return generate(lm, prompts, cr, guidance, gen)
+                return generate(lm, prompts, cr, guidance, sampler)
             work, unit = b * cr.image_tokens, "tokens/s"
         elif row == "train_lm":
             lm.train()
             opt = torch.optim.AdamW(lm.parameters(), lr=LR, betas=(0.9, 0.999), eps=1e-8,
                                     weight_decay=LM_WEIGHT_DECAY)
-            ids = torch.randint(0, v, (b, PREFILL_TEXT + cr.image_tokens + 1), generator=gen)
+            ids = put(torch.randint(0, v, (b, PREFILL_TEXT + cr.image_tokens + 1), generator=gen))
 
             def fn():
                 return lm_step(lm, opt, ids)
             work, unit = b, "samples/s"
         else:
             raise ValueError(f"unknown row {row!r} (rows: {', '.join(ROWS)})")
-    seconds, n = timed(fn, iters)
-    return {"impl": "pytorch", "row": row, "batch": b, "unit": unit, "per_sec": work / seconds,
-            "seconds_per_iter": seconds, "iters": n,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if dev.type == "cuda":  # the peak from here on: weights, optimizer state, activations
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+    seconds, n = timed(fn, iters, device=dev)
+    out = {"impl": "pytorch", "row": row, "batch": b, "device": dev.type, "dtype": str(dt).split(".")[-1],
+           "unit": unit, "per_sec": work / seconds, "seconds_per_iter": seconds, "iters": n,
+           "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if dev.type == "cuda":
+        out["peak_gpu_mib"] = torch.cuda.max_memory_allocated(dev) / 2**20
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -965,7 +1031,8 @@ def run_row(directory: Path, row: str, b: int, iters: Optional[int], prefill_log
 
 
 def diff(ours: torch.Tensor, ref: torch.Tensor, tol: float, scaled: bool = True) -> dict:
-    """max |ours - ref| against tol * max(1, max |ref|) (``scaled``) or against tol."""
+    """max |ours - ref| against tol * max(1, max |ref|) (``scaled``) or against tol (on the CPU)."""
+    ours, ref = ours.detach().cpu(), ref.detach().cpu()
     if tuple(ours.shape) != tuple(ref.shape):
         return {"ok": False, "error": f"shape {tuple(ours.shape)} vs expected {tuple(ref.shape)}"}
     d = (ours.double() - ref.double()).abs()
@@ -979,6 +1046,7 @@ def diff(ours: torch.Tensor, ref: torch.Tensor, tol: float, scaled: bool = True)
 def code_agreement(model: Vqrae, features: torch.Tensor, ours: torch.Tensor, ref: torch.Tensor, need: float) -> dict:
     if tuple(ours.shape) != tuple(ref.shape):
         return {"ok": False, "error": f"shape {tuple(ours.shape)} vs expected {tuple(ref.shape)}"}
+    ref = ref.to(ours.device)
     same = (ours == ref)
     rate = float(same.double().mean())
     out = {"ok": rate >= need, "agreement": rate, "mismatches": int((~same).sum()), "total": same.numel()}
@@ -1002,7 +1070,9 @@ def as_long(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(a.astype(np.int64))
 
 
-def check(directory: Path) -> int:
+def check(directory: Path, device: str = "cpu") -> int:
+    """On CUDA too the comparisons run in float32 (TF32 off, see setup_device), tolerances unchanged."""
+    dev = setup_device(device)
     torch.manual_seed(0)
     inputs = read_safetensors(directory / "inputs.safetensors")
     expected = read_safetensors(directory / "expected.safetensors")
@@ -1011,24 +1081,24 @@ def check(directory: Path) -> int:
         missing = [k for k in keys if k not in src]
         if missing:
             raise KeyError(f"{directory}/{name}.safetensors lacks {missing}")
-    report: dict = {"dir": str(directory), "torch": torch.__version__}
-    tok = Vqrae.load(directory / "tokenizer")
-    pixels = torch.from_numpy(inputs["pixels"].astype(np.float32))
+    report: dict = {"dir": str(directory), "torch": torch.__version__, "device": dev.type}
+    tok = Vqrae.load(directory / "tokenizer").to(dev)
+    pixels = torch.from_numpy(inputs["pixels"].astype(np.float32)).to(dev)
     with torch.inference_mode():
         feats, codes = tok.encode(pixels)
-        decoded = tok.decode(as_long(inputs["codes"]))
+        decoded = tok.decode(as_long(inputs["codes"]).to(dev))
         report["features"] = diff(feats, torch.from_numpy(expected["features"]), 1e-3)
         report["codes"] = code_agreement(tok, feats, codes, as_long(expected["codes"]), 0.99)
         report["decoded"] = diff(decoded, torch.from_numpy(expected["decoded"]), 1e-3)
 
-    lm = Llama.load(directory / "lm")
-    ids = as_long(inputs["ids"])
+    lm = Llama.load(directory / "lm").to(dev)
+    ids = as_long(inputs["ids"]).to(dev)
     ref_logits = torch.from_numpy(expected["logits"])
     with torch.inference_mode():
         ours = lm(ids)
         report["logits"] = diff(ours, ref_logits, 1e-3, scaled=False)
         # the static-cache path (prefill half, then one token at a time) must give the same logits
-        cache = KVCache(lm.spec, ids.shape[0], ids.shape[1])
+        cache = lm.new_cache(ids.shape[0], ids.shape[1])
         half = max(1, ids.shape[1] // 2)
         parts = [lm.logits(lm.hidden(ids[:, :half], cache, 0))]
         parts += [lm.logits(lm.hidden(ids[:, t: t + 1], cache, t)) for t in range(half, ids.shape[1])]
@@ -1049,7 +1119,8 @@ def hf_logits(lm_dir: Path, ids: torch.Tensor) -> torch.Tensor:
 
     hf_logging.disable_progress_bar()
 
-    model = LlamaForCausalLM.from_pretrained(str(lm_dir), dtype=torch.float32, attn_implementation="eager").eval()
+    model = LlamaForCausalLM.from_pretrained(str(lm_dir), dtype=torch.float32, attn_implementation="eager")
+    model = model.to(ids.device).eval()
     with torch.inference_mode():
         return model(input_ids=ids).logits.float()
 
@@ -1258,6 +1329,7 @@ def main(argv=None) -> int:
     c = sub.add_parser("check", help="agreement with DIR/expected.safetensors (exit 1 outside tolerance)")
     c.add_argument("--dir", type=Path, required=True)
     c.add_argument("--threads", type=int)
+    c.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to compute (float32 on both)")
     r = sub.add_parser("run", help="time one row, print one JSON line")
     r.add_argument("--dir", type=Path, required=True)
     r.add_argument("--row", choices=ROWS, required=True)
@@ -1266,6 +1338,10 @@ def main(argv=None) -> int:
     r.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     r.add_argument("--prefill-logits", choices=("last", "all"), default="last",
                    help="lm_prefill: logits of the last position (as generation) or of all positions")
+    r.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    r.add_argument("--dtype", choices=("auto",) + tuple(DTYPES), default="auto",
+                   help="inference rows' precision; auto: bfloat16 on cuda, float32 on cpu "
+                        "(training rows: float32 only)")
     f = sub.add_parser("fixtures", help="tiny random tokenizer + PyTorch outputs for the Rust tests")
     f.add_argument("--out", type=Path, required=True)
     f.add_argument("--arch", default="vit", choices=("vit", "vit-ls-sincos", "siglip", "dinov2"))
@@ -1280,14 +1356,18 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
+    if getattr(a, "device", "cpu") == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: torch sees no CUDA device")
     if a.cmd == "check":
-        return check(a.dir)
+        return check(a.dir, a.device)
     if a.cmd == "run":
         if a.iters == 0:  # as in the Rust bench: 0 sizes the run to ~3 s
             a.iters = None
         if a.batch < 1 or (a.iters is not None and a.iters < 1):
             ap.error("--batch must be positive and --iters >= 0")
-        print(json.dumps(run_row(a.dir, a.row, a.batch, a.iters, a.prefill_logits)))
+        if a.row.startswith("train_") and a.dtype not in ("auto", "float32"):
+            ap.error(f"--dtype {a.dtype}: the training rows run in float32 only")
+        print(json.dumps(run_row(a.dir, a.row, a.batch, a.iters, a.prefill_logits, a.device, a.dtype)))
         return 0
     if a.cmd == "fixtures":
         return fixtures(a.out, a.arch, a.seed)
