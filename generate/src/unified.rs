@@ -69,7 +69,9 @@ impl UnifiedModel {
             })?;
         cfg.vocab.validate()?;
         let tokenizer = Vqrae::load(&dir.join(TOKENIZER_DIR), device, DType::F32)?;
-        let lm = Llama::load(&dir.join(LM_DIR), device, dtype)?;
+        // a loaded model serves: q/k/v and gate/up run as one matmul each (see the LM's docs)
+        let mut lm = Llama::load(&dir.join(LM_DIR), device, dtype)?;
+        lm.fuse_for_inference()?;
         let text = TextTokenizer::from_file(dir.join(LM_DIR).join(TEXT_TOKENIZER_FILE))?;
         let check = |what: &str, got: usize, want: usize| {
             if got == want {

@@ -442,3 +442,31 @@ fn export_for_hf_check() -> Result<()> {
     println!("wrote {}", dir.display());
     Ok(())
 }
+
+#[test]
+fn fused_inference_computes_what_the_separate_projections_do() -> Result<()> {
+    let (model, _) = fresh(&tiny(false), 21)?;
+    let mut fused = model.clone();
+    fused.fuse_for_inference()?;
+    let x = ids(&PROMPT)?;
+    // full forward, and cached decoding of the same sequences
+    let full = model.forward(&model.embed(&x)?, None, false)?;
+    let full_fused = fused.forward(&fused.embed(&x)?, None, false)?;
+    let err = max_diff(&full, &full_fused)?;
+    ensure!(err < 1e-5, "full forward: max diff {err}");
+    assert_eq!(greedy(&model, &x, 12)?, greedy(&fused, &x, 12)?);
+    // the same weights under the same names: saving is unchanged
+    let (a, b) = (model.tensors(), fused.tensors());
+    ensure!(a.len() == b.len());
+    for (name, t) in &a {
+        ensure!(max_diff(t, &b[name])? == 0.0, "{name} changed");
+    }
+    // the stacked matrices are copies of the variables: training on them would learn nothing
+    let err = fused
+        .forward_hidden(&fused.embed(&x)?, None, true)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    ensure!(err.contains("fused"), "training a fused model: {err:?}");
+    Ok(())
+}

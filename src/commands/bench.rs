@@ -179,10 +179,13 @@ pub fn init(a: InitArgs, device: &Device) -> Result<()> {
         prompt_len: PROMPT,
         lm_params: lm.config().params(),
         lm_non_embedding_params: lm.config().non_embedding_params(),
-        tokenizer_params: candle_core::safetensors::load(tok_dir.join("model.safetensors"), device)?
-            .values()
-            .map(|t| t.elem_count())
-            .sum(),
+        tokenizer_params: candle_core::safetensors::load(
+            tok_dir.join("model.safetensors"),
+            device,
+        )?
+        .values()
+        .map(|t| t.elem_count())
+        .sum(),
     };
     if lm.config().vocab_size != info.vocab_size {
         bail!(
@@ -264,11 +267,7 @@ fn peak_rss_mib() -> f64 {
 /// Times `f` as the PyTorch reference does: two untimed calls (warm-up; the second sizes the
 /// run), then `iters` timed calls (0: enough for ~3 s, at least 3).
 /// Every call ends with the device synchronised, so GPU work is inside its call's time.
-fn time(
-    device: &Device,
-    iters: usize,
-    mut f: impl FnMut() -> Result<()>,
-) -> Result<(usize, f64)> {
+fn time(device: &Device, iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<(usize, f64)> {
     let mut f = || -> Result<()> {
         f()?;
         device.synchronize()?;
@@ -288,6 +287,13 @@ fn time(
         f()?;
     }
     Ok((iters, t.elapsed().as_secs_f64() / iters as f64))
+}
+
+/// The LM as the server loads it: fused q/k/v and gate/up projections.
+fn inference_lm(dir: &Path, device: &Device, dtype: DType) -> Result<Llama> {
+    let mut lm = Llama::load(dir, device, dtype)?;
+    lm.fuse_for_inference()?;
+    Ok(lm)
 }
 
 fn random_ids(rng: &mut ChaCha8Rng, n: usize, range: std::ops::Range<u32>) -> Vec<u32> {
@@ -341,7 +347,7 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
             }
         }
         Row::LmPrefill => {
-            let lm = Llama::load(&lm_dir, device, dtype)?;
+            let lm = inference_lm(&lm_dir, device, dtype)?;
             let ids = Tensor::from_vec(
                 random_ids(&mut rng, b * seq, 0..info.code_end),
                 (b, seq),
@@ -357,7 +363,7 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
             ("tokens/s", b * seq, t)
         }
         Row::LmDecode => {
-            let lm = Llama::load(&lm_dir, device, dtype)?;
+            let lm = inference_lm(&lm_dir, device, dtype)?;
             let text = TextTokenizer::from_file(lm_dir.join("tokenizer.json"))?;
             let vocab =
                 UnifiedVocab::new(info.text_vocab, (info.code_end - info.code_start) as usize)?;
@@ -392,7 +398,7 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
             ("tokens/s", b * info.image_tokens, t)
         }
         Row::LmStepProfile => {
-            let lm = Llama::load(&lm_dir, device, dtype)?;
+            let lm = inference_lm(&lm_dir, device, dtype)?;
             let ids = Tensor::from_vec(
                 random_ids(&mut rng, b * PROMPT, 0..info.code_end),
                 (b, PROMPT),
