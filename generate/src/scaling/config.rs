@@ -144,6 +144,11 @@ pub struct ScalingConfig {
     pub adamw: AdamWConfig,
     /// Validation points per run, spaced evenly in log(steps).
     pub evals: usize,
+    /// `L(C)` is fitted on the frontier of the points at or after this share of their run:
+    /// the first steps (warm-up, the fall from the uniform guess) are a transient, not the
+    /// power law, and would dominate the fit.
+    #[serde(default = "default_fit_from")]
+    pub fit_from: f64,
     pub checkpoint_every: u64,
     pub quality: QualitySpec,
     /// The family the fits are made on.
@@ -153,6 +158,10 @@ pub struct ScalingConfig {
     #[serde(default)]
     pub codebook: Option<CodebookSweep>,
     pub smoke: SmokeSpec,
+}
+
+fn default_fit_from() -> f64 {
+    0.25
 }
 
 impl ScalingConfig {
@@ -229,6 +238,9 @@ impl ScalingConfig {
         if !(self.grad_clip.is_finite() && self.grad_clip > 0.0) {
             return bad(format!("grad_clip {} must be > 0", self.grad_clip));
         }
+        if !(0.0..1.0).contains(&self.fit_from) {
+            return bad(format!("fit_from {} is not in [0, 1)", self.fit_from));
+        }
         if self.evals < 2 || self.checkpoint_every == 0 {
             return bad("evals must be >= 2 and checkpoint_every > 0".into());
         }
@@ -295,6 +307,7 @@ mod tests {
             grad_clip: 1.0,
             adamw: AdamWConfig::default(),
             evals: 3,
+            fit_from: 0.25,
             checkpoint_every: 10,
             quality: QualitySpec {
                 referee: "models/referee-easyvqa".into(),

@@ -153,10 +153,12 @@ pub fn markdown(r: &SweepReport) -> String {
     };
     let _ = writeln!(
         s,
-        "\n## Fits\n\n- {}\n- {} on the {} frontier points\n",
+        "\n## Fits\n\n- {}\n- {} on the {} frontier points (validation points from {:.0}% of \
+         each run on)\n",
         law(&r.fit_n, "N"),
         law(&r.fit_c, "C"),
-        r.frontier.len()
+        r.frontier.len(),
+        100.0 * r.fit_from
     );
     let _ = writeln!(
         s,

@@ -69,8 +69,10 @@ pub struct SweepReport {
     pub held_out: RunResult,
     pub fit_n: PowerLawFit,
     pub fit_c: PowerLawFit,
-    /// `(C, loss)` points of the compute-efficient frontier over the family's curves.
+    /// `(C, loss)` points of the compute-efficient frontier over the family's curves (from
+    /// `fit_from` of each run on), which `fit_c` is fitted on.
     pub frontier: Vec<(f64, f64)>,
+    pub fit_from: f64,
     pub prediction: Prediction,
     pub ceiling: RefereeReport,
     pub codebook: Vec<CodebookRow>,
@@ -261,7 +263,12 @@ pub fn run(
     let fit_n = fit_power_law(&ns, &losses).map_err(fit_err("L(N)"))?;
     let points: Vec<(f64, f64)> = runs
         .iter()
-        .flat_map(|r| r.curve.iter().map(|p| (p.flops, p.val_loss)))
+        .flat_map(|r| {
+            r.curve
+                .iter()
+                .filter(|p| p.step as f64 >= cfg.fit_from * r.steps as f64)
+                .map(|p| (p.flops, p.val_loss))
+        })
         .collect();
     let front = frontier(&points);
     let (cs, ls): (Vec<f64>, Vec<f64>) = front.iter().copied().unzip();
@@ -342,6 +349,7 @@ pub fn run(
         fit_n,
         fit_c,
         frontier: front,
+        fit_from: cfg.fit_from,
         prediction,
         ceiling,
         codebook,
