@@ -22,7 +22,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use candle_core::safetensors::MmapedSafetensors;
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Init, Linear, VarBuilder};
 
 use crate::cache::KvCache;
@@ -215,8 +215,6 @@ struct Mlp {
     gate_proj: Linear,
     up_proj: Linear,
     down_proj: Linear,
-    /// `[gate; up]` stacked `(2 intermediate, hidden)` after [`Llama::fuse_for_inference`].
-    gate_up: Option<Tensor>,
 }
 
 impl Mlp {
@@ -226,20 +224,15 @@ impl Mlp {
             gate_proj: linear(d, i, init, vb.pp("gate_proj"))?,
             up_proj: linear(d, i, init, vb.pp("up_proj"))?,
             down_proj: linear(i, d, init, vb.pp("down_proj"))?,
-            gate_up: None,
         })
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (gate, up) = match &self.gate_up {
-            Some(w) => {
-                let y = x.broadcast_matmul(&w.t()?)?;
-                let i = y.dim(D::Minus1)? / 2;
-                (y.narrow(D::Minus1, 0, i)?, y.narrow(D::Minus1, i, i)?)
-            }
-            None => (self.gate_proj.forward(x)?, self.up_proj.forward(x)?),
-        };
-        self.down_proj.forward(&(gate.silu()? * up)?)
+        // gate and up stay separate matmuls even when fused for inference: stacked, their
+        // halves are strided views, and the elementwise silu * up on strided views cost more
+        // at prefill than the saved matmul call (measured, docs/PERFORMANCE.md)
+        let gate = self.gate_proj.forward(x)?.silu()?;
+        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
     }
 }
 
@@ -613,9 +606,9 @@ impl Llama {
         self.embed_tokens.dtype()
     }
 
-    /// Stacks each layer's q/k/v and gate/up weights into one matrix apiece, so that inference
-    /// runs 4 matmuls per layer instead of 7 (fewer calls, wider matrices: what decoding a few
-    /// rows at a time is bound by). The separate weights become views into the stacked ones
+    /// Stacks each layer's q/k/v weights into one matrix, so that inference runs one matmul
+    /// where it ran three (fewer calls, a wider matrix: what decoding a few rows at a time is
+    /// bound by; the three outputs are split by the head reshape, which copies anyway). The separate weights become views into the stacked ones
     /// (no second copy), so saving and [`Self::tensors`] are unchanged. The stacked matrices are
     /// copies of the weights, not the variables: a fused model refuses training mode.
     pub fn fuse_for_inference(&mut self) -> Result<()> {
@@ -627,12 +620,6 @@ impl Llama {
                 (a.q_proj, a.k_proj, a.v_proj) = (q.clone(), k.clone(), v.clone());
             }
             a.qkv = Some(qkv);
-            let m = &mut layer.mlp;
-            let (gate_up, parts) = stack(&[&m.gate_proj, &m.up_proj]).map_err(ctx)?;
-            if let [g, u] = parts.as_slice() {
-                (m.gate_proj, m.up_proj) = (g.clone(), u.clone());
-            }
-            m.gate_up = Some(gate_up);
         }
         self.fused = true;
         Ok(())
