@@ -248,12 +248,22 @@ pub fn write_all(r: &SweepReport, out: &Path) -> Result<()> {
         PLOT_SIZE,
     )?;
 
+    // the first steps fall from ~ln(vocab); cut them so the law's range is readable
+    let cap = 2.0
+        * r.runs
+            .iter()
+            .chain([&r.held_out])
+            .map(|run| run.val_loss)
+            .fold(0.0, f64::max);
+    let under_cap = |points: Vec<(f64, f64)>| -> Vec<(f64, f64)> {
+        points.into_iter().filter(|p| p.1 <= cap).collect()
+    };
     let mut series: Vec<XySeries> = r
         .runs
         .iter()
         .map(|run| XySeries {
             label: run.name.clone(),
-            points: run.curve.iter().map(|p| (p.flops, p.val_loss)).collect(),
+            points: under_cap(run.curve.iter().map(|p| (p.flops, p.val_loss)).collect()),
             mark: Mark::Line,
         })
         .collect();
@@ -267,7 +277,9 @@ pub fn write_all(r: &SweepReport, out: &Path) -> Result<()> {
     series.push(fit("fit L(C)", curve(&r.fit_c, c_lo, c_hi)));
     plot_log_x(
         &Axes {
-            title: "validation loss vs training compute, and the frontier".into(),
+            title: format!(
+                "validation loss vs training compute, and the frontier (loss <= {cap:.2})"
+            ),
             x: "C = 6 N D (FLOPs)".into(),
             y: "val loss".into(),
         },
@@ -282,13 +294,13 @@ pub fn write_all(r: &SweepReport, out: &Path) -> Result<()> {
         .chain([&r.held_out])
         .map(|run| XySeries {
             label: run.name.clone(),
-            points: run.curve.iter().map(|p| (p.tokens, p.val_loss)).collect(),
+            points: under_cap(run.curve.iter().map(|p| (p.tokens, p.val_loss)).collect()),
             mark: Mark::Line,
         })
         .collect();
     plot_log_x(
         &Axes {
-            title: "validation loss over training, per size".into(),
+            title: format!("validation loss over training, per size (loss <= {cap:.2})"),
             x: "tokens D".into(),
             y: "val loss".into(),
         },

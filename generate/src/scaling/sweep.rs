@@ -86,6 +86,16 @@ fn fit_err(what: &str) -> impl FnOnce(super::fit::FitError) -> GenerateError + '
     move |e| GenerateError::Config(format!("fitting {what}: {e}"))
 }
 
+/// What every run of a sweep shares, whatever its tokenizer.
+struct Shared<'a> {
+    cfg: &'a ScalingConfig,
+    data: &'a SweepData,
+    text: &'a TextTokenizer,
+    referee: &'a Referee,
+    out: &'a Path,
+    device: &'a Device,
+}
+
 /// Everything one tokenizer's runs share: its codes, vocabulary, tokenizer and quality check.
 struct OnCodes {
     codes: CodeSet,
@@ -96,14 +106,8 @@ struct OnCodes {
 }
 
 impl OnCodes {
-    fn new(
-        dir: &Path,
-        cfg: &ScalingConfig,
-        data: &SweepData,
-        text: &TextTokenizer,
-        out: &Path,
-        device: &Device,
-    ) -> Result<Self> {
+    fn new(dir: &Path, sh: &Shared<'_>) -> Result<Self> {
+        let (cfg, data, text, device) = (sh.cfg, sh.data, sh.text, sh.device);
         if !dir.join("config.json").exists() {
             return Err(GenerateError::Config(format!(
                 "tokenizer {}: no config.json there (train one with `vqrae train-tokenizer`)",
@@ -126,7 +130,7 @@ impl OnCodes {
                 captions: &data.val_captions[..n_val],
             },
             cfg.data.mirror,
-            &out.join("codes"),
+            &sh.out.join("codes"),
             device,
         )?;
         let vocab = UnifiedVocab::new(text.vocab_size(), codes.codebook_size)?;
@@ -159,43 +163,35 @@ impl OnCodes {
         }
     }
 
-    fn check<'a>(
-        &'a self,
-        cfg: &ScalingConfig,
-        referee: &'a Referee,
-        data: &'a SweepData,
-    ) -> QualityCheck<'a> {
+    fn check<'a>(&'a self, sh: &Shared<'a>) -> QualityCheck<'a> {
         QualityCheck {
             tokenizer: &self.tokenizer,
-            referee,
-            prompts: &data.prompts,
-            per_caption: cfg.quality.images_per_caption,
-            guidance: cfg.quality.guidance,
+            referee: sh.referee,
+            prompts: &sh.data.prompts,
+            per_caption: sh.cfg.quality.images_per_caption,
+            guidance: sh.cfg.quality.guidance,
         }
     }
 
+    /// The referee on this tokenizer's reconstructions of the held-out images.
+    fn ceiling(&self, sh: &Shared<'_>) -> Result<RefereeReport> {
+        let n = self.codes.val.len();
+        self.check(sh)
+            .ceiling(&sh.data.val_images[..n], &sh.data.val_labels[..n])
+    }
+
     /// Trains (or reuses) one run and measures its generation quality once.
-    #[allow(clippy::too_many_arguments)]
-    fn run(
-        &self,
-        cfg: &ScalingConfig,
-        text: &TextTokenizer,
-        referee: &Referee,
-        data: &SweepData,
-        size: &SizeSpec,
-        run_dir: &Path,
-        device: &Device,
-    ) -> Result<RunResult> {
-        let inputs = self.inputs(cfg, text);
-        let trained = run::train(&inputs, size, run_dir, device, None)?.ok_or_else(|| {
+    fn run(&self, sh: &Shared<'_>, size: &SizeSpec, run_dir: &Path) -> Result<RunResult> {
+        let inputs = self.inputs(sh.cfg, sh.text);
+        let trained = run::train(&inputs, size, run_dir, sh.device, None)?.ok_or_else(|| {
             GenerateError::Config(format!("run {} stopped before its end", size.name))
         })?;
         let mut result = trained.result;
         if result.quality.is_none() {
             let started = Instant::now();
             let q = self
-                .check(cfg, referee, data)
-                .generated(&trained.lm, text, &self.vocab)?;
+                .check(sh)
+                .generated(&trained.lm, sh.text, &self.vocab)?;
             tracing::info!(
                 run = size.name.as_str(),
                 both = q.both,
@@ -246,16 +242,20 @@ pub fn run(
         t
     };
     let referee = Referee::load_qualified(&cfg.quality.referee, device)?;
+    let sh = Shared {
+        cfg,
+        data,
+        text: &text,
+        referee: &referee,
+        out,
+        device,
+    };
 
-    let main = OnCodes::new(&cfg.tokenizer, cfg, data, &text, out, device)?;
-    let n_val = main.codes.val.len();
-    let ceiling = main
-        .check(cfg, &referee, data)
-        .ceiling(&data.val_images[..n_val], &data.val_labels[..n_val])?;
+    let main = OnCodes::new(&cfg.tokenizer, &sh)?;
+    let ceiling = main.ceiling(&sh)?;
     let mut runs = Vec::new();
     for size in &cfg.sizes {
-        let dir = out.join("runs").join(&size.name);
-        runs.push(main.run(cfg, &text, &referee, data, size, &dir, device)?);
+        runs.push(main.run(&sh, size, &out.join("runs").join(&size.name))?);
     }
 
     let ns: Vec<f64> = runs.iter().map(|r| r.non_embedding_params as f64).collect();
@@ -297,7 +297,7 @@ pub fn run(
         "predicted loss of the held-out size"
     );
     let held_dir = out.join("runs").join(&cfg.predict.name);
-    let held_out = main.run(cfg, &text, &referee, data, &cfg.predict, &held_dir, device)?;
+    let held_out = main.run(&sh, &cfg.predict, &held_dir)?;
     prediction.measured = held_out.val_loss;
 
     let mut codebook = Vec::new();
@@ -306,7 +306,7 @@ pub fn run(
             GenerateError::Config(format!("codebook.size {:?} is not a size", cb.size))
         })?;
         for tok_dir in &cb.tokenizers {
-            let on = OnCodes::new(tok_dir, cfg, data, &text, out, device)?;
+            let on = OnCodes::new(tok_dir, &sh)?;
             let tag = tok_dir
                 .components()
                 .map(|c| c.as_os_str().to_string_lossy().into_owned())
@@ -314,11 +314,8 @@ pub fn run(
                 .collect::<Vec<_>>()
                 .join("-");
             let dir = out.join("codebook").join(format!("{tag}-{}", size.name));
-            let run = on.run(cfg, &text, &referee, data, size, &dir, device)?;
-            let n_val = on.codes.val.len();
-            let ceiling = on
-                .check(cfg, &referee, data)
-                .ceiling(&data.val_images[..n_val], &data.val_labels[..n_val])?;
+            let run = on.run(&sh, size, &dir)?;
+            let ceiling = on.ceiling(&sh)?;
             let q = &on.tokenizer.config().quantizer;
             codebook.push(CodebookRow {
                 tokenizer: tok_dir.clone(),
@@ -342,7 +339,7 @@ pub fn run(
         name: cfg.name.clone(),
         tokenizer: cfg.tokenizer.clone(),
         train_sequences: main.codes.train.len(),
-        val_images: n_val,
+        val_images: main.codes.val.len(),
         guidance: cfg.quality.guidance,
         runs,
         held_out,
