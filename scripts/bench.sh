@@ -6,7 +6,7 @@
 # PyTorch, alternately; `scripts/perf/table.py` writes the ratio table.
 #
 #   scripts/bench.sh                          # both presets, 2 threads each
-#   PRESETS=default THREADS=1 scripts/bench.sh
+#   PRESETS=default THREADS=1 ROUNDS=3 scripts/bench.sh   # medians over 3 alternating rounds
 #
 # Needs torch + transformers + safetensors for the reference ($PYTHON, default ~/.venvs/ref;
 # see scripts/perf/README.md). Not a test: nothing here asserts a speed.
@@ -17,6 +17,9 @@ OUT=${OUT:-docs/results/perf}
 WORK=${WORK:-.bench}
 THREADS=${THREADS:-2}
 PRESETS=${PRESETS:-default paper}
+# rows repeated in alternating rounds; the table reports medians (this machine's run-to-run
+# spread is +-20-30% on single rows)
+ROUNDS=${ROUNDS:-3}
 BIN=${BIN:-target/release/vqrae}
 [ -x "$BIN" ] || cargo build --release
 mkdir -p "$OUT"
@@ -64,11 +67,13 @@ for preset in $PRESETS; do
     dir="$WORK/$preset"
     [ -f "$dir/bench.json" ] || "$BIN" bench init --preset "$preset" --out "$dir"
     "$PY" scripts/perf/reference.py check --dir "$dir" | tee "$OUT/$preset-agreement.json"
-    # the paper preset's rows take seconds each: one warm-up and two timed iterations
+    # the paper preset's rows take seconds each: two timed iterations, one round
     iters=0
-    [ "$preset" = paper ] && iters=2
+    rounds=$ROUNDS
+    [ "$preset" = paper ] && iters=2 && rounds=1
     log="$OUT/$preset-rows.jsonl"
     : > "$log"
+    for _round in $(seq "$rounds"); do
     while read -r row batch only; do
         RAYON_NUM_THREADS=$THREADS "$BIN" bench run --dir "$dir" --row "$row" --batch "$batch" \
             --iters "$iters" 2>/dev/null | tail -n 1 | tee -a "$log"
@@ -76,6 +81,7 @@ for preset in $PRESETS; do
         "$PY" scripts/perf/reference.py run --dir "$dir" --row "${row//-/_}" --batch "$batch" \
             --threads "$THREADS" --iters "$iters" | tail -n 1 | tee -a "$log"
     done < <(rows "$preset")
+    done
 done
 "$PY" scripts/perf/table.py "$OUT" > "$OUT/table.md"
 cat "$OUT/table.md"

@@ -8,6 +8,21 @@ import sys
 from pathlib import Path
 
 
+def median(runs):
+    """The run with the median throughput (the lower middle one for an even count)."""
+    if not runs:
+        return None
+    return sorted(runs, key=lambda r: r["per_sec"])[(len(runs) - 1) // 2]
+
+
+def span(runs) -> str:
+    """ (min-max) of the throughputs when there are several runs."""
+    if not runs or len(runs) < 2:
+        return ""
+    v = [r["per_sec"] for r in runs]
+    return f" ({min(v):.0f}-{max(v):.0f})"
+
+
 def step_profiles(out: Path) -> None:
     """Cached decoding step time by position: flat when the KV cache works."""
     print("\n| preset | rows | first 8 steps ms | middle 8 ms | last 8 ms | last / first |")
@@ -32,25 +47,26 @@ def step_profiles(out: Path) -> None:
 
 def main() -> None:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/results/perf")
-    print("| preset | row | batch | unit | vqrae-rs | PyTorch | ratio | RSS rs MiB | RSS torch MiB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| preset | row | batch | unit | vqrae-rs | PyTorch | ratio | rounds | RSS rs MiB | RSS torch MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for log in sorted(out.glob("*-rows.jsonl")):
         preset = log.name[: -len("-rows.jsonl")]
-        rows: dict[tuple[str, int], dict[str, dict]] = {}
+        rows: dict[tuple[str, int], dict[str, list]] = {}
         for line in log.read_text().splitlines():
             if not line.strip().startswith("{"):
                 continue
             r = json.loads(line)
-            rows.setdefault((r["row"], r["batch"]), {})[r["impl"]] = r
+            rows.setdefault((r["row"], r["batch"]), {}).setdefault(r["impl"], []).append(r)
         for (row, batch), by in rows.items():
-            rs, pt = by.get("vqrae-rs"), by.get("pytorch")
+            rs, pt = median(by.get("vqrae-rs")), median(by.get("pytorch"))
             fmt = lambda r, k, f: f.format(r[k]) if r else "-"
             ratio = f"{rs['per_sec'] / pt['per_sec']:.2f}x" if rs and pt else "-"
             unit = (rs or pt)["unit"]
+            spread = "/".join(str(len(by.get(i, []))) for i in ("vqrae-rs", "pytorch"))
             print(
-                f"| {preset} | {row} | {batch} | {unit} | {fmt(rs, 'per_sec', '{:.1f}')} | "
-                f"{fmt(pt, 'per_sec', '{:.1f}')} | {ratio} | {fmt(rs, 'peak_rss_mib', '{:.0f}')} | "
-                f"{fmt(pt, 'peak_rss_mib', '{:.0f}')} |"
+                f"| {preset} | {row} | {batch} | {unit} | {fmt(rs, 'per_sec', '{:.1f}')}{span(by.get('vqrae-rs'))} | "
+                f"{fmt(pt, 'per_sec', '{:.1f}')}{span(by.get('pytorch'))} | {ratio} | {spread} | "
+                f"{fmt(rs, 'peak_rss_mib', '{:.0f}')} | {fmt(pt, 'peak_rss_mib', '{:.0f}')} |"
             )
 
 
