@@ -1,6 +1,6 @@
 //! The crate's error type.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {
@@ -39,6 +39,14 @@ pub enum GenerateError {
 }
 
 impl GenerateError {
+    /// The `map_err` of an I/O call on `path`.
+    pub fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
+        move |source| Self::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
     pub fn candle(context: impl Into<String>, source: candle_core::Error) -> Self {
         Self::Candle {
             context: context.into(),

@@ -49,19 +49,12 @@ pub struct UnifiedModel {
     pub text: TextTokenizer,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> GenerateError + '_ {
-    move |source| GenerateError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 impl UnifiedModel {
     /// Loads a model directory; the LM and projector in `dtype` (f32 on CPU, bf16 on GPU), the
     /// tokenizer in f32.
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
         let path = dir.join(UNIFIED_FILE);
-        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        let text = std::fs::read_to_string(&path).map_err(GenerateError::io(&path))?;
         let cfg: UnifiedConfig =
             serde_json::from_str(&text).map_err(|source| GenerateError::Json {
                 path: path.clone(),
@@ -127,17 +120,18 @@ impl UnifiedModel {
         text: &TextTokenizer,
         dtype: DType,
     ) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        std::fs::create_dir_all(dir).map_err(GenerateError::io(dir))?;
         let tok = dir.join(TOKENIZER_DIR);
         if tok.canonicalize().ok() != tokenizer_dir.canonicalize().ok() {
-            std::fs::create_dir_all(&tok).map_err(io(&tok))?;
+            std::fs::create_dir_all(&tok).map_err(GenerateError::io(&tok))?;
             for f in [
                 vqrae_tokenizer::checkpoint::CONFIG_FILE,
                 vqrae_tokenizer::checkpoint::WEIGHTS_FILE,
             ] {
                 let tmp = tok.join(format!(".{f}.tmp"));
-                std::fs::copy(tokenizer_dir.join(f), &tmp).map_err(io(&tokenizer_dir.join(f)))?;
-                std::fs::rename(&tmp, tok.join(f)).map_err(io(&tok))?;
+                std::fs::copy(tokenizer_dir.join(f), &tmp)
+                    .map_err(GenerateError::io(&tokenizer_dir.join(f)))?;
+                std::fs::rename(&tmp, tok.join(f)).map_err(GenerateError::io(&tok))?;
             }
         }
         let lm_dir = dir.join(LM_DIR);
@@ -152,15 +146,15 @@ impl UnifiedModel {
         let tmp = dir.join(format!(".{PROJECTOR_FILE}.tmp"));
         candle_core::safetensors::save(&cast(projector.clone())?, &tmp)
             .map_err(|e| GenerateError::candle(format!("writing {}", ppath.display()), e))?;
-        std::fs::rename(&tmp, &ppath).map_err(io(&ppath))?;
+        std::fs::rename(&tmp, &ppath).map_err(GenerateError::io(&ppath))?;
         let json = serde_json::to_string_pretty(cfg).map_err(|source| GenerateError::Json {
             path: dir.join(UNIFIED_FILE),
             source,
         })?;
         let upath = dir.join(UNIFIED_FILE);
         let tmp = dir.join(format!(".{UNIFIED_FILE}.tmp"));
-        std::fs::write(&tmp, json + "\n").map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &upath).map_err(io(&upath))?;
+        std::fs::write(&tmp, json + "\n").map_err(GenerateError::io(&tmp))?;
+        std::fs::rename(&tmp, &upath).map_err(GenerateError::io(&upath))?;
         Ok(())
     }
 
@@ -214,12 +208,22 @@ impl UnifiedModel {
 
     /// Pixels of code grids.
     pub fn decode_codes(&self, codes: &[Vec<u32>]) -> Result<Vec<RgbImage>> {
-        if codes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let flat: Vec<u32> = codes.iter().flatten().copied().collect();
-        let t = Tensor::from_vec(flat, (codes.len(), self.cfg.image_tokens), self.lm.device())?;
-        let pixels = self.tokenizer.decode(&t, self.cfg.grid)?;
-        Ok(self.tokenizer.output_to_images(&pixels)?)
+        decode_codes(&self.tokenizer, codes, self.lm.device())
     }
+}
+
+/// Pixels of code grids (one per image, the tokenizer's grid each) through `tokenizer`'s decoder.
+pub fn decode_codes(
+    tokenizer: &Vqrae,
+    codes: &[Vec<u32>],
+    device: &Device,
+) -> Result<Vec<RgbImage>> {
+    if codes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let grid = tokenizer.config().grid();
+    let flat: Vec<u32> = codes.iter().flatten().copied().collect();
+    let t = Tensor::from_vec(flat, (codes.len(), grid.0 * grid.1), device)?;
+    let pixels = tokenizer.decode(&t, grid)?;
+    Ok(tokenizer.output_to_images(&pixels)?)
 }

@@ -296,6 +296,20 @@ fn inference_lm(dir: &Path, device: &Device, dtype: DType) -> Result<Llama> {
     Ok(lm)
 }
 
+/// A `(rows, cols)` u32 tensor of ids drawn uniformly from `range`.
+fn random_tensor(
+    rng: &mut ChaCha8Rng,
+    (rows, cols): (usize, usize),
+    range: std::ops::Range<u32>,
+    device: &Device,
+) -> Result<Tensor> {
+    Ok(Tensor::from_vec(
+        random_ids(rng, rows * cols, range),
+        (rows, cols),
+        device,
+    )?)
+}
+
 fn random_ids(rng: &mut ChaCha8Rng, n: usize, range: std::ops::Range<u32>) -> Vec<u32> {
     (0..n).map(|_| rng.gen_range(range.clone())).collect()
 }
@@ -308,6 +322,22 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
         &std::fs::read_to_string(a.dir.join("bench.json"))
             .with_context(|| format!("{}: run `vqrae bench init` first", a.dir.display()))?,
     )?;
+    if info.code_start >= info.code_end
+        || info.text_vocab <= 3
+        || info.image_tokens == 0
+        || info.code_end as usize > info.vocab_size
+    {
+        bail!(
+            "{}: inconsistent bench.json (codes {}..{}, text vocabulary {}, vocabulary {}, \
+             {} image tokens): run `vqrae bench init` again",
+            a.dir.display(),
+            info.code_start,
+            info.code_end,
+            info.text_vocab,
+            info.vocab_size,
+            info.image_tokens
+        );
+    }
     let b = a.batch;
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let tok_dir = a.dir.join("tokenizer");
@@ -330,11 +360,7 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
             } else {
                 let grid = model.config().grid();
                 let n = model.config().quantizer.codebook_size as u32;
-                let codes = Tensor::from_vec(
-                    random_ids(&mut rng, b * info.image_tokens, 0..n),
-                    (b, info.image_tokens),
-                    device,
-                )?;
+                let codes = random_tensor(&mut rng, (b, info.image_tokens), 0..n, device)?;
                 let t = time(device, a.iters, || {
                     model
                         .decode(&codes, grid)?
@@ -348,11 +374,7 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
         }
         Row::LmPrefill => {
             let lm = inference_lm(&lm_dir, device, dtype)?;
-            let ids = Tensor::from_vec(
-                random_ids(&mut rng, b * seq, 0..info.code_end),
-                (b, seq),
-                device,
-            )?;
+            let ids = random_tensor(&mut rng, (b, seq), 0..info.code_end, device)?;
             let t = time(device, a.iters, || {
                 let h = lm.forward_hidden(&lm.embed(&ids)?, None, false)?;
                 lm.logits(&h.narrow(1, seq - 1, 1)?.squeeze(1)?)?
@@ -399,11 +421,7 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
         }
         Row::LmStepProfile => {
             let lm = inference_lm(&lm_dir, device, dtype)?;
-            let ids = Tensor::from_vec(
-                random_ids(&mut rng, b * PROMPT, 0..info.code_end),
-                (b, PROMPT),
-                device,
-            )?;
+            let ids = random_tensor(&mut rng, (b, PROMPT), 0..info.code_end, device)?;
             let mut steps = vec![0.0; info.image_tokens];
             let mut profile = || -> Result<()> {
                 let mut cache = lm.new_cache(b, seq + 1, vec![0; b])?;

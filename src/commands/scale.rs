@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::Args;
-use vqrae_data::easy_vqa::{EasyVqa, Split, COLORS, SHAPES};
+use vqrae_data::easy_vqa::{EasyVqa, Split};
 use vqrae_generate::referee::Verdict;
 use vqrae_generate::scaling::quality::Prompt;
 use vqrae_generate::scaling::{report, sweep, ScalingConfig, SweepData};
@@ -58,7 +58,7 @@ pub fn run(a: ScaleArgs, root: &Path, device: &Device) -> Result<()> {
     let prompts = combos
         .into_iter()
         .map(|label| Prompt {
-            caption: format!("a {} {}", COLORS[label.color], SHAPES[label.shape]),
+            caption: label.caption(),
             label,
         })
         .collect();

@@ -66,6 +66,14 @@ const PALETTE: [RGBColor; 6] = [
     RGBColor(140, 86, 75),
 ];
 
+/// Creates the folder a PNG is written to.
+fn create_parent(out: &Path) -> Result<()> {
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(TrainError::io(parent))?;
+    }
+    Ok(())
+}
+
 fn draw_err(e: impl std::fmt::Display) -> TrainError {
     TrainError::Config(format!("plotting: {e}"))
 }
@@ -82,9 +90,7 @@ pub fn plot_panels(panels: &[(String, Vec<Series>)], out: &Path, width: u32) -> 
             "nothing to plot: no panel has points".into(),
         ));
     }
-    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(TrainError::io(parent))?;
-    }
+    create_parent(out)?;
     let text = font_ready();
     let height = 260 * panels.len() as u32;
     let root = BitMapBackend::new(out, (width, height)).into_drawing_area();
@@ -188,9 +194,7 @@ pub fn plot_log_x(axes: &Axes, series: &[XySeries], out: &Path, size: (u32, u32)
             "nothing to plot: no finite points".into(),
         ));
     }
-    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(TrainError::io(parent))?;
-    }
+    create_parent(out)?;
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in &all {
         (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));

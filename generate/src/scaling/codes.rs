@@ -56,13 +56,6 @@ impl Fnv {
     }
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> GenerateError + '_ {
-    move |source| GenerateError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// The images of one split with their captions.
 pub struct Split<'a> {
     pub images: &'a [RgbImage],
@@ -93,7 +86,7 @@ impl CodeSet {
         let mut h = Fnv::new();
         for file in ["config.json", "model.safetensors"] {
             let p = tokenizer_dir.join(file);
-            h.bytes(&std::fs::read(&p).map_err(io(&p))?);
+            h.bytes(&std::fs::read(&p).map_err(GenerateError::io(&p))?);
         }
         for s in [&train, &val] {
             for (img, cap) in s.images.iter().zip(s.captions) {
@@ -140,7 +133,7 @@ impl CodeSet {
         if !(tensors.exists() && meta.exists()) {
             return Ok(None);
         }
-        let text = std::fs::read_to_string(meta).map_err(io(meta))?;
+        let text = std::fs::read_to_string(meta).map_err(GenerateError::io(meta))?;
         let m: CacheMeta = serde_json::from_str(&text).map_err(|source| GenerateError::Json {
             path: meta.to_path_buf(),
             source,
@@ -173,7 +166,7 @@ impl CodeSet {
     /// Tensors first, the sidecar last: a sidecar names only complete tensor files.
     fn write_cache(&self, tensors: &Path, meta: &Path, fingerprint: String) -> Result<()> {
         let dir = tensors.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        std::fs::create_dir_all(dir).map_err(GenerateError::io(dir))?;
         let to_tensor = |rows: &[Captioned]| -> Result<Tensor> {
             let flat: Vec<u32> = rows.iter().flat_map(|r| r.codes.iter().copied()).collect();
             Ok(Tensor::from_vec(
@@ -189,7 +182,7 @@ impl CodeSet {
         let tmp = PathBuf::from(format!("{}.tmp", tensors.display()));
         candle_core::safetensors::save(&map, &tmp)
             .map_err(|e| GenerateError::candle(format!("writing {}", tmp.display()), e))?;
-        std::fs::rename(&tmp, tensors).map_err(io(tensors))?;
+        std::fs::rename(&tmp, tensors).map_err(GenerateError::io(tensors))?;
         let m = CacheMeta {
             fingerprint,
             image_tokens: self.image_tokens,
@@ -202,8 +195,8 @@ impl CodeSet {
             source,
         })?;
         let tmp = PathBuf::from(format!("{}.tmp", meta.display()));
-        std::fs::write(&tmp, text).map_err(io(&tmp))?;
-        std::fs::rename(&tmp, meta).map_err(io(meta))?;
+        std::fs::write(&tmp, text).map_err(GenerateError::io(&tmp))?;
+        std::fs::rename(&tmp, meta).map_err(GenerateError::io(meta))?;
         Ok(())
     }
 }

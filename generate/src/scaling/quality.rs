@@ -3,7 +3,6 @@
 //! referee on the tokenizer's reconstructions of real test images is the ceiling: no LM on
 //! these codes can do better than its tokenizer draws.
 
-use candle_core::Tensor;
 use image::RgbImage;
 use vqrae_lm::{Llama, SamplingConfig, TextTokenizer, UnifiedVocab};
 use vqrae_tokenizer::Vqrae;
@@ -11,6 +10,7 @@ use vqrae_tokenizer::Vqrae;
 use crate::error::Result;
 use crate::referee::{Referee, RefereeReport, Verdict};
 use crate::sample::{GenerationConfig, ImageRequest, T2i};
+use crate::unified::decode_codes;
 
 /// A caption to draw and what the referee should read in its images.
 #[derive(Clone, Debug, PartialEq)]
@@ -64,10 +64,7 @@ impl QualityCheck<'_> {
         let mut images = Vec::with_capacity(requests.len());
         for chunk in requests.chunks(64) {
             let codes = t2i.sample_codes(chunk, &gen)?;
-            let flat: Vec<u32> = codes.iter().flatten().copied().collect();
-            let t = Tensor::from_vec(flat, (codes.len(), gh * gw), lm.device())?;
-            let pixels = self.tokenizer.decode(&t, (gh, gw))?;
-            images.extend(self.tokenizer.output_to_images(&pixels)?);
+            images.extend(decode_codes(self.tokenizer, &codes, lm.device())?);
         }
         self.referee.evaluate(&images, &labels)
     }

@@ -13,13 +13,6 @@ use crate::error::{GenerateError, Result};
 
 const PLOT_SIZE: (u32, u32) = (900, 560);
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> GenerateError + '_ {
-    move |source| GenerateError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// Quotes a CSV field when it needs it (RFC 4180).
 fn field(s: &str) -> String {
     if s.contains([',', '"', '\n']) {
@@ -200,10 +193,10 @@ pub fn markdown(r: &SweepReport) -> String {
 
 /// Writes `runs.csv`, `report.json`, `report.md` and the plots into `out`.
 pub fn write_all(r: &SweepReport, out: &Path) -> Result<()> {
-    std::fs::create_dir_all(out).map_err(io(out))?;
+    std::fs::create_dir_all(out).map_err(GenerateError::io(out))?;
     let write = |name: &str, text: String| {
         let p = out.join(name);
-        std::fs::write(&p, text).map_err(io(&p))
+        std::fs::write(&p, text).map_err(GenerateError::io(&p))
     };
     write("runs.csv", csv(r))?;
     let json = serde_json::to_string_pretty(r).map_err(|source| GenerateError::Json {

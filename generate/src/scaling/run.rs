@@ -162,20 +162,13 @@ pub fn validation_loss(lm: &Llama, inputs: &RunInputs<'_>, items: &[Captioned]) 
     Ok(sum / count as f64)
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> GenerateError + '_ {
-    move |source| GenerateError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// The finished result in `run_dir` if its fingerprint matches.
 fn finished(run_dir: &Path, fingerprint: &str) -> Result<Option<RunResult>> {
     let path = run_dir.join(RESULT_FILE);
     if !path.exists() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    let text = std::fs::read_to_string(&path).map_err(GenerateError::io(&path))?;
     let r: RunResult =
         serde_json::from_str(&text).map_err(|source| GenerateError::Json { path, source })?;
     Ok((r.fingerprint == fingerprint).then_some(r))
@@ -189,8 +182,8 @@ pub fn write_result(run_dir: &Path, r: &RunResult) -> Result<()> {
         path: path.clone(),
         source,
     })?;
-    std::fs::write(&tmp, text + "\n").map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io(&path))
+    std::fs::write(&tmp, text + "\n").map_err(GenerateError::io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(GenerateError::io(&path))
 }
 
 /// A trained run: its LM and its result.
@@ -220,7 +213,7 @@ pub fn train(
         );
         return Ok(Some(Trained { lm, result }));
     }
-    std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
+    std::fs::create_dir_all(run_dir).map_err(GenerateError::io(run_dir))?;
     let n = llama_cfg.non_embedding_params();
 
     let map = SeededVarMap::new(cfg.seed);

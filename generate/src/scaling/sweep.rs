@@ -226,10 +226,20 @@ pub fn run(
             "the sweep needs training images, held-out images and prompts".into(),
         ));
     }
-    std::fs::create_dir_all(out).map_err(|source| GenerateError::Io {
-        path: out.to_path_buf(),
-        source,
-    })?;
+    let (nt, nv) = (data.train_images.len(), data.val_images.len());
+    if data.train_captions.len() != nt
+        || data.val_captions.len() != nv
+        || data.val_labels.len() != nv
+    {
+        return Err(GenerateError::Config(format!(
+            "{nt} training images with {} captions; {nv} held-out images with {} captions and {} \
+             labels",
+            data.train_captions.len(),
+            data.val_captions.len(),
+            data.val_labels.len()
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(GenerateError::io(out))?;
     let text_path = out.join("text-tokenizer.json");
     let text = if text_path.exists() {
         TextTokenizer::from_file(&text_path)?
