@@ -1,5 +1,6 @@
 //! `vqrae scale --smoke`: the whole sweep pipeline (codes cached once, a family of sizes, the
-//! fits, the held-out prediction, the report) on the installed easy-VQA data, in seconds.
+//! fits, the held-out prediction, the report) on the installed easy-VQA data and the procedural
+//! scenes, in seconds.
 
 mod common;
 
@@ -16,7 +17,7 @@ fn smoke_sweep_writes_fits_plots_and_a_report_and_reruns_from_its_results() {
     let args = [
         "scale",
         "--config",
-        "configs/scaling/easyvqa.toml",
+        "configs/scaling/easyvqa-scenes.toml",
         "--smoke",
         "--out",
         s(&out),
@@ -40,7 +41,15 @@ fn smoke_sweep_writes_fits_plots_and_a_report_and_reruns_from_its_results() {
         let last = r["val_loss"].as_f64().unwrap_or(f64::NAN);
         assert!(last < first, "{}: {first} -> {last}", r["name"]);
         assert!(r["quality"]["both"].as_f64().is_some(), "referee score");
+        let scenes = &r["scenes"];
+        assert_eq!(scenes["images"], 4, "4 scene prompts, 1 image each");
+        for skill in ["count", "color", "position", "all"] {
+            let v = scenes[skill].as_f64().unwrap_or(f64::NAN);
+            assert!((0.0..=1.0).contains(&v), "scene {skill} rate {v}");
+        }
     }
+    assert_eq!(report["scene_prompts"], 4);
+    assert!(report["scene_ceiling"]["all"].as_f64().is_some());
     let p = &report["prediction"];
     assert!(p["from_n"].as_f64().is_some_and(f64::is_finite));
     assert_eq!(p["measured"], report["held_out"]["val_loss"]);
@@ -48,6 +57,7 @@ fn smoke_sweep_writes_fits_plots_and_a_report_and_reruns_from_its_results() {
     let csv = read(&out.join("runs.csv"));
     let lines: Vec<&str> = csv.lines().collect();
     assert!(lines[0].starts_with("group,name,"));
+    assert!(lines[0].contains("scene_all"));
     assert_eq!(lines.len(), 1 + 3 + 1, "header, family, held-out size");
     assert!(read(&out.join("report.md")).contains("L(N) ="));
     for png in [
@@ -71,7 +81,7 @@ fn smoke_sweep_writes_fits_plots_and_a_report_and_reruns_from_its_results() {
 #[test]
 fn bad_sweep_configs_fail_with_the_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let base = read(&repo().join("configs/scaling/easyvqa.toml"));
+    let base = read(&repo().join("configs/scaling/easyvqa-scenes.toml"));
     let case = |name: &str, from: &str, to: &str, needle: &str| {
         assert!(base.contains(from), "the default config has {from:?}");
         let path = dir.path().join(format!("{name}.toml"));
@@ -96,8 +106,9 @@ fn bad_sweep_configs_fail_with_the_reason() {
     );
     case(
         "data",
-        "tokenizer = \"models/tokenizer-easyvqa\"",
+        "tokenizer = \"models/tokenizer-easyvqa-scenes\"",
         "tokenizer = \"models/no-such-tokenizer\"",
         "no-such-tokenizer",
     );
+    case("scenes", "scenes = 4000", "scenes = 0", "data.scenes = 0");
 }

@@ -8,12 +8,18 @@ use image::RgbImage;
 use vqrae_data::batch::shuffled;
 use vqrae_data::easy_vqa::{EasyVqa, Split};
 use vqrae_data::fashion_mnist::FashionMnist;
+use vqrae_data::scenes::{render, SceneDataset, MAX_OBJECTS, TEST_SCENES, TRAIN_SCENES};
 use vqrae_tokenizer::pretrain::LabelColumn;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Dataset {
     EasyVqa,
     FashionMnist,
+    /// The procedural scenes' fixed split (`SceneDataset::split`): 4,000 / 1,000 images.
+    Scenes,
+    /// easy-VQA and the procedural scenes together (8,000 / 2,000 images): a tokenizer that
+    /// has to draw both, e.g. for an LM trained on both kinds of caption.
+    EasyVqaScenes,
 }
 
 /// Images of a split with their label columns (easy-VQA: shape, colour; Fashion-MNIST: class).
@@ -38,6 +44,41 @@ pub fn load(
         }
     };
     match dataset {
+        Dataset::Scenes => {
+            let ds = scene_split(split);
+            let idx = keep(ds.len());
+            Ok(Labelled {
+                images: idx
+                    .iter()
+                    .map(|&i| render(&ds.cfg, &ds.scenes[i]))
+                    .collect(),
+                columns: vec![LabelColumn {
+                    name: "count".into(),
+                    classes: MAX_OBJECTS,
+                    labels: idx
+                        .iter()
+                        .map(|&i| ds.scenes[i].objects.len() as u32 - 1)
+                        .collect(),
+                }],
+            })
+        }
+        Dataset::EasyVqaScenes => {
+            let easy = load(root, Dataset::EasyVqa, split, 0, seed)?;
+            let scenes = scene_split(split);
+            let mut images = easy.images;
+            let from_easy = images.len();
+            images.extend(scenes.scenes.iter().map(|s| render(&scenes.cfg, s)));
+            let idx = keep(images.len());
+            let mut slots: Vec<Option<RgbImage>> = images.into_iter().map(Some).collect();
+            Ok(Labelled {
+                images: idx.iter().filter_map(|&i| slots[i].take()).collect(),
+                columns: vec![LabelColumn {
+                    name: "scene".into(),
+                    classes: 2,
+                    labels: idx.iter().map(|&i| u32::from(i >= from_easy)).collect(),
+                }],
+            })
+        }
         Dataset::EasyVqa => {
             let ds = EasyVqa::load(&root.join("easy-vqa"), split)
                 .with_context(|| format!("easy-VQA {split} (run `vqrae data setup`)"))?;
@@ -84,11 +125,21 @@ pub fn load(
     }
 }
 
+fn scene_split(split: Split) -> SceneDataset {
+    let n = match split {
+        Split::Train => TRAIN_SCENES,
+        Split::Test => TEST_SCENES,
+    };
+    SceneDataset::split(split, n)
+}
+
 impl Dataset {
     pub fn name(self) -> &'static str {
         match self {
             Dataset::EasyVqa => "easy-VQA",
             Dataset::FashionMnist => "Fashion-MNIST",
+            Dataset::Scenes => "procedural scenes",
+            Dataset::EasyVqaScenes => "easy-VQA + procedural scenes",
         }
     }
 }

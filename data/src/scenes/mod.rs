@@ -18,7 +18,7 @@ use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::easy_vqa::{color_index, COLORS};
+use crate::easy_vqa::{color_index, Split, COLORS};
 use crate::error::{DataError, Result};
 
 /// The shapes a scene can hold.
@@ -268,6 +268,15 @@ fn snap(c: f32, s: f32) -> f32 {
     (c - s / 2.0).round() + s / 2.0
 }
 
+/// Seed of the training scenes of [`SceneDataset::split`].
+pub const TRAIN_SEED: u64 = 0x5ce7e;
+/// Seed of the held-out scenes of [`SceneDataset::split`].
+pub const TEST_SEED: u64 = 0x7e57;
+/// Scenes in each split of the data sets built from [`SceneDataset::split`]: as many as
+/// easy-VQA has images.
+pub const TRAIN_SCENES: usize = 4000;
+pub const TEST_SCENES: usize = 1000;
+
 /// A fixed set of scenes: scene `i` is `generate(&cfg, seeds[i])`, so any one can be
 /// regenerated from its seed alone.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -284,6 +293,17 @@ impl SceneDataset {
         let seeds: Vec<u64> = (0..n).map(|_| rng.next_u64()).collect();
         let scenes = seeds.iter().map(|&s| generate(&cfg, s)).collect();
         SceneDataset { cfg, scenes, seeds }
+    }
+
+    /// The project's fixed split of `n` default-configuration scenes: training and test scenes
+    /// come from different seeds, so every tool that trains on scenes and every one that
+    /// evaluates on them agree on what is held out.
+    pub fn split(split: Split, n: usize) -> Self {
+        let seed = match split {
+            Split::Train => TRAIN_SEED,
+            Split::Test => TEST_SEED,
+        };
+        SceneDataset::new(SceneConfig::default(), n, seed)
     }
 
     pub fn len(&self) -> usize {
@@ -325,6 +345,15 @@ mod tests {
         assert_eq!(a.scenes[7], generate(&cfg, a.seeds[7]));
         assert_eq!(a.len(), 20);
         assert!(a.image(20).is_none() && a.caption(20).is_none());
+        let train = SceneDataset::split(Split::Train, 200);
+        let test = SceneDataset::split(Split::Test, 200);
+        assert_eq!(train, SceneDataset::split(Split::Train, 200));
+        let overlap = test
+            .scenes
+            .iter()
+            .filter(|s| train.scenes.contains(s))
+            .count();
+        assert_eq!(overlap, 0, "held-out scenes repeat training scenes");
     }
 
     #[test]

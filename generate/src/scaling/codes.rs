@@ -1,12 +1,12 @@
 //! The sweep's data, tokenised once: every training and held-out image's codes under one frozen
 //! tokenizer, cached on disk under a fingerprint of everything that determines them (the
-//! tokenizer's files, the images' pixels, the captions, the augmentation), so every run of a
+//! tokenizer's files, the images' pixels, the captions), so every run of a
 //! sweep, and every later sweep on the same data, reads the same codes without re-encoding.
 
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use image::{imageops, RgbImage};
+use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use vqrae_tokenizer::Vqrae;
 
@@ -63,14 +63,12 @@ pub struct Split<'a> {
 }
 
 impl CodeSet {
-    /// Encodes `train` (and its mirror images with `mirror`) and `val` with the tokenizer in
-    /// `tokenizer_dir`,
-    /// or reads them from `cache_dir` when the same inputs were encoded before.
+    /// Encodes `train` and `val` with the tokenizer in `tokenizer_dir`, or reads them from
+    /// `cache_dir` when the same inputs were encoded before.
     pub fn load_or_encode(
         tokenizer_dir: &Path,
         train: Split<'_>,
         val: Split<'_>,
-        mirror: bool,
         cache_dir: &Path,
         device: &Device,
     ) -> Result<Self> {
@@ -94,7 +92,6 @@ impl CodeSet {
                 h.bytes(cap.as_bytes());
             }
         }
-        h.bytes(&[mirror as u8]);
         let fingerprint = format!("{:016x}", h.0);
         let tensors_path = cache_dir.join(format!("codes-{fingerprint}.safetensors"));
         let meta_path = cache_dir.join(format!("codes-{fingerprint}.json"));
@@ -105,16 +102,10 @@ impl CodeSet {
 
         let tokenizer = Vqrae::load(tokenizer_dir, device, candle_core::DType::F32)?;
         let started = std::time::Instant::now();
-        let mut train_images = train.images.to_vec();
-        let mut train_captions = train.captions.to_vec();
-        if mirror {
-            train_images.extend(train.images.iter().map(imageops::flip_horizontal));
-            train_captions.extend_from_slice(train.captions);
-        }
-        let train_codes = encode_all(&tokenizer, &train_images)?;
+        let train_codes = encode_all(&tokenizer, train.images)?;
         let val_codes = encode_all(&tokenizer, val.images)?;
         tracing::info!(
-            images = train_images.len() + val.images.len(),
+            images = train.images.len() + val.images.len(),
             seconds = started.elapsed().as_secs_f64(),
             "encoded the sweep's images"
         );
@@ -122,7 +113,7 @@ impl CodeSet {
         let set = Self {
             image_tokens: gh * gw,
             codebook_size: tokenizer.config().quantizer.codebook_size,
-            train: zip(train_captions, train_codes),
+            train: zip(train.captions.to_vec(), train_codes),
             val: zip(val.captions.to_vec(), val_codes),
         };
         set.write_cache(&tensors_path, &meta_path, fingerprint)?;

@@ -83,6 +83,14 @@ pub struct DataSpec {
     pub train_limit: usize,
     /// Held-out images (from the test split) the validation loss is measured on.
     pub val_images: usize,
+    /// Procedural scenes (the fixed training split) trained on beside easy-VQA; their mirror
+    /// images (the scene reflected and drawn again, its caption's left and right swapped) too
+    /// with `mirror`. 0: easy-VQA only.
+    #[serde(default)]
+    pub scenes: usize,
+    /// Held-out scenes (the test split) in the validation set, interleaved with easy-VQA's.
+    #[serde(default)]
+    pub val_scenes: usize,
 }
 
 /// Generation quality at the end of each run.
@@ -93,8 +101,12 @@ pub struct QualitySpec {
     pub referee: PathBuf,
     /// One fixed guidance scale for every run.
     pub guidance: f64,
-    /// Images per colour-shape caption of the test split.
+    /// Images per colour-shape caption of the test split (and per scene prompt).
     pub images_per_caption: usize,
+    /// Held-out scenes whose captions are drawn and judged per skill (count, colour,
+    /// position) by the exact scene judge. 0: no scene quality.
+    #[serde(default)]
+    pub scene_prompts: usize,
 }
 
 /// The second sweep: one LM size on the codes of several tokenizers.
@@ -119,6 +131,8 @@ pub struct SmokeSpec {
     pub sizes: Vec<String>,
     #[serde(default)]
     pub codebook_tokenizers: usize,
+    #[serde(default)]
+    pub scene_prompts: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -180,7 +194,9 @@ impl ScalingConfig {
         cfg.budget = Budget::Tokens(s.budget_tokens);
         cfg.data.train_limit = s.train_limit;
         cfg.data.val_images = s.val_images;
+        cfg.data.val_scenes = cfg.data.val_scenes.min(s.val_images);
         cfg.quality.images_per_caption = s.images_per_caption;
+        cfg.quality.scene_prompts = cfg.quality.scene_prompts.min(s.scene_prompts);
         if !s.sizes.is_empty() {
             cfg.sizes.retain(|z| s.sizes.contains(&z.name));
         }
@@ -251,6 +267,12 @@ impl ScalingConfig {
         if !(q.guidance.is_finite() && q.guidance >= 0.0) || q.images_per_caption == 0 {
             return bad("quality: guidance must be >= 0 and images_per_caption > 0".into());
         }
+        if q.scene_prompts > 0 && self.data.scenes == 0 {
+            return bad(format!(
+                "quality.scene_prompts = {}: the LMs learn no scene captions (data.scenes = 0)",
+                q.scene_prompts
+            ));
+        }
         if let Some(cb) = &self.codebook {
             if !self.sizes.iter().any(|s| s.name == cb.size) {
                 return bad(format!("codebook.size {:?} is not one of sizes", cb.size));
@@ -297,6 +319,8 @@ mod tests {
                 mirror: false,
                 train_limit: 0,
                 val_images: 8,
+                scenes: 0,
+                val_scenes: 0,
             },
             text_vocab_size: 300,
             caption_dropout: 0.1,
@@ -313,6 +337,7 @@ mod tests {
                 referee: "models/referee-easyvqa".into(),
                 guidance: 2.0,
                 images_per_caption: 1,
+                scene_prompts: 0,
             },
             sizes: vec![
                 size("a", 16, 1, 2),
@@ -328,6 +353,7 @@ mod tests {
                 images_per_caption: 1,
                 sizes: vec![],
                 codebook_tokenizers: 0,
+                scene_prompts: 0,
             },
         }
     }
@@ -349,6 +375,7 @@ mod tests {
         assert!(err(&|c| c.sizes.truncate(2)).contains("at least 3"));
         assert!(err(&|c| c.predict.name = "a".into()).contains("twice"));
         assert!(err(&|c| c.sizes[0].lr = 0.0).contains("lr"));
+        assert!(err(&|c| c.quality.scene_prompts = 4).contains("data.scenes = 0"));
         assert!(err(&|c| {
             c.codebook = Some(CodebookSweep {
                 size: "zz".into(),

@@ -1,15 +1,19 @@
 //! Generation quality of a sweep's LM: images sampled at one fixed guidance scale for every
 //! colour-shape caption, decoded by the sweep's tokenizer and read by the referee. The same
 //! referee on the tokenizer's reconstructions of real test images is the ceiling: no LM on
-//! these codes can do better than its tokenizer draws.
+//! these codes can do better than its tokenizer draws. Where the sweep also trains on
+//! procedural scenes, the captions of held-out scenes are drawn too and the exact scene judge
+//! scores them per skill (count, colour, position), with the same ceiling on reconstructions.
 
 use image::RgbImage;
+use vqrae_data::scenes::{caption, render, Scene, SceneConfig};
 use vqrae_lm::{Llama, SamplingConfig, TextTokenizer, UnifiedVocab};
 use vqrae_tokenizer::Vqrae;
 
 use crate::error::Result;
 use crate::referee::{Referee, RefereeReport, Verdict};
 use crate::sample::{GenerationConfig, ImageRequest, T2i};
+use crate::scene_judge::{judge, rates, JudgeConfig, SkillRates, SkillVerdicts};
 use crate::unified::decode_codes;
 
 /// A caption to draw and what the referee should read in its images.
@@ -30,14 +34,21 @@ pub struct QualityCheck<'a> {
     pub guidance: f64,
 }
 
+/// Held-out scenes whose captions the LMs draw, and the configuration they were made with.
+pub struct ScenePrompts<'a> {
+    pub cfg: &'a SceneConfig,
+    pub scenes: &'a [Scene],
+}
+
 impl QualityCheck<'_> {
-    /// The referee's scores on images the LM draws for every prompt.
-    pub fn generated(
+    /// Images the LM draws for `captions`, `per_caption` seeds each, in caption order.
+    fn draw(
         &self,
         lm: &Llama,
         text: &TextTokenizer,
         vocab: &UnifiedVocab,
-    ) -> Result<RefereeReport> {
+        captions: &[String],
+    ) -> Result<Vec<RgbImage>> {
         let (gh, gw) = self.tokenizer.config().grid();
         let t2i = T2i {
             lm,
@@ -49,28 +60,62 @@ impl QualityCheck<'_> {
             guidance: self.guidance,
             sampling: SamplingConfig::default(),
         };
-        let mut requests = Vec::new();
-        let mut labels = Vec::new();
-        for p in self.prompts {
-            for seed in 0..self.per_caption as u64 {
-                requests.push(ImageRequest {
-                    caption: p.caption.clone(),
+        let requests: Vec<ImageRequest> = captions
+            .iter()
+            .flat_map(|c| {
+                (0..self.per_caption as u64).map(move |seed| ImageRequest {
+                    caption: c.clone(),
                     negative: None,
                     seed,
-                });
-                labels.push(p.label);
-            }
-        }
+                })
+            })
+            .collect();
         let mut images = Vec::with_capacity(requests.len());
         for chunk in requests.chunks(64) {
             let codes = t2i.sample_codes(chunk, &gen)?;
             images.extend(decode_codes(self.tokenizer, &codes, lm.device())?);
         }
+        Ok(images)
+    }
+
+    /// The referee's scores on images the LM draws for every prompt.
+    pub fn generated(
+        &self,
+        lm: &Llama,
+        text: &TextTokenizer,
+        vocab: &UnifiedVocab,
+    ) -> Result<RefereeReport> {
+        let captions: Vec<String> = self.prompts.iter().map(|p| p.caption.clone()).collect();
+        let images = self.draw(lm, text, vocab, &captions)?;
+        let labels: Vec<Verdict> = self
+            .prompts
+            .iter()
+            .flat_map(|p| std::iter::repeat_n(p.label, self.per_caption))
+            .collect();
         self.referee.evaluate(&images, &labels)
     }
 
-    /// The referee's scores on the tokenizer's reconstructions of real images.
-    pub fn ceiling(&self, images: &[RgbImage], labels: &[Verdict]) -> Result<RefereeReport> {
+    /// The scene judge's per-skill rates on images the LM draws for each scene's caption.
+    pub fn generated_scenes(
+        &self,
+        lm: &Llama,
+        text: &TextTokenizer,
+        vocab: &UnifiedVocab,
+        prompts: &ScenePrompts<'_>,
+    ) -> Result<SkillRates> {
+        let captions: Vec<String> = prompts.scenes.iter().map(caption).collect();
+        let images = self.draw(lm, text, vocab, &captions)?;
+        let jc = JudgeConfig::default();
+        let verdicts: Vec<SkillVerdicts> = images
+            .iter()
+            .enumerate()
+            .map(|(i, img)| judge(img, &prompts.scenes[i / self.per_caption], prompts.cfg, &jc))
+            .collect();
+        Ok(rates(&verdicts))
+    }
+
+    /// The tokenizer's reconstructions of `images`.
+    fn reconstruct(&self, images: &[RgbImage]) -> Result<Vec<RgbImage>> {
         let mut recon = Vec::with_capacity(images.len());
         for chunk in images.chunks(64) {
             let out = self
@@ -78,6 +123,28 @@ impl QualityCheck<'_> {
                 .reconstruct(&self.tokenizer.images_to_input(chunk)?)?;
             recon.extend(self.tokenizer.output_to_images(&out)?);
         }
-        self.referee.evaluate(&recon, labels)
+        Ok(recon)
+    }
+
+    /// The referee's scores on the tokenizer's reconstructions of real images.
+    pub fn ceiling(&self, images: &[RgbImage], labels: &[Verdict]) -> Result<RefereeReport> {
+        self.referee.evaluate(&self.reconstruct(images)?, labels)
+    }
+
+    /// The scene judge on the tokenizer's reconstructions of the prompts' own renders.
+    pub fn scene_ceiling(&self, prompts: &ScenePrompts<'_>) -> Result<SkillRates> {
+        let renders: Vec<RgbImage> = prompts
+            .scenes
+            .iter()
+            .map(|s| render(prompts.cfg, s))
+            .collect();
+        let jc = JudgeConfig::default();
+        let verdicts: Vec<SkillVerdicts> = self
+            .reconstruct(&renders)?
+            .iter()
+            .zip(prompts.scenes)
+            .map(|(img, s)| judge(img, s, prompts.cfg, &jc))
+            .collect();
+        Ok(rates(&verdicts))
     }
 }

@@ -10,6 +10,7 @@ use super::fit::PowerLawFit;
 use super::run::RunResult;
 use super::sweep::SweepReport;
 use crate::error::{GenerateError, Result};
+use crate::scene_judge::SkillRates;
 
 const PLOT_SIZE: (u32, u32) = (900, 560);
 
@@ -26,7 +27,8 @@ fn field(s: &str) -> String {
 pub fn csv(report: &SweepReport) -> String {
     let mut out = String::from(
         "group,name,tokenizer,codebook_size,hidden_size,layers,heads,params,non_embedding_params,\
-         steps,tokens,flops,val_loss,referee_both,referee_color,referee_shape,seconds\n",
+         steps,tokens,flops,val_loss,referee_both,referee_color,referee_shape,scene_count,\
+         scene_color,scene_position,scene_all,seconds\n",
     );
     let rows = report
         .runs
@@ -39,9 +41,15 @@ pub fn csv(report: &SweepReport) -> String {
         let score = |f: fn(&crate::referee::RefereeReport) -> f64| {
             q.map(|q| format!("{:.4}", f(q))).unwrap_or_default()
         };
+        let skill = |f: fn(&SkillRates) -> f64| {
+            r.scenes
+                .as_ref()
+                .map(|q| format!("{:.4}", f(q)))
+                .unwrap_or_default()
+        };
         let _ = writeln!(
             out,
-            "{group},{},{},{},{},{},{},{},{},{},{:.0},{:.4e},{:.5},{},{},{},{:.1}",
+            "{group},{},{},{},{},{},{},{},{},{},{:.0},{:.4e},{:.5},{},{},{},{},{},{},{},{:.1}",
             field(&r.name),
             field(&r.tokenizer.display().to_string()),
             r.codebook_size,
@@ -57,6 +65,10 @@ pub fn csv(report: &SweepReport) -> String {
             score(|q| q.both),
             score(|q| q.color),
             score(|q| q.shape),
+            skill(|q| q.count),
+            skill(|q| q.color),
+            skill(|q| q.position),
+            skill(|q| q.all),
             r.seconds,
         );
     }
@@ -94,6 +106,20 @@ fn quality(r: &RunResult) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// "count / colour / position / all" in percent.
+fn skills(q: Option<&SkillRates>) -> String {
+    q.map(|q| {
+        format!(
+            "{:.0} / {:.0} / {:.0} / {:.0}%",
+            100.0 * q.count,
+            100.0 * q.color,
+            100.0 * q.position,
+            100.0 * q.all
+        )
+    })
+    .unwrap_or_else(|| "-".into())
+}
+
 /// The markdown report.
 pub fn markdown(r: &SweepReport) -> String {
     let mut s = String::new();
@@ -113,9 +139,19 @@ pub fn markdown(r: &SweepReport) -> String {
         r.train_seconds / 60.0,
         r.seconds / 60.0
     );
+    if let Some(c) = &r.scene_ceiling {
+        let _ = writeln!(
+            s,
+            "Scenes: the captions of {} held-out procedural scenes, as many images each, judged \
+             per skill by the exact scene judge (count / colour / position / all right); its \
+             ceiling on the tokenizer's reconstructions of the same scenes: {}.\n",
+            r.scene_prompts,
+            skills(Some(c))
+        );
+    }
     s.push_str(
         "| run | d | layers | heads | N (non-emb.) | params | tokens D | C = 6ND | val loss | \
-         referee | min |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+         referee | scenes | min |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for run in r.runs.iter().chain([&r.held_out]) {
         let held = if run.name == r.held_out.name {
@@ -125,7 +161,7 @@ pub fn markdown(r: &SweepReport) -> String {
         };
         let _ = writeln!(
             s,
-            "| {}{held} | {} | {} | {} | {} | {} | {:.3e} | {:.3e} | {:.4} | {} | {:.1} |",
+            "| {}{held} | {} | {} | {} | {} | {} | {:.3e} | {:.3e} | {:.4} | {} | {} | {:.1} |",
             run.name,
             run.size.hidden_size,
             run.size.num_hidden_layers,
@@ -136,6 +172,7 @@ pub fn markdown(r: &SweepReport) -> String {
             run.flops,
             run.val_loss,
             quality(run),
+            skills(run.scenes.as_ref()),
             run.seconds / 60.0
         );
     }
@@ -167,19 +204,22 @@ pub fn markdown(r: &SweepReport) -> String {
     if !r.codebook.is_empty() {
         s.push_str(
             "## Codebook sweep\n\n| tokenizer | codebook | dim | val loss (nats/token) | \
-             bits / image | referee | referee ceiling |\n|---|---|---|---|---|---|---|\n",
+             bits / image | referee | referee ceiling | scenes | scene ceiling |\n\
+             |---|---|---|---|---|---|---|---|---|\n",
         );
         for c in &r.codebook {
             let _ = writeln!(
                 s,
-                "| `{}` | {} | {} | {:.4} | {:.1} | {} | {:.1}% |",
+                "| `{}` | {} | {} | {:.4} | {:.1} | {} | {:.1}% | {} | {} |",
                 c.tokenizer.display(),
                 c.codebook_size,
                 c.codebook_dim,
                 c.run.val_loss,
                 c.bits_per_image,
                 quality(&c.run),
-                100.0 * c.ceiling.both
+                100.0 * c.ceiling.both,
+                skills(c.run.scenes.as_ref()),
+                skills(c.scene_ceiling.as_ref())
             );
         }
         s.push('\n');
@@ -303,20 +343,34 @@ pub fn write_all(r: &SweepReport, out: &Path) -> Result<()> {
     )?;
 
     let q = |run: &RunResult| run.quality.as_ref().map(|q| (n(run), 100.0 * q.both));
+    let mut series = vec![
+        pts("easy-VQA, referee", family(&|run| q(run))),
+        pts("easy-VQA, held out", q(&r.held_out).into_iter().collect()),
+        fit(
+            "easy-VQA ceiling (reconstructions)",
+            vec![(lo, 100.0 * r.ceiling.both), (hi, 100.0 * r.ceiling.both)],
+        ),
+    ];
+    if let Some(c) = &r.scene_ceiling {
+        let sq = |run: &RunResult| run.scenes.as_ref().map(|q| (n(run), 100.0 * q.all));
+        series.push(pts("scenes, all skills", family(&|run| sq(run))));
+        series.push(pts(
+            "scenes, held out",
+            sq(&r.held_out).into_iter().collect(),
+        ));
+        series.push(fit(
+            "scene ceiling (reconstructions)",
+            vec![(lo, 100.0 * c.all), (hi, 100.0 * c.all)],
+        ));
+    }
     plot_log_x(
         &Axes {
-            title: "generation quality vs N (referee, colour and shape right)".into(),
+            title: "generation quality vs N (referee: colour and shape; scene judge: all skills)"
+                .into(),
             x: "N".into(),
             y: "% right".into(),
         },
-        &[
-            pts("family", family(&|run| q(run))),
-            pts("held out", q(&r.held_out).into_iter().collect()),
-            fit(
-                "ceiling (reconstructions)",
-                vec![(lo, 100.0 * r.ceiling.both), (hi, 100.0 * r.ceiling.both)],
-            ),
-        ],
+        &series,
         &out.join("quality-vs-n.png"),
         PLOT_SIZE,
     )?;

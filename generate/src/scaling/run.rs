@@ -28,6 +28,7 @@ use super::codes::{Captioned, CodeSet};
 use super::config::{ScalingConfig, SizeSpec};
 use crate::error::{GenerateError, Result};
 use crate::referee::RefereeReport;
+use crate::scene_judge::SkillRates;
 use crate::sequence;
 
 /// The LM's weights inside a run directory.
@@ -67,6 +68,9 @@ pub struct RunResult {
     pub curve: Vec<EvalPoint>,
     /// Referee on images generated at the sweep's fixed guidance (filled by the sweep).
     pub quality: Option<RefereeReport>,
+    /// Scene judge on held-out scene captions drawn at the same guidance (sweeps with scenes).
+    #[serde(default)]
+    pub scenes: Option<SkillRates>,
     /// Of the recipe, the size and the data: a rerun reuses this result only when it matches.
     pub fingerprint: String,
 }
@@ -334,6 +338,7 @@ pub fn train(
         seconds: last.seconds,
         curve,
         quality: None,
+        scenes: None,
         fingerprint,
     };
     write_result(run_dir, &result)?;

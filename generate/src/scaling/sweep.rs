@@ -7,28 +7,34 @@ use std::time::Instant;
 use candle_core::{DType, Device};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
+use vqrae_data::scenes::{Scene, SceneConfig};
 use vqrae_lm::{TextTokenizer, UnifiedVocab};
 use vqrae_tokenizer::Vqrae;
 
 use super::codes::{CodeSet, Split};
 use super::config::{ScalingConfig, SizeSpec};
 use super::fit::{fit_power_law, frontier, PowerLawFit};
-use super::quality::{Prompt, QualityCheck};
+use super::quality::{Prompt, QualityCheck, ScenePrompts};
 use super::run::{self, RunInputs, RunResult};
 use crate::error::{GenerateError, Result};
 use crate::referee::{Referee, RefereeReport, Verdict};
+use crate::scene_judge::SkillRates;
 use crate::sequence;
 
 /// The images a sweep learns from and is judged on.
 pub struct SweepData {
     pub train_images: Vec<RgbImage>,
     pub train_captions: Vec<String>,
-    /// Held-out images (validation loss, and the referee's ceiling on their reconstructions).
+    /// Held-out images (validation loss, and the referee's ceiling on the reconstructions of
+    /// those with a label: the easy-VQA ones).
     pub val_images: Vec<RgbImage>,
     pub val_captions: Vec<String>,
-    pub val_labels: Vec<Verdict>,
+    pub val_labels: Vec<Option<Verdict>>,
     /// The captions generation quality is measured on.
     pub prompts: Vec<Prompt>,
+    /// Held-out scenes whose captions are drawn and judged per skill (empty: none).
+    pub scene_prompts: Vec<Scene>,
+    pub scene_cfg: SceneConfig,
 }
 
 /// The fits' prediction for the held-out size, and what it measured.
@@ -56,6 +62,8 @@ pub struct CodebookRow {
     pub bits_per_image: f64,
     /// The referee on this tokenizer's reconstructions: what its LM could reach at best.
     pub ceiling: RefereeReport,
+    #[serde(default)]
+    pub scene_ceiling: Option<SkillRates>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -75,6 +83,12 @@ pub struct SweepReport {
     pub fit_from: f64,
     pub prediction: Prediction,
     pub ceiling: RefereeReport,
+    /// The scene judge on the tokenizer's reconstructions of the scene prompts.
+    #[serde(default)]
+    pub scene_ceiling: Option<SkillRates>,
+    /// Scene prompts drawn per run (0: no scene quality).
+    #[serde(default)]
+    pub scene_prompts: usize,
     pub codebook: Vec<CodebookRow>,
     /// Training wall time of every run, summed (a resumed run counts all its sessions).
     pub train_seconds: f64,
@@ -129,7 +143,6 @@ impl OnCodes {
                 images: &data.val_images[..n_val],
                 captions: &data.val_captions[..n_val],
             },
-            cfg.data.mirror,
             &sh.out.join("codes"),
             device,
         )?;
@@ -173,11 +186,23 @@ impl OnCodes {
         }
     }
 
-    /// The referee on this tokenizer's reconstructions of the held-out images.
+    /// The referee on this tokenizer's reconstructions of the labelled held-out images.
     fn ceiling(&self, sh: &Shared<'_>) -> Result<RefereeReport> {
         let n = self.codes.val.len();
-        self.check(sh)
-            .ceiling(&sh.data.val_images[..n], &sh.data.val_labels[..n])
+        let (images, labels): (Vec<RgbImage>, Vec<Verdict>) = sh.data.val_images[..n]
+            .iter()
+            .zip(&sh.data.val_labels[..n])
+            .filter_map(|(img, l)| l.map(|l| (img.clone(), l)))
+            .unzip();
+        self.check(sh).ceiling(&images, &labels)
+    }
+
+    /// The scene judge on this tokenizer's reconstructions of the scene prompts.
+    fn scene_ceiling(&self, sh: &Shared<'_>) -> Result<Option<SkillRates>> {
+        match scene_prompts(sh.data) {
+            Some(p) => Ok(Some(self.check(sh).scene_ceiling(&p)?)),
+            None => Ok(None),
+        }
     }
 
     /// Trains (or reuses) one run and measures its generation quality once.
@@ -201,6 +226,20 @@ impl OnCodes {
             result.quality = Some(q);
             run::write_result(run_dir, &result)?;
         }
+        if let (None, Some(prompts)) = (&result.scenes, scene_prompts(sh.data)) {
+            let started = Instant::now();
+            let rates =
+                self.check(sh)
+                    .generated_scenes(&trained.lm, sh.text, &self.vocab, &prompts)?;
+            tracing::info!(
+                run = size.name.as_str(),
+                all = rates.all,
+                seconds = started.elapsed().as_secs_f64(),
+                "scene quality"
+            );
+            result.scenes = Some(rates);
+            run::write_result(run_dir, &result)?;
+        }
         tracing::info!(
             run = size.name.as_str(),
             n = result.non_embedding_params,
@@ -210,6 +249,13 @@ impl OnCodes {
         );
         Ok(result)
     }
+}
+
+fn scene_prompts(data: &SweepData) -> Option<ScenePrompts<'_>> {
+    (!data.scene_prompts.is_empty()).then_some(ScenePrompts {
+        cfg: &data.scene_cfg,
+        scenes: &data.scene_prompts,
+    })
 }
 
 /// Runs (or resumes) the sweep of `cfg` into `out`.
@@ -263,6 +309,7 @@ pub fn run(
 
     let main = OnCodes::new(&cfg.tokenizer, &sh)?;
     let ceiling = main.ceiling(&sh)?;
+    let scene_ceiling = main.scene_ceiling(&sh)?;
     let mut runs = Vec::new();
     for size in &cfg.sizes {
         runs.push(main.run(&sh, size, &out.join("runs").join(&size.name))?);
@@ -326,6 +373,7 @@ pub fn run(
             let dir = out.join("codebook").join(format!("{tag}-{}", size.name));
             let run = on.run(&sh, size, &dir)?;
             let ceiling = on.ceiling(&sh)?;
+            let scene_ceiling = on.scene_ceiling(&sh)?;
             let q = &on.tokenizer.config().quantizer;
             codebook.push(CodebookRow {
                 tokenizer: tok_dir.clone(),
@@ -335,6 +383,7 @@ pub fn run(
                     / std::f64::consts::LN_2,
                 run,
                 ceiling,
+                scene_ceiling,
             });
         }
     }
@@ -359,6 +408,8 @@ pub fn run(
         fit_from: cfg.fit_from,
         prediction,
         ceiling,
+        scene_ceiling,
+        scene_prompts: data.scene_prompts.len(),
         codebook,
         train_seconds,
         seconds: started.elapsed().as_secs_f64(),
