@@ -57,7 +57,7 @@ pub fn load(
                     classes: MAX_OBJECTS,
                     labels: idx
                         .iter()
-                        .map(|&i| ds.scenes[i].objects.len() as u32 - 1)
+                        .map(|&i| ds.scenes[i].objects.len().saturating_sub(1) as u32)
                         .collect(),
                 }],
             })
@@ -69,9 +69,8 @@ pub fn load(
             let from_easy = images.len();
             images.extend(scenes.scenes.iter().map(|s| render(&scenes.cfg, s)));
             let idx = keep(images.len());
-            let mut slots: Vec<Option<RgbImage>> = images.into_iter().map(Some).collect();
             Ok(Labelled {
-                images: idx.iter().filter_map(|&i| slots[i].take()).collect(),
+                images: idx.iter().map(|&i| images[i].clone()).collect(),
                 columns: vec![LabelColumn {
                     name: "scene".into(),
                     classes: 2,

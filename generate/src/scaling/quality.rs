@@ -40,6 +40,20 @@ pub struct ScenePrompts<'a> {
     pub scenes: &'a [Scene],
 }
 
+impl ScenePrompts<'_> {
+    /// The scene judge's rates on `images`, where image `i` was drawn for scene
+    /// `i / per_scene`.
+    fn judge(&self, images: &[RgbImage], per_scene: usize) -> SkillRates {
+        let jc = JudgeConfig::default();
+        let verdicts: Vec<SkillVerdicts> = images
+            .iter()
+            .enumerate()
+            .map(|(i, img)| judge(img, &self.scenes[i / per_scene], self.cfg, &jc))
+            .collect();
+        rates(&verdicts)
+    }
+}
+
 impl QualityCheck<'_> {
     /// Images the LM draws for `captions`, `per_caption` seeds each, in caption order.
     fn draw(
@@ -105,13 +119,7 @@ impl QualityCheck<'_> {
     ) -> Result<SkillRates> {
         let captions: Vec<String> = prompts.scenes.iter().map(caption).collect();
         let images = self.draw(lm, text, vocab, &captions)?;
-        let jc = JudgeConfig::default();
-        let verdicts: Vec<SkillVerdicts> = images
-            .iter()
-            .enumerate()
-            .map(|(i, img)| judge(img, &prompts.scenes[i / self.per_caption], prompts.cfg, &jc))
-            .collect();
-        Ok(rates(&verdicts))
+        Ok(prompts.judge(&images, self.per_caption))
     }
 
     /// The tokenizer's reconstructions of `images`.
@@ -138,13 +146,6 @@ impl QualityCheck<'_> {
             .iter()
             .map(|s| render(prompts.cfg, s))
             .collect();
-        let jc = JudgeConfig::default();
-        let verdicts: Vec<SkillVerdicts> = self
-            .reconstruct(&renders)?
-            .iter()
-            .zip(prompts.scenes)
-            .map(|(img, s)| judge(img, s, prompts.cfg, &jc))
-            .collect();
-        Ok(rates(&verdicts))
+        Ok(prompts.judge(&self.reconstruct(&renders)?, 1))
     }
 }
