@@ -34,6 +34,7 @@ use vqrae_train::metrics::MetricsLog;
 use vqrae_train::optim::{clip_grad_norm, AdamW, AdamWConfig, ParamGroup};
 use vqrae_train::progress;
 use vqrae_train::schedule::LrSchedule;
+use vqrae_understand::counterfactual;
 use vqrae_understand::prompt::{splice, IMAGE_START};
 use vqrae_understand::{Projector, ProjectorConfig};
 
@@ -98,6 +99,15 @@ pub struct Phase {
     /// instead of in proportion to the data (see [`answer_prior_weights`]).
     #[serde(default)]
     pub balance_vqa: bool,
+    /// Add each drawn yes/no question's counterfactual twin (same image, the colour or shape
+    /// word swapped so that the answer flips; [`vqrae_understand::counterfactual`]) to the
+    /// batch, so that the words alone cannot predict the answer.
+    #[serde(default)]
+    pub counterfactual_vqa: bool,
+    /// Leave out the negated yes/no questions ("is there not a ...?"): a curriculum step, so
+    /// that the answer is the match of word and image alone before negation flips it.
+    #[serde(default)]
+    pub skip_negated: bool,
     /// The LM's schedule; absent: the LM is frozen in this phase.
     #[serde(default)]
     pub lm_lr: Option<LrSchedule>,
@@ -178,6 +188,11 @@ impl JointConfig {
             if p.vqa_batch + p.t2i_batch == 0 {
                 return bad(format!(
                     "phase {name}: no examples (vqa_batch = t2i_batch = 0)"
+                ));
+            }
+            if (p.counterfactual_vqa || p.skip_negated) && p.vqa_batch == 0 {
+                return bad(format!(
+                    "phase {name}: counterfactual_vqa and skip_negated need VQA examples (vqa_batch > 0)"
                 ));
             }
             if p.lm_lr.is_none() && p.projector_lr.is_none() {
@@ -305,6 +320,30 @@ pub fn answer_prior_weights(questions: &[(usize, String, String)]) -> Vec<f64> {
         .iter()
         .map(|(_, q, a)| 1.0 / counts[&key(q, a)] as f64)
         .collect()
+}
+
+/// The counterfactual twins `(image, question, answer)` of the drawn questions `picks` that have
+/// one (yes/no questions about an image with a one-shape caption).
+fn twins(
+    picks: &[usize],
+    questions: &[(usize, String, String)],
+    captions: &[Option<String>],
+    rng: &mut ChaCha8Rng,
+) -> Vec<(usize, String, String)> {
+    let mut out = Vec::new();
+    for &i in picks {
+        let (image, q, a) = &questions[i];
+        let Some((color, shape)) = captions[*image]
+            .as_deref()
+            .and_then(counterfactual::caption_attributes)
+        else {
+            continue;
+        };
+        if let Some((q2, a2)) = counterfactual::twin(q, a, color, shape, rng) {
+            out.push((*image, q2, a2));
+        }
+    }
+    out
 }
 
 /// What a finished run reports.
@@ -451,6 +490,9 @@ pub fn train(
     } else {
         None
     };
+    let affirmative: Vec<usize> = (0..data.questions.len())
+        .filter(|&i| !counterfactual::is_negated(&data.questions[i].1))
+        .collect();
     let t2i_images: Vec<usize> = (0..n_img).filter(|&i| data.captions[i].is_some()).collect();
     let uses = |f: fn(&Phase) -> usize| cfg.phases.iter().any(|p| f(p) > 0);
     if uses(|p| p.vqa_batch) && vqa_examples.is_empty() {
@@ -523,12 +565,33 @@ pub fn train(
                 (0..phase.vqa_batch)
                     .map(|_| weights.sample(&mut rng))
                     .collect()
+            } else if phase.skip_negated {
+                EpochSampler::new(affirmative.len(), phase.vqa_batch, cfg.seed, true)
+                    .batch_at(step)
+                    .into_iter()
+                    .map(|i| affirmative[i])
+                    .collect()
             } else {
                 EpochSampler::new(vqa_examples.len(), phase.vqa_batch, cfg.seed, true)
                     .batch_at(step)
             };
-            let examples: Vec<Example> = picks.iter().map(|&i| vqa_examples[i].1.clone()).collect();
-            let images: Vec<u32> = picks.iter().map(|&i| vqa_examples[i].0 as u32).collect();
+            let mut examples: Vec<Example> =
+                picks.iter().map(|&i| vqa_examples[i].1.clone()).collect();
+            let mut images: Vec<u32> = picks.iter().map(|&i| vqa_examples[i].0 as u32).collect();
+            if phase.counterfactual_vqa {
+                let mut rng =
+                    ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xc0f7 ^ step.wrapping_mul(0x2545_f491));
+                for (image, q, a) in twins(&picks, &data.questions, &data.captions, &mut rng) {
+                    examples.push(vqrae_understand::prompt::example(
+                        &text,
+                        &vocab,
+                        image_tokens,
+                        &q,
+                        &a,
+                    )?);
+                    images.push(image as u32);
+                }
+            }
             let batch = TrainBatch::new(&examples, text.pad_id(), device)?;
             let feats = data
                 .features
@@ -650,6 +713,33 @@ pub fn train(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn twins_keep_the_image_and_flip_the_answer() {
+        let q = |i: usize, q: &str, a: &str| (i, q.to_string(), a.to_string());
+        let questions = vec![
+            q(0, "is there a blue shape?", "no"),
+            q(0, "what color is the shape?", "red"),
+            q(1, "is no circle present?", "no"),
+            q(2, "is there a red shape?", "no"),
+        ];
+        let captions = vec![
+            Some("a red circle".into()),
+            Some("a teal circle".into()),
+            None,
+        ];
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let t = twins(&[0, 1, 2, 3], &questions, &captions, &mut rng);
+        assert_eq!(
+            t,
+            vec![
+                q(0, "is there a red shape?", "yes"),
+                (1, t[1].1.clone(), "yes".into()),
+            ]
+        );
+        // the circle's own shape swapped for another
+        assert!(["is no rectangle present?", "is no triangle present?"].contains(&t[1].1.as_str()));
+    }
 
     #[test]
     fn balancing_gives_each_template_answer_pair_equal_mass() {

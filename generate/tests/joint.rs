@@ -179,6 +179,15 @@ fn bad_configs_are_clear_errors() -> Result<()> {
     let mut frozen = cfg.clone();
     frozen.phases[0].lm_lr = None;
     assert!(frozen.validate().is_err());
+    let mut twins_without_questions = cfg.clone();
+    twins_without_questions.phases[0].vqa_batch = 0;
+    twins_without_questions.phases[0].t2i_batch = 4;
+    twins_without_questions.phases[0].counterfactual_vqa = true;
+    assert!(twins_without_questions
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("counterfactual_vqa"));
     let mut heads = cfg.clone();
     heads.lm.num_attention_heads = 5;
     assert!(heads.validate().is_err());
@@ -223,9 +232,18 @@ fn bad_requests_are_clear_errors() -> Result<()> {
 
 #[test]
 fn every_shipped_lm_config_parses_and_its_schedules_end_with_their_phase() -> Result<()> {
-    let dir = repo().join("configs/lm");
     let mut n = 0;
-    for entry in std::fs::read_dir(&dir)? {
+    let dirs = [
+        repo().join("configs/lm"),
+        repo().join("configs/lm/experiments"),
+    ];
+    for entry in dirs
+        .iter()
+        .map(std::fs::read_dir)
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+    {
         let p = entry?.path();
         if p.extension().is_none_or(|e| e != "toml") {
             continue;
@@ -244,6 +262,6 @@ fn every_shipped_lm_config_parses_and_its_schedules_end_with_their_phase() -> Re
         }
         n += 1;
     }
-    assert!(n >= 2);
+    assert!(n >= 4);
     Ok(())
 }
