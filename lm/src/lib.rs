@@ -8,6 +8,7 @@
 //!   safetensors names, loading/saving, growing the vocabulary;
 //! - [`batch`]: right-padded training batches with loss positions, left-padded prompts;
 //! - [`cache`]: the batched KV cache (left-padded rows, preallocated);
+//! - [`decode_attention`]: one new token's attention over the cache as one CPU kernel;
 //! - [`text`]: the text tokenizer (HF `tokenizers`: load a `tokenizer.json` or train a BPE);
 //! - [`vocab`]: the unified vocabulary: text tokens, then the `k` image codes, then markers;
 //! - [`sampler`]: greedy / temperature / top-k / top-p with seeds, classifier-free guidance on a
@@ -16,6 +17,7 @@
 pub mod batch;
 pub mod cache;
 pub mod config;
+pub mod decode_attention;
 pub mod error;
 pub mod model;
 pub mod sampler;

@@ -89,6 +89,23 @@ fn linear(
     Ok(Linear::new(w, None))
 }
 
+/// `x @ W^T` through the layer, or, when the layer has a contiguous `(in, out)` copy of its
+/// weight (`w_t`, made by [`Llama::fuse_for_inference`] on the CPU) and `x` has more than one
+/// row, through that copy: gemm multiplies 2-32 rows by a contiguous matrix 1.1-4x faster than
+/// by the transposed view of the `(out, in)` weight (docs/PERFORMANCE.md); for one row the view,
+/// a row of dot products, is the faster one.
+fn project(x: &Tensor, layer: &Linear, w_t: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    match w_t {
+        Some(w_t) if x.elem_count() > x.dim(candle_core::D::Minus1)? => x.broadcast_matmul(w_t),
+        _ => layer.forward(x),
+    }
+}
+
+/// The contiguous `(in, out)` copy of a `(out, in)` weight that [`project`] uses.
+fn transposed(layer: &Linear) -> candle_core::Result<Tensor> {
+    layer.weight().t()?.contiguous()
+}
+
 #[derive(Clone, Debug)]
 struct RmsNorm {
     weight: Tensor,
@@ -122,7 +139,10 @@ struct Attention {
     o_proj: Linear,
     /// `[q; k; v]` stacked `(q + 2 kv, hidden)` after [`Llama::fuse_for_inference`]: one matmul
     /// instead of three. The separate projections are then views into it.
-    qkv: Option<Tensor>,
+    qkv: Option<Linear>,
+    /// Contiguous `(in, out)` copies of the stacked and the output weights ([`project`]).
+    qkv_t: Option<Tensor>,
+    o_t: Option<Tensor>,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -138,6 +158,8 @@ impl Attention {
             v_proj: linear(d, kv * hd, init, vb.pp("v_proj"))?,
             o_proj: linear(h * hd, d, init, vb.pp("o_proj"))?,
             qkv: None,
+            qkv_t: None,
+            o_t: None,
             heads: h,
             kv_heads: kv,
             head_dim: hd,
@@ -160,7 +182,7 @@ impl Attention {
         let (qn, kvn) = (self.heads * hd, self.kv_heads * hd);
         let (q, k, v) = match &self.qkv {
             Some(w) => {
-                let y = x.broadcast_matmul(&w.t()?)?;
+                let y = project(x, w, self.qkv_t.as_ref())?;
                 (
                     y.narrow(2, 0, qn)?,
                     y.narrow(2, qn, kvn)?,
@@ -183,6 +205,15 @@ impl Attention {
             None => (k, v),
         };
         let keys = k.dim(2)?;
+        if !train && t == 1 && x.device().is_cpu() && x.dtype() == DType::F32 {
+            // one new token per row: one kernel instead of a gemm call per row and kv head
+            let mask = mask
+                .map(|m| m.flatten_all().and_then(|m| m.to_vec1::<f32>()))
+                .transpose()?;
+            let y = crate::decode_attention::one_token(&q, &k, &v, mask, (hd as f32).powf(-0.5))?;
+            let y = y.reshape((b, 1, self.heads * hd))?;
+            return project(&y, &self.o_proj, self.o_t.as_ref());
+        }
         // Grouped-query attention without materialising repeated keys and values: query head
         // `h` uses kv head `h / groups` (HF's `repeat_kv`), so the `groups` query heads of one kv
         // head are stacked along the query axis and one batched matmul serves them all. This
@@ -205,7 +236,7 @@ impl Attention {
             .reshape((b, self.heads, t, hd))?
             .transpose(1, 2)?
             .reshape((b, t, self.heads * hd))?;
-        self.o_proj.forward(&y)
+        project(&y, &self.o_proj, self.o_t.as_ref())
     }
 }
 
@@ -215,6 +246,8 @@ struct Mlp {
     gate_proj: Linear,
     up_proj: Linear,
     down_proj: Linear,
+    /// Contiguous `(in, out)` copies of the three weights ([`project`]), inference on the CPU.
+    transposed: Option<[Tensor; 3]>,
 }
 
 impl Mlp {
@@ -224,6 +257,7 @@ impl Mlp {
             gate_proj: linear(d, i, init, vb.pp("gate_proj"))?,
             up_proj: linear(d, i, init, vb.pp("up_proj"))?,
             down_proj: linear(i, d, init, vb.pp("down_proj"))?,
+            transposed: None,
         })
     }
 
@@ -231,8 +265,12 @@ impl Mlp {
         // gate and up stay separate matmuls even when fused for inference: stacked, their
         // halves are strided views, and the elementwise silu * up on strided views cost more
         // at prefill than the saved matmul call (measured, docs/PERFORMANCE.md)
-        let gate = self.gate_proj.forward(x)?.silu()?;
-        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+        let [g, u, d] = match &self.transposed {
+            Some([g, u, d]) => [Some(g), Some(u), Some(d)],
+            None => [None; 3],
+        };
+        let gate = project(x, &self.gate_proj, g)?.silu()?;
+        project(&(gate * project(x, &self.up_proj, u)?)?, &self.down_proj, d)
     }
 }
 
@@ -287,7 +325,7 @@ impl Layer {
 }
 
 /// The weights of `parts` stacked along the output axis, and each part again as a view into it.
-fn stack(parts: &[&Linear]) -> candle_core::Result<(Tensor, Vec<Linear>)> {
+fn stack(parts: &[&Linear]) -> candle_core::Result<(Linear, Vec<Linear>)> {
     let weights: Vec<&Tensor> = parts.iter().map(|l| l.weight()).collect();
     let stacked = Tensor::cat(&weights, 0)?;
     let mut start = 0;
@@ -297,7 +335,7 @@ fn stack(parts: &[&Linear]) -> candle_core::Result<(Tensor, Vec<Linear>)> {
         views.push(Linear::new(stacked.narrow(0, start, n)?, None));
         start += n;
     }
-    Ok((stacked, views))
+    Ok((Linear::new(stacked, None), views))
 }
 
 /// A LLaMA-style causal LM over input embeddings (HF `LlamaForCausalLM` layout).
@@ -310,6 +348,8 @@ pub struct Llama {
     norm: RmsNorm,
     /// `(vocab, hidden)`; the same tensor as `embed_tokens` when tied.
     lm_head: Tensor,
+    /// Its contiguous `(hidden, vocab)` copy after [`Llama::fuse_for_inference`] on the CPU.
+    lm_head_t: Option<Tensor>,
     /// RoPE angle tables `(max_position_embeddings, head_dim / 2)` in the model dtype.
     cos: Tensor,
     sin: Tensor,
@@ -549,6 +589,7 @@ impl Llama {
             layers,
             norm,
             lm_head,
+            lm_head_t: None,
             cos,
             sin,
             fused: false,
@@ -608,10 +649,14 @@ impl Llama {
 
     /// Stacks each layer's q/k/v weights into one matrix, so that inference runs one matmul
     /// where it ran three (fewer calls, a wider matrix: what decoding a few rows at a time is
-    /// bound by; the three outputs are split by the head reshape, which copies anyway). The separate weights become views into the stacked ones
-    /// (no second copy), so saving and [`Self::tensors`] are unchanged. The stacked matrices are
-    /// copies of the weights, not the variables: a fused model refuses training mode.
+    /// bound by; the three outputs are split by the head reshape, which copies anyway). The
+    /// separate weights become views into the stacked ones (no second copy), so saving and
+    /// [`Self::tensors`] are unchanged. On the CPU every projection and the output head also
+    /// keep a contiguous transposed copy, which gemm multiplies faster when more than one row
+    /// comes at a time ([`project`]); this doubles the weights' memory there. The stacked and
+    /// transposed matrices are copies, not the variables: a fused model refuses training mode.
     pub fn fuse_for_inference(&mut self) -> Result<()> {
+        let cpu = self.device().is_cpu();
         for (l, layer) in self.layers.iter_mut().enumerate() {
             let ctx = |e| LmError::candle(format!("fusing layer {l}"), e);
             let a = &mut layer.self_attn;
@@ -619,7 +664,25 @@ impl Llama {
             if let [q, k, v] = parts.as_slice() {
                 (a.q_proj, a.k_proj, a.v_proj) = (q.clone(), k.clone(), v.clone());
             }
+            if cpu {
+                a.qkv_t = Some(transposed(&qkv).map_err(ctx)?);
+                a.o_t = Some(transposed(&a.o_proj).map_err(ctx)?);
+                let m = &mut layer.mlp;
+                m.transposed = Some([
+                    transposed(&m.gate_proj).map_err(ctx)?,
+                    transposed(&m.up_proj).map_err(ctx)?,
+                    transposed(&m.down_proj).map_err(ctx)?,
+                ]);
+            }
             a.qkv = Some(qkv);
+        }
+        if cpu {
+            self.lm_head_t = Some(
+                self.lm_head
+                    .t()
+                    .and_then(|w| w.contiguous())
+                    .map_err(|e| LmError::candle("fusing the output head", e))?,
+            );
         }
         self.fused = true;
         Ok(())
@@ -833,7 +896,10 @@ impl Llama {
         let rows = hidden.elem_count() / d;
         hidden
             .reshape((rows, d))
-            .and_then(|h| h.matmul(&self.lm_head.t()?))
+            .and_then(|h| match &self.lm_head_t {
+                Some(w_t) if rows > 1 => h.matmul(w_t),
+                _ => h.matmul(&self.lm_head.t()?),
+            })
             .and_then(|l| l.reshape(out_dims))
             .and_then(|l| l.to_dtype(DType::F32))
             .map_err(|e| LmError::candle("logits", e))
