@@ -89,21 +89,40 @@ fn linear(
     Ok(Linear::new(w, None))
 }
 
-/// `x @ W^T` through the layer, or, when the layer has a contiguous `(in, out)` copy of its
-/// weight (`w_t`, made by [`Llama::fuse_for_inference`] on the CPU) and `x` has more than one
-/// row, through that copy: gemm multiplies 2-32 rows by a contiguous matrix 1.1-4x faster than
-/// by the transposed view of the `(out, in)` weight (docs/PERFORMANCE.md); for one row the view,
-/// a row of dot products, is the faster one.
-fn project(x: &Tensor, layer: &Linear, w_t: Option<&Tensor>) -> candle_core::Result<Tensor> {
-    match w_t {
-        Some(w_t) if x.elem_count() > x.dim(candle_core::D::Minus1)? => x.broadcast_matmul(w_t),
-        _ => layer.forward(x),
-    }
+/// A bias-free projection `x @ W^T` with `W` `(out, in)`. Once [`Self::keep_transposed`] (inference
+/// on the CPU) it also holds a contiguous `(in, out)` copy of `W` and multiplies inputs of more
+/// than one row by it: gemm multiplies 2-32 rows by a contiguous matrix 1.1-4x faster than by the
+/// transposed view of `W` (docs/PERFORMANCE.md); for one row the view, a row of dot products,
+/// is the faster one.
+#[derive(Clone, Debug)]
+struct Proj {
+    linear: Linear,
+    transposed: Option<Tensor>,
 }
 
-/// The contiguous `(in, out)` copy of a `(out, in)` weight that [`project`] uses.
-fn transposed(layer: &Linear) -> candle_core::Result<Tensor> {
-    layer.weight().t()?.contiguous()
+impl Proj {
+    fn new(linear: Linear) -> Self {
+        Self {
+            linear,
+            transposed: None,
+        }
+    }
+
+    fn weight(&self) -> &Tensor {
+        self.linear.weight()
+    }
+
+    fn keep_transposed(&mut self) -> candle_core::Result<()> {
+        self.transposed = Some(self.weight().t()?.contiguous()?);
+        Ok(())
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match &self.transposed {
+            Some(w_t) if x.elem_count() > x.dim(candle_core::D::Minus1)? => x.broadcast_matmul(w_t),
+            _ => self.linear.forward(x),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -136,13 +155,10 @@ struct Attention {
     q_proj: Linear,
     k_proj: Linear,
     v_proj: Linear,
-    o_proj: Linear,
+    o_proj: Proj,
     /// `[q; k; v]` stacked `(q + 2 kv, hidden)` after [`Llama::fuse_for_inference`]: one matmul
     /// instead of three. The separate projections are then views into it.
-    qkv: Option<Linear>,
-    /// Contiguous `(in, out)` copies of the stacked and the output weights ([`project`]).
-    qkv_t: Option<Tensor>,
-    o_t: Option<Tensor>,
+    qkv: Option<Proj>,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -156,10 +172,8 @@ impl Attention {
             q_proj: linear(d, h * hd, init, vb.pp("q_proj"))?,
             k_proj: linear(d, kv * hd, init, vb.pp("k_proj"))?,
             v_proj: linear(d, kv * hd, init, vb.pp("v_proj"))?,
-            o_proj: linear(h * hd, d, init, vb.pp("o_proj"))?,
+            o_proj: Proj::new(linear(h * hd, d, init, vb.pp("o_proj"))?),
             qkv: None,
-            qkv_t: None,
-            o_t: None,
             heads: h,
             kv_heads: kv,
             head_dim: hd,
@@ -182,7 +196,7 @@ impl Attention {
         let (qn, kvn) = (self.heads * hd, self.kv_heads * hd);
         let (q, k, v) = match &self.qkv {
             Some(w) => {
-                let y = project(x, w, self.qkv_t.as_ref())?;
+                let y = w.forward(x)?;
                 (
                     y.narrow(2, 0, qn)?,
                     y.narrow(2, qn, kvn)?,
@@ -212,7 +226,7 @@ impl Attention {
                 .transpose()?;
             let y = crate::decode_attention::one_token(&q, &k, &v, mask, (hd as f32).powf(-0.5))?;
             let y = y.reshape((b, 1, self.heads * hd))?;
-            return project(&y, &self.o_proj, self.o_t.as_ref());
+            return self.o_proj.forward(&y);
         }
         // Grouped-query attention without materialising repeated keys and values: query head
         // `h` uses kv head `h / groups` (HF's `repeat_kv`), so the `groups` query heads of one kv
@@ -236,28 +250,25 @@ impl Attention {
             .reshape((b, self.heads, t, hd))?
             .transpose(1, 2)?
             .reshape((b, t, self.heads * hd))?;
-        project(&y, &self.o_proj, self.o_t.as_ref())
+        self.o_proj.forward(&y)
     }
 }
 
 /// SwiGLU: `down(silu(gate(x)) * up(x))`.
 #[derive(Clone, Debug)]
 struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
-    down_proj: Linear,
-    /// Contiguous `(in, out)` copies of the three weights ([`project`]), inference on the CPU.
-    transposed: Option<[Tensor; 3]>,
+    gate_proj: Proj,
+    up_proj: Proj,
+    down_proj: Proj,
 }
 
 impl Mlp {
     fn new(cfg: &LlamaConfig, init: Init, vb: VarBuilder) -> candle_core::Result<Self> {
         let (d, i) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(Self {
-            gate_proj: linear(d, i, init, vb.pp("gate_proj"))?,
-            up_proj: linear(d, i, init, vb.pp("up_proj"))?,
-            down_proj: linear(i, d, init, vb.pp("down_proj"))?,
-            transposed: None,
+            gate_proj: Proj::new(linear(d, i, init, vb.pp("gate_proj"))?),
+            up_proj: Proj::new(linear(d, i, init, vb.pp("up_proj"))?),
+            down_proj: Proj::new(linear(i, d, init, vb.pp("down_proj"))?),
         })
     }
 
@@ -265,12 +276,8 @@ impl Mlp {
         // gate and up stay separate matmuls even when fused for inference: stacked, their
         // halves are strided views, and the elementwise silu * up on strided views cost more
         // at prefill than the saved matmul call (measured, docs/PERFORMANCE.md)
-        let [g, u, d] = match &self.transposed {
-            Some([g, u, d]) => [Some(g), Some(u), Some(d)],
-            None => [None; 3],
-        };
-        let gate = project(x, &self.gate_proj, g)?.silu()?;
-        project(&(gate * project(x, &self.up_proj, u)?)?, &self.down_proj, d)
+        let gate = self.gate_proj.forward(x)?.silu()?;
+        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
     }
 }
 
@@ -325,7 +332,7 @@ impl Layer {
 }
 
 /// The weights of `parts` stacked along the output axis, and each part again as a view into it.
-fn stack(parts: &[&Linear]) -> candle_core::Result<(Linear, Vec<Linear>)> {
+fn stack(parts: &[&Linear]) -> candle_core::Result<(Proj, Vec<Linear>)> {
     let weights: Vec<&Tensor> = parts.iter().map(|l| l.weight()).collect();
     let stacked = Tensor::cat(&weights, 0)?;
     let mut start = 0;
@@ -335,7 +342,7 @@ fn stack(parts: &[&Linear]) -> candle_core::Result<(Linear, Vec<Linear>)> {
         views.push(Linear::new(stacked.narrow(0, start, n)?, None));
         start += n;
     }
-    Ok((Linear::new(stacked, None), views))
+    Ok((Proj::new(Linear::new(stacked, None)), views))
 }
 
 /// A LLaMA-style causal LM over input embeddings (HF `LlamaForCausalLM` layout).
@@ -347,9 +354,7 @@ pub struct Llama {
     layers: Vec<Layer>,
     norm: RmsNorm,
     /// `(vocab, hidden)`; the same tensor as `embed_tokens` when tied.
-    lm_head: Tensor,
-    /// Its contiguous `(hidden, vocab)` copy after [`Llama::fuse_for_inference`] on the CPU.
-    lm_head_t: Option<Tensor>,
+    lm_head: Proj,
     /// RoPE angle tables `(max_position_embeddings, head_dim / 2)` in the model dtype.
     cos: Tensor,
     sin: Tensor,
@@ -588,8 +593,7 @@ impl Llama {
             embed_tokens,
             layers,
             norm,
-            lm_head,
-            lm_head_t: None,
+            lm_head: Proj::new(Linear::new(lm_head, None)),
             cos,
             sin,
             fused: false,
@@ -653,36 +657,35 @@ impl Llama {
     /// separate weights become views into the stacked ones (no second copy), so saving and
     /// [`Self::tensors`] are unchanged. On the CPU every projection and the output head also
     /// keep a contiguous transposed copy, which gemm multiplies faster when more than one row
-    /// comes at a time ([`project`]); this doubles the weights' memory there. The stacked and
+    /// comes at a time (`Proj`); this doubles the weights' memory there. The stacked and
     /// transposed matrices are copies, not the variables: a fused model refuses training mode.
     pub fn fuse_for_inference(&mut self) -> Result<()> {
         let cpu = self.device().is_cpu();
         for (l, layer) in self.layers.iter_mut().enumerate() {
             let ctx = |e| LmError::candle(format!("fusing layer {l}"), e);
             let a = &mut layer.self_attn;
-            let (qkv, parts) = stack(&[&a.q_proj, &a.k_proj, &a.v_proj]).map_err(ctx)?;
+            let (mut qkv, parts) = stack(&[&a.q_proj, &a.k_proj, &a.v_proj]).map_err(ctx)?;
             if let [q, k, v] = parts.as_slice() {
                 (a.q_proj, a.k_proj, a.v_proj) = (q.clone(), k.clone(), v.clone());
             }
             if cpu {
-                a.qkv_t = Some(transposed(&qkv).map_err(ctx)?);
-                a.o_t = Some(transposed(&a.o_proj).map_err(ctx)?);
                 let m = &mut layer.mlp;
-                m.transposed = Some([
-                    transposed(&m.gate_proj).map_err(ctx)?,
-                    transposed(&m.up_proj).map_err(ctx)?,
-                    transposed(&m.down_proj).map_err(ctx)?,
-                ]);
+                for p in [
+                    &mut qkv,
+                    &mut a.o_proj,
+                    &mut m.gate_proj,
+                    &mut m.up_proj,
+                    &mut m.down_proj,
+                ] {
+                    p.keep_transposed().map_err(ctx)?;
+                }
             }
             a.qkv = Some(qkv);
         }
         if cpu {
-            self.lm_head_t = Some(
-                self.lm_head
-                    .t()
-                    .and_then(|w| w.contiguous())
-                    .map_err(|e| LmError::candle("fusing the output head", e))?,
-            );
+            self.lm_head
+                .keep_transposed()
+                .map_err(|e| LmError::candle("fusing the output head", e))?;
         }
         self.fused = true;
         Ok(())
@@ -719,7 +722,7 @@ impl Llama {
         }
         out.insert("model.norm.weight".to_string(), self.norm.weight.clone());
         if !self.cfg.tie_word_embeddings {
-            out.insert("lm_head.weight".to_string(), self.lm_head.clone());
+            out.insert("lm_head.weight".to_string(), self.lm_head.weight().clone());
         }
         out
     }
@@ -896,10 +899,7 @@ impl Llama {
         let rows = hidden.elem_count() / d;
         hidden
             .reshape((rows, d))
-            .and_then(|h| match &self.lm_head_t {
-                Some(w_t) if rows > 1 => h.matmul(w_t),
-                _ => h.matmul(&self.lm_head.t()?),
-            })
+            .and_then(|h| self.lm_head.forward(&h))
             .and_then(|l| l.reshape(out_dims))
             .and_then(|l| l.to_dtype(DType::F32))
             .map_err(|e| LmError::candle("logits", e))
@@ -967,7 +967,8 @@ impl Llama {
         if !self.cfg.tie_word_embeddings {
             out.push((
                 "lm_head.weight".to_string(),
-                grow(&self.lm_head, None).map_err(|e| LmError::candle("grow_vocab: lm_head", e))?,
+                grow(self.lm_head.weight(), None)
+                    .map_err(|e| LmError::candle("grow_vocab: lm_head", e))?,
             ));
         }
         Ok(out)
