@@ -233,6 +233,67 @@ impl Quantizer {
     }
 }
 
+impl Quantizer {
+    /// Dead-code restart by splitting (the step of the LBG algorithm): every entry that no
+    /// input chose (`usage` 0, counted since the last restart) becomes a copy of a live entry,
+    /// drawn in proportion to its use, moved by a small random step. For SimVQ the step is taken
+    /// in the frozen basis `C`, so the codeword moves by `W eps` and stays in the span the map
+    /// has learned; its length is half the current quantisation error `rms`, so the copy lands
+    /// among its parent's inputs and the next steps pull the two apart. Without it the entries
+    /// that the data-dependent start placed away from the data's clusters are never chosen and
+    /// never move (the collapse `docs/RESULTS.md` measures).
+    ///
+    /// Returns the number of entries restarted and the new `codebook` tensor, or `None` when no
+    /// entry is dead or none was used.
+    pub fn split_dead_codes(
+        &self,
+        usage: &[f32],
+        rms: f64,
+        seed: u64,
+    ) -> Result<Option<(usize, Tensor)>> {
+        use rand::distributions::{Distribution, WeightedIndex};
+        use rand::SeedableRng;
+
+        let (k, e) = (self.cfg.codebook_size, self.cfg.dim);
+        if usage.len() != k {
+            candle_core::bail!("usage has {} counts for {k} codebook entries", usage.len());
+        }
+        let dead: Vec<usize> = (0..k).filter(|&i| usage[i] <= 0.0).collect();
+        if dead.is_empty() || dead.len() == k {
+            return Ok(None);
+        }
+        let parents = WeightedIndex::new(usage.iter().map(|&u| u.max(0.0)))
+            .map_err(|err| candle_core::Error::Msg(format!("code usage: {err}")))?;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let device = self.codebook.device();
+        let mut rows = self.codebook.detach().to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let flat: Vec<f64> = rows.iter().flatten().map(|&v| v as f64).collect();
+        let mean = flat.iter().sum::<f64>() / flat.len() as f64;
+        let std = (flat.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / flat.len() as f64)
+            .sqrt()
+            .max(1e-12);
+        let eps = crate::init::seeded_randn((dead.len(), e), 0.0, std, seed, device)?;
+        let moved = match &self.map {
+            Some(w) => eps.matmul(&w.weight().detach().t()?)?,
+            None => eps.clone(),
+        };
+        let lengths = moved.sqr()?.sum(D::Minus1)?.sqrt()?.to_vec1::<f32>()?;
+        let eps = eps.to_vec2::<f32>()?;
+        for ((&d, step), len) in dead.iter().zip(&eps).zip(lengths) {
+            let parent = parents.sample(&mut rng);
+            let scale = (0.5 * rms / (len as f64).max(1e-12)) as f32;
+            rows[d] = rows[parent]
+                .iter()
+                .zip(step)
+                .map(|(c, n)| c + n * scale)
+                .collect();
+        }
+        let codebook = Tensor::from_vec(rows.concat(), (k, e), device)?
+            .to_dtype(self.codebook.dtype())?;
+        Ok(Some((dead.len(), codebook)))
+    }
+}
+
 /// Rows scaled to unit L2 norm (differentiable).
 fn l2_normalize(x: &Tensor) -> Result<Tensor> {
     let norm = (x.sqr()?.sum_keepdim(D::Minus1)? + 1e-12)?.sqrt()?;
@@ -319,6 +380,54 @@ mod tests {
                 best.0
             })
             .collect()
+    }
+
+    #[test]
+    fn dead_codes_split_off_live_ones_at_half_the_error() -> Result<()> {
+        let dev = Device::Cpu;
+        for kind in [QuantizerKind::SimVq, QuantizerKind::Vq] {
+            let cfg = QuantizerConfig {
+                kind,
+                codebook_size: 12,
+                dim: 6,
+                ..QuantizerConfig::default()
+            };
+            let vars = SeededVarMap::new(3);
+            let q = Quantizer::new(&cfg, vars.var_builder(DType::F32, &dev))?;
+            let before = q.codewords()?.to_vec2::<f32>()?;
+            // entries 0, 1 and 2 live (2 used most), the rest dead
+            let mut usage = vec![0.0f32; 12];
+            usage[..3].copy_from_slice(&[1.0, 2.0, 30.0]);
+            let (n, codebook) = q.split_dead_codes(&usage, 0.2, 7)?.expect("dead entries");
+            assert_eq!(n, 9);
+            let again = q.split_dead_codes(&usage, 0.2, 7)?.expect("dead entries").1;
+            assert_eq!(codebook.to_vec2::<f32>()?, again.to_vec2::<f32>()?, "same seed");
+            let map = q.map.clone();
+            let after = Quantizer {
+                cfg: cfg.clone(),
+                codebook,
+                map,
+            }
+            .codewords()?
+            .to_vec2::<f32>()?;
+            assert_eq!(after[..3], before[..3], "live entries moved");
+            let dist = |a: &[f32], b: &[f32]| -> f32 {
+                a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f32>().sqrt()
+            };
+            let mut from_busiest = 0;
+            for row in &after[3..] {
+                let (parent, d) = (0..3)
+                    .map(|j| (j, dist(row, &before[j])))
+                    .min_by(|a, b| a.1.total_cmp(&b.1))
+                    .unwrap();
+                assert!((d - 0.1).abs() < 1e-4, "{kind:?}: moved {d}, not 0.1");
+                from_busiest += usize::from(parent == 2);
+            }
+            assert!(from_busiest >= 6, "{kind:?}: parents ignore usage");
+            let all_used = vec![1.0f32; 12];
+            assert!(q.split_dead_codes(&all_used, 0.2, 7)?.is_none());
+        }
+        Ok(())
     }
 
     #[test]

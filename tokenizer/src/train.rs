@@ -79,6 +79,10 @@ pub struct TrainConfig {
     /// model that starts from a checkpoint, nor on resume.
     pub data_init: bool,
     pub data_init_samples: usize,
+    /// Every this many steps, codebook entries that no training token chose since the last
+    /// restart are split off live ones ([`crate::quantizer::Quantizer::split_dead_codes`]; not
+    /// after the final step); 0 turns restarts off.
+    pub restart_dead_codes: u64,
     /// Optional adversarial term (off unless `gan.weight > 0`).
     pub gan: GanConfig,
 }
@@ -114,6 +118,7 @@ impl Default for TrainConfig {
             log_every: 10,
             data_init: true,
             data_init_samples: 16384,
+            restart_dead_codes: 0,
             gan: GanConfig::default(),
         }
     }
@@ -305,6 +310,36 @@ fn init_codebook_from_data(
     Ok(())
 }
 
+/// The name under which code use since the last restart is checkpointed.
+const USAGE_STATE: &str = "train.code_usage";
+
+/// Splits the codebook entries that `usage` says are dead off live ones, at half the step's
+/// quantisation error; returns how many were restarted.
+fn restart_dead_codes(
+    model: &Vqrae,
+    vars: &SeededVarMap,
+    out: &Forward,
+    usage: &[f32],
+    seed: u64,
+) -> Result<usize> {
+    // the codebook loss is a mean over elements: times the width it is the squared distance
+    // from an input to its codeword
+    let rms = (scalar(&out.quantized.codebook_loss)? * model.config().quantizer.dim as f64).sqrt();
+    let Some((n, codebook)) = model.quantizer().split_dead_codes(usage, rms, seed)? else {
+        return Ok(0);
+    };
+    let data = vars
+        .varmap
+        .data()
+        .lock()
+        .map_err(|_| TokenizerError::Invalid("variable map lock poisoned".into()))?;
+    let var = data
+        .get("quantizer.codebook")
+        .ok_or_else(|| TokenizerError::Invalid("no variable quantizer.codebook".into()))?;
+    var.set(&codebook)?;
+    Ok(n)
+}
+
 /// Trains `model` (whose variables are `vars`) on `images` in `run_dir`: resumes from the last
 /// training checkpoint there, writes `metrics.jsonl`, and saves the final model to `run_dir/model`.
 /// `fresh` says the model was just initialised (not loaded from a tokenizer checkpoint): only
@@ -372,10 +407,18 @@ pub fn train(
     }
     let mut state_vars = all.clone();
     state_vars.extend(disc_all.iter().map(|(k, v)| (k.clone(), v.clone())));
+    // Code use since the last restart is training state: it travels in the checkpoints, so a
+    // resumed run restarts the same entries as an uninterrupted one.
+    let codebook_size = model.config().quantizer.codebook_size;
+    let usage_var = Var::zeros(codebook_size, DType::F32, device)?;
+    if cfg.restart_dead_codes > 0 {
+        state_vars.insert(USAGE_STATE.to_string(), usage_var.clone());
+    }
     let mut opt = AdamW::new(groups, cfg.adamw.clone())?;
 
     let resumed = checkpoint::load_latest(run_dir, &state_vars, &mut opt)?;
     let start = resumed.as_ref().map(|r| r.0).unwrap_or(0);
+    let mut usage = usage_var.as_tensor().to_vec1::<f32>()?;
     // The teacher is the encoder as it was when training began: after a resume, the saved
     // encoder of stage 2 has moved, so the teacher comes from the run's own copy on disk.
     let teacher_path = run_dir.join("teacher.safetensors");
@@ -448,6 +491,17 @@ pub fn train(
         let stats = opt.step(&grads)?;
         window.add(ids.len() as u64);
         let done = step + 1;
+        let mut restarted = 0;
+        if cfg.restart_dead_codes > 0 {
+            for c in out.quantized.codes.flatten_all()?.to_vec1::<u32>()? {
+                usage[c as usize] += 1.0;
+            }
+            // not after the last step: a restarted entry needs steps to find its inputs
+            if done.is_multiple_of(cfg.restart_dead_codes) && done < cfg.steps {
+                restarted = restart_dead_codes(model, vars, &out, &usage, cfg.seed ^ done)?;
+                usage.iter_mut().for_each(|u| *u = 0.0);
+            }
+        }
         if done.is_multiple_of(cfg.log_every) || done == cfg.steps {
             let codes_used = distinct(&out.quantized.codes)?;
             let lrs: serde_json::Map<String, serde_json::Value> = stats
@@ -461,6 +515,9 @@ pub fn train(
                 "disc": losses.disc, "grad_norm": grad_norm,
                 "samples_per_sec": window.per_sec(), "codes_used": codes_used,
             });
+            if cfg.restart_dead_codes > 0 {
+                rec["codes_restarted"] = serde_json::json!(restarted);
+            }
             if let Some(obj) = rec.as_object_mut() {
                 obj.extend(lrs);
             }
@@ -471,6 +528,7 @@ pub fn train(
         }
         bar.inc(1);
         if done.is_multiple_of(cfg.checkpoint_every) || done == cfg.steps {
+            usage_var.set(&Tensor::new(usage.as_slice(), device)?)?;
             let extra = serde_json::json!({ "train_config": cfg, "model_config": model.config() });
             checkpoint::save(
                 run_dir,

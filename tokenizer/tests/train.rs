@@ -123,11 +123,13 @@ fn resume_gives_the_parameters_of_an_uninterrupted_run() -> Result<()> {
     let init_dir = dir.path().join("init");
     start.save(&init_dir, &start_vars)?;
 
-    // uninterrupted: 10 steps of stage 2 (encoder, distillation, every loss term, and the GAN
-    // from step 3, so that the checkpoint at step 6 holds a trained discriminator)
+    // uninterrupted: 10 steps of stage 2 (encoder, distillation, every loss term, the GAN
+    // from step 3, so that the checkpoint at step 6 holds a trained discriminator, and dead-code
+    // restarts every 4 steps, so that code use counted at steps 5-6 crosses the checkpoint)
     let with_gan = |mut c: TrainConfig| {
         c.gan.weight = 0.1;
         c.gan.start_step = 3;
+        c.restart_dead_codes = 4;
         c
     };
     let (m, v) = Vqrae::init_from_checkpoint(&init_dir, 0, &dev)?;
@@ -143,6 +145,9 @@ fn resume_gives_the_parameters_of_an_uninterrupted_run() -> Result<()> {
         log[5]["disc"].as_f64().unwrap() > 0.0,
         "GAN after its start step"
     );
+    let restarted = |i: usize| log[i]["codes_restarted"].as_u64().unwrap();
+    assert!(restarted(3) > 0, "no dead code restarted at step 4");
+    assert_eq!(restarted(4), 0, "a restart between the restart steps");
     let full = all_params(&v)?;
 
     // interrupted after the checkpoint at step 6, then resumed by a fresh process
