@@ -7,10 +7,14 @@
 #
 # PARTS (default: all, in this order):
 #   referee   train the referee on real easy-VQA training images  -> models/referee-easyvqa
-#   train     joint LM on models/tokenizer-easyvqa                 -> models/vqrae-easyvqa
+#   train     joint LM on $TOKENIZER                               -> models/vqrae-easyvqa
 #   eval      eval-vqa on the 9,673 test questions, eval-t2i at CFG 1, 2, 3, 5, sample grids
 #
 # The run goes to runs/lm-joint (resumed if interrupted). VQRAE_BIN overrides the binary.
+# TOKENIZER defaults to the tokenizer the shipped model was trained on: the first-recipe
+# tokenizer, whose copy the model carries (models/vqrae-easyvqa/tokenizer; copied out first,
+# since training rewrites the model directory). TOKENIZER=models/tokenizer-easyvqa trains the
+# LM on the current default tokenizer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,15 +24,19 @@ OUT=docs/results/lm
 MODEL=models/vqrae-easyvqa
 REFEREE=models/referee-easyvqa
 mkdir -p "$OUT" runs models
+if [[ -z ${TOKENIZER:-} ]]; then
+    TOKENIZER=runs/tokenizer-v1
+    [[ -d $TOKENIZER ]] || cp -r "$MODEL/tokenizer" "$TOKENIZER"
+fi
 
 part_referee() {
     "$BIN" train-referee --config configs/referee.toml -o "$REFEREE" --json docs/results/referee/referee.json
-    "$BIN" eval-referee --referee "$REFEREE" --tokenizer models/tokenizer-easyvqa \
+    "$BIN" eval-referee --referee "$REFEREE" --tokenizer "$TOKENIZER" \
         --json docs/results/referee/eval.json
 }
 
 part_train() {
-    "$BIN" train-lm --config configs/lm/joint-easyvqa.toml --tokenizer models/tokenizer-easyvqa \
+    "$BIN" train-lm --config configs/lm/joint-easyvqa.toml --tokenizer "$TOKENIZER" \
         --run runs/lm-joint -o "$MODEL" >"$OUT/train.json"
     "$BIN" plot --run runs/lm-joint --keys loss_t2i,loss_vqa,grad_norm -o "$OUT/curves.png" >/dev/null
 }

@@ -8,6 +8,7 @@
 # PARTS (default: all, in this order; later parts reuse earlier runs):
 #   encoder   pretrain the own easy-VQA encoder            -> models/encoder-vit-s8-easyvqa
 #   default   stage 1 + stage 2 (+ stage 2 without distillation) -> models/tokenizer-easyvqa
+#   ablation  the default stage 1's choices, one changed at a time (600 steps each)
 #   fashion   encoder + stage 1 on Fashion-MNIST           -> models/tokenizer-fashion
 #   dims      codebook dimension sweep at k = 1024 (150 steps each)
 #   sizes     codebook size sweep at e = 256
@@ -72,6 +73,14 @@ part_default() {
     cp -r runs/easyvqa-s2/model models/tokenizer-easyvqa
 }
 
+part_ablation() {
+    for variant in recipe no-restart perceptual quant-1; do
+        train "ablation-$variant" --config "$CFG" --encoder "$ENC" \
+            --train "configs/train/ablation-$variant.toml"
+        evaluate "ablation-$variant" easy-vqa "$ENC"
+    done
+}
+
 part_fashion() {
     local enc=models/encoder-vit-s4-fashion
     "$BIN" pretrain-encoder --encoder configs/encoder/vit-s4-fashion.toml \
@@ -126,7 +135,7 @@ part_strategy() {
 }
 
 parts=("$@")
-[[ ${#parts[@]} -gt 0 ]] || parts=(encoder default fashion dims sizes vq strategy)
+[[ ${#parts[@]} -gt 0 ]] || parts=(encoder default ablation fashion dims sizes vq strategy)
 for p in "${parts[@]}"; do
     echo "== $p ($(date -u +%H:%M:%S))" >&2
     "part_$p"

@@ -76,6 +76,9 @@ def main():
         ("easyvqa-s1", "stage 1 (encoder frozen)"),
         ("easyvqa-s2", "stage 2, distillation (default tokenizer)"),
         ("easyvqa-s2-no-distill", "stage 2, no distillation"),
+        ("easyvqa-v1-s1", "first recipe: stage 1"),
+        ("easyvqa-v1-s2", "first recipe: stage 2, distillation"),
+        ("easyvqa-v1-s2-no-distill", "first recipe: stage 2, no distillation"),
         ("fashion-s1", "Fashion-MNIST, stage 1"),
     ]:
         c = eval_cells(name)
@@ -87,6 +90,14 @@ def main():
         ["run", "test images", "PSNR dB", "SSIM", "utilisation", "perplexity",
          "feature cosine", "within-image share", "probe shape", "probe colour", "train min"],
         rows)))
+
+    sections.append(("The default recipe's choices, 600 steps of stage 1 each", sweep_table(
+        "stage 1 variant", [
+            ("the recipe (restarts every 50, perceptual 0, quant 0.2)", "ablation-recipe"),
+            ("without dead-code restarts", "ablation-no-restart"),
+            ("with feature matching at 1.1 (the first recipe's)", "ablation-perceptual"),
+            ("quantisation weight 1.0", "ablation-quant-1"),
+        ])))
 
     sections.append(("Codebook dimension, k = 1024 (encoder width 128)", sweep_table(
         "dim e", [(dim, f"sweep-dim-{dim}") for dim in [16, 64, 128, 256, 512]])))

@@ -266,7 +266,11 @@ impl Quantizer {
             .map_err(|err| candle_core::Error::Msg(format!("code usage: {err}")))?;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let device = self.codebook.device();
-        let mut rows = self.codebook.detach().to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let mut rows = self
+            .codebook
+            .detach()
+            .to_dtype(DType::F32)?
+            .to_vec2::<f32>()?;
         let flat: Vec<f64> = rows.iter().flatten().map(|&v| v as f64).collect();
         let mean = flat.iter().sum::<f64>() / flat.len() as f64;
         let std = (flat.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / flat.len() as f64)
@@ -288,8 +292,8 @@ impl Quantizer {
                 .map(|(c, n)| c + n * scale)
                 .collect();
         }
-        let codebook = Tensor::from_vec(rows.concat(), (k, e), device)?
-            .to_dtype(self.codebook.dtype())?;
+        let codebook =
+            Tensor::from_vec(rows.concat(), (k, e), device)?.to_dtype(self.codebook.dtype())?;
         Ok(Some((dead.len(), codebook)))
     }
 }
@@ -401,7 +405,11 @@ mod tests {
             let (n, codebook) = q.split_dead_codes(&usage, 0.2, 7)?.expect("dead entries");
             assert_eq!(n, 9);
             let again = q.split_dead_codes(&usage, 0.2, 7)?.expect("dead entries").1;
-            assert_eq!(codebook.to_vec2::<f32>()?, again.to_vec2::<f32>()?, "same seed");
+            assert_eq!(
+                codebook.to_vec2::<f32>()?,
+                again.to_vec2::<f32>()?,
+                "same seed"
+            );
             let map = q.map.clone();
             let after = Quantizer {
                 cfg: cfg.clone(),
@@ -412,7 +420,11 @@ mod tests {
             .to_vec2::<f32>()?;
             assert_eq!(after[..3], before[..3], "live entries moved");
             let dist = |a: &[f32], b: &[f32]| -> f32 {
-                a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f32>().sqrt()
+                a.iter()
+                    .zip(b)
+                    .map(|(x, y)| (x - y).powi(2))
+                    .sum::<f32>()
+                    .sqrt()
             };
             let mut from_busiest = 0;
             for row in &after[3..] {
