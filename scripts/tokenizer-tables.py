@@ -80,6 +80,7 @@ def main():
         ("easyvqa-v1-s2", "first recipe: stage 2, distillation"),
         ("easyvqa-v1-s2-no-distill", "first recipe: stage 2, no distillation"),
         ("fashion-s1", "Fashion-MNIST, stage 1"),
+        ("fashion-v1-s1", "Fashion-MNIST, first recipe: stage 1"),
     ]:
         c = eval_cells(name)
         if c:
