@@ -294,7 +294,12 @@ fn init_codebook_from_data(
         features.device(),
     )?;
     let z = model.project(&flat.index_select(&idx, 0)?)?;
-    let values = model.quantizer().data_init(&z, cfg.seed)?;
+    set_quantizer_vars(vars, model.quantizer().data_init(&z, cfg.seed)?)
+}
+
+/// Overwrites quantizer variables in place (names relative to the quantizer): the model's
+/// tensors share their storage, so it sees the new values.
+fn set_quantizer_vars(vars: &SeededVarMap, values: Vec<(String, Tensor)>) -> Result<()> {
     let data = vars
         .varmap
         .data()
@@ -328,15 +333,7 @@ fn restart_dead_codes(
     let Some((n, codebook)) = model.quantizer().split_dead_codes(usage, rms, seed)? else {
         return Ok(0);
     };
-    let data = vars
-        .varmap
-        .data()
-        .lock()
-        .map_err(|_| TokenizerError::Invalid("variable map lock poisoned".into()))?;
-    let var = data
-        .get("quantizer.codebook")
-        .ok_or_else(|| TokenizerError::Invalid("no variable quantizer.codebook".into()))?;
-    var.set(&codebook)?;
+    set_quantizer_vars(vars, vec![("codebook".into(), codebook)])?;
     Ok(n)
 }
 
