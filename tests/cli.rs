@@ -207,7 +207,7 @@ fn pretrain_train_two_stages_and_evaluate_on_real_images() {
     let p = |name: &str| tmp.path().join(name);
     std::fs::write(
         p("pre.toml"),
-        "steps = 6\nbatch_size = 8\n[lr]\npeak_lr = 1e-3\nmin_lr = 1e-4\nwarmup_steps = 2\ntotal_steps = 6\n",
+        "steps = 6\nbatch_size = 8\ncolour_weight = 1.0\n[lr]\npeak_lr = 1e-3\nmin_lr = 1e-4\nwarmup_steps = 2\ntotal_steps = 6\n",
     )
     .unwrap();
     let enc = p("enc");
