@@ -79,6 +79,22 @@ part_ablation() {
             --train "configs/train/ablation-$variant.toml"
         evaluate "ablation-$variant" easy-vqa "$ENC"
     done
+    train ablation-size-4096 --config "$CFG" --encoder "$ENC" \
+        --train configs/train/ablation-recipe.toml --codebook-size 4096
+    evaluate ablation-size-4096 easy-vqa "$ENC"
+    # the background tint: an encoder pretrained with a patch-colour head, and where the tint is
+    # lost (scripts/tokenizer_tint_probe.py)
+    local enc=runs/encoder-colour
+    [[ -f $enc/config.json ]] || "$BIN" pretrain-encoder --encoder configs/encoder/vit-s8-easyvqa.toml \
+        --train configs/train/pretrain-encoder-colour.toml --dataset easy-vqa -o "$enc" \
+        >"$OUT/encoder-colour-pretrain.json"
+    train ablation-colour-encoder --config "$CFG" --encoder "$enc" \
+        --train configs/train/ablation-recipe.toml
+    evaluate ablation-colour-encoder easy-vqa "$enc"
+    "${PYTHON:-python3}" scripts/tokenizer_tint_probe.py models/tokenizer-easyvqa \
+        runs/easyvqa-s2-no-distill/model runs/ablation-recipe/model \
+        runs/ablation-colour-encoder/model runs/ablation-size-4096/model \
+        --json "$OUT/tint-probe.json"
 }
 
 part_fashion() {

@@ -98,6 +98,8 @@ def main():
             ("without dead-code restarts", "ablation-no-restart"),
             ("with feature matching at 1.1 (the first recipe's)", "ablation-perceptual"),
             ("quantisation weight 1.0", "ablation-quant-1"),
+            ("codebook 4,096 instead of 1,024", "ablation-size-4096"),
+            ("encoder pretrained with a patch-colour head", "ablation-colour-encoder"),
         ])))
 
     sections.append(("Codebook dimension, k = 1024 (encoder width 128)", sweep_table(
