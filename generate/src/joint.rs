@@ -34,8 +34,8 @@ use vqrae_train::metrics::MetricsLog;
 use vqrae_train::optim::{clip_grad_norm, AdamW, AdamWConfig, ParamGroup};
 use vqrae_train::progress;
 use vqrae_train::schedule::LrSchedule;
-use vqrae_understand::counterfactual;
 use vqrae_understand::prompt::{splice, IMAGE_START};
+use vqrae_understand::{counterfactual, reasoning};
 use vqrae_understand::{Projector, ProjectorConfig};
 
 use crate::error::{GenerateError, Result};
@@ -108,6 +108,11 @@ pub struct Phase {
     /// that the answer is the match of word and image alone before negation flips it.
     #[serde(default)]
     pub skip_negated: bool,
+    /// Train yes/no questions on reasoned answers, "<the image's attribute>, so <yes|no>"
+    /// ([`vqrae_understand::reasoning`]), twins included: the model states what it sees, then
+    /// compares two words instead of a word with the image.
+    #[serde(default)]
+    pub reasoned_vqa: bool,
     /// The LM's schedule; absent: the LM is frozen in this phase.
     #[serde(default)]
     pub lm_lr: Option<LrSchedule>,
@@ -190,9 +195,10 @@ impl JointConfig {
                     "phase {name}: no examples (vqa_batch = t2i_batch = 0)"
                 ));
             }
-            if (p.counterfactual_vqa || p.skip_negated) && p.vqa_batch == 0 {
+            if (p.counterfactual_vqa || p.skip_negated || p.reasoned_vqa) && p.vqa_batch == 0 {
                 return bad(format!(
-                    "phase {name}: counterfactual_vqa and skip_negated need VQA examples (vqa_batch > 0)"
+                    "phase {name}: counterfactual_vqa, skip_negated and reasoned_vqa need VQA \
+                     examples (vqa_batch > 0)"
                 ));
             }
             if p.lm_lr.is_none() && p.projector_lr.is_none() {
@@ -333,10 +339,7 @@ fn twins(
     let mut out = Vec::new();
     for &i in picks {
         let (image, q, a) = &questions[i];
-        let Some((color, shape)) = captions[*image]
-            .as_deref()
-            .and_then(counterfactual::caption_attributes)
-        else {
+        let Some((color, shape)) = image_attributes(captions, *image) else {
             continue;
         };
         if let Some((q2, a2)) = counterfactual::twin(q, a, color, shape, rng) {
@@ -344,6 +347,29 @@ fn twins(
         }
     }
     out
+}
+
+/// The colour and shape of training image `image`, from its caption.
+fn image_attributes(
+    captions: &[Option<String>],
+    image: usize,
+) -> Option<(&'static str, &'static str)> {
+    captions
+        .get(image)?
+        .as_deref()
+        .and_then(counterfactual::caption_attributes)
+}
+
+/// `answer` in its reasoned form where it has one ([`reasoning::reasoned`]), else unchanged.
+fn reasoned_answer(
+    captions: &[Option<String>],
+    image: usize,
+    question: &str,
+    answer: &str,
+) -> String {
+    image_attributes(captions, image)
+        .and_then(|(color, shape)| reasoning::reasoned(question, answer, color, shape))
+        .unwrap_or_else(|| answer.to_string())
 }
 
 /// What a finished run reports.
@@ -439,10 +465,18 @@ pub fn train(
     };
     let vocab = UnifiedVocab::new(text.vocab_size(), codebook)?;
     let llama_cfg = cfg.lm.llama_config(vocab.size())?;
+    let reasoned = cfg.phases.iter().any(|p| p.reasoned_vqa);
     let longest_vqa = data
         .questions
         .iter()
-        .map(|(_, q, a)| Ok(text.encode(q)?.len() + text.encode(a)?.len()))
+        .map(|(i, q, a)| {
+            let a = if reasoned {
+                reasoned_answer(&data.captions, *i, q, a)
+            } else {
+                a.clone()
+            };
+            Ok(text.encode(q)?.len() + text.encode(&a)?.len())
+        })
         .collect::<Result<Vec<_>>>()?
         .into_iter()
         .max()
@@ -575,20 +609,31 @@ pub fn train(
                 EpochSampler::new(vqa_examples.len(), phase.vqa_batch, cfg.seed, true)
                     .batch_at(step)
             };
-            let mut examples: Vec<Example> =
-                picks.iter().map(|&i| vqa_examples[i].1.clone()).collect();
+            let tokenize = |q: &str, a: &str| {
+                vqrae_understand::prompt::example(&text, &vocab, image_tokens, q, a)
+            };
+            let mut examples: Vec<Example> = picks
+                .iter()
+                .map(|&i| {
+                    if phase.reasoned_vqa {
+                        let (image, q, a) = &data.questions[i];
+                        tokenize(q, &reasoned_answer(&data.captions, *image, q, a))
+                    } else {
+                        Ok(vqa_examples[i].1.clone())
+                    }
+                })
+                .collect::<std::result::Result<_, _>>()?;
             let mut images: Vec<u32> = picks.iter().map(|&i| vqa_examples[i].0 as u32).collect();
             if phase.counterfactual_vqa {
                 let mut rng =
                     ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xc0f7 ^ step.wrapping_mul(0x2545_f491));
                 for (image, q, a) in twins(&picks, &data.questions, &data.captions, &mut rng) {
-                    examples.push(vqrae_understand::prompt::example(
-                        &text,
-                        &vocab,
-                        image_tokens,
-                        &q,
-                        &a,
-                    )?);
+                    let a = if phase.reasoned_vqa {
+                        reasoned_answer(&data.captions, image, &q, &a)
+                    } else {
+                        a
+                    };
+                    examples.push(tokenize(&q, &a)?);
                     images.push(image as u32);
                 }
             }
@@ -739,6 +784,18 @@ mod tests {
         );
         // the circle's own shape swapped for another
         assert!(["is no rectangle present?", "is no triangle present?"].contains(&t[1].1.as_str()));
+    }
+
+    #[test]
+    fn reasoned_answers_state_the_captioned_attribute() {
+        let captions = vec![Some("a red circle".to_string()), None];
+        let r = |image, q, a| reasoned_answer(&captions, image, q, a);
+        assert_eq!(r(0, "is there a blue shape?", "no"), "red, so no");
+        assert_eq!(r(0, "is no circle present?", "no"), "circle, so no");
+        // not yes/no, or no caption, or an image past the captions: the answer unchanged
+        assert_eq!(r(0, "what color is the shape?", "red"), "red");
+        assert_eq!(r(1, "is there a blue shape?", "no"), "no");
+        assert_eq!(r(7, "is there a blue shape?", "no"), "no");
     }
 
     #[test]

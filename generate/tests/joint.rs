@@ -56,6 +56,8 @@ fn toy_data(n: usize) -> Toy {
             "what shape is in the image?".to_string(),
             shape.to_string(),
         ));
+        let yes = if name == "red" { "yes" } else { "no" };
+        questions.push((i, "is there a red shape?".to_string(), yes.to_string()));
     }
     (images, captions, questions)
 }
@@ -163,6 +165,25 @@ fn joint_training_learns_resumes_exactly_and_serves_both_paths() -> Result<()> {
         t2i.sample_codes(&[request(1)], &gen)?,
         t2i.sample_codes(&[request(1)], &gen)?
     );
+    Ok(())
+}
+
+#[test]
+fn reasoned_answers_with_twins_train() -> Result<()> {
+    // the tiny config's last phase on reasoned yes/no answers and their counterfactual twins
+    let s = setup()?;
+    let mut cfg = s.cfg.clone();
+    let joint = cfg.phases.pop().expect("the tiny config has phases");
+    cfg.phases = vec![vqrae_generate::joint::Phase {
+        t2i_batch: 0,
+        reasoned_vqa: true,
+        counterfactual_vqa: true,
+        ..joint
+    }];
+    let run = s.root.join("reasoned");
+    joint::train(&cfg, &s.data, &s.root.join("tok"), &run, &Device::Cpu)?;
+    let vqa = losses(&run, "loss_vqa")?;
+    assert!(vqa.last() < vqa.first(), "VQA loss did not fall: {vqa:?}");
     Ok(())
 }
 

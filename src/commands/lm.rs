@@ -269,7 +269,8 @@ pub fn eval_vqa(a: EvalVqaArgs, root: &Path, device: &Device) -> Result<()> {
             .collect::<Result<Vec<_>>>()?;
         let images = ds.load_images(&idx)?;
         let texts: Vec<&str> = chunk.iter().map(|q| q.question.as_str()).collect();
-        let answers = model.ask(&images, &texts, 8, &SamplingConfig::greedy())?;
+        // room for a reasoned answer ("triangle, so yes"); answers stop at <eos>
+        let answers = model.ask(&images, &texts, 16, &SamplingConfig::greedy())?;
         for (q, got) in chunk.iter().zip(&answers) {
             score.add(&q.kind.to_string(), got, &q.answer);
             if vqrae_understand::eval::normalize(got)

@@ -39,25 +39,7 @@ pub fn twin<R: Rng>(
         "no" => "yes",
         _ => return None,
     };
-    // byte ranges of the question's words that name a colour or a shape
-    let mut named = Vec::new();
-    let mut start = None;
-    for (i, ch) in question.char_indices().chain([(question.len(), ' ')]) {
-        match (ch.is_ascii_alphabetic(), start) {
-            (true, None) => start = Some(i),
-            (false, Some(s)) => {
-                let word = &question[s..i];
-                if let Some(values) = attribute_of(word) {
-                    named.push((s, i, values));
-                }
-                start = None;
-            }
-            _ => {}
-        }
-    }
-    let [(s, e, values)] = named[..] else {
-        return None;
-    };
+    let (s, e, values) = named_attribute(question)?;
     let word = &question[s..e];
     let own = if values == &COLORS[..] { color } else { shape };
     let swapped = if word == own {
@@ -70,6 +52,29 @@ pub fn twin<R: Rng>(
         format!("{}{swapped}{}", &question[..s], &question[e..]),
         flipped.to_string(),
     ))
+}
+
+/// The one word of `question` that names a colour or a shape: its byte range and the values of
+/// its kind; `None` when no word does, or more than one.
+pub(crate) fn named_attribute(question: &str) -> Option<(usize, usize, &'static [&'static str])> {
+    let mut named = Vec::new();
+    let mut start = None;
+    for (i, ch) in question.char_indices().chain([(question.len(), ' ')]) {
+        match (ch.is_ascii_alphabetic(), start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                if let Some(values) = attribute_of(&question[s..i]) {
+                    named.push((s, i, values));
+                }
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    match named[..] {
+        [one] => Some(one),
+        _ => None,
+    }
 }
 
 /// Whether a yes/no question is negated ("is there not a ...", "is no ... present?"): its

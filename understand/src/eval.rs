@@ -20,9 +20,14 @@ pub struct KindScore {
     pub accuracy: f64,
 }
 
-/// Answers are compared after trimming, lowercasing and dropping a final period.
+/// Answers are compared by their conclusion ([`crate::reasoning::conclusion`]: "red, so no" is
+/// "no"), after trimming, lowercasing and dropping a final period.
 pub fn normalize(answer: &str) -> String {
-    answer.trim().trim_end_matches('.').trim().to_lowercase()
+    crate::reasoning::conclusion(answer.trim())
+        .trim()
+        .trim_end_matches('.')
+        .trim()
+        .to_lowercase()
 }
 
 impl VqaScore {
@@ -55,9 +60,12 @@ mod tests {
         s.add("color", " Red.", "red");
         s.add("color", "blue", "red");
         s.add("shape", "circle", "circle");
-        assert_eq!((s.total, s.correct), (3, 2));
+        s.add("yes/no", "red, so no", "no");
+        s.add("yes/no", "red, so yes", "no");
+        assert_eq!((s.total, s.correct), (5, 3));
         assert_eq!(s.by_kind["color"].accuracy, 0.5);
         assert_eq!(s.by_kind["shape"].accuracy, 1.0);
-        assert!((s.accuracy() - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(s.by_kind["yes/no"].accuracy, 0.5);
+        assert!((s.accuracy() - 3.0 / 5.0).abs() < 1e-12);
     }
 }
