@@ -9,12 +9,11 @@
 #   referee   train the referee on real easy-VQA training images  -> models/referee-easyvqa
 #   train     joint LM on $TOKENIZER                               -> models/vqrae-easyvqa
 #   eval      eval-vqa on the 9,673 test questions, eval-t2i at CFG 1, 2, 3, 5, sample grids
+#   reasoned  (not in the default set) phase 8 on reasoned yes/no answers, on a copy of the run
 #
 # The run goes to runs/lm-joint (resumed if interrupted). VQRAE_BIN overrides the binary.
-# TOKENIZER defaults to the tokenizer the shipped model was trained on: the first-recipe
-# tokenizer, whose copy the model carries (models/vqrae-easyvqa/tokenizer; copied out first,
-# since training rewrites the model directory). TOKENIZER=models/tokenizer-easyvqa trains the
-# LM on the current default tokenizer.
+# TOKENIZER defaults to the default tokenizer (models/tokenizer-easyvqa), which the model copies
+# into its own directory; TOKENIZER=models/tokenizer-easyvqa-v1 trains on the first recipe's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,15 +23,15 @@ OUT=docs/results/lm
 MODEL=models/vqrae-easyvqa
 REFEREE=models/referee-easyvqa
 mkdir -p "$OUT" runs models
-if [[ -z ${TOKENIZER:-} ]]; then
-    TOKENIZER=runs/tokenizer-v1
-    [[ -d $TOKENIZER ]] || cp -r "$MODEL/tokenizer" "$TOKENIZER"
-fi
+TOKENIZER=${TOKENIZER:-models/tokenizer-easyvqa}
 
 part_referee() {
     "$BIN" train-referee --config configs/referee.toml -o "$REFEREE" --json docs/results/referee/referee.json
-    "$BIN" eval-referee --referee "$REFEREE" --tokenizer "$TOKENIZER" \
+    # its verdict on reconstructions of real test images: the ceiling through each tokenizer
+    "$BIN" eval-referee --referee "$REFEREE" --tokenizer models/tokenizer-easyvqa-v1 \
         --json docs/results/referee/eval.json
+    "$BIN" eval-referee --referee "$REFEREE" --tokenizer models/tokenizer-easyvqa \
+        --json docs/results/referee/eval-v2.json
 }
 
 part_train() {
@@ -45,6 +44,17 @@ part_eval() {
     "$BIN" eval-vqa --model "$MODEL" --json "$OUT/vqa.json" >/dev/null
     "$BIN" eval-t2i --model "$MODEL" --referee "$REFEREE" --cfg 1,2,3,5 --grids "$OUT" \
         --json "$OUT/t2i.json" >/dev/null
+}
+
+# experiment: phase 8 on reasoned yes/no answers, on a copy of the default run (after phase 7)
+part_reasoned() {
+    rm -rf runs/lm-reasoned
+    cp -r runs/lm-joint runs/lm-reasoned
+    "$BIN" train-lm --config configs/lm/experiments/vqa-reasoned.toml --tokenizer "$TOKENIZER" \
+        --run runs/lm-reasoned -o runs/lm-reasoned-model >"$OUT/train-reasoned.json"
+    "$BIN" eval-vqa --model runs/lm-reasoned-model --json "$OUT/vqa-reasoned.json" >/dev/null
+    "$BIN" eval-t2i --model runs/lm-reasoned-model --referee "$REFEREE" --cfg 1,2,3,5 \
+        --json "$OUT/t2i-reasoned.json" >/dev/null
 }
 
 parts=("$@")

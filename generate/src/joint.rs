@@ -609,8 +609,14 @@ pub fn train(
                 EpochSampler::new(vqa_examples.len(), phase.vqa_batch, cfg.seed, true)
                     .batch_at(step)
             };
-            let tokenize = |q: &str, a: &str| {
-                vqrae_understand::prompt::example(&text, &vocab, image_tokens, q, a)
+            let tokenize = |q: &str, a: &str| -> Result<Example> {
+                Ok(vqrae_understand::prompt::example(
+                    &text,
+                    &vocab,
+                    image_tokens,
+                    q,
+                    a,
+                )?)
             };
             let mut examples: Vec<Example> = picks
                 .iter()
@@ -622,7 +628,7 @@ pub fn train(
                         Ok(vqa_examples[i].1.clone())
                     }
                 })
-                .collect::<std::result::Result<_, _>>()?;
+                .collect::<Result<_>>()?;
             let mut images: Vec<u32> = picks.iter().map(|&i| vqa_examples[i].0 as u32).collect();
             if phase.counterfactual_vqa {
                 let mut rng =
