@@ -9,7 +9,6 @@
 #   referee   train the referee on real easy-VQA training images  -> models/referee-easyvqa
 #   train     joint LM on $TOKENIZER                               -> models/vqrae-easyvqa
 #   eval      eval-vqa on the 9,673 test questions, eval-t2i at CFG 1, 2, 3, 5, sample grids
-#   reasoned  (not in the default set) phase 8 on reasoned yes/no answers, on a copy of the run
 #
 # The run goes to runs/lm-joint (resumed if interrupted). VQRAE_BIN overrides the binary.
 # TOKENIZER defaults to the default tokenizer (models/tokenizer-easyvqa), which the model copies
@@ -44,17 +43,6 @@ part_eval() {
     "$BIN" eval-vqa --model "$MODEL" --json "$OUT/vqa.json" >/dev/null
     "$BIN" eval-t2i --model "$MODEL" --referee "$REFEREE" --cfg 1,2,3,5 --grids "$OUT" \
         --json "$OUT/t2i.json" >/dev/null
-}
-
-# experiment: phase 8 on reasoned yes/no answers, on a copy of the default run (after phase 7)
-part_reasoned() {
-    rm -rf runs/lm-reasoned
-    cp -r runs/lm-joint runs/lm-reasoned
-    "$BIN" train-lm --config configs/lm/experiments/vqa-reasoned.toml --tokenizer "$TOKENIZER" \
-        --run runs/lm-reasoned -o runs/lm-reasoned-model >"$OUT/train-reasoned.json"
-    "$BIN" eval-vqa --model runs/lm-reasoned-model --json "$OUT/vqa-reasoned.json" >/dev/null
-    "$BIN" eval-t2i --model runs/lm-reasoned-model --referee "$REFEREE" --cfg 1,2,3,5 \
-        --json "$OUT/t2i-reasoned.json" >/dev/null
 }
 
 parts=("$@")
