@@ -465,23 +465,38 @@ pub fn train(
     };
     let vocab = UnifiedVocab::new(text.vocab_size(), codebook)?;
     let llama_cfg = cfg.lm.llama_config(vocab.size())?;
-    let reasoned = cfg.phases.iter().any(|p| p.reasoned_vqa);
-    let longest_vqa = data
+    let tokenize = |q: &str, a: &str| -> Result<Example> {
+        Ok(vqrae_understand::prompt::example(
+            &text,
+            &vocab,
+            image_tokens,
+            q,
+            a,
+        )?)
+    };
+
+    // VQA examples, tokenised once: as given, and in reasoned form if a phase asks for it
+    let vqa_examples = data
         .questions
         .iter()
-        .map(|(i, q, a)| {
-            let a = if reasoned {
-                reasoned_answer(&data.captions, *i, q, a)
-            } else {
-                a.clone()
-            };
-            Ok(text.encode(q)?.len() + text.encode(&a)?.len())
-        })
-        .collect::<Result<Vec<_>>>()?
-        .into_iter()
+        .map(|(i, q, a)| Ok((*i, tokenize(q, a)?)))
+        .collect::<Result<Vec<(usize, Example)>>>()?;
+    let reasoned_examples = if cfg.phases.iter().any(|p| p.reasoned_vqa) {
+        data.questions
+            .iter()
+            .map(|(i, q, a)| tokenize(q, &reasoned_answer(&data.captions, *i, q, a)))
+            .collect::<Result<Vec<Example>>>()?
+    } else {
+        Vec::new()
+    };
+    let longest_vqa = vqa_examples
+        .iter()
+        .map(|(_, e)| e)
+        .chain(&reasoned_examples)
+        .map(|e| e.ids.len())
         .max()
         .unwrap_or(0);
-    let needed = (1 + image_tokens + longest_vqa + 1).max(2 + 32 + image_tokens + 1);
+    let needed = longest_vqa.max(2 + 32 + image_tokens + 1);
     if needed > llama_cfg.max_position_embeddings {
         return Err(GenerateError::Config(format!(
             "sequences need up to {needed} positions, max_position_embeddings is {}",
@@ -505,17 +520,6 @@ pub fn train(
     };
     let all_vars = parts.all_vars();
 
-    // examples, tokenised once
-    let vqa_examples = data
-        .questions
-        .iter()
-        .map(|(i, q, a)| {
-            Ok((
-                *i,
-                vqrae_understand::prompt::example(&text, &vocab, image_tokens, q, a)?,
-            ))
-        })
-        .collect::<Result<Vec<(usize, Example)>>>()?;
     let balanced = if cfg.phases.iter().any(|p| p.balance_vqa && p.vqa_batch > 0) {
         Some(
             WeightedIndex::new(answer_prior_weights(&data.questions))
@@ -609,26 +613,16 @@ pub fn train(
                 EpochSampler::new(vqa_examples.len(), phase.vqa_batch, cfg.seed, true)
                     .batch_at(step)
             };
-            let tokenize = |q: &str, a: &str| -> Result<Example> {
-                Ok(vqrae_understand::prompt::example(
-                    &text,
-                    &vocab,
-                    image_tokens,
-                    q,
-                    a,
-                )?)
-            };
             let mut examples: Vec<Example> = picks
                 .iter()
                 .map(|&i| {
                     if phase.reasoned_vqa {
-                        let (image, q, a) = &data.questions[i];
-                        tokenize(q, &reasoned_answer(&data.captions, *image, q, a))
+                        reasoned_examples[i].clone()
                     } else {
-                        Ok(vqa_examples[i].1.clone())
+                        vqa_examples[i].1.clone()
                     }
                 })
-                .collect::<Result<_>>()?;
+                .collect();
             let mut images: Vec<u32> = picks.iter().map(|&i| vqa_examples[i].0 as u32).collect();
             if phase.counterfactual_vqa {
                 let mut rng =
