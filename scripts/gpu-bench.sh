@@ -2,47 +2,99 @@
 # The benchmark set on the GPU machine (one H200; see ../shared/gpu.md), as one prepared run:
 # the machine's ceilings, then for each preset the agreement check and every row in vqrae-rs
 # (CUDA build, bf16 inference, f32 training) and in PyTorch on the same weights, alternately.
-# Results go to $OUT (the device tool's output folder).
+# Results go to $OUT (the device tool's output folder); `scripts/perf/gpu_report.py OUT` turns
+# them into docs/PERFORMANCE.md's GPU tables afterwards (here, not on the GPU machine).
 #
-# Here, first:  scripts/build-cuda.sh         (writes .gpu/vqrae.xz, ~6 MB)
-# Then, with the device tool:  run  command="scripts/gpu-bench.sh"  carry=[".gpu"]
-set -euo pipefail
+# Here, first:  scripts/build-cuda.sh         (writes .gpu/vqrae.xz, ~10 MB)
+# Then, with the device tool:  run  command="scripts/gpu-bench.sh"  carry=[".gpu"]  timeout_s=590
+#
+# The device tool gives each issue 15 minutes in all, so the run watches the clock: no new row
+# starts after DEADLINE seconds (default 480), the most important rows come first, and each row
+# has its own timeout. GPU timings are steady, so each row times ~SECONDS (default 1) of calls.
+set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+START=$(date +%s)
 OUT=${OUT:-out}
+DEADLINE=${DEADLINE:-480}
+SECONDS_PER_ROW=${SECONDS_PER_ROW:-1}
+ROW_TIMEOUT=${ROW_TIMEOUT:-60}
 mkdir -p "$OUT"
-SP=$(python3 -c 'import site; print(site.getsitepackages()[0])')
+# DEVICE=cpu BIN=target/release/vqrae PY=/root/.venvs/ref/bin/python DEADLINE=30: a dry run here
+DEVICE=${DEVICE:-cuda}
+PY=${PY:-python3}
+SP=$($PY -c 'import site; print(site.getsitepackages()[0])')
 export LD_LIBRARY_PATH=$SP/nvidia/cu13/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-BIN=/tmp/vqrae-cuda
-xz -dc .gpu/vqrae.xz > "$BIN"
-chmod +x "$BIN"
-nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv > "$OUT/gpu.csv" || true
-python3 scripts/perf/ceilings.py --device cuda | tee "$OUT/ceilings.json"
+if [ -z "${BIN:-}" ]; then
+    BIN=/tmp/vqrae-cuda
+    xz -dc .gpu/vqrae.xz > "$BIN" && chmod +x "$BIN"
+fi
+elapsed() { echo $(($(date +%s) - START)); }
+log() { echo "[$(elapsed) s] $*" | tee -a "$OUT/progress.log"; }
 
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv > "$OUT/gpu.csv" 2>&1
+# device memory in use, every 100 ms, for each row's peak (neither candle nor the reference's
+# caching allocator reports the same thing itself); `marks.tsv` has each row's start and end
+nvidia-smi --query-gpu=timestamp,memory.used --format=csv,noheader,nounits -lms 100 \
+    > "$OUT/gpumem.csv" 2>/dev/null &
+SAMPLER=$!
+trap 'kill $SAMPLER 2>/dev/null' EXIT
+mark() { printf '%s\t%s\n' "$(date '+%Y/%m/%d %H:%M:%S.%3N')" "$*" >> "$OUT/marks.tsv"; }
+
+log "ceilings"
+timeout 90 $PY scripts/perf/ceilings.py --device $DEVICE > "$OUT/ceilings.json" 2> "$OUT/ceilings.log"
+cat "$OUT/ceilings.json"
+
+# most important first: decode (the paper's use), then prefill, the tokenizer, training
 rows() {
     case "$1" in
-        default) printf '%s\n' "tok-encode 1" "tok-encode 64" "tok-encode 256" "tok-decode 1" \
-            "tok-decode 64" "tok-decode 256" "lm-prefill 1" "lm-prefill 64" "lm-decode 1" \
-            "lm-decode 16" "lm-decode 64" "train-tok 64" "train-lm 64" \
-            "lm-step-profile 1 rs-only" "lm-step-profile 32 rs-only" ;;
-        paper) printf '%s\n' "tok-encode 1" "tok-encode 32" "tok-decode 1" "tok-decode 32" \
-            "lm-prefill 1" "lm-prefill 16" "lm-decode 1" "lm-decode 16" "train-tok 16" \
-            "train-lm 16" "lm-step-profile 1 rs-only" "lm-step-profile 32 rs-only" ;;
+        default) printf '%s\n' "lm-decode 1" "lm-decode 16" "lm-step-profile 1 rs-only" \
+            "lm-step-profile 32 rs-only" "lm-prefill 1" "lm-prefill 64" "tok-encode 1" \
+            "tok-encode 256" "tok-decode 1" "tok-decode 256" "train-tok 64" "train-lm 64" \
+            "lm-decode 64" ;;
+        paper) printf '%s\n' "lm-decode 1" "lm-decode 16" "lm-step-profile 1 rs-only" \
+            "lm-step-profile 32 rs-only" "lm-prefill 1" "lm-prefill 16" "tok-encode 1" \
+            "tok-encode 32" "tok-decode 1" "tok-decode 32" "train-tok 16" "train-lm 16" ;;
     esac
 }
 
+one() {  # impl row batch dir log
+    local impl=$1 row=$2 batch=$3 dir=$4 rowlog=$5
+    mark "start $preset $impl $row $batch"
+    if [ "$impl" = rs ]; then
+        timeout "$ROW_TIMEOUT" "$BIN" --device $DEVICE bench run --dir "$dir" --row "$row" \
+            --batch "$batch" --seconds "$SECONDS_PER_ROW" 2>>"$OUT/$preset-rs.log" \
+            </dev/null | tail -n 1 | tee -a "$rowlog"
+    else
+        timeout "$ROW_TIMEOUT" $PY scripts/perf/reference.py run --dir "$dir" \
+            --row "${row//-/_}" --batch "$batch" --device $DEVICE --seconds "$SECONDS_PER_ROW" \
+            2>>"$OUT/$preset-py.log" | tail -n 1 | tee -a "$rowlog"
+    fi
+    mark "end $preset $impl $row $batch"
+}
+
 for preset in default paper; do
+    [ "$(elapsed)" -ge "$DEADLINE" ] && { log "deadline: $preset skipped"; continue; }
     dir=/tmp/bench-$preset
-    "$BIN" --device cuda bench init --preset "$preset" --out "$dir" 2>"$OUT/$preset-init.log"
-    python3 scripts/perf/reference.py check --dir "$dir" --device cuda \
-        | tee "$OUT/$preset-agreement.json" || true
-    log="$OUT/$preset-rows.jsonl"
-    : > "$log"
+    log "$preset: init"
+    if ! timeout 120 "$BIN" --device $DEVICE bench init --preset "$preset" --out "$dir" \
+        2>"$OUT/$preset-init.log" </dev/null; then
+        log "$preset: bench init failed"; tail -n 20 "$OUT/$preset-init.log"; continue
+    fi
+    cp "$dir/bench.json" "$OUT/$preset-bench.json"
+    log "$preset: agreement (f32 on the GPU)"
+    timeout 120 $PY scripts/perf/reference.py check --dir "$dir" --device $DEVICE \
+        > "$OUT/$preset-agreement.json" 2> "$OUT/$preset-agreement.log" </dev/null
+    tail -c 600 "$OUT/$preset-agreement.json"
+    rowlog="$OUT/$preset-rows.jsonl"
+    : > "$rowlog"
     while read -r row batch only; do
-        timeout 120 "$BIN" --device cuda bench run --dir "$dir" --row "$row" --batch "$batch" \
-            2>>"$OUT/$preset-rs.log" | tail -n 1 | tee -a "$log" || true
+        [ "$(elapsed)" -ge "$DEADLINE" ] && { log "deadline: $preset $row $batch and later skipped"; break; }
+        log "$preset $row $batch"
+        one rs "$row" "$batch" "$dir" "$rowlog"
         [ "${only:-}" = rs-only ] && continue
-        timeout 120 python3 scripts/perf/reference.py run --dir "$dir" --row "${row//-/_}" \
-            --batch "$batch" --device cuda 2>>"$OUT/$preset-py.log" | tail -n 1 | tee -a "$log" || true
+        one py "$row" "$batch" "$dir" "$rowlog"
     done < <(rows "$preset")
 done
-python3 scripts/perf/table.py "$OUT" > "$OUT/table.md" || true
+$PY scripts/perf/table.py "$OUT" > "$OUT/table.md" 2>&1
+cat "$OUT/table.md"
+log "done"

@@ -936,7 +936,7 @@ def row_dtype(row: str, dev: torch.device, dtype: str) -> torch.dtype:
 
 
 def run_row(directory: Path, row: str, b: int, iters: Optional[int], prefill_logits: str = "last",
-            device: str = "cpu", dtype: str = "auto") -> dict:
+            device: str = "cpu", dtype: str = "auto", seconds: float = 3.0) -> dict:
     dev = setup_device(device)
     dt = row_dtype(row, dev, dtype)
     gen = torch.Generator().manual_seed(0)  # inputs are drawn on the CPU: the same on every device
@@ -1016,7 +1016,7 @@ def run_row(directory: Path, row: str, b: int, iters: Optional[int], prefill_log
     if dev.type == "cuda":  # the peak from here on: weights, optimizer state, activations
         torch.cuda.synchronize(dev)
         torch.cuda.reset_peak_memory_stats(dev)
-    seconds, n = timed(fn, iters, device=dev)
+    seconds, n = timed(fn, iters, target_s=seconds, device=dev)
     out = {"impl": "pytorch", "row": row, "batch": b, "device": dev.type, "dtype": str(dt).split(".")[-1],
            "unit": unit, "per_sec": work / seconds, "seconds_per_iter": seconds, "iters": n,
            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -1334,7 +1334,8 @@ def main(argv=None) -> int:
     r.add_argument("--dir", type=Path, required=True)
     r.add_argument("--row", choices=ROWS, required=True)
     r.add_argument("--batch", type=int, required=True)
-    r.add_argument("--iters", type=int, help="timed iterations (default: ~3 s worth, at least 3)")
+    r.add_argument("--iters", type=int, help="timed iterations (default: --seconds worth, at least 3)")
+    r.add_argument("--seconds", type=float, default=3.0, help="seconds of timed calls to aim for without --iters")
     r.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     r.add_argument("--prefill-logits", choices=("last", "all"), default="last",
                    help="lm_prefill: logits of the last position (as generation) or of all positions")
@@ -1361,13 +1362,14 @@ def main(argv=None) -> int:
     if a.cmd == "check":
         return check(a.dir, a.device)
     if a.cmd == "run":
-        if a.iters == 0:  # as in the Rust bench: 0 sizes the run to ~3 s
+        if a.iters == 0:  # as in the Rust bench: 0 sizes the run to --seconds
             a.iters = None
-        if a.batch < 1 or (a.iters is not None and a.iters < 1):
-            ap.error("--batch must be positive and --iters >= 0")
+        if a.batch < 1 or (a.iters is not None and a.iters < 1) or not a.seconds > 0:
+            ap.error("--batch and --seconds must be positive and --iters >= 0")
         if a.row.startswith("train_") and a.dtype not in ("auto", "float32"):
             ap.error(f"--dtype {a.dtype}: the training rows run in float32 only")
-        print(json.dumps(run_row(a.dir, a.row, a.batch, a.iters, a.prefill_logits, a.device, a.dtype)))
+        print(json.dumps(run_row(a.dir, a.row, a.batch, a.iters, a.prefill_logits, a.device, a.dtype,
+                                a.seconds)))
         return 0
     if a.cmd == "fixtures":
         return fixtures(a.out, a.arch, a.seed)

@@ -89,9 +89,13 @@ pub struct RunArgs {
     row: Row,
     #[arg(long, default_value_t = 1)]
     batch: usize,
-    /// Timed iterations (0: as many as fit in ~3 s, at least 3).
+    /// Timed iterations (0: as many as fit in `--seconds`, at least 3).
     #[arg(long, default_value_t = 0)]
     iters: usize,
+    /// Seconds of timed calls to aim for when `--iters` is 0 (a GPU's timings are steady
+    /// enough for 1).
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
 }
 
 /// What `bench init` records for both implementations.
@@ -264,10 +268,21 @@ fn peak_rss_mib() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// How many timed calls `time` makes: a fixed count, or as many as fit in a time budget.
+#[derive(Clone, Copy)]
+enum Budget {
+    Iters(usize),
+    Seconds(f64),
+}
+
 /// Times `f` as the PyTorch reference does: two untimed calls (warm-up; the second sizes the
-/// run), then `iters` timed calls (0: enough for ~3 s, at least 3).
+/// run), then the budget's timed calls (at least 3 when sized by time).
 /// Every call ends with the device synchronised, so GPU work is inside its call's time.
-fn time(device: &Device, iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<(usize, f64)> {
+fn time(
+    device: &Device,
+    budget: Budget,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<(usize, f64)> {
     let mut f = || -> Result<()> {
         f()?;
         device.synchronize()?;
@@ -277,10 +292,9 @@ fn time(device: &Device, iters: usize, mut f: impl FnMut() -> Result<()>) -> Res
     let t = Instant::now();
     f()?;
     let one = t.elapsed().as_secs_f64().max(1e-6);
-    let iters = if iters > 0 {
-        iters
-    } else {
-        ((3.0 / one).ceil() as usize).clamp(3, 1000)
+    let iters = match budget {
+        Budget::Iters(n) => n,
+        Budget::Seconds(s) => ((s / one).ceil() as usize).clamp(3, 1000),
     };
     let t = Instant::now();
     for _ in 0..iters {
@@ -318,6 +332,11 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
     if a.batch == 0 {
         bail!("--batch must be at least 1");
     }
+    let budget = match a.iters {
+        0 if a.seconds > 0.0 && a.seconds.is_finite() => Budget::Seconds(a.seconds),
+        0 => bail!("--seconds must be a positive number, not {}", a.seconds),
+        n => Budget::Iters(n),
+    };
     let info: BenchInfo = serde_json::from_str(
         &std::fs::read_to_string(a.dir.join("bench.json"))
             .with_context(|| format!("{}: run `vqrae bench init` first", a.dir.display()))?,
@@ -352,7 +371,7 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
             let s = model.config().image_size;
             if a.row == Row::TokEncode {
                 let x = Tensor::randn(0f32, 1.0, (b, 3, s, s), device)?.to_dtype(dtype)?;
-                let t = time(device, a.iters, || {
+                let t = time(device, budget, || {
                     model.encode(&x)?.codes.to_vec2::<u32>()?;
                     Ok(())
                 })?;
@@ -361,7 +380,7 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
                 let grid = model.config().grid();
                 let n = model.config().quantizer.codebook_size as u32;
                 let codes = random_tensor(&mut rng, (b, info.image_tokens), 0..n, device)?;
-                let t = time(device, a.iters, || {
+                let t = time(device, budget, || {
                     model
                         .decode(&codes, grid)?
                         .flatten_all()?
@@ -375,7 +394,7 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
         Row::LmPrefill => {
             let lm = inference_lm(&lm_dir, device, dtype)?;
             let ids = random_tensor(&mut rng, (b, seq), 0..info.code_end, device)?;
-            let t = time(device, a.iters, || {
+            let t = time(device, budget, || {
                 let h = lm.forward_hidden(&lm.embed(&ids)?, None, false)?;
                 lm.logits(&h.narrow(1, seq - 1, 1)?.squeeze(1)?)?
                     .to_dtype(DType::F32)?
@@ -413,7 +432,7 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
                 guidance: if guided { 2.0 } else { 1.0 },
                 sampling: SamplingConfig::default(),
             };
-            let t = time(device, a.iters, || {
+            let t = time(device, budget, || {
                 t2i.sample_from_prompts(&prompts, &seeds, &gen)?;
                 Ok(())
             })?;
@@ -437,7 +456,7 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
                 }
                 Ok(())
             };
-            let t = time(device, a.iters, &mut profile)?;
+            let t = time(device, budget, &mut profile)?;
             // the two untimed calls added to the sums too: average over all calls
             let calls = (t.0 + 2) as f64;
             extra.insert(
@@ -469,7 +488,7 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
                 AdamWConfig::default(),
             )?;
             let cfg = TrainConfig::default();
-            let t = time(device, a.iters, || {
+            let t = time(device, budget, || {
                 let (total, _, _) = step_losses(&model, &teacher, &x, &target, &cfg)?;
                 let mut grads = total.backward()?;
                 clip_grad_norm(&mut grads, opt.vars().iter(), cfg.grad_clip)?;
@@ -505,7 +524,7 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
                 })
                 .collect();
             let batch = TrainBatch::new(&examples, 0, device)?;
-            let t = time(device, a.iters, || {
+            let t = time(device, budget, || {
                 let h = lm.forward_hidden(&lm.embed(&batch.ids)?, None, true)?;
                 let mut grads = batch.loss(&lm, &h)?.backward()?;
                 clip_grad_norm(&mut grads, opt.vars().iter(), 1.0)?;
@@ -524,6 +543,8 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
         "seconds_per_iter": secs,
         "iters": iters,
         "peak_rss_mib": peak_rss_mib(),
+        "device": if device.is_cuda() { "cuda" } else { "cpu" },
+        "dtype": format!("{:?}", if matches!(a.row, Row::TrainTok | Row::TrainLm) { DType::F32 } else { dtype }).to_lowercase(),
         "threads": std::env::var("RAYON_NUM_THREADS").ok(),
     });
     if let Some(o) = line.as_object_mut() {
