@@ -2,8 +2,9 @@
 # The benchmark set on the GPU machine (one H200; see ../shared/gpu.md), as one prepared run:
 # the machine's ceilings, then for each preset the agreement check and every row in vqrae-rs
 # (CUDA build, bf16 inference, f32 training) and in PyTorch on the same weights, alternately.
-# Results go to $OUT (the device tool's output folder); `scripts/perf/gpu_report.py OUT` turns
-# them into docs/PERFORMANCE.md's GPU tables afterwards (here, not on the GPU machine).
+# Results go to $RES and, packed after every row (the device tool brings back at most 8 files,
+# and what a killed run has written still comes back), to $OUT/gpu-bench.tgz;
+# `scripts/perf/gpu_report.py DIR` turns them into docs/PERFORMANCE.md's GPU tables afterwards.
 #
 # Here, first:  scripts/build-cuda.sh         (writes .gpu/vqrae.xz, ~10 MB)
 # Then, with the device tool:  run  command="scripts/gpu-bench.sh"  carry=[".gpu"]  timeout_s=590
@@ -15,10 +16,16 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 START=$(date +%s)
 OUT=${OUT:-out}
+RES=${RES:-/tmp/gpu-bench}
 DEADLINE=${DEADLINE:-480}
 SECONDS_PER_ROW=${SECONDS_PER_ROW:-1}
 ROW_TIMEOUT=${ROW_TIMEOUT:-60}
-mkdir -p "$OUT"
+PRESETS=${PRESETS:-default paper}
+ONLY=${ONLY:-}             # an extended regex: only the rows ("row batch") that match it
+SKIP_CHECK=${SKIP_CHECK:-} # 1: no agreement check (it was run before on the same weights)
+RS_ONLY=${RS_ONLY:-}       # 1: vqrae-rs rows only (after a change, against an earlier PyTorch run)
+mkdir -p "$OUT" "$RES"
+pack() { tar czf "$OUT/pack.tmp" -C "$RES" . && mv "$OUT/pack.tmp" "$OUT/gpu-bench.tgz"; }
 # DEVICE=cpu BIN=target/release/vqrae PY=/root/.venvs/ref/bin/python DEADLINE=30: a dry run here
 DEVICE=${DEVICE:-cuda}
 PY=${PY:-python3}
@@ -29,20 +36,20 @@ if [ -z "${BIN:-}" ]; then
     xz -dc .gpu/vqrae.xz > "$BIN" && chmod +x "$BIN"
 fi
 elapsed() { echo $(($(date +%s) - START)); }
-log() { echo "[$(elapsed) s] $*" | tee -a "$OUT/progress.log"; }
+log() { echo "[$(elapsed) s] $*" | tee -a "$RES/progress.log"; }
 
-nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv > "$OUT/gpu.csv" 2>&1
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv > "$RES/gpu.csv" 2>&1
 # device memory in use, every 100 ms, for each row's peak (neither candle nor the reference's
 # caching allocator reports the same thing itself); `marks.tsv` has each row's start and end
 nvidia-smi --query-gpu=timestamp,memory.used --format=csv,noheader,nounits -lms 100 \
-    > "$OUT/gpumem.csv" 2>/dev/null &
+    > "$RES/gpumem.csv" 2>/dev/null &
 SAMPLER=$!
 trap 'kill $SAMPLER 2>/dev/null' EXIT
-mark() { printf '%s\t%s\n' "$(date '+%Y/%m/%d %H:%M:%S.%3N')" "$*" >> "$OUT/marks.tsv"; }
+mark() { printf '%s\t%s\n' "$(date '+%Y/%m/%d %H:%M:%S.%3N')" "$*" >> "$RES/marks.tsv"; }
 
 log "ceilings"
-timeout 90 $PY scripts/perf/ceilings.py --device $DEVICE > "$OUT/ceilings.json" 2> "$OUT/ceilings.log"
-cat "$OUT/ceilings.json"
+timeout 90 $PY scripts/perf/ceilings.py --device $DEVICE > "$RES/ceilings.json" 2> "$RES/ceilings.log"
+cat "$RES/ceilings.json"
 
 # most important first: decode (the paper's use), then prefill, the tokenizer, training
 rows() {
@@ -62,39 +69,44 @@ one() {  # impl row batch dir log
     mark "start $preset $impl $row $batch"
     if [ "$impl" = rs ]; then
         timeout "$ROW_TIMEOUT" "$BIN" --device $DEVICE bench run --dir "$dir" --row "$row" \
-            --batch "$batch" --seconds "$SECONDS_PER_ROW" 2>>"$OUT/$preset-rs.log" \
+            --batch "$batch" --seconds "$SECONDS_PER_ROW" 2>>"$RES/$preset-rs.log" \
             </dev/null | tail -n 1 | tee -a "$rowlog"
     else
         timeout "$ROW_TIMEOUT" $PY scripts/perf/reference.py run --dir "$dir" \
             --row "${row//-/_}" --batch "$batch" --device $DEVICE --seconds "$SECONDS_PER_ROW" \
-            2>>"$OUT/$preset-py.log" | tail -n 1 | tee -a "$rowlog"
+            2>>"$RES/$preset-py.log" | tail -n 1 | tee -a "$rowlog"
     fi
     mark "end $preset $impl $row $batch"
 }
 
-for preset in default paper; do
+for preset in $PRESETS; do
     [ "$(elapsed)" -ge "$DEADLINE" ] && { log "deadline: $preset skipped"; continue; }
     dir=/tmp/bench-$preset
     log "$preset: init"
     if ! timeout 120 "$BIN" --device $DEVICE bench init --preset "$preset" --out "$dir" \
-        2>"$OUT/$preset-init.log" </dev/null; then
-        log "$preset: bench init failed"; tail -n 20 "$OUT/$preset-init.log"; continue
+        2>"$RES/$preset-init.log" </dev/null; then
+        log "$preset: bench init failed"; tail -n 20 "$RES/$preset-init.log"; continue
     fi
-    cp "$dir/bench.json" "$OUT/$preset-bench.json"
-    log "$preset: agreement (f32 on the GPU)"
-    timeout 120 $PY scripts/perf/reference.py check --dir "$dir" --device $DEVICE \
-        > "$OUT/$preset-agreement.json" 2> "$OUT/$preset-agreement.log" </dev/null
-    tail -c 600 "$OUT/$preset-agreement.json"
-    rowlog="$OUT/$preset-rows.jsonl"
+    cp "$dir/bench.json" "$RES/$preset-bench.json"
+    if [ -z "$SKIP_CHECK" ]; then
+        log "$preset: agreement (f32 on the GPU)"
+        timeout 120 $PY scripts/perf/reference.py check --dir "$dir" --device $DEVICE \
+            > "$RES/$preset-agreement.json" 2> "$RES/$preset-agreement.log" </dev/null
+        tail -c 600 "$RES/$preset-agreement.json"; pack
+    fi
+    rowlog="$RES/$preset-rows.jsonl"
     : > "$rowlog"
     while read -r row batch only; do
         [ "$(elapsed)" -ge "$DEADLINE" ] && { log "deadline: $preset $row $batch and later skipped"; break; }
         log "$preset $row $batch"
         one rs "$row" "$batch" "$dir" "$rowlog"
-        [ "${only:-}" = rs-only ] && continue
+        pack
+        [ "${only:-}" = rs-only ] || [ -n "$RS_ONLY" ] && continue
         one py "$row" "$batch" "$dir" "$rowlog"
-    done < <(rows "$preset")
+        pack
+    done < <(rows "$preset" | grep -E "${ONLY:-.}")
 done
-$PY scripts/perf/table.py "$OUT" > "$OUT/table.md" 2>&1
-cat "$OUT/table.md"
+$PY scripts/perf/table.py "$RES" > "$RES/table.md" 2>&1
+cat "$RES/table.md"
 log "done"
+pack

@@ -233,16 +233,22 @@ impl Attention {
         // head are stacked along the query axis and one batched matmul serves them all. This
         // reads the cache in place instead of copying it `groups` times per step.
         let groups = self.heads / self.kv_heads;
-        let q = q.reshape((b, self.kv_heads, groups * t, hd))?;
-        let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
-        // Softmax in f32 whatever the model dtype (as HF does); a no-op for f32 models.
-        let scores = scores
-            .reshape((b, self.heads, t, keys))?
-            .to_dtype(DType::F32)?;
+        // q scaled rather than the scores: (T, hd) elements per head instead of (T, keys)
+        let q = (q * (hd as f64).powf(-0.5))?.reshape((b, self.kv_heads, groups * t, hd))?;
+        let scores = q.matmul(&k.t()?)?.to_dtype(attention_dtype(x, train))?;
+        // The mask add with the (T, keys) plane flattened, and the heads too when every row
+        // shares one mask: candle's broadcasting add indexes each element through every
+        // dimension (on CUDA, a 64-bit division and modulo per dimension).
         let scores = match mask {
-            Some(m) => scores.broadcast_add(m)?,
+            Some(m) if m.dim(0)? == 1 => scores
+                .reshape((b * self.heads, t * keys))?
+                .broadcast_add(&m.reshape((1, t * keys))?)?,
+            Some(m) => scores
+                .reshape((b, self.heads, t * keys))?
+                .broadcast_add(&m.reshape((b, 1, t * keys))?)?,
             None => scores,
         };
+        let scores = scores.reshape((b, self.heads, t, keys))?;
         let probs = ops::softmax(&scores, train)?.to_dtype(v.dtype())?;
         let y = probs
             .reshape((b, self.kv_heads, groups * t, keys))?
@@ -251,6 +257,18 @@ impl Attention {
             .transpose(1, 2)?
             .reshape((b, t, self.heads * hd))?;
         self.o_proj.forward(&y)
+    }
+}
+
+/// The dtype of attention's scores, mask and softmax: f32 (as HF computes them) on the CPU and
+/// for training, the model's own dtype for inference on a GPU, where candle's softmax kernel
+/// accumulates in f32 anyway and the scores come out of a bf16 matmul: there the up- and
+/// down-casts and the f32 mask add were a quarter of a prefill's kernel time (docs/PERFORMANCE.md).
+fn attention_dtype(x: &Tensor, train: bool) -> DType {
+    if train || x.device().is_cpu() {
+        DType::F32
+    } else {
+        x.dtype()
     }
 }
 
@@ -833,7 +851,10 @@ impl Llama {
                             (0..t).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY })
                         })
                         .collect();
-                    Some(Tensor::from_vec(m, (1, 1, t, t), dev)?)
+                    Some(
+                        Tensor::from_vec(m, (1, 1, t, t), dev)?
+                            .to_dtype(attention_dtype(embeds, train))?,
+                    )
                 } else {
                     None
                 };
@@ -861,7 +882,10 @@ impl Llama {
                 let keys = c.len() + t;
                 let mask = c
                     .mask(t)
-                    .map(|m| Tensor::from_vec(m, (b, 1, t, keys), dev))
+                    .map(|m| {
+                        Tensor::from_vec(m, (b, 1, t, keys), dev)?
+                            .to_dtype(attention_dtype(embeds, train))
+                    })
                     .transpose()?;
                 (rope, mask)
             }

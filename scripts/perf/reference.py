@@ -884,7 +884,7 @@ def random_pixels(cfg: TokenizerConfig, b: int, gen: torch.Generator) -> torch.T
 
 
 def timed(fn: Callable[[], object], iters: Optional[int], warmup: int = 2, target_s: float = 3.0,
-          device: Optional[torch.device] = None):
+          device: Optional[torch.device] = None, profile: bool = False):
     """Warm-up, then ``iters`` timed calls (default: enough for ~target_s, at least 3). On CUDA every
     call is followed by torch.cuda.synchronize, so that the GPU work it queued is inside the timing."""
     sync = device is not None and device.type == "cuda"
@@ -901,10 +901,16 @@ def timed(fn: Callable[[], object], iters: Optional[int], warmup: int = 2, targe
         per = time.perf_counter() - t0
     if iters is None:
         iters = max(3, math.ceil(target_s / max(per, 1e-6)))
+    if profile:  # the timed calls alone inside the CUDA profiler's window (ncu --profile-from-start off)
+        torch.cuda.synchronize(device)
+        torch.cuda.profiler.start()
     t0 = time.perf_counter()
     for _ in range(iters):
         call()
-    return (time.perf_counter() - t0) / iters, iters
+    seconds = (time.perf_counter() - t0) / iters
+    if profile:
+        torch.cuda.profiler.stop()
+    return seconds, iters
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -936,7 +942,7 @@ def row_dtype(row: str, dev: torch.device, dtype: str) -> torch.dtype:
 
 
 def run_row(directory: Path, row: str, b: int, iters: Optional[int], prefill_logits: str = "last",
-            device: str = "cpu", dtype: str = "auto", seconds: float = 3.0) -> dict:
+            device: str = "cpu", dtype: str = "auto", seconds: float = 3.0, profile: bool = False) -> dict:
     dev = setup_device(device)
     dt = row_dtype(row, dev, dtype)
     gen = torch.Generator().manual_seed(0)  # inputs are drawn on the CPU: the same on every device
@@ -1016,7 +1022,7 @@ def run_row(directory: Path, row: str, b: int, iters: Optional[int], prefill_log
     if dev.type == "cuda":  # the peak from here on: weights, optimizer state, activations
         torch.cuda.synchronize(dev)
         torch.cuda.reset_peak_memory_stats(dev)
-    seconds, n = timed(fn, iters, target_s=seconds, device=dev)
+    seconds, n = timed(fn, iters, target_s=seconds, device=dev, profile=profile)
     out = {"impl": "pytorch", "row": row, "batch": b, "device": dev.type, "dtype": str(dt).split(".")[-1],
            "unit": unit, "per_sec": work / seconds, "seconds_per_iter": seconds, "iters": n,
            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -1336,6 +1342,8 @@ def main(argv=None) -> int:
     r.add_argument("--batch", type=int, required=True)
     r.add_argument("--iters", type=int, help="timed iterations (default: --seconds worth, at least 3)")
     r.add_argument("--seconds", type=float, default=3.0, help="seconds of timed calls to aim for without --iters")
+    r.add_argument("--profile", action="store_true",
+                   help="open the CUDA profiler's window around the timed calls only (use with --iters 1)")
     r.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     r.add_argument("--prefill-logits", choices=("last", "all"), default="last",
                    help="lm_prefill: logits of the last position (as generation) or of all positions")
@@ -1366,10 +1374,12 @@ def main(argv=None) -> int:
             a.iters = None
         if a.batch < 1 or (a.iters is not None and a.iters < 1) or not a.seconds > 0:
             ap.error("--batch and --seconds must be positive and --iters >= 0")
+        if a.profile and a.device != "cuda":
+            ap.error("--profile needs --device cuda")
         if a.row.startswith("train_") and a.dtype not in ("auto", "float32"):
             ap.error(f"--dtype {a.dtype}: the training rows run in float32 only")
         print(json.dumps(run_row(a.dir, a.row, a.batch, a.iters, a.prefill_logits, a.device, a.dtype,
-                                a.seconds)))
+                                a.seconds, a.profile)))
         return 0
     if a.cmd == "fixtures":
         return fixtures(a.out, a.arch, a.seed)

@@ -96,6 +96,10 @@ pub struct RunArgs {
     /// enough for 1).
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
+    /// Open the CUDA profiler's window (cuProfilerStart/Stop) around the timed calls only, for
+    /// `ncu --profile-from-start off` (scripts/gpu-profile.sh); use with `--iters 1`.
+    #[arg(long)]
+    profile: bool,
 }
 
 /// What `bench init` records for both implementations.
@@ -275,12 +279,44 @@ enum Budget {
     Seconds(f64),
 }
 
+#[derive(Clone, Copy)]
+struct Timing {
+    budget: Budget,
+    /// Only the timed calls inside the CUDA profiler's window.
+    profile: bool,
+}
+
+/// Starts or stops the CUDA profiler's collection (what `ncu --profile-from-start off` sees).
+#[cfg(feature = "cuda")]
+fn cuda_profiler(device: &Device, on: bool) -> Result<()> {
+    use candle_core::cuda_backend::cudarc::driver::sys;
+    device.synchronize()?;
+    // SAFETY: plain driver calls without arguments; the device's context is current on this
+    // thread since the warm-up calls ran on it.
+    let r = unsafe {
+        if on {
+            sys::cuProfilerStart()
+        } else {
+            sys::cuProfilerStop()
+        }
+    };
+    if r != sys::CUresult::CUDA_SUCCESS {
+        bail!("cuProfilerStart/Stop: {r:?}");
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_profiler(_device: &Device, _on: bool) -> Result<()> {
+    bail!("--profile needs the CUDA build (--features cuda)")
+}
+
 /// Times `f` as the PyTorch reference does: two untimed calls (warm-up; the second sizes the
 /// run), then the budget's timed calls (at least 3 when sized by time).
 /// Every call ends with the device synchronised, so GPU work is inside its call's time.
 fn time(
     device: &Device,
-    budget: Budget,
+    timing: Timing,
     mut f: impl FnMut() -> Result<()>,
 ) -> Result<(usize, f64)> {
     let mut f = || -> Result<()> {
@@ -292,15 +328,22 @@ fn time(
     let t = Instant::now();
     f()?;
     let one = t.elapsed().as_secs_f64().max(1e-6);
-    let iters = match budget {
+    let iters = match timing.budget {
         Budget::Iters(n) => n,
         Budget::Seconds(s) => ((s / one).ceil() as usize).clamp(3, 1000),
     };
+    if timing.profile {
+        cuda_profiler(device, true)?;
+    }
     let t = Instant::now();
     for _ in 0..iters {
         f()?;
     }
-    Ok((iters, t.elapsed().as_secs_f64() / iters as f64))
+    let secs = t.elapsed().as_secs_f64() / iters as f64;
+    if timing.profile {
+        cuda_profiler(device, false)?;
+    }
+    Ok((iters, secs))
 }
 
 /// The LM as the server loads it: fused q/k/v and gate/up projections.
@@ -337,6 +380,10 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
         0 => bail!("--seconds must be a positive number, not {}", a.seconds),
         n => Budget::Iters(n),
     };
+    let timing = Timing {
+        budget,
+        profile: a.profile,
+    };
     let info: BenchInfo = serde_json::from_str(
         &std::fs::read_to_string(a.dir.join("bench.json"))
             .with_context(|| format!("{}: run `vqrae bench init` first", a.dir.display()))?,
@@ -371,7 +418,7 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
             let s = model.config().image_size;
             if a.row == Row::TokEncode {
                 let x = Tensor::randn(0f32, 1.0, (b, 3, s, s), device)?.to_dtype(dtype)?;
-                let t = time(device, budget, || {
+                let t = time(device, timing, || {
                     model.encode(&x)?.codes.to_vec2::<u32>()?;
                     Ok(())
                 })?;
@@ -380,11 +427,12 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
                 let grid = model.config().grid();
                 let n = model.config().quantizer.codebook_size as u32;
                 let codes = random_tensor(&mut rng, (b, info.image_tokens), 0..n, device)?;
-                let t = time(device, budget, || {
+                let t = time(device, timing, || {
                     model
                         .decode(&codes, grid)?
                         .flatten_all()?
                         .max(0)?
+                        .to_dtype(DType::F32)?
                         .to_scalar::<f32>()?;
                     Ok(())
                 })?;
@@ -394,7 +442,7 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
         Row::LmPrefill => {
             let lm = inference_lm(&lm_dir, device, dtype)?;
             let ids = random_tensor(&mut rng, (b, seq), 0..info.code_end, device)?;
-            let t = time(device, budget, || {
+            let t = time(device, timing, || {
                 let h = lm.forward_hidden(&lm.embed(&ids)?, None, false)?;
                 lm.logits(&h.narrow(1, seq - 1, 1)?.squeeze(1)?)?
                     .to_dtype(DType::F32)?
@@ -432,7 +480,7 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
                 guidance: if guided { 2.0 } else { 1.0 },
                 sampling: SamplingConfig::default(),
             };
-            let t = time(device, budget, || {
+            let t = time(device, timing, || {
                 t2i.sample_from_prompts(&prompts, &seeds, &gen)?;
                 Ok(())
             })?;
@@ -456,7 +504,7 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
                 }
                 Ok(())
             };
-            let t = time(device, budget, &mut profile)?;
+            let t = time(device, timing, &mut profile)?;
             // the two untimed calls added to the sums too: average over all calls
             let calls = (t.0 + 2) as f64;
             extra.insert(
@@ -488,7 +536,7 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
                 AdamWConfig::default(),
             )?;
             let cfg = TrainConfig::default();
-            let t = time(device, budget, || {
+            let t = time(device, timing, || {
                 let (total, _, _) = step_losses(&model, &teacher, &x, &target, &cfg)?;
                 let mut grads = total.backward()?;
                 clip_grad_norm(&mut grads, opt.vars().iter(), cfg.grad_clip)?;
@@ -524,7 +572,7 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
                 })
                 .collect();
             let batch = TrainBatch::new(&examples, 0, device)?;
-            let t = time(device, budget, || {
+            let t = time(device, timing, || {
                 let h = lm.forward_hidden(&lm.embed(&batch.ids)?, None, true)?;
                 let mut grads = batch.loss(&lm, &h)?.backward()?;
                 clip_grad_norm(&mut grads, opt.vars().iter(), 1.0)?;

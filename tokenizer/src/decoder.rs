@@ -2,7 +2,7 @@
 //! positions, pre-LN blocks) and a linear head giving `p x p x 3` pixels per token, unpatchified.
 
 use candle_core::{Result, Tensor};
-use candle_nn::{linear_b, LayerNorm, Linear, Module, VarBuilder};
+use candle_nn::{linear_b, LayerNorm, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::ops;
@@ -90,11 +90,9 @@ impl Decoder {
             candle_core::bail!("{n} tokens do not fill a {gh}x{gw} grid");
         }
         let pos = sincos_2d(self.dim, gh, gw, z_q.device())?.to_dtype(z_q.dtype())?;
-        let x = self.embed.forward(z_q)?.broadcast_add(&pos)?;
+        let x = ops::linear(&self.embed, z_q)?.broadcast_add(&pos)?;
         let x = self.blocks.forward(&x, train)?;
-        let x = self
-            .head
-            .forward(&ops::layer_norm(&x, &self.norm, train)?)?;
+        let x = ops::linear(&self.head, &ops::layer_norm(&x, &self.norm, train)?)?;
         let p = self.patch;
         // per token (3, p, p), the same order the patch embedding unfolds
         x.reshape((b, gh, gw, 3, p, p))?

@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{linear_b, Linear, Module, VarBuilder};
+use candle_nn::{linear_b, Linear, VarBuilder};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use vqrae_data::image_io::resize;
@@ -271,14 +271,16 @@ impl Vqrae {
 
     /// Encoder features `(..., d)` to the quantizer's input space `(..., e)`.
     pub fn project(&self, features: &Tensor) -> Result<Tensor> {
-        Ok(self.proj_in.forward(features)?)
+        Ok(crate::ops::linear(&self.proj_in, features)?)
     }
 
     /// Features and codes of a normalised input batch.
     pub fn encode(&self, input: &Tensor) -> Result<Encoded> {
         let (_, _, h, w) = input.dims4()?;
         let features = self.encoder.patch_tokens(input, false)?;
-        let q = self.quantizer.forward(&self.proj_in.forward(&features)?)?;
+        let q = self
+            .quantizer
+            .forward(&crate::ops::linear(&self.proj_in, &features)?)?;
         Ok(Encoded {
             features,
             codes: q.codes,
@@ -313,7 +315,9 @@ impl Vqrae {
         grid: (usize, usize),
         train: bool,
     ) -> Result<Forward> {
-        let quantized = self.quantizer.forward(&self.proj_in.forward(&features)?)?;
+        let quantized = self
+            .quantizer
+            .forward(&crate::ops::linear(&self.proj_in, &features)?)?;
         let reconstruction = self.decoder.forward(&quantized.z_q, grid, train)?;
         Ok(Forward {
             features,

@@ -6,7 +6,24 @@
 //! made here and nowhere else.
 
 use candle_core::{DType, Result, Tensor, D};
-use candle_nn::LayerNorm;
+use candle_nn::{LayerNorm, Linear, Module};
+
+/// A linear layer over the last dimension, with the leading dimensions flattened into one for
+/// the bias add too (candle's `Linear` flattens them for the matmul only): candle's broadcasting
+/// add indexes every element through all its dimensions (on CUDA, a 64-bit division and modulo
+/// per dimension), so `(B*N, out) + (out)` costs two of those where `(B, N, out) + (out)` costs
+/// three. The same arithmetic either way, and differentiable.
+pub fn linear(l: &Linear, x: &Tensor) -> Result<Tensor> {
+    let dims = x.dims();
+    if dims.len() <= 2 {
+        return l.forward(x);
+    }
+    let (lead, k) = dims.split_at(dims.len() - 1);
+    let y = l.forward(&x.reshape(((), k[0]))?)?;
+    let mut out = lead.to_vec();
+    out.push(y.dim(1)?);
+    y.reshape(out)
+}
 
 /// Softmax over the last dimension.
 pub fn softmax(x: &Tensor, train: bool) -> Result<Tensor> {
@@ -27,10 +44,11 @@ pub fn layer_norm(x: &Tensor, ln: &LayerNorm, train: bool) -> Result<Tensor> {
         candle_nn::ops::layer_norm_slow(x, ln.weight(), bias, eps)
     } else {
         let x = x.contiguous()?;
-        if x.dtype() == DType::F32 || x.dtype() == DType::F64 {
+        // candle's CUDA kernel accumulates in f32 whatever the dtype; its CPU kernel accumulates
+        // in the input dtype, so there bf16/f16 go through f32 (four more ops per norm).
+        if matches!(x.dtype(), DType::F32 | DType::F64) || x.device().is_cuda() {
             candle_nn::ops::layer_norm(&x, ln.weight(), bias, eps)
         } else {
-            // The fused kernel accumulates in the input dtype; go through f32 for bf16/f16.
             let y = candle_nn::ops::layer_norm(
                 &x.to_dtype(DType::F32)?,
                 &ln.weight().to_dtype(DType::F32)?,

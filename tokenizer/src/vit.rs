@@ -5,9 +5,7 @@
 //! tensor names of DINOv2, SigLIP and the project's own ViT.
 
 use candle_core::{Result, Tensor};
-use candle_nn::{
-    layer_norm, linear_b, Init, LayerNorm, LayerNormConfig, Linear, Module, VarBuilder,
-};
+use candle_nn::{layer_norm, linear_b, Init, LayerNorm, LayerNormConfig, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::ops;
@@ -124,13 +122,14 @@ impl Attention {
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let q = split(self.q.forward(x)?)?;
-        let k = split(self.k.forward(x)?)?;
-        let v = split(self.v.forward(x)?)?;
-        let scores = (q.matmul(&k.t()?)? * self.scale)?;
+        let q = split(ops::linear(&self.q, x)?)?;
+        let k = split(ops::linear(&self.k, x)?)?;
+        let v = split(ops::linear(&self.v, x)?)?;
+        // scaling q rather than the scores: (N, hd) elements per head instead of (N, N)
+        let scores = (q * self.scale)?.matmul(&k.t()?)?;
         let attn = ops::softmax(&scores, train)?;
         let y = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, d))?;
-        self.out.forward(&y)
+        ops::linear(&self.out, &y)
     }
 }
 
@@ -152,7 +151,7 @@ impl Mlp {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.fc2.forward(&self.act.apply(&self.fc1.forward(x)?)?)
+        ops::linear(&self.fc2, &self.act.apply(&ops::linear(&self.fc1, x)?)?)
     }
 }
 
