@@ -316,6 +316,12 @@ pub struct EvalT2iArgs {
     split: Split,
     #[arg(long, default_value_t = 1.0)]
     temperature: f64,
+    /// Keep only the k most likely codes at each step.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Keep only the most likely codes whose probability reaches p at each step.
+    #[arg(long)]
+    top_p: Option<f64>,
     /// Writes grid-cfg<S>.png (one row per caption) here.
     #[arg(long)]
     grids: Option<PathBuf>,
@@ -344,6 +350,8 @@ pub fn eval_t2i(a: EvalT2iArgs, root: &Path, device: &Device) -> Result<()> {
             guidance: scale,
             sampling: SamplingConfig {
                 temperature: a.temperature,
+                top_k: a.top_k,
+                top_p: a.top_p,
                 ..SamplingConfig::default()
             },
         };
@@ -382,6 +390,8 @@ pub fn eval_t2i(a: EvalT2iArgs, root: &Path, device: &Device) -> Result<()> {
             "captions": combos.len(),
             "images_per_caption": a.n,
             "temperature": a.temperature,
+            "top_k": a.top_k,
+            "top_p": a.top_p,
             "by_guidance": by_scale,
             "seconds": started.elapsed().as_secs_f64(),
         }),

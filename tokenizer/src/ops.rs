@@ -87,6 +87,30 @@ mod tests {
     }
 
     #[test]
+    fn flattened_linear_matches_candles_linear() -> Result<()> {
+        let dev = Device::Cpu;
+        let l = Linear::new(
+            seeded_randn((5, 8), 0.0, 0.3, 1, &dev)?,
+            Some(seeded_randn(5, 0.0, 0.3, 2, &dev)?),
+        );
+        for shape in [vec![3, 8], vec![2, 3, 8], vec![2, 2, 3, 8]] {
+            let x = seeded_randn(shape.as_slice(), 0.0, 1.0, 3, &dev)?;
+            let (a, b) = (linear(&l, &x)?, l.forward(&x)?);
+            assert_eq!(a.dims(), b.dims());
+            let diff = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(diff < 1e-6, "{shape:?}: differs by {diff}");
+        }
+        // a transposed (non-contiguous) input too
+        let x = seeded_randn((8, 4), 0.0, 1.0, 4, &dev)?.t()?;
+        let diff = (linear(&l, &x.unsqueeze(0)?)? - l.forward(&x.unsqueeze(0)?)?)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert!(diff < 1e-6);
+        Ok(())
+    }
+
+    #[test]
     fn train_path_carries_gradients() -> Result<()> {
         let dev = Device::Cpu;
         let x = Var::from_tensor(&seeded_randn((3, 4), 0.0, 1.0, 7, &dev)?)?;
