@@ -308,9 +308,12 @@ pub struct EvalT2iArgs {
     /// Guidance scales to measure, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "1,2,3,5")]
     cfg: Vec<f64>,
-    /// Images per caption (seeds 0..n).
+    /// Images per caption (seeds first-seed .. first-seed + n).
     #[arg(short, default_value_t = 8)]
     n: usize,
+    /// The first seed: settings chosen on one range of seeds are confirmed on another.
+    #[arg(long, default_value_t = 0)]
+    first_seed: u64,
     /// The captions are the distinct colour-shape captions of this split.
     #[arg(long, default_value = "test")]
     split: Split,
@@ -359,7 +362,7 @@ pub fn eval_t2i(a: EvalT2iArgs, root: &Path, device: &Device) -> Result<()> {
         let mut labels = Vec::new();
         for &(color, shape) in &combos {
             let caption = format!("a {} {}", COLORS[color], SHAPES[shape]);
-            for seed in 0..a.n as u64 {
+            for seed in a.first_seed..a.first_seed + a.n as u64 {
                 requests.push(ImageRequest {
                     caption: caption.clone(),
                     negative: None,
@@ -389,6 +392,7 @@ pub fn eval_t2i(a: EvalT2iArgs, root: &Path, device: &Device) -> Result<()> {
             "split": a.split.as_str(),
             "captions": combos.len(),
             "images_per_caption": a.n,
+            "first_seed": a.first_seed,
             "temperature": a.temperature,
             "top_k": a.top_k,
             "top_p": a.top_p,
