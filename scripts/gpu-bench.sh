@@ -14,9 +14,10 @@
 # has its own timeout. GPU timings are steady, so each row times ~SECONDS (default 1) of calls.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-START=$(date +%s)
-OUT=${OUT:-out}
 RES=${RES:-/tmp/gpu-bench}
+PACK=gpu-bench
+# shellcheck source=scripts/gpu-common.sh
+source scripts/gpu-common.sh
 DEADLINE=${DEADLINE:-480}
 SECONDS_PER_ROW=${SECONDS_PER_ROW:-1}
 ROW_TIMEOUT=${ROW_TIMEOUT:-60}
@@ -24,19 +25,6 @@ PRESETS=${PRESETS:-default paper}
 ONLY=${ONLY:-}             # an extended regex: only the rows ("row batch") that match it
 SKIP_CHECK=${SKIP_CHECK:-} # 1: no agreement check (it was run before on the same weights)
 RS_ONLY=${RS_ONLY:-}       # 1: vqrae-rs rows only (after a change, against an earlier PyTorch run)
-mkdir -p "$OUT" "$RES"
-pack() { tar czf "$OUT/pack.tmp" -C "$RES" . && mv "$OUT/pack.tmp" "$OUT/gpu-bench.tgz"; }
-# DEVICE=cpu BIN=target/release/vqrae PY=/root/.venvs/ref/bin/python DEADLINE=30: a dry run here
-DEVICE=${DEVICE:-cuda}
-PY=${PY:-python3}
-SP=$($PY -c 'import site; print(site.getsitepackages()[0])')
-export LD_LIBRARY_PATH=$SP/nvidia/cu13/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-if [ -z "${BIN:-}" ]; then
-    BIN=/tmp/vqrae-cuda
-    xz -dc .gpu/vqrae.xz > "$BIN" && chmod +x "$BIN"
-fi
-elapsed() { echo $(($(date +%s) - START)); }
-log() { echo "[$(elapsed) s] $*" | tee -a "$RES/progress.log"; }
 
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv > "$RES/gpu.csv" 2>&1
 # device memory in use, every 100 ms, for each row's peak (neither candle nor the reference's

@@ -11,9 +11,10 @@
 # Reuses /tmp/bench-PRESET from scripts/gpu-bench.sh when the same command ran it first.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-START=$(date +%s)
-OUT=${OUT:-out}
 RES=${RES:-/tmp/gpu-profile}
+PACK=gpu-profile
+# shellcheck source=scripts/gpu-common.sh
+source scripts/gpu-common.sh
 DEADLINE=${DEADLINE:-240}
 ROW_TIMEOUT=${ROW_TIMEOUT:-60}
 IMPLS=${IMPLS:-rs py}
@@ -23,14 +24,6 @@ paper tok-encode 32
 paper lm-prefill 1
 paper train-lm 16
 default tok-encode 256"}
-mkdir -p "$OUT" "$RES"
-pack() { tar czf "$OUT/prof.tmp" -C "$RES" . && mv "$OUT/prof.tmp" "$OUT/gpu-profile.tgz"; }
-elapsed() { echo $(($(date +%s) - START)); }
-log() { echo "[$(elapsed) s] $*" | tee -a "$RES/progress.log"; }
-SP=$(python3 -c 'import site; print(site.getsitepackages()[0])')
-export LD_LIBRARY_PATH=$SP/nvidia/cu13/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-BIN=/tmp/vqrae-cuda
-[ -x "$BIN" ] || { xz -dc .gpu/vqrae.xz > "$BIN" && chmod +x "$BIN"; }
 NCU=(ncu --profile-from-start off --metrics gpu__time_duration.sum --clock-control none
      --cache-control none --target-processes all)
 
@@ -40,18 +33,18 @@ while read -r preset row batch; do
     dir=/tmp/bench-$preset
     if [ ! -f "$dir/bench.json" ]; then
         log "$preset: init"
-        timeout 120 "$BIN" --device cuda bench init --preset "$preset" --out "$dir" \
+        timeout 120 "$BIN" --device "$DEVICE" bench init --preset "$preset" --out "$dir" \
             >/dev/null 2>>"$RES/init.log" </dev/null || { log "$preset: init failed"; continue; }
     fi
     for impl in $IMPLS; do
         name="$preset-$row-$batch-$impl"
         log "$name"
         if [ "$impl" = rs ]; then
-            cmd=("$BIN" --device cuda bench run --dir "$dir" --row "$row" --batch "$batch"
+            cmd=("$BIN" --device "$DEVICE" bench run --dir "$dir" --row "$row" --batch "$batch"
                  --iters 1 --profile)
         else
-            cmd=(python3 scripts/perf/reference.py run --dir "$dir" --row "${row//-/_}"
-                 --batch "$batch" --device cuda --iters 1 --profile)
+            cmd=($PY scripts/perf/reference.py run --dir "$dir" --row "${row//-/_}"
+                 --batch "$batch" --device "$DEVICE" --iters 1 --profile)
         fi
         timeout "$ROW_TIMEOUT" "${NCU[@]}" -f -o "/tmp/$name" "${cmd[@]}" \
             > "$RES/$name.out" 2>&1 </dev/null || log "$name: exit $?"

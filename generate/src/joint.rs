@@ -139,6 +139,12 @@ pub struct JointConfig {
     pub lm: LmShape,
     #[serde(default)]
     pub adamw: AdamWConfig,
+    /// Also train text-to-image on the left-right mirror of every captioned training image:
+    /// easy-VQA's captions name colour and shape, which a mirror keeps, and its triangles stay
+    /// upright. Questions keep to the original images. Applied by whoever builds the
+    /// [`JointData`] (`vqrae train-lm`).
+    #[serde(default)]
+    pub mirror_t2i: bool,
     pub phases: Vec<Phase>,
 }
 
@@ -245,6 +251,17 @@ pub struct JointData {
     pub captions: Vec<Option<String>>,
     /// `(image index, question, answer)`.
     pub questions: Vec<(usize, String, String)>,
+}
+
+/// Appends the left-right mirror of every image with its caption (`mirror_t2i`): after the
+/// originals, so that questions' image indices stay valid.
+pub fn add_mirrors(images: &mut Vec<image::RgbImage>, captions: &mut Vec<Option<String>>) {
+    let mirrored: Vec<_> = images
+        .iter()
+        .map(image::imageops::flip_horizontal)
+        .collect();
+    images.extend(mirrored);
+    captions.extend_from_within(..);
 }
 
 impl JointData {
@@ -758,6 +775,21 @@ pub fn train(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mirrors_follow_the_originals_with_their_captions() {
+        let mut a = image::RgbImage::new(3, 2);
+        a.put_pixel(0, 1, image::Rgb([255, 0, 0]));
+        let b = image::RgbImage::from_pixel(3, 2, image::Rgb([9, 9, 9]));
+        let mut images = vec![a, b.clone()];
+        let mut captions = vec![Some("a red circle".to_string()), None];
+        add_mirrors(&mut images, &mut captions);
+        assert_eq!(images.len(), 4);
+        assert_eq!(captions[2..], captions[..2]);
+        assert_eq!(images[2].get_pixel(2, 1), &image::Rgb([255, 0, 0]));
+        assert_eq!(images[2].get_pixel(0, 1), &image::Rgb([0, 0, 0]));
+        assert_eq!(images[3], b);
+    }
 
     #[test]
     fn twins_keep_the_image_and_flip_the_answer() {

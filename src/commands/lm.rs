@@ -69,8 +69,11 @@ pub fn train_lm(a: TrainLmArgs, root: &Path, device: &Device) -> Result<()> {
         .enumerate()
         .map(|(i, im)| (im.id, i))
         .collect();
-    let images = ds.load_images(&(0..n).collect::<Vec<_>>())?;
-    let captions = ds.images[..n].iter().map(|im| im.caption()).collect();
+    let mut images = ds.load_images(&(0..n).collect::<Vec<_>>())?;
+    let mut captions: Vec<Option<String>> = ds.images[..n].iter().map(|im| im.caption()).collect();
+    if cfg.mirror_t2i {
+        joint::add_mirrors(&mut images, &mut captions);
+    }
     let questions = ds
         .questions
         .iter()
@@ -84,7 +87,7 @@ pub fn train_lm(a: TrainLmArgs, root: &Path, device: &Device) -> Result<()> {
     let tokenizer = Vqrae::load(&a.tokenizer, device, DType::F32)?;
     let data = JointData::encode(&tokenizer, &images, captions, questions)?;
     tracing::info!(
-        images = n,
+        images = images.len(),
         seconds = started.elapsed().as_secs_f64(),
         "encoded the training images"
     );
