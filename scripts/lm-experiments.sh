@@ -8,7 +8,8 @@
 # PARTS (default: all, in this order):
 #   referee   train the referee on real easy-VQA training images  -> models/referee-easyvqa
 #   train     joint LM on $TOKENIZER                               -> models/vqrae-easyvqa
-#   eval      eval-vqa on the 9,673 test questions, eval-t2i at CFG 1, 2, 3, 5, sample grids
+#   eval      eval-vqa on the 9,673 test questions, eval-t2i at CFG 1, 2, 3, 5 (8 seeds, and 32
+#             fresh seeds), sample grids
 #
 # The run goes to runs/lm-joint (resumed if interrupted). VQRAE_BIN overrides the binary.
 # TOKENIZER defaults to the default tokenizer (models/tokenizer-easyvqa), which the model copies
@@ -43,6 +44,9 @@ part_eval() {
     "$BIN" eval-vqa --model "$MODEL" --json "$OUT/vqa.json" >/dev/null
     "$BIN" eval-t2i --model "$MODEL" --referee "$REFEREE" --cfg 1,2,3,5 --grids "$OUT" \
         --json "$OUT/t2i.json" >/dev/null
+    # the same at four times the images, on seeds no setting was chosen on
+    "$BIN" eval-t2i --model "$MODEL" --referee "$REFEREE" --cfg 1,2,3,5 -n 32 --first-seed 100 \
+        --json "$OUT/t2i-fresh-seeds.json" >/dev/null
 }
 
 parts=("$@")

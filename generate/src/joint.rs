@@ -113,6 +113,11 @@ pub struct Phase {
     /// compares two words instead of a word with the image.
     #[serde(default)]
     pub reasoned_vqa: bool,
+    /// Draw text-to-image examples from the captioned images and their left-right mirrors
+    /// ([`JointData::mirror_codes`]): twice the images. easy-VQA's captions name colour and
+    /// shape, which a mirror keeps, and its triangles stay upright.
+    #[serde(default)]
+    pub mirror_t2i: bool,
     /// The LM's schedule; absent: the LM is frozen in this phase.
     #[serde(default)]
     pub lm_lr: Option<LrSchedule>,
@@ -139,12 +144,6 @@ pub struct JointConfig {
     pub lm: LmShape,
     #[serde(default)]
     pub adamw: AdamWConfig,
-    /// Also train text-to-image on the left-right mirror of every captioned training image:
-    /// easy-VQA's captions name colour and shape, which a mirror keeps, and its triangles stay
-    /// upright. Questions keep to the original images. Applied by whoever builds the
-    /// [`JointData`] (`vqrae train-lm`).
-    #[serde(default)]
-    pub mirror_t2i: bool,
     pub phases: Vec<Phase>,
 }
 
@@ -164,6 +163,11 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
 }
 
 impl JointConfig {
+    /// Whether a phase draws text-to-image examples from mirrored images too.
+    pub fn uses_mirrors(&self) -> bool {
+        self.phases.iter().any(|p| p.mirror_t2i && p.t2i_batch > 0)
+    }
+
     pub fn from_toml_file(path: &Path) -> Result<Self> {
         let cfg: Self = vqrae_tokenizer::checkpoint::read_toml(path)?;
         cfg.validate()
@@ -251,17 +255,9 @@ pub struct JointData {
     pub captions: Vec<Option<String>>,
     /// `(image index, question, answer)`.
     pub questions: Vec<(usize, String, String)>,
-}
-
-/// Appends the left-right mirror of every image with its caption (`mirror_t2i`): after the
-/// originals, so that questions' image indices stay valid.
-pub fn add_mirrors(images: &mut Vec<image::RgbImage>, captions: &mut Vec<Option<String>>) {
-    let mirrored: Vec<_> = images
-        .iter()
-        .map(image::imageops::flip_horizontal)
-        .collect();
-    images.extend(mirrored);
-    captions.extend_from_within(..);
+    /// Codes of every training image's left-right mirror, in the same order; empty unless
+    /// [`JointData::with_mirrors`] added them (phases with `mirror_t2i` need them).
+    pub mirror_codes: Vec<Vec<u32>>,
 }
 
 impl JointData {
@@ -296,7 +292,32 @@ impl JointData {
             codes,
             captions,
             questions,
+            mirror_codes: Vec::new(),
         })
+    }
+
+    /// Adds the codes of each image's left-right mirror (`images`: the ones given to
+    /// [`JointData::encode`], in the same order), for the phases with `mirror_t2i`.
+    pub fn with_mirrors(mut self, tokenizer: &Vqrae, images: &[image::RgbImage]) -> Result<Self> {
+        if images.len() != self.codes.len() {
+            return Err(GenerateError::Config(format!(
+                "{} images to mirror for {} encoded",
+                images.len(),
+                self.codes.len()
+            )));
+        }
+        let mut codes = Vec::with_capacity(images.len());
+        for chunk in images.chunks(64) {
+            let mirrored: Vec<_> = chunk.iter().map(image::imageops::flip_horizontal).collect();
+            codes.extend(
+                tokenizer
+                    .encode(&tokenizer.images_to_input(&mirrored)?)?
+                    .codes
+                    .to_vec2::<u32>()?,
+            );
+        }
+        self.mirror_codes = codes;
+        Ok(self)
     }
 
     /// The texts the BPE learns from: captions, questions, answers.
@@ -558,6 +579,12 @@ pub fn train(
             "text-to-image phases but no captions".into(),
         ));
     }
+    if cfg.uses_mirrors() && data.mirror_codes.len() != data.codes.len() {
+        return Err(GenerateError::Config(
+            "a phase sets mirror_t2i but the data has no mirror codes (JointData::with_mirrors)"
+                .into(),
+        ));
+    }
 
     // resume: the newest checkpoint's step decides the phase; a checkpoint at a phase's end
     // is loaded with that phase's optimizer, then the next phase starts with a fresh one
@@ -670,19 +697,26 @@ pub fn train(
             samples += examples.len();
         }
         if phase.t2i_batch > 0 {
-            let sampler = EpochSampler::new(t2i_images.len(), phase.t2i_batch, cfg.seed, true);
+            // with mirrors: the captioned images, then their mirrors in the same order
+            let pool = t2i_images.len() * if phase.mirror_t2i { 2 } else { 1 };
+            let sampler = EpochSampler::new(pool, phase.t2i_batch, cfg.seed, true);
             let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ step.wrapping_mul(0x9e37_79b9));
             let examples = sampler
                 .batch_at(step)
                 .iter()
                 .map(|&k| {
-                    let i = t2i_images[k];
+                    let i = t2i_images[k % t2i_images.len()];
+                    let codes = if k < t2i_images.len() {
+                        &data.codes[i]
+                    } else {
+                        &data.mirror_codes[i]
+                    };
                     let caption = if rng.gen::<f64>() < cfg.caption_dropout {
                         None
                     } else {
                         data.captions[i].as_deref()
                     };
-                    sequence::example(&text, &vocab, caption, &data.codes[i])
+                    sequence::example(&text, &vocab, caption, codes)
                 })
                 .collect::<Result<Vec<_>>>()?;
             let batch = TrainBatch::new(&examples, text.pad_id(), device)?;
@@ -775,21 +809,6 @@ pub fn train(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mirrors_follow_the_originals_with_their_captions() {
-        let mut a = image::RgbImage::new(3, 2);
-        a.put_pixel(0, 1, image::Rgb([255, 0, 0]));
-        let b = image::RgbImage::from_pixel(3, 2, image::Rgb([9, 9, 9]));
-        let mut images = vec![a, b.clone()];
-        let mut captions = vec![Some("a red circle".to_string()), None];
-        add_mirrors(&mut images, &mut captions);
-        assert_eq!(images.len(), 4);
-        assert_eq!(captions[2..], captions[..2]);
-        assert_eq!(images[2].get_pixel(2, 1), &image::Rgb([255, 0, 0]));
-        assert_eq!(images[2].get_pixel(0, 1), &image::Rgb([0, 0, 0]));
-        assert_eq!(images[3], b);
-    }
 
     #[test]
     fn twins_keep_the_image_and_flip_the_answer() {

@@ -286,3 +286,38 @@ fn every_shipped_lm_config_parses_and_its_schedules_end_with_their_phase() -> Re
     assert!(n >= 4);
     Ok(())
 }
+
+#[test]
+fn mirrored_phases_need_mirror_codes_and_train_on_them() -> Result<()> {
+    let s = setup()?;
+    let tok_dir = s.root.join("tok");
+    let mut cfg = s.cfg.clone();
+    cfg.phases.truncate(1); // generation only
+    cfg.phases[0].steps = 4;
+    for sched in cfg.phases[0].lm_lr.iter_mut() {
+        sched.total_steps = 4;
+    }
+    cfg.phases[0].mirror_t2i = true;
+    assert!(cfg.uses_mirrors());
+    let err = joint::train(&cfg, &s.data, &tok_dir, &s.root.join("m0"), &Device::Cpu)
+        .expect_err("a mirrored phase without mirror codes must be refused");
+    assert!(err.to_string().contains("mirror"), "{err}");
+
+    let tok = Vqrae::load(&tok_dir, &Device::Cpu, DType::F32)?;
+    let (mut images, captions, questions) = toy_data(24);
+    // a left-right symmetric image is its own mirror: the same codes
+    images[0] = RgbImage::from_fn(32, 32, |x, y| {
+        if (8..24).contains(&x) && (4..12).contains(&y) {
+            Rgb([255, 0, 0])
+        } else {
+            Rgb([255, 255, 255])
+        }
+    });
+    let data =
+        JointData::encode(&tok, &images, captions, questions)?.with_mirrors(&tok, &images)?;
+    assert_eq!(data.mirror_codes.len(), data.codes.len());
+    assert_eq!(data.mirror_codes[0], data.codes[0]);
+    let summary = joint::train(&cfg, &data, &tok_dir, &s.root.join("m1"), &Device::Cpu)?;
+    assert_eq!(summary.steps, 4);
+    Ok(())
+}

@@ -69,11 +69,8 @@ pub fn train_lm(a: TrainLmArgs, root: &Path, device: &Device) -> Result<()> {
         .enumerate()
         .map(|(i, im)| (im.id, i))
         .collect();
-    let mut images = ds.load_images(&(0..n).collect::<Vec<_>>())?;
-    let mut captions: Vec<Option<String>> = ds.images[..n].iter().map(|im| im.caption()).collect();
-    if cfg.mirror_t2i {
-        joint::add_mirrors(&mut images, &mut captions);
-    }
+    let images = ds.load_images(&(0..n).collect::<Vec<_>>())?;
+    let captions = ds.images[..n].iter().map(|im| im.caption()).collect();
     let questions = ds
         .questions
         .iter()
@@ -85,9 +82,13 @@ pub fn train_lm(a: TrainLmArgs, root: &Path, device: &Device) -> Result<()> {
         .collect();
     let started = Instant::now();
     let tokenizer = Vqrae::load(&a.tokenizer, device, DType::F32)?;
-    let data = JointData::encode(&tokenizer, &images, captions, questions)?;
+    let mut data = JointData::encode(&tokenizer, &images, captions, questions)?;
+    if cfg.uses_mirrors() {
+        data = data.with_mirrors(&tokenizer, &images)?;
+    }
     tracing::info!(
-        images = images.len(),
+        images = n,
+        mirrored = data.mirror_codes.len(),
         seconds = started.elapsed().as_secs_f64(),
         "encoded the training images"
     );
