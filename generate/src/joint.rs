@@ -260,6 +260,21 @@ pub struct JointData {
     pub mirror_codes: Vec<Vec<u32>>,
 }
 
+/// Features `(n, N, d)` and codes of `images`, encoded in batches of 64 by the frozen tokenizer.
+fn encode_batches(
+    tokenizer: &Vqrae,
+    images: &[image::RgbImage],
+) -> Result<(Tensor, Vec<Vec<u32>>)> {
+    let mut features = Vec::new();
+    let mut codes = Vec::new();
+    for chunk in images.chunks(64) {
+        let enc = tokenizer.encode(&tokenizer.images_to_input(chunk)?)?;
+        features.push(enc.features);
+        codes.extend(enc.codes.to_vec2::<u32>()?);
+    }
+    Ok((Tensor::cat(&features, 0)?, codes))
+}
+
 impl JointData {
     /// Encodes images in batches of 64 with the frozen tokenizer.
     pub fn encode(
@@ -280,15 +295,9 @@ impl JointData {
                 "a question refers to image {i}"
             )));
         }
-        let mut features = Vec::new();
-        let mut codes = Vec::new();
-        for chunk in images.chunks(64) {
-            let enc = tokenizer.encode(&tokenizer.images_to_input(chunk)?)?;
-            features.push(enc.features);
-            codes.extend(enc.codes.to_vec2::<u32>()?);
-        }
+        let (features, codes) = encode_batches(tokenizer, images)?;
         Ok(Self {
-            features: Tensor::cat(&features, 0)?,
+            features,
             codes,
             captions,
             questions,
@@ -306,17 +315,11 @@ impl JointData {
                 self.codes.len()
             )));
         }
-        let mut codes = Vec::with_capacity(images.len());
-        for chunk in images.chunks(64) {
-            let mirrored: Vec<_> = chunk.iter().map(image::imageops::flip_horizontal).collect();
-            codes.extend(
-                tokenizer
-                    .encode(&tokenizer.images_to_input(&mirrored)?)?
-                    .codes
-                    .to_vec2::<u32>()?,
-            );
-        }
-        self.mirror_codes = codes;
+        let mirrored: Vec<_> = images
+            .iter()
+            .map(image::imageops::flip_horizontal)
+            .collect();
+        self.mirror_codes = encode_batches(tokenizer, &mirrored)?.1;
         Ok(self)
     }
 

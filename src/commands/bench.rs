@@ -582,6 +582,10 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
             ("samples/s", b, t)
         }
     };
+    let row_dtype = match a.row {
+        Row::TrainTok | Row::TrainLm => DType::F32,
+        _ => dtype,
+    };
     let mut line = json!({
         "impl": "vqrae-rs",
         "row": a.row,
@@ -592,7 +596,7 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
         "iters": iters,
         "peak_rss_mib": peak_rss_mib(),
         "device": if device.is_cuda() { "cuda" } else { "cpu" },
-        "dtype": format!("{:?}", if matches!(a.row, Row::TrainTok | Row::TrainLm) { DType::F32 } else { dtype }).to_lowercase(),
+        "dtype": format!("{row_dtype:?}").to_lowercase(),
         "threads": std::env::var("RAYON_NUM_THREADS").ok(),
     });
     if let Some(o) = line.as_object_mut() {

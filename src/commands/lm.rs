@@ -340,6 +340,10 @@ pub fn eval_t2i(a: EvalT2iArgs, root: &Path, device: &Device) -> Result<()> {
     if a.n == 0 || a.cfg.is_empty() {
         bail!("need at least one image per caption and one guidance scale");
     }
+    let seeds = a.first_seed
+        ..a.first_seed
+            .checked_add(a.n as u64)
+            .context("--first-seed + -n is past the largest seed")?;
     let started = Instant::now();
     let model = UnifiedModel::load(&a.model, device, default_dtype(device))?;
     let referee = Referee::load_qualified(&a.referee, device)?;
@@ -366,7 +370,7 @@ pub fn eval_t2i(a: EvalT2iArgs, root: &Path, device: &Device) -> Result<()> {
         let mut labels = Vec::new();
         for &(color, shape) in &combos {
             let caption = format!("a {} {}", COLORS[color], SHAPES[shape]);
-            for seed in a.first_seed..a.first_seed + a.n as u64 {
+            for seed in seeds.clone() {
                 requests.push(ImageRequest {
                     caption: caption.clone(),
                     negative: None,

@@ -278,9 +278,7 @@ impl Vqrae {
     pub fn encode(&self, input: &Tensor) -> Result<Encoded> {
         let (_, _, h, w) = input.dims4()?;
         let features = self.encoder.patch_tokens(input, false)?;
-        let q = self
-            .quantizer
-            .forward(&crate::ops::linear(&self.proj_in, &features)?)?;
+        let q = self.quantizer.forward(&self.project(&features)?)?;
         Ok(Encoded {
             features,
             codes: q.codes,
@@ -315,9 +313,7 @@ impl Vqrae {
         grid: (usize, usize),
         train: bool,
     ) -> Result<Forward> {
-        let quantized = self
-            .quantizer
-            .forward(&crate::ops::linear(&self.proj_in, &features)?)?;
+        let quantized = self.quantizer.forward(&self.project(&features)?)?;
         let reconstruction = self.decoder.forward(&quantized.z_q, grid, train)?;
         Ok(Forward {
             features,
