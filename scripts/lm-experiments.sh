@@ -12,8 +12,10 @@
 #             fresh seeds), sample grids
 #
 # The run goes to runs/lm-joint (resumed if interrupted). VQRAE_BIN overrides the binary.
-# TOKENIZER defaults to the default tokenizer (models/tokenizer-easyvqa), which the model copies
-# into its own directory; TOKENIZER=models/tokenizer-easyvqa-v1 trains on the first recipe's.
+# TOKENIZER defaults to the tokenizer the shipped model was trained on (models/tokenizer-easyvqa-s2,
+# the 600-step stage 2), which the model copies into its own directory;
+# TOKENIZER=models/tokenizer-easyvqa trains on the current default (stage 2 continued),
+# TOKENIZER=models/tokenizer-easyvqa-v1 on the first recipe's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,15 +25,17 @@ OUT=docs/results/lm
 MODEL=models/vqrae-easyvqa
 REFEREE=models/referee-easyvqa
 mkdir -p "$OUT" runs models
-TOKENIZER=${TOKENIZER:-models/tokenizer-easyvqa}
+TOKENIZER=${TOKENIZER:-models/tokenizer-easyvqa-s2}
 
 part_referee() {
     "$BIN" train-referee --config configs/referee.toml -o "$REFEREE" --json docs/results/referee/referee.json
     # its verdict on reconstructions of real test images: the ceiling through each tokenizer
     "$BIN" eval-referee --referee "$REFEREE" --tokenizer models/tokenizer-easyvqa-v1 \
         --json docs/results/referee/eval.json
-    "$BIN" eval-referee --referee "$REFEREE" --tokenizer models/tokenizer-easyvqa \
+    "$BIN" eval-referee --referee "$REFEREE" --tokenizer models/tokenizer-easyvqa-s2 \
         --json docs/results/referee/eval-v2.json
+    "$BIN" eval-referee --referee "$REFEREE" --tokenizer models/tokenizer-easyvqa \
+        --json docs/results/referee/eval-v3.json
 }
 
 part_train() {

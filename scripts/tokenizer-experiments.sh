@@ -7,7 +7,8 @@
 #
 # PARTS (default: all, in this order; later parts reuse earlier runs):
 #   encoder   pretrain the own easy-VQA encoder            -> models/encoder-vit-s8-easyvqa
-#   default   stage 1 + stage 2 (+ stage 2 without distillation) -> models/tokenizer-easyvqa
+#   default   stage 1 + stage 2 (+ without distillation) + stage 2 continued
+#             -> models/tokenizer-easyvqa (and the 600-step stage 2 -> models/tokenizer-easyvqa-s2)
 #   ablation  the default stage 1's choices, one changed at a time (600 steps each)
 #   fashion   encoder + stage 1 on Fashion-MNIST           -> models/tokenizer-fashion
 #   dims      codebook dimension sweep at k = 1024 (150 steps each)
@@ -68,9 +69,15 @@ part_default() {
     train easyvqa-s2-no-distill --init runs/easyvqa-s1/model \
         --train configs/train/stage2-no-distill.toml
     evaluate easyvqa-s2-no-distill easy-vqa "$ENC"
-    for run in easyvqa-s1 easyvqa-s2 easyvqa-s2-no-distill; do probe "$run"; done
-    rm -rf models/tokenizer-easyvqa
-    cp -r runs/easyvqa-s2/model models/tokenizer-easyvqa
+    # stage 2 continued with a weak distillation to the original encoder: the default
+    train easyvqa-s2-long --init runs/easyvqa-s2/model --teacher "$ENC" \
+        --train configs/train/stage2-long.toml
+    evaluate easyvqa-s2-long easy-vqa "$ENC"
+    for run in easyvqa-s1 easyvqa-s2 easyvqa-s2-no-distill easyvqa-s2-long; do probe "$run"; done
+    # the 600-step stage 2 stays as the tokenizer the shipped LM was trained on
+    rm -rf models/tokenizer-easyvqa-s2 models/tokenizer-easyvqa
+    cp -r runs/easyvqa-s2/model models/tokenizer-easyvqa-s2
+    cp -r runs/easyvqa-s2-long/model models/tokenizer-easyvqa
 }
 
 part_ablation() {
@@ -91,7 +98,7 @@ part_ablation() {
     train ablation-colour-encoder --config "$CFG" --encoder "$enc" \
         --train configs/train/ablation-recipe.toml
     evaluate ablation-colour-encoder easy-vqa "$enc"
-    "${PYTHON:-python3}" scripts/tokenizer_tint_probe.py models/tokenizer-easyvqa \
+    "${PYTHON:-python3}" scripts/tokenizer_tint_probe.py models/tokenizer-easyvqa-s2 models/tokenizer-easyvqa \
         runs/easyvqa-s2-no-distill/model runs/ablation-recipe/model \
         runs/ablation-colour-encoder/model runs/ablation-size-4096/model \
         --json "$OUT/tint-probe.json"

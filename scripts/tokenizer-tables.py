@@ -74,8 +74,9 @@ def main():
     rows = []
     for name, what in [
         ("easyvqa-s1", "stage 1 (encoder frozen)"),
-        ("easyvqa-s2", "stage 2, distillation (default tokenizer)"),
+        ("easyvqa-s2", "stage 2, distillation (the shipped LM's tokenizer)"),
         ("easyvqa-s2-no-distill", "stage 2, no distillation"),
+        ("easyvqa-s2-long", "stage 2 continued, lambda_d 0.01 to the original (default tokenizer)"),
         ("easyvqa-v1-s1", "first recipe: stage 1"),
         ("easyvqa-v1-s2", "first recipe: stage 2, distillation"),
         ("easyvqa-v1-s2-no-distill", "first recipe: stage 2, no distillation"),

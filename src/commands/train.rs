@@ -8,11 +8,11 @@ use clap::Args;
 use vqrae_data::easy_vqa::Split;
 use vqrae_data::image_io::{grid, resize, save_png};
 use vqrae_tokenizer::checkpoint::read_toml;
-use vqrae_tokenizer::encoder::{hf_encoder_config, load_hf_encoder};
+use vqrae_tokenizer::encoder::{hf_encoder_config, hf_tensors, load_hf_encoder};
 use vqrae_tokenizer::eval::evaluate;
 use vqrae_tokenizer::pretrain::{pretrain_encoder, PretrainConfig};
 use vqrae_tokenizer::quantizer::QuantizerKind;
-use vqrae_tokenizer::train::{train, TrainConfig};
+use vqrae_tokenizer::train::{train, write_teacher, TrainConfig};
 use vqrae_tokenizer::{Vqrae, VqraeConfig};
 
 use super::datasets::{self, Dataset};
@@ -73,6 +73,11 @@ pub struct TrainArgs {
     /// Run directory: training checkpoints (resumed automatically), metrics.jsonl, `model/`.
     #[arg(long)]
     run: PathBuf,
+    /// Stage 2: distil to this encoder (Hugging Face or `pretrain-encoder` output) instead of a
+    /// copy of the starting one; e.g. the original pretrained encoder when `--init` is a model
+    /// whose encoder has already moved. Read when the run starts; a resumed run keeps its own.
+    #[arg(long)]
+    teacher: Option<PathBuf>,
     /// Override the config's codebook width `e` (fresh models only; the codebook sweeps).
     #[arg(long)]
     codebook_dim: Option<usize>,
@@ -117,6 +122,22 @@ pub fn train_tokenizer(a: TrainArgs, root: &Path, device: &Device) -> Result<()>
             || a.l2_normalize)
     {
         bail!("--codebook-dim, --codebook-size, --quantizer and --l2-normalize change a fresh model's config; a checkpoint keeps its own");
+    }
+    if let Some(dir) = &a.teacher {
+        if cfg.stage != 2 {
+            bail!("--teacher is for stage 2 (stage 1 has the encoder frozen: it is the teacher)");
+        }
+        let hf = hf_encoder_config(&dir.join("config.json"))?;
+        if hf != model.config().encoder {
+            bail!(
+                "teacher encoder {} has another architecture than the model's",
+                dir.display()
+            );
+        }
+        let tensors = hf_tensors(dir, &hf)?;
+        if !write_teacher(&a.run, &tensors)? {
+            tracing::info!(run = %a.run.display(), "the run already has its teacher; --teacher is not read again");
+        }
     }
     let data = datasets::load(root, a.dataset, Split::Train, a.limit, cfg.seed)?;
     let s = model.config().image_size as u32;

@@ -179,6 +179,29 @@ fn encoder_copies(vars: &SeededVarMap) -> Result<HashMap<String, Tensor>> {
     Ok(copies)
 }
 
+/// The run's teacher encoder weights (encoder tensor names without the `encoder.` prefix).
+const TEACHER_FILE: &str = "teacher.safetensors";
+
+/// Makes `encoder` (tensors named as the tokenizer's encoder, without the `encoder.` prefix)
+/// the teacher of the run in `run_dir`, atomically, unless the run already has one: returns
+/// whether it did. [`train`] writes a copy of the starting encoder here on a run's first step
+/// and reads it back on resume; calling this first distils to another encoder instead, e.g. the
+/// original pretrained one when a run continues from a model whose encoder has already moved.
+pub fn write_teacher(run_dir: &Path, encoder: &HashMap<String, Tensor>) -> Result<bool> {
+    let path = run_dir.join(TEACHER_FILE);
+    if path.exists() {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(run_dir).map_err(|source| TokenizerError::Io {
+        path: run_dir.to_path_buf(),
+        source,
+    })?;
+    let tmp = run_dir.join(format!("{TEACHER_FILE}.tmp"));
+    candle_core::safetensors::save(encoder, &tmp)?;
+    std::fs::rename(&tmp, &path).map_err(|source| TokenizerError::Io { path, source })?;
+    Ok(true)
+}
+
 /// A frozen deep copy of `model`'s encoder: the teacher of distillation and feature matching.
 pub fn frozen_encoder(model: &Vqrae, vars: &SeededVarMap, device: &Device) -> Result<VitEncoder> {
     let vb = VarBuilder::from_tensors(encoder_copies(vars)?, DType::F32, device);
@@ -418,7 +441,7 @@ pub fn train(
     let mut usage = usage_var.as_tensor().to_vec1::<f32>()?;
     // The teacher is the encoder as it was when training began: after a resume, the saved
     // encoder of stage 2 has moved, so the teacher comes from the run's own copy on disk.
-    let teacher_path = run_dir.join("teacher.safetensors");
+    let teacher_path = run_dir.join(TEACHER_FILE);
     let teacher = if teacher_path.exists() {
         let t = candle_core::safetensors::load(&teacher_path, device)?;
         VitEncoder::new(
@@ -431,16 +454,7 @@ pub fn train(
             &model.config().encoder,
             VarBuilder::from_tensors(enc.clone(), DType::F32, device),
         )?;
-        std::fs::create_dir_all(run_dir).map_err(|source| TokenizerError::Io {
-            path: run_dir.to_path_buf(),
-            source,
-        })?;
-        let tmp = run_dir.join("teacher.safetensors.tmp");
-        candle_core::safetensors::save(&enc, &tmp)?;
-        std::fs::rename(&tmp, &teacher_path).map_err(|source| TokenizerError::Io {
-            path: teacher_path.clone(),
-            source,
-        })?;
+        write_teacher(run_dir, &enc)?;
         teacher
     };
     let cached = teacher_features(&teacher, model, images, cfg.batch_size)?;

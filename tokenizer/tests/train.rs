@@ -11,7 +11,7 @@ use vqrae_data::easy_vqa::{EasyVqa, Split};
 use vqrae_data::image_io::resize;
 use vqrae_tokenizer::checkpoint::varmap_tensors;
 use vqrae_tokenizer::eval::evaluate;
-use vqrae_tokenizer::train::{frozen_encoder, train, TrainConfig};
+use vqrae_tokenizer::train::{frozen_encoder, train, write_teacher, TrainConfig};
 use vqrae_tokenizer::{Vqrae, VqraeConfig};
 use vqrae_train::metrics::MetricsLog;
 use vqrae_train::schedule::LrSchedule;
@@ -179,4 +179,37 @@ fn bad_train_configs_are_rejected() {
     assert!(c.validate().is_err());
     let err = toml::from_str::<TrainConfig>("stage = 1\nstpes = 10").unwrap_err();
     assert!(err.to_string().contains("stpes"));
+}
+
+#[test]
+fn stage_two_distils_to_the_teacher_written_before_it_starts() -> Result<()> {
+    let dev = Device::Cpu;
+    let data = images(Split::Train, 16)?;
+    let dir = tempfile::tempdir()?;
+    let first_distill = |run: &Path| -> Result<f64> {
+        let log = MetricsLog::read(&run.join("metrics.jsonl"))?;
+        Ok(log[0]["distill"].as_f64().unwrap())
+    };
+    // without a written teacher the student starts as its own teacher: nothing to distil yet
+    let (model, vars) = Vqrae::init(&tiny()?, None, 0, &dev)?;
+    let own = dir.path().join("own");
+    train(&model, &vars, &data, &cfg(2, 6), &own, false, &dev)?;
+    let own_first = first_distill(&own)?;
+    assert!(own_first < 1e-9, "distilled to a copy of itself at the start: {own_first}");
+
+    // another encoder as the teacher: the first step already pays for the distance to it
+    let (other, other_vars) = Vqrae::init(&tiny()?, None, 7, &dev)?;
+    let teacher: std::collections::HashMap<_, _> = varmap_tensors(&other_vars.varmap)?
+        .into_iter()
+        .filter_map(|(k, v)| k.strip_prefix("encoder.").map(|s| (s.to_string(), v)))
+        .collect();
+    drop(other);
+    let (model, vars) = Vqrae::init(&tiny()?, None, 0, &dev)?;
+    let run = dir.path().join("other");
+    assert!(write_teacher(&run, &teacher)?);
+    // a run keeps the teacher it has
+    assert!(!write_teacher(&run, &teacher)?);
+    train(&model, &vars, &data, &cfg(2, 6), &run, false, &dev)?;
+    assert!(first_distill(&run)? > 0.0);
+    Ok(())
 }
