@@ -35,7 +35,7 @@ part_referee() {
     "$BIN" eval-referee --referee "$REFEREE" --tokenizer models/tokenizer-easyvqa-s2 \
         --json docs/results/referee/eval-v2.json
     "$BIN" eval-referee --referee "$REFEREE" --tokenizer models/tokenizer-easyvqa \
-        --json docs/results/referee/eval-v3.json
+        --json docs/results/referee/eval-v4.json
 }
 
 part_train() {

@@ -73,11 +73,16 @@ part_default() {
     train easyvqa-s2-long --init runs/easyvqa-s2/model --teacher "$ENC" \
         --train configs/train/stage2-long.toml
     evaluate easyvqa-s2-long easy-vqa "$ENC"
-    for run in easyvqa-s1 easyvqa-s2 easyvqa-s2-no-distill easyvqa-s2-long; do probe "$run"; done
+    train easyvqa-s2-longer --init runs/easyvqa-s2-long/model --teacher "$ENC" \
+        --train configs/train/stage2-longer.toml
+    evaluate easyvqa-s2-longer easy-vqa "$ENC"
+    for run in easyvqa-s1 easyvqa-s2 easyvqa-s2-no-distill easyvqa-s2-long easyvqa-s2-longer; do
+        probe "$run"
+    done
     # the 600-step stage 2 stays as the tokenizer the shipped LM was trained on
     rm -rf models/tokenizer-easyvqa-s2 models/tokenizer-easyvqa
     cp -r runs/easyvqa-s2/model models/tokenizer-easyvqa-s2
-    cp -r runs/easyvqa-s2-long/model models/tokenizer-easyvqa
+    cp -r runs/easyvqa-s2-longer/model models/tokenizer-easyvqa
 }
 
 part_ablation() {
