@@ -195,7 +195,10 @@ fn stage_two_distils_to_the_teacher_written_before_it_starts() -> Result<()> {
     let own = dir.path().join("own");
     train(&model, &vars, &data, &cfg(2, 6), &own, false, &dev)?;
     let own_first = first_distill(&own)?;
-    assert!(own_first < 1e-9, "distilled to a copy of itself at the start: {own_first}");
+    assert!(
+        own_first < 1e-9,
+        "distilled to a copy of itself at the start: {own_first}"
+    );
 
     // another encoder as the teacher: the first step already pays for the distance to it
     let (other, other_vars) = Vqrae::init(&tiny()?, None, 7, &dev)?;
