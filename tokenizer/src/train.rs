@@ -439,24 +439,15 @@ pub fn train(
     let resumed = checkpoint::load_latest(run_dir, &state_vars, &mut opt)?;
     let start = resumed.as_ref().map(|r| r.0).unwrap_or(0);
     let mut usage = usage_var.as_tensor().to_vec1::<f32>()?;
-    // The teacher is the encoder as it was when training began: after a resume, the saved
-    // encoder of stage 2 has moved, so the teacher comes from the run's own copy on disk.
-    let teacher_path = run_dir.join(TEACHER_FILE);
-    let teacher = if teacher_path.exists() {
-        let t = candle_core::safetensors::load(&teacher_path, device)?;
-        VitEncoder::new(
-            &model.config().encoder,
-            VarBuilder::from_tensors(t, DType::F32, device),
-        )?
-    } else {
-        let enc = encoder_copies(vars)?;
-        let teacher = VitEncoder::new(
-            &model.config().encoder,
-            VarBuilder::from_tensors(enc.clone(), DType::F32, device),
-        )?;
-        write_teacher(run_dir, &enc)?;
-        teacher
-    };
+    // The teacher is the encoder as it was when training began (or the one `write_teacher` set
+    // before it began): after a resume the saved encoder of stage 2 has moved, so the teacher
+    // always comes from the run's own copy on disk, written here on a run's first start.
+    write_teacher(run_dir, &encoder_copies(vars)?)?;
+    let t = candle_core::safetensors::load(run_dir.join(TEACHER_FILE), device)?;
+    let teacher = VitEncoder::new(
+        &model.config().encoder,
+        VarBuilder::from_tensors(t, DType::F32, device),
+    )?;
     let cached = teacher_features(&teacher, model, images, cfg.batch_size)?;
     if fresh && cfg.data_init && resumed.is_none() {
         init_codebook_from_data(model, vars, &cached, cfg)?;
