@@ -12,10 +12,10 @@
 #             fresh seeds), sample grids
 #
 # The run goes to runs/lm-joint (resumed if interrupted). VQRAE_BIN overrides the binary.
-# TOKENIZER defaults to the tokenizer the shipped model was trained on (models/tokenizer-easyvqa-s2,
-# the 600-step stage 2), which the model copies into its own directory;
-# TOKENIZER=models/tokenizer-easyvqa trains on the current default (stage 2 continued),
-# TOKENIZER=models/tokenizer-easyvqa-v1 on the first recipe's.
+# TOKENIZER defaults to the default tokenizer (models/tokenizer-easyvqa, stage 2 continued), the
+# one the shipped model was trained on and copies into its own directory;
+# TOKENIZER=models/tokenizer-easyvqa-s2 trains on the 600-step stage 2 (the previous shipped
+# model's), TOKENIZER=models/tokenizer-easyvqa-v1 on the first recipe's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +25,7 @@ OUT=docs/results/lm
 MODEL=models/vqrae-easyvqa
 REFEREE=models/referee-easyvqa
 mkdir -p "$OUT" runs models
-TOKENIZER=${TOKENIZER:-models/tokenizer-easyvqa-s2}
+TOKENIZER=${TOKENIZER:-models/tokenizer-easyvqa}
 
 part_referee() {
     "$BIN" train-referee --config configs/referee.toml -o "$REFEREE" --json docs/results/referee/referee.json
@@ -48,6 +48,9 @@ part_eval() {
     "$BIN" eval-vqa --model "$MODEL" --json "$OUT/vqa.json" >/dev/null
     "$BIN" eval-t2i --model "$MODEL" --referee "$REFEREE" --cfg 1,2,3,5 --grids "$OUT" \
         --json "$OUT/t2i.json" >/dev/null
+    # the README's figure: a red circle, a green rectangle, a blue triangle, a yellow circle, a teal
+    # rectangle, a black triangle (needs Pillow)
+    "${PYTHON:-python3}" scripts/lm_samples.py "$OUT/grid-cfg2.png" "$OUT/samples-cfg2.png"
     # the same at four times the images, on seeds no setting was chosen on
     "$BIN" eval-t2i --model "$MODEL" --referee "$REFEREE" --cfg 1,2,3,5 -n 32 --first-seed 100 \
         --json "$OUT/t2i-fresh-seeds.json" >/dev/null
