@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
-"""The README's sample figure: six captions' rows of an eval-t2i grid (24 captions x 8 seeds,
-64 px cells, 2 px border and gaps), twice the size.
+"""The README's sample figure: six captions' rows of an eval-t2i grid (one row per caption of
+the test split, 8 seeds per row, 2 px border and gaps), twice the size.
 
     scripts/lm_samples.py docs/results/lm/grid-cfg2.png docs/results/lm/samples-cfg2.png
 """
 import sys
 from PIL import Image
 src, dst = sys.argv[1], sys.argv[2]
+# a red circle, a green rectangle, a blue triangle, a yellow circle, a teal rectangle, a black
+# triangle, in the grid's caption order
 rows = [0, 4, 8, 9, 13, 23]
 g = Image.open(src).convert("RGB")
-out = Image.new("RGB", (g.width, 4 + 64 * len(rows) + 2 * (len(rows) - 1)), "white")
+cell = (g.width - 2) // 8 - 2
+pitch = cell + 2
+out = Image.new("RGB", (g.width, 2 + pitch * len(rows)), "white")
 for k, r in enumerate(rows):
-    out.paste(g.crop((0, 2 + 66 * r, g.width, 2 + 66 * r + 64)), (0, 2 + 66 * k))
+    out.paste(g.crop((0, 2 + pitch * r, g.width, 2 + pitch * r + cell)), (0, 2 + pitch * k))
 out.resize((out.width * 2, out.height * 2), Image.NEAREST).save(dst)

@@ -79,7 +79,7 @@ part_default() {
     for run in easyvqa-s1 easyvqa-s2 easyvqa-s2-no-distill easyvqa-s2-long easyvqa-s2-longer; do
         probe "$run"
     done
-    # the 600-step stage 2 stays as the tokenizer the shipped LM was trained on
+    # the 600-step stage 2 stays as the tokenizer the previous shipped LM was trained on
     rm -rf models/tokenizer-easyvqa-s2 models/tokenizer-easyvqa
     cp -r runs/easyvqa-s2/model models/tokenizer-easyvqa-s2
     cp -r runs/easyvqa-s2-longer/model models/tokenizer-easyvqa

@@ -74,7 +74,7 @@ def main():
     rows = []
     for name, what in [
         ("easyvqa-s1", "stage 1 (encoder frozen)"),
-        ("easyvqa-s2", "stage 2, distillation (the shipped LM's tokenizer)"),
+        ("easyvqa-s2", "stage 2, distillation (the previous shipped LM's tokenizer)"),
         ("easyvqa-s2-no-distill", "stage 2, no distillation"),
         ("easyvqa-s2-long", "stage 2 continued, lambda_d 0.01 to the original, 2,000 steps"),
         ("easyvqa-s2-longer", "the same, 1,000 more steps (default tokenizer)"),

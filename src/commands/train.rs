@@ -136,7 +136,7 @@ pub fn train_tokenizer(a: TrainArgs, root: &Path, device: &Device) -> Result<()>
         }
         let tensors = hf_tensors(dir, &hf)?;
         if !write_teacher(&a.run, &tensors)? {
-            tracing::info!(run = %a.run.display(), "the run already has its teacher; --teacher is not read again");
+            tracing::info!(run = %a.run.display(), "the run already has its teacher; --teacher is ignored");
         }
     }
     let data = datasets::load(root, a.dataset, Split::Train, a.limit, cfg.seed)?;
