@@ -38,6 +38,8 @@ use vqrae_understand::prompt::{splice, IMAGE_START};
 use vqrae_understand::{counterfactual, reasoning};
 use vqrae_understand::{Projector, ProjectorConfig};
 
+use crate::augment;
+
 use crate::error::{GenerateError, Result};
 use crate::sequence;
 use crate::unified::{UnifiedConfig, UnifiedModel, TEXT_TOKENIZER_FILE};
@@ -118,6 +120,12 @@ pub struct Phase {
     /// shape, which a mirror keeps, and its triangles stay upright.
     #[serde(default)]
     pub mirror_t2i: bool,
+    /// Draw text-to-image examples from this many shifted copies of each captioned image too
+    /// (the first of [`JointData::shifted_codes`], made by
+    /// [`crate::augment::random_placement`]): the shape moved elsewhere on its background,
+    /// mirrored half of the time; the caption stays true. 0: none.
+    #[serde(default)]
+    pub shifted_copies: usize,
     /// The LM's schedule; absent: the LM is frozen in this phase.
     #[serde(default)]
     pub lm_lr: Option<LrSchedule>,
@@ -168,6 +176,16 @@ impl JointConfig {
         self.phases.iter().any(|p| p.mirror_t2i && p.t2i_batch > 0)
     }
 
+    /// How many shifted copies of each training image the phases need (0: none).
+    pub fn shifted_copies_needed(&self) -> usize {
+        self.phases
+            .iter()
+            .filter(|p| p.t2i_batch > 0)
+            .map(|p| p.shifted_copies)
+            .max()
+            .unwrap_or(0)
+    }
+
     pub fn from_toml_file(path: &Path) -> Result<Self> {
         let cfg: Self = vqrae_tokenizer::checkpoint::read_toml(path)?;
         cfg.validate()
@@ -216,6 +234,11 @@ impl JointConfig {
                     "phase {name}: nothing trains (no lm_lr, no projector_lr)"
                 ));
             }
+            if p.shifted_copies > 0 && p.t2i_batch == 0 {
+                return bad(format!(
+                    "phase {name}: shifted_copies without text-to-image examples (t2i_batch = 0)"
+                ));
+            }
             if p.lm_lr.is_none() && p.t2i_batch > 0 {
                 return bad(format!(
                     "phase {name}: text-to-image examples with a frozen LM train nothing"
@@ -258,6 +281,9 @@ pub struct JointData {
     /// Codes of every training image's left-right mirror, in the same order; empty unless
     /// [`JointData::with_mirrors`] added them (phases with `mirror_t2i` need them).
     pub mirror_codes: Vec<Vec<u32>>,
+    /// Codes of shifted copies of the training images, copy `c` of image `i` at
+    /// `c * n_images + i`; empty unless [`JointData::with_shifted_copies`] added them.
+    pub shifted_codes: Vec<Vec<u32>>,
 }
 
 /// Features `(n, N, d)` and codes of `images`, encoded in batches of 64 by the frozen tokenizer.
@@ -302,6 +328,7 @@ impl JointData {
             captions,
             questions,
             mirror_codes: Vec::new(),
+            shifted_codes: Vec::new(),
         })
     }
 
@@ -320,6 +347,44 @@ impl JointData {
             .map(image::imageops::flip_horizontal)
             .collect();
         self.mirror_codes = encode_batches(tokenizer, &mirrored)?.1;
+        Ok(self)
+    }
+
+    /// Adds the codes of `copies` shifted copies of each image (`images`: the ones given to
+    /// [`JointData::encode`], in the same order), for the phases with `shifted_copies`. Copy `c` of
+    /// image `i` draws its placement from a generator seeded by `(seed, c, i)`, so the copies do
+    /// not depend on how many there are or on the order they are made in.
+    pub fn with_shifted_copies(
+        mut self,
+        tokenizer: &Vqrae,
+        images: &[image::RgbImage],
+        copies: usize,
+        seed: u64,
+    ) -> Result<Self> {
+        if images.len() != self.codes.len() {
+            return Err(GenerateError::Config(format!(
+                "{} images to shift for {} encoded",
+                images.len(),
+                self.codes.len()
+            )));
+        }
+        self.shifted_codes.clear();
+        for c in 0..copies as u64 {
+            let shifted: Vec<_> = images
+                .iter()
+                .enumerate()
+                .map(|(i, img)| {
+                    let mut rng = ChaCha8Rng::seed_from_u64(
+                        seed ^ 0x5_41f7
+                            ^ c.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                            ^ ((i as u64) << 20),
+                    );
+                    augment::random_placement(img, &mut rng)
+                })
+                .collect();
+            self.shifted_codes
+                .extend(encode_batches(tokenizer, &shifted)?.1);
+        }
         Ok(self)
     }
 
@@ -582,6 +647,15 @@ pub fn train(
             "text-to-image phases but no captions".into(),
         ));
     }
+    let copies = cfg.shifted_copies_needed();
+    if data.shifted_codes.len() < copies * data.codes.len() {
+        return Err(GenerateError::Config(format!(
+            "the config asks for {copies} shifted copies of each image, the data has {} codes \
+             for {} images (JointData::with_shifted_copies)",
+            data.shifted_codes.len(),
+            data.codes.len()
+        )));
+    }
     if cfg.uses_mirrors() && data.mirror_codes.len() != data.codes.len() {
         return Err(GenerateError::Config(
             "a phase sets mirror_t2i but the data has no mirror codes (JointData::with_mirrors)"
@@ -700,8 +774,14 @@ pub fn train(
             samples += examples.len();
         }
         if phase.t2i_batch > 0 {
-            // with mirrors: the captioned images, then their mirrors in the same order
-            let pool = t2i_images.len() * if phase.mirror_t2i { 2 } else { 1 };
+            // the pool: the captioned images, then (each in the same order) their mirrors and
+            // their shifted copies, as the phase asks
+            let mut sources: Vec<&[Vec<u32>]> = vec![&data.codes];
+            if phase.mirror_t2i {
+                sources.push(&data.mirror_codes);
+            }
+            sources.extend(data.shifted_codes.chunks(n_img).take(phase.shifted_copies));
+            let pool = t2i_images.len() * sources.len();
             let sampler = EpochSampler::new(pool, phase.t2i_batch, cfg.seed, true);
             let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ step.wrapping_mul(0x9e37_79b9));
             let examples = sampler
@@ -709,11 +789,7 @@ pub fn train(
                 .iter()
                 .map(|&k| {
                     let i = t2i_images[k % t2i_images.len()];
-                    let codes = if k < t2i_images.len() {
-                        &data.codes[i]
-                    } else {
-                        &data.mirror_codes[i]
-                    };
+                    let codes = &sources[k / t2i_images.len()][i];
                     let caption = if rng.gen::<f64>() < cfg.caption_dropout {
                         None
                     } else {

@@ -1,5 +1,6 @@
 //! vqrae-generate: text-to-image generation on VQRAE's discrete codes.
 //!
+//! - [`augment`]: caption-preserving moves of easy-VQA training images (more text-to-image data);
 //! - [`sequence`]: `<bos> caption <boi> codes <eoi>`, loss on the image tokens only;
 //! - [`sample`]: code sampling with classifier-free guidance on a doubled batch;
 //! - [`unified`]: the one model directory (tokenizer + LM + projector + text tokenizer) that
@@ -10,6 +11,7 @@
 //! - [`scene_judge`]: an exact pixel judge of generated procedural scenes, scored per skill
 //!   (count, colour, position) as GenEval does with a detector.
 
+pub mod augment;
 pub mod error;
 pub mod joint;
 pub mod referee;

@@ -321,3 +321,49 @@ fn mirrored_phases_need_mirror_codes_and_train_on_them() -> Result<()> {
     assert_eq!(summary.steps, 4);
     Ok(())
 }
+
+#[test]
+fn shifted_phases_need_their_copies_and_train_on_them() -> Result<()> {
+    let s = setup()?;
+    let tok_dir = s.root.join("tok");
+    let mut cfg = s.cfg.clone();
+    cfg.phases.truncate(1); // generation only
+    cfg.phases[0].steps = 4;
+    for sched in cfg.phases[0].lm_lr.iter_mut() {
+        sched.total_steps = 4;
+    }
+    cfg.phases[0].shifted_copies = 2;
+    cfg.validate()?;
+    assert_eq!(cfg.shifted_copies_needed(), 2);
+    let mut vqa_only = cfg.clone();
+    vqa_only.phases[0].t2i_batch = 0;
+    vqa_only.phases[0].vqa_batch = 4;
+    let err = vqa_only
+        .validate()
+        .expect_err("shifted copies in a phase without text-to-image must be refused");
+    assert!(err.to_string().contains("shifted_copies"), "{err}");
+    let err = joint::train(&cfg, &s.data, &tok_dir, &s.root.join("s0"), &Device::Cpu)
+        .expect_err("a shifted phase without shifted copies must be refused");
+    assert!(err.to_string().contains("shifted"), "{err}");
+
+    let tok = Vqrae::load(&tok_dir, &Device::Cpu, DType::F32)?;
+    let (images, captions, questions) = toy_data(24);
+    let data = JointData::encode(&tok, &images, captions.clone(), questions.clone())?
+        .with_shifted_copies(&tok, &images, 2, 5)?;
+    assert_eq!(data.shifted_codes.len(), 2 * data.codes.len());
+    // the copies are moved: most differ from the original's codes
+    let moved = (0..data.codes.len())
+        .filter(|&i| data.shifted_codes[i] != data.codes[i])
+        .count();
+    assert!(moved > data.codes.len() / 2, "{moved} copies moved");
+    // copy c of image i depends on (seed, c, i) only: asking for one copy gives the first
+    let one = JointData::encode(&tok, &images, captions, questions)?
+        .with_shifted_copies(&tok, &images, 1, 5)?;
+    assert_eq!(
+        one.shifted_codes[..],
+        data.shifted_codes[..data.codes.len()]
+    );
+    let summary = joint::train(&cfg, &data, &tok_dir, &s.root.join("s1"), &Device::Cpu)?;
+    assert_eq!(summary.steps, 4);
+    Ok(())
+}

@@ -86,9 +86,14 @@ pub fn train_lm(a: TrainLmArgs, root: &Path, device: &Device) -> Result<()> {
     if cfg.uses_mirrors() {
         data = data.with_mirrors(&tokenizer, &images)?;
     }
+    let copies = cfg.shifted_copies_needed();
+    if copies > 0 {
+        data = data.with_shifted_copies(&tokenizer, &images, copies, cfg.seed)?;
+    }
     tracing::info!(
         images = n,
         mirrored = data.mirror_codes.len(),
+        shifted = data.shifted_codes.len(),
         seconds = started.elapsed().as_secs_f64(),
         "encoded the training images"
     );
