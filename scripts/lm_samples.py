@@ -3,13 +3,21 @@
 the test split, 8 seeds per row, 2 px border and gaps), twice the size.
 
     scripts/lm_samples.py docs/results/lm/grid-cfg2.png docs/results/lm/samples-cfg2.png
+    scripts/lm_samples.py --first 8 scenes-grid-cfg2.png docs/results/lm/samples-scenes-cfg2.png
+
+With --first K, the grid's first K rows instead (the scenes' figure: the first held-out scenes).
 """
 import sys
 from PIL import Image
-src, dst = sys.argv[1], sys.argv[2]
-# a red circle, a green rectangle, a blue triangle, a yellow circle, a teal rectangle, a black
-# triangle, in the grid's caption order
-rows = [0, 4, 8, 9, 13, 23]
+args = sys.argv[1:]
+if args[0] == "--first":
+    rows = list(range(int(args[1])))
+    args = args[2:]
+else:
+    # a red circle, a green rectangle, a blue triangle, a yellow circle, a teal rectangle, a
+    # black triangle, in the grid's caption order
+    rows = [0, 4, 8, 9, 13, 23]
+src, dst = args
 g = Image.open(src).convert("RGB")
 cell = (g.width - 2) // 8 - 2
 pitch = cell + 2

@@ -36,11 +36,21 @@ fn default_model_generates_what_it_is_asked_above_chance() {
         "3",
         "-n",
         "2",
+        "--scenes",
+        "4",
     ]);
     let both = report["by_guidance"]["3"]["both"]
         .as_f64()
         .expect("rate at guidance 3");
     assert!(both > 0.3, "referee-judged rate {both} at CFG 3");
+    // held-out scenes judged per skill, beside the judge on the tokenizer's reconstructions
+    let scenes = &report["scenes"];
+    assert_eq!(scenes["by_guidance"]["3"]["images"], 8, "{scenes}");
+    assert_eq!(scenes["ceiling"]["images"], 4, "{scenes}");
+    for skill in ["count", "color", "position", "all"] {
+        let rate = scenes["by_guidance"]["3"][skill].as_f64().expect("a rate");
+        assert!((0.0..=1.0).contains(&rate), "{skill}: {rate}");
+    }
 }
 
 #[test]

@@ -126,6 +126,10 @@ pub struct Phase {
     /// mirrored half of the time; the caption stays true. 0: none.
     #[serde(default)]
     pub shifted_copies: usize,
+    /// Procedural-scene text-to-image examples per step (0: none), drawn from the config's
+    /// `scenes` training scenes and their mirrors ([`JointData::scene_codes`]).
+    #[serde(default)]
+    pub scene_t2i_batch: usize,
     /// The LM's schedule; absent: the LM is frozen in this phase.
     #[serde(default)]
     pub lm_lr: Option<LrSchedule>,
@@ -152,6 +156,10 @@ pub struct JointConfig {
     pub lm: LmShape,
     #[serde(default)]
     pub adamw: AdamWConfig,
+    /// Procedural training scenes (the fixed training split's first) rendered and encoded, each
+    /// with its mirror, for the phases with `scene_t2i_batch`. 0: none.
+    #[serde(default)]
+    pub scenes: usize,
     pub phases: Vec<Phase>,
 }
 
@@ -218,9 +226,14 @@ impl JointConfig {
             if p.steps == 0 {
                 return bad(format!("phase {name}: zero steps"));
             }
-            if p.vqa_batch + p.t2i_batch == 0 {
+            if p.vqa_batch + p.t2i_batch + p.scene_t2i_batch == 0 {
                 return bad(format!(
-                    "phase {name}: no examples (vqa_batch = t2i_batch = 0)"
+                    "phase {name}: no examples (vqa_batch = t2i_batch = scene_t2i_batch = 0)"
+                ));
+            }
+            if p.scene_t2i_batch > 0 && self.scenes == 0 {
+                return bad(format!(
+                    "phase {name}: scene_t2i_batch needs training scenes (scenes > 0)"
                 ));
             }
             if (p.counterfactual_vqa || p.skip_negated || p.reasoned_vqa) && p.vqa_batch == 0 {
@@ -239,7 +252,7 @@ impl JointConfig {
                     "phase {name}: shifted_copies without text-to-image examples (t2i_batch = 0)"
                 ));
             }
-            if p.lm_lr.is_none() && p.t2i_batch > 0 {
+            if p.lm_lr.is_none() && p.t2i_batch + p.scene_t2i_batch > 0 {
                 return bad(format!(
                     "phase {name}: text-to-image examples with a frozen LM train nothing"
                 ));
@@ -284,6 +297,12 @@ pub struct JointData {
     /// Codes of shifted copies of the training images, copy `c` of image `i` at
     /// `c * n_images + i`; empty unless [`JointData::with_shifted_copies`] added them.
     pub shifted_codes: Vec<Vec<u32>>,
+    /// Codes and captions of procedural scenes for the phases with `scene_t2i_batch`; empty
+    /// unless [`JointData::with_scenes`] added them. They are text-to-image examples only and
+    /// stay out of the BPE's corpus, so adding scenes to a run does not change its text
+    /// tokenizer.
+    pub scene_codes: Vec<Vec<u32>>,
+    pub scene_captions: Vec<String>,
 }
 
 /// Features `(n, N, d)` and codes of `images`, encoded in batches of 64 by the frozen tokenizer.
@@ -329,6 +348,8 @@ impl JointData {
             questions,
             mirror_codes: Vec::new(),
             shifted_codes: Vec::new(),
+            scene_codes: Vec::new(),
+            scene_captions: Vec::new(),
         })
     }
 
@@ -385,6 +406,26 @@ impl JointData {
             self.shifted_codes
                 .extend(encode_batches(tokenizer, &shifted)?.1);
         }
+        Ok(self)
+    }
+
+    /// Adds procedural scenes (`images`, their renders, and `captions`), encoded by the frozen
+    /// tokenizer, for the phases with `scene_t2i_batch`.
+    pub fn with_scenes(
+        mut self,
+        tokenizer: &Vqrae,
+        images: &[image::RgbImage],
+        captions: Vec<String>,
+    ) -> Result<Self> {
+        if images.is_empty() || images.len() != captions.len() {
+            return Err(GenerateError::Config(format!(
+                "{} scene images for {} captions",
+                images.len(),
+                captions.len()
+            )));
+        }
+        self.scene_codes = encode_batches(tokenizer, images)?.1;
+        self.scene_captions = captions;
         Ok(self)
     }
 
@@ -656,6 +697,12 @@ pub fn train(
             data.codes.len()
         )));
     }
+    if cfg.phases.iter().any(|p| p.scene_t2i_batch > 0) && data.scene_codes.is_empty() {
+        return Err(GenerateError::Config(
+            "a phase sets scene_t2i_batch but the data has no scenes (JointData::with_scenes)"
+                .into(),
+        ));
+    }
     if cfg.uses_mirrors() && data.mirror_codes.len() != data.codes.len() {
         return Err(GenerateError::Config(
             "a phase sets mirror_t2i but the data has no mirror codes (JointData::with_mirrors)"
@@ -804,6 +851,39 @@ pub fn train(
                 .forward_hidden(&parts.lm.embed(&batch.ids)?, None, true)?;
             let l = batch.loss(&parts.lm, &hidden)?;
             record.insert("loss_t2i".into(), l.to_scalar::<f32>()?.into());
+            loss = Some(match loss {
+                Some(v) => (v + l)?,
+                None => l,
+            });
+            samples += examples.len();
+        }
+        if phase.scene_t2i_batch > 0 {
+            let sampler = EpochSampler::new(
+                data.scene_codes.len(),
+                phase.scene_t2i_batch,
+                cfg.seed ^ 0x5ce7e,
+                true,
+            );
+            let mut rng =
+                ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5ce7e ^ step.wrapping_mul(0x9e37_79b9));
+            let examples = sampler
+                .batch_at(step)
+                .iter()
+                .map(|&k| {
+                    let caption = if rng.gen::<f64>() < cfg.caption_dropout {
+                        None
+                    } else {
+                        Some(data.scene_captions[k].as_str())
+                    };
+                    sequence::example(&text, &vocab, caption, &data.scene_codes[k])
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let batch = TrainBatch::new(&examples, text.pad_id(), device)?;
+            let hidden = parts
+                .lm
+                .forward_hidden(&parts.lm.embed(&batch.ids)?, None, true)?;
+            let l = batch.loss(&parts.lm, &hidden)?;
+            record.insert("loss_scenes".into(), l.to_scalar::<f32>()?.into());
             loss = Some(match loss {
                 Some(v) => (v + l)?,
                 None => l,

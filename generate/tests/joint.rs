@@ -367,3 +367,54 @@ fn shifted_phases_need_their_copies_and_train_on_them() -> Result<()> {
     assert_eq!(summary.steps, 4);
     Ok(())
 }
+
+#[test]
+fn scene_phases_need_scenes_train_on_them_and_keep_the_text_tokenizer() -> Result<()> {
+    let s = setup()?;
+    let tok_dir = s.root.join("tok");
+    let mut cfg = s.cfg.clone();
+    cfg.phases.truncate(1); // generation only
+    cfg.phases[0].steps = 4;
+    for sched in cfg.phases[0].lm_lr.iter_mut() {
+        sched.total_steps = 4;
+    }
+    cfg.phases[0].scene_t2i_batch = 3;
+    let err = cfg
+        .validate()
+        .expect_err("scene examples without training scenes must be refused");
+    assert!(err.to_string().contains("scenes"), "{err}");
+    cfg.scenes = 6;
+    cfg.validate()?;
+    let err = joint::train(&cfg, &s.data, &tok_dir, &s.root.join("c0"), &Device::Cpu)
+        .expect_err("a scene phase without encoded scenes must be refused");
+    assert!(err.to_string().contains("scenes"), "{err}");
+
+    let tok = Vqrae::load(&tok_dir, &Device::Cpu, DType::F32)?;
+    let (images, captions, questions) = toy_data(24);
+    // two-object toy scenes with words the easy-VQA-like corpus never holds
+    let scenes: Vec<RgbImage> = images.iter().take(6).cloned().collect();
+    let scene_captions: Vec<String> = (0..6)
+        .map(|i| format!("{} squares left of a zebra", i % 3 + 1))
+        .collect();
+    let data = JointData::encode(&tok, &images, captions, questions)?.with_scenes(
+        &tok,
+        &scenes,
+        scene_captions,
+    )?;
+    assert_eq!(data.scene_codes.len(), 6);
+    let run = s.root.join("c1");
+    let summary = joint::train(&cfg, &data, &tok_dir, &run, &Device::Cpu)?;
+    assert_eq!(summary.steps, 4);
+    let scene_losses = losses(&run, "loss_scenes")?;
+    assert!(!scene_losses.is_empty(), "no scene loss logged");
+    // the scene captions stay out of the BPE's corpus: the same text tokenizer as without them
+    let plain = s.root.join("c2");
+    let mut no_scenes = cfg.clone();
+    no_scenes.phases[0].scene_t2i_batch = 0;
+    joint::train(&no_scenes, &s.data, &tok_dir, &plain, &Device::Cpu)?;
+    assert_eq!(
+        std::fs::read_to_string(run.join("tokenizer.json"))?,
+        std::fs::read_to_string(plain.join("tokenizer.json"))?
+    );
+    Ok(())
+}

@@ -10,9 +10,11 @@ use clap::Args;
 use serde_json::json;
 use vqrae_data::easy_vqa::{EasyVqa, Split, COLORS, SHAPES};
 use vqrae_data::image_io::{grid, load_rgb, save_png};
+use vqrae_data::scenes::{self, Scene, SceneDataset};
 use vqrae_generate::joint::{self, JointConfig, JointData};
 use vqrae_generate::referee::{Referee, Verdict};
 use vqrae_generate::sample::{GenerationConfig, ImageRequest};
+use vqrae_generate::scaling::quality::ScenePrompts;
 use vqrae_generate::unified::UnifiedModel;
 use vqrae_lm::SamplingConfig;
 use vqrae_tokenizer::Vqrae;
@@ -90,10 +92,26 @@ pub fn train_lm(a: TrainLmArgs, root: &Path, device: &Device) -> Result<()> {
     if copies > 0 {
         data = data.with_shifted_copies(&tokenizer, &images, copies, cfg.seed)?;
     }
+    if cfg.scenes > 0 {
+        // each training scene and its mirror, drawn and captioned from the scene itself
+        let ds = SceneDataset::split(Split::Train, cfg.scenes);
+        let all: Vec<Scene> = ds
+            .scenes
+            .iter()
+            .flat_map(|s| [s.clone(), s.mirrored()])
+            .collect();
+        let renders: Vec<_> = all.iter().map(|s| scenes::render(&ds.cfg, s)).collect();
+        data = data.with_scenes(
+            &tokenizer,
+            &renders,
+            all.iter().map(scenes::caption).collect(),
+        )?;
+    }
     tracing::info!(
         images = n,
         mirrored = data.mirror_codes.len(),
         shifted = data.shifted_codes.len(),
+        scenes = data.scene_codes.len(),
         seconds = started.elapsed().as_secs_f64(),
         "encoded the training images"
     );
@@ -337,6 +355,12 @@ pub struct EvalT2iArgs {
     /// Writes grid-cfg<S>.png (one row per caption) here.
     #[arg(long)]
     grids: Option<PathBuf>,
+    /// Also draw the captions of this many held-out procedural scenes (the test split's first),
+    /// -n images each, and score them per skill (count, colour, position) with the exact scene
+    /// judge, beside the judge's verdict on the model tokenizer's reconstructions of the same
+    /// scenes (the ceiling).
+    #[arg(long, default_value_t = 0)]
+    scenes: usize,
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -360,7 +384,14 @@ pub fn eval_t2i(a: EvalT2iArgs, root: &Path, device: &Device) -> Result<()> {
         .collect();
     combos.sort();
     combos.dedup();
+    let scene_set = SceneDataset::split(a.split, a.scenes);
+    let scene_prompts = ScenePrompts {
+        cfg: &scene_set.cfg,
+        scenes: &scene_set.scenes,
+    };
+    let scene_captions: Vec<String> = scene_set.scenes.iter().map(scenes::caption).collect();
     let mut by_scale = BTreeMap::new();
+    let mut scenes_by_scale = BTreeMap::new();
     for &scale in &a.cfg {
         let gen = GenerationConfig {
             guidance: scale,
@@ -398,7 +429,42 @@ pub fn eval_t2i(a: EvalT2iArgs, root: &Path, device: &Device) -> Result<()> {
         }
         tracing::info!(scale, both = report.both, "text-to-image");
         by_scale.insert(format!("{scale}"), report);
+        if a.scenes > 0 {
+            let requests: Vec<ImageRequest> = scene_captions
+                .iter()
+                .flat_map(|c| {
+                    seeds.clone().map(move |seed| ImageRequest {
+                        caption: c.clone(),
+                        negative: None,
+                        seed,
+                    })
+                })
+                .collect();
+            let mut images = Vec::with_capacity(requests.len());
+            for chunk in requests.chunks(64) {
+                images.extend(model.generate(chunk, &gen)?);
+            }
+            let skills = scene_prompts.judge(&images, a.n);
+            if let Some(dir) = &a.grids {
+                save_png(
+                    &grid(&images, a.n, 2),
+                    &dir.join(format!("scenes-grid-cfg{scale}.png")),
+                )?;
+            }
+            tracing::info!(scale, all = skills.all, "procedural scenes");
+            scenes_by_scale.insert(format!("{scale}"), skills);
+        }
     }
+    let scenes_report = if a.scenes > 0 {
+        json!({
+            "prompts": a.scenes,
+            "images_per_prompt": a.n,
+            "ceiling": scene_prompts.ceiling(&model.tokenizer)?,
+            "by_guidance": scenes_by_scale,
+        })
+    } else {
+        serde_json::Value::Null
+    };
     write_json(
         &a.json,
         &json!({
@@ -410,6 +476,7 @@ pub fn eval_t2i(a: EvalT2iArgs, root: &Path, device: &Device) -> Result<()> {
             "top_k": a.top_k,
             "top_p": a.top_p,
             "by_guidance": by_scale,
+            "scenes": scenes_report,
             "seconds": started.elapsed().as_secs_f64(),
         }),
     )

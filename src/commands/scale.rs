@@ -7,7 +7,7 @@ use candle_core::Device;
 use clap::Args;
 use image::{imageops, RgbImage};
 use vqrae_data::easy_vqa::{EasyVqa, Split};
-use vqrae_data::scenes::{caption, render, Object, Scene, SceneConfig, SceneDataset};
+use vqrae_data::scenes::{caption, render, Scene, SceneConfig, SceneDataset};
 use vqrae_generate::referee::Verdict;
 use vqrae_generate::scaling::quality::Prompt;
 use vqrae_generate::scaling::{report, sweep, ScalingConfig, SweepData};
@@ -56,18 +56,6 @@ fn interleave<T>(a: Vec<T>, b: Vec<T>) -> Vec<T> {
     }
 }
 
-/// A scene reflected left to right: drawn again and captioned again, so its left and right
-/// claims stay true (a pixel mirror would keep the old caption and make them false).
-fn mirrored(scene: &Scene) -> Scene {
-    Scene {
-        objects: scene
-            .objects
-            .iter()
-            .map(|o| Object { x: 1.0 - o.x, ..*o })
-            .collect(),
-    }
-}
-
 type Labelled = (RgbImage, String, Option<Verdict>);
 
 fn scene_items(cfg: &SceneConfig, scenes: &[Scene]) -> Vec<Labelled> {
@@ -113,7 +101,7 @@ pub fn run(a: ScaleArgs, root: &Path, device: &Device) -> Result<()> {
         Vec::new()
     };
     let scenes_mirror: Vec<Scene> = if d.mirror {
-        train_scenes.scenes.iter().map(mirrored).collect()
+        train_scenes.scenes.iter().map(Scene::mirrored).collect()
     } else {
         Vec::new()
     };
@@ -180,10 +168,10 @@ mod tests {
             .iter()
             .find(|s| caption(s).contains(" left of "))
             .expect("a scene with a left-of caption");
-        let m = mirrored(scene);
+        let m = scene.mirrored();
         // the caption names the left object first: the mirror swaps which one that is
         assert_ne!(caption(&m), caption(scene));
-        for (a, b) in mirrored(&m).objects.iter().zip(&scene.objects) {
+        for (a, b) in m.mirrored().objects.iter().zip(&scene.objects) {
             assert!((a.x - b.x).abs() < 1e-6 && a.y == b.y);
         }
         // the mirrored scene draws the mirror image

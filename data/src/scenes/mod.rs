@@ -217,6 +217,20 @@ pub struct Scene {
     pub objects: Vec<Object>,
 }
 
+impl Scene {
+    /// The scene reflected left to right: drawn and captioned again from it, its left and right
+    /// claims stay true (a pixel mirror would keep the old caption and make them false).
+    pub fn mirrored(&self) -> Scene {
+        Scene {
+            objects: self
+                .objects
+                .iter()
+                .map(|o| Object { x: 1.0 - o.x, ..*o })
+                .collect(),
+        }
+    }
+}
+
 /// Generates a scene. Objects do not overlap: each is placed by rejection sampling with a
 /// bounded number of tries, and one that does not fit is left out, so a crowded
 /// configuration can give fewer objects than `min_objects` (never fewer than one).

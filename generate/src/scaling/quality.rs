@@ -43,7 +43,7 @@ pub struct ScenePrompts<'a> {
 impl ScenePrompts<'_> {
     /// The scene judge's rates on `images`, where image `i` was drawn for scene
     /// `i / per_scene`.
-    fn judge(&self, images: &[RgbImage], per_scene: usize) -> SkillRates {
+    pub fn judge(&self, images: &[RgbImage], per_scene: usize) -> SkillRates {
         let jc = JudgeConfig::default();
         let verdicts: Vec<SkillVerdicts> = images
             .iter()
@@ -122,16 +122,8 @@ impl QualityCheck<'_> {
         Ok(prompts.judge(&images, self.per_caption))
     }
 
-    /// The tokenizer's reconstructions of `images`.
     fn reconstruct(&self, images: &[RgbImage]) -> Result<Vec<RgbImage>> {
-        let mut recon = Vec::with_capacity(images.len());
-        for chunk in images.chunks(64) {
-            let out = self
-                .tokenizer
-                .reconstruct(&self.tokenizer.images_to_input(chunk)?)?;
-            recon.extend(self.tokenizer.output_to_images(&out)?);
-        }
-        Ok(recon)
+        reconstruct(self.tokenizer, images)
     }
 
     /// The referee's scores on the tokenizer's reconstructions of real images.
@@ -141,11 +133,25 @@ impl QualityCheck<'_> {
 
     /// The scene judge on the tokenizer's reconstructions of the prompts' own renders.
     pub fn scene_ceiling(&self, prompts: &ScenePrompts<'_>) -> Result<SkillRates> {
-        let renders: Vec<RgbImage> = prompts
-            .scenes
-            .iter()
-            .map(|s| render(prompts.cfg, s))
-            .collect();
-        Ok(prompts.judge(&self.reconstruct(&renders)?, 1))
+        prompts.ceiling(self.tokenizer)
     }
+}
+
+impl ScenePrompts<'_> {
+    /// The scene judge on `tokenizer`'s reconstructions of the scenes' own renders: what an LM
+    /// drawing through this tokenizer can reach at best.
+    pub fn ceiling(&self, tokenizer: &Vqrae) -> Result<SkillRates> {
+        let renders: Vec<RgbImage> = self.scenes.iter().map(|s| render(self.cfg, s)).collect();
+        Ok(self.judge(&reconstruct(tokenizer, &renders)?, 1))
+    }
+}
+
+/// `tokenizer`'s reconstructions of `images`, in batches of 64.
+pub fn reconstruct(tokenizer: &Vqrae, images: &[RgbImage]) -> Result<Vec<RgbImage>> {
+    let mut recon = Vec::with_capacity(images.len());
+    for chunk in images.chunks(64) {
+        let out = tokenizer.reconstruct(&tokenizer.images_to_input(chunk)?)?;
+        recon.extend(tokenizer.output_to_images(&out)?);
+    }
+    Ok(recon)
 }
