@@ -569,6 +569,14 @@ impl Parts {
     }
 }
 
+/// The LM's loss on a batch of text-only sequences (text-to-image: caption, then codes), on
+/// the tokens each example marks for it.
+fn sequence_loss(lm: &Llama, examples: &[Example], pad_id: u32, device: &Device) -> Result<Tensor> {
+    let batch = TrainBatch::new(examples, pad_id, device)?;
+    let hidden = lm.forward_hidden(&lm.embed(&batch.ids)?, None, true)?;
+    Ok(batch.loss(lm, &hidden)?)
+}
+
 fn sorted(vars: &HashMap<String, Var>) -> Vec<(String, Var)> {
     let mut v: Vec<(String, Var)> = vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
@@ -845,11 +853,7 @@ pub fn train(
                     sequence::example(&text, &vocab, caption, codes)
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let batch = TrainBatch::new(&examples, text.pad_id(), device)?;
-            let hidden = parts
-                .lm
-                .forward_hidden(&parts.lm.embed(&batch.ids)?, None, true)?;
-            let l = batch.loss(&parts.lm, &hidden)?;
+            let l = sequence_loss(&parts.lm, &examples, text.pad_id(), device)?;
             record.insert("loss_t2i".into(), l.to_scalar::<f32>()?.into());
             loss = Some(match loss {
                 Some(v) => (v + l)?,
@@ -878,11 +882,7 @@ pub fn train(
                     sequence::example(&text, &vocab, caption, &data.scene_codes[k])
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let batch = TrainBatch::new(&examples, text.pad_id(), device)?;
-            let hidden = parts
-                .lm
-                .forward_hidden(&parts.lm.embed(&batch.ids)?, None, true)?;
-            let l = batch.loss(&parts.lm, &hidden)?;
+            let l = sequence_loss(&parts.lm, &examples, text.pad_id(), device)?;
             record.insert("loss_scenes".into(), l.to_scalar::<f32>()?.into());
             loss = Some(match loss {
                 Some(v) => (v + l)?,

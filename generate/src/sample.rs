@@ -27,6 +27,22 @@ pub struct ImageRequest {
     pub seed: u64,
 }
 
+impl ImageRequest {
+    /// One request per caption and seed, caption by caption, against the null prompt.
+    pub fn grid(captions: &[String], seeds: std::ops::Range<u64>) -> Vec<ImageRequest> {
+        captions
+            .iter()
+            .flat_map(|c| {
+                seeds.clone().map(move |seed| ImageRequest {
+                    caption: c.clone(),
+                    negative: None,
+                    seed,
+                })
+            })
+            .collect()
+    }
+}
+
 /// How to sample: guidance scale and the per-step sampling rule (its `seed` is ignored; each
 /// request has its own).
 #[derive(Clone, Debug, PartialEq)]

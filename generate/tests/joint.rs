@@ -97,6 +97,17 @@ fn weights(dir: &Path) -> Result<Vec<(String, Vec<f32>)>> {
     Ok(out)
 }
 
+/// The config's first phase (generation) alone, shortened to `steps`.
+fn generation_only(cfg: &JointConfig, steps: u64) -> JointConfig {
+    let mut cfg = cfg.clone();
+    cfg.phases.truncate(1);
+    cfg.phases[0].steps = steps;
+    for sched in cfg.phases[0].lm_lr.iter_mut() {
+        sched.total_steps = steps;
+    }
+    cfg
+}
+
 fn losses(run: &Path, key: &str) -> Result<Vec<f64>> {
     let text = std::fs::read_to_string(run.join("metrics.jsonl"))?;
     Ok(text
@@ -291,12 +302,7 @@ fn every_shipped_lm_config_parses_and_its_schedules_end_with_their_phase() -> Re
 fn mirrored_phases_need_mirror_codes_and_train_on_them() -> Result<()> {
     let s = setup()?;
     let tok_dir = s.root.join("tok");
-    let mut cfg = s.cfg.clone();
-    cfg.phases.truncate(1); // generation only
-    cfg.phases[0].steps = 4;
-    for sched in cfg.phases[0].lm_lr.iter_mut() {
-        sched.total_steps = 4;
-    }
+    let mut cfg = generation_only(&s.cfg, 4);
     cfg.phases[0].mirror_t2i = true;
     assert!(cfg.uses_mirrors());
     let err = joint::train(&cfg, &s.data, &tok_dir, &s.root.join("m0"), &Device::Cpu)
@@ -326,12 +332,7 @@ fn mirrored_phases_need_mirror_codes_and_train_on_them() -> Result<()> {
 fn shifted_phases_need_their_copies_and_train_on_them() -> Result<()> {
     let s = setup()?;
     let tok_dir = s.root.join("tok");
-    let mut cfg = s.cfg.clone();
-    cfg.phases.truncate(1); // generation only
-    cfg.phases[0].steps = 4;
-    for sched in cfg.phases[0].lm_lr.iter_mut() {
-        sched.total_steps = 4;
-    }
+    let mut cfg = generation_only(&s.cfg, 4);
     cfg.phases[0].shifted_copies = 2;
     cfg.validate()?;
     assert_eq!(cfg.shifted_copies_needed(), 2);
@@ -372,12 +373,7 @@ fn shifted_phases_need_their_copies_and_train_on_them() -> Result<()> {
 fn scene_phases_need_scenes_train_on_them_and_keep_the_text_tokenizer() -> Result<()> {
     let s = setup()?;
     let tok_dir = s.root.join("tok");
-    let mut cfg = s.cfg.clone();
-    cfg.phases.truncate(1); // generation only
-    cfg.phases[0].steps = 4;
-    for sched in cfg.phases[0].lm_lr.iter_mut() {
-        sched.total_steps = 4;
-    }
+    let mut cfg = generation_only(&s.cfg, 4);
     cfg.phases[0].scene_t2i_batch = 3;
     let err = cfg
         .validate()

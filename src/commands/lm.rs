@@ -325,6 +325,21 @@ pub fn eval_vqa(a: EvalVqaArgs, root: &Path, device: &Device) -> Result<()> {
     )
 }
 
+/// The images `model` draws for every caption with every seed, in caption order.
+fn draw(
+    model: &UnifiedModel,
+    captions: &[String],
+    seeds: std::ops::Range<u64>,
+    gen: &GenerationConfig,
+) -> Result<Vec<image::RgbImage>> {
+    let requests = ImageRequest::grid(captions, seeds);
+    let mut images = Vec::with_capacity(requests.len());
+    for chunk in requests.chunks(64) {
+        images.extend(model.generate(chunk, gen)?);
+    }
+    Ok(images)
+}
+
 #[derive(Args)]
 pub struct EvalT2iArgs {
     #[arg(long)]
@@ -402,23 +417,15 @@ pub fn eval_t2i(a: EvalT2iArgs, root: &Path, device: &Device) -> Result<()> {
                 ..SamplingConfig::default()
             },
         };
-        let mut requests = Vec::new();
-        let mut labels = Vec::new();
-        for &(color, shape) in &combos {
-            let caption = format!("a {} {}", COLORS[color], SHAPES[shape]);
-            for seed in seeds.clone() {
-                requests.push(ImageRequest {
-                    caption: caption.clone(),
-                    negative: None,
-                    seed,
-                });
-                labels.push(Verdict { color, shape });
-            }
-        }
-        let mut images = Vec::with_capacity(requests.len());
-        for chunk in requests.chunks(64) {
-            images.extend(model.generate(chunk, &gen)?);
-        }
+        let captions: Vec<String> = combos
+            .iter()
+            .map(|&(color, shape)| format!("a {} {}", COLORS[color], SHAPES[shape]))
+            .collect();
+        let labels: Vec<Verdict> = combos
+            .iter()
+            .flat_map(|&(color, shape)| std::iter::repeat_n(Verdict { color, shape }, a.n))
+            .collect();
+        let images = draw(&model, &captions, seeds.clone(), &gen)?;
         let report = referee.evaluate(&images, &labels)?;
         if let Some(dir) = &a.grids {
             std::fs::create_dir_all(dir)?;
@@ -430,20 +437,7 @@ pub fn eval_t2i(a: EvalT2iArgs, root: &Path, device: &Device) -> Result<()> {
         tracing::info!(scale, both = report.both, "text-to-image");
         by_scale.insert(format!("{scale}"), report);
         if a.scenes > 0 {
-            let requests: Vec<ImageRequest> = scene_captions
-                .iter()
-                .flat_map(|c| {
-                    seeds.clone().map(move |seed| ImageRequest {
-                        caption: c.clone(),
-                        negative: None,
-                        seed,
-                    })
-                })
-                .collect();
-            let mut images = Vec::with_capacity(requests.len());
-            for chunk in requests.chunks(64) {
-                images.extend(model.generate(chunk, &gen)?);
-            }
+            let images = draw(&model, &scene_captions, seeds.clone(), &gen)?;
             let skills = scene_prompts.judge(&images, a.n);
             if let Some(dir) = &a.grids {
                 save_png(

@@ -74,16 +74,7 @@ impl QualityCheck<'_> {
             guidance: self.guidance,
             sampling: SamplingConfig::default(),
         };
-        let requests: Vec<ImageRequest> = captions
-            .iter()
-            .flat_map(|c| {
-                (0..self.per_caption as u64).map(move |seed| ImageRequest {
-                    caption: c.clone(),
-                    negative: None,
-                    seed,
-                })
-            })
-            .collect();
+        let requests = ImageRequest::grid(captions, 0..self.per_caption as u64);
         let mut images = Vec::with_capacity(requests.len());
         for chunk in requests.chunks(64) {
             let codes = t2i.sample_codes(chunk, &gen)?;
