@@ -39,7 +39,6 @@ use vqrae_understand::{counterfactual, reasoning};
 use vqrae_understand::{Projector, ProjectorConfig};
 
 use crate::augment;
-
 use crate::error::{GenerateError, Result};
 use crate::sequence;
 use crate::unified::{UnifiedConfig, UnifiedModel, TEXT_TOKENIZER_FILE};

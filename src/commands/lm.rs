@@ -399,6 +399,14 @@ pub fn eval_t2i(a: EvalT2iArgs, root: &Path, device: &Device) -> Result<()> {
         .collect();
     combos.sort();
     combos.dedup();
+    let captions: Vec<String> = combos
+        .iter()
+        .map(|&(color, shape)| format!("a {} {}", COLORS[color], SHAPES[shape]))
+        .collect();
+    let labels: Vec<Verdict> = combos
+        .iter()
+        .flat_map(|&(color, shape)| std::iter::repeat_n(Verdict { color, shape }, a.n))
+        .collect();
     let scene_set = SceneDataset::split(a.split, a.scenes);
     let scene_prompts = ScenePrompts {
         cfg: &scene_set.cfg,
@@ -417,14 +425,6 @@ pub fn eval_t2i(a: EvalT2iArgs, root: &Path, device: &Device) -> Result<()> {
                 ..SamplingConfig::default()
             },
         };
-        let captions: Vec<String> = combos
-            .iter()
-            .map(|&(color, shape)| format!("a {} {}", COLORS[color], SHAPES[shape]))
-            .collect();
-        let labels: Vec<Verdict> = combos
-            .iter()
-            .flat_map(|&(color, shape)| std::iter::repeat_n(Verdict { color, shape }, a.n))
-            .collect();
         let images = draw(&model, &captions, seeds.clone(), &gen)?;
         let report = referee.evaluate(&images, &labels)?;
         if let Some(dir) = &a.grids {
