@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark set on the GPU machine (one H200; see ../shared/gpu.md), as one prepared run:
+# The benchmark set on the GPU machine (one H200; see docs/GPU.md), as one prepared run:
 # the machine's ceilings, then for each preset the agreement check and every row in vqrae-rs
 # (CUDA build, bf16 inference, f32 training) and in PyTorch on the same weights, alternately.
 # Results go to $RES and, packed after every row (the device tool brings back at most 8 files,

@@ -8,9 +8,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use commands::{
-    bench, bench_serve, data, lm, plot, probe, referee, scale, serve, tokenizer, train,
-};
+use commands::{data, lm, plot, probe, referee, scale, serve, tokenizer, train};
+use vqrae_bench as bench;
 
 /// candle allocates a fresh buffer for every op; glibc's allocator hands large ones back to the
 /// kernel at once, so training spent a third of its time in page faults. mimalloc keeps them:
@@ -85,10 +84,10 @@ enum Command {
     /// Benchmarks of the hot paths, one row per process, against the PyTorch reference
     /// (`scripts/bench.sh` runs the set; docs/PERFORMANCE.md).
     #[command(subcommand)]
-    Bench(bench::BenchCommand),
+    Bench(bench::rows::BenchCommand),
     /// Load benchmark of a running `vqrae serve`: requests/s and latency percentiles of image
     /// generation and chat at several concurrencies (docs/SERVING.md).
-    BenchServe(bench_serve::BenchServeArgs),
+    BenchServe(bench::serve::BenchServeArgs),
 }
 
 /// candle asks for its thread count on every matmul and most element-wise ops; without
@@ -134,8 +133,8 @@ fn main() -> Result<()> {
         Command::TrainReferee(a) => referee::train_referee(a, &data_root, &device),
         Command::EvalReferee(a) => referee::eval_referee(a, &data_root, &device),
         Command::Serve(a) => serve::run(a, &device),
-        Command::Bench(bench::BenchCommand::Init(a)) => bench::init(a, &device),
-        Command::Bench(bench::BenchCommand::Run(a)) => bench::run(a, &device),
-        Command::BenchServe(a) => bench_serve::run(a),
+        Command::Bench(bench::rows::BenchCommand::Init(a)) => bench::rows::init(a, &device),
+        Command::Bench(bench::rows::BenchCommand::Run(a)) => bench::rows::run(a, &device),
+        Command::BenchServe(a) => bench::serve::run(a),
     }
 }

@@ -1,7 +1,5 @@
 //! The crate's error type.
 
-use std::path::{Path, PathBuf};
-
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {
     #[error("{context}: {source}")]
@@ -10,43 +8,17 @@ pub enum GenerateError {
         #[source]
         source: candle_core::Error,
     },
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: {source}")]
-    Json {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
     /// A configuration value or argument is out of range.
     #[error("invalid config: {0}")]
     Config(String),
-    #[error(transparent)]
-    Data(#[from] vqrae_data::DataError),
     /// Boxed: the tokenizer's error is large and would bloat every `Result` of this crate.
     #[error(transparent)]
     Tokenizer(Box<vqrae_tokenizer::TokenizerError>),
     #[error(transparent)]
     Lm(Box<vqrae_lm::LmError>),
-    #[error(transparent)]
-    Understand(Box<vqrae_understand::error::UnderstandError>),
-    #[error(transparent)]
-    Train(#[from] vqrae_train::TrainError),
 }
 
 impl GenerateError {
-    /// The `map_err` of an I/O call on `path`.
-    pub fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
-        move |source| Self::Io {
-            path: path.to_path_buf(),
-            source,
-        }
-    }
-
     pub fn candle(context: impl Into<String>, source: candle_core::Error) -> Self {
         Self::Candle {
             context: context.into(),
@@ -64,12 +36,6 @@ impl From<vqrae_tokenizer::TokenizerError> for GenerateError {
 impl From<vqrae_lm::LmError> for GenerateError {
     fn from(e: vqrae_lm::LmError) -> Self {
         Self::Lm(Box::new(e))
-    }
-}
-
-impl From<vqrae_understand::error::UnderstandError> for GenerateError {
-    fn from(e: vqrae_understand::error::UnderstandError) -> Self {
-        Self::Understand(Box::new(e))
     }
 }
 

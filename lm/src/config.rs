@@ -285,6 +285,47 @@ impl LlamaConfig {
     }
 }
 
+/// The LM's shape; the vocabulary size follows from the text tokenizer and the codebook.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LmShape {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    #[serde(default = "default_max_positions")]
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f64,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+}
+
+fn default_max_positions() -> usize {
+    256
+}
+
+fn default_rope_theta() -> f64 {
+    10_000.0
+}
+
+impl LmShape {
+    pub fn llama_config(&self, vocab_size: usize) -> Result<LlamaConfig> {
+        let mut v = serde_json::to_value(self).map_err(|e| LmError::Config(e.to_string()))?;
+        v["vocab_size"] = vocab_size.into();
+        v["rms_norm_eps"] = 1e-5.into();
+        if self.num_key_value_heads.is_none() {
+            v["num_key_value_heads"] = self.num_attention_heads.into();
+        }
+        let cfg: LlamaConfig =
+            serde_json::from_value(v).map_err(|e| LmError::Config(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

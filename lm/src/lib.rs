@@ -25,7 +25,7 @@ pub mod text;
 pub mod vocab;
 
 pub use cache::KvCache;
-pub use config::LlamaConfig;
+pub use config::{LlamaConfig, LmShape};
 pub use error::{LmError, Result};
 pub use model::Llama;
 pub use sampler::{cfg_logits, restrict_to_range, split_cfg_batch, Sampler, SamplingConfig};

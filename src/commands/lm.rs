@@ -11,14 +11,14 @@ use serde_json::json;
 use vqrae_data::easy_vqa::{EasyVqa, Split, COLORS, SHAPES};
 use vqrae_data::image_io::{grid, load_rgb, save_png};
 use vqrae_data::scenes::{self, Scene, SceneDataset};
-use vqrae_generate::joint::{self, JointConfig, JointData};
-use vqrae_generate::referee::{Referee, Verdict};
+use vqrae_eval::referee::{Referee, Verdict};
+use vqrae_eval::scenes::ScenePrompts;
+use vqrae_eval::vqa::VqaScore;
 use vqrae_generate::sample::{GenerationConfig, ImageRequest};
-use vqrae_generate::scaling::quality::ScenePrompts;
-use vqrae_generate::unified::UnifiedModel;
 use vqrae_lm::SamplingConfig;
 use vqrae_tokenizer::Vqrae;
-use vqrae_understand::eval::VqaScore;
+use vqrae_unified::joint::{self, JointConfig, JointData};
+use vqrae_unified::model::UnifiedModel;
 
 use super::default_dtype;
 
@@ -300,8 +300,7 @@ pub fn eval_vqa(a: EvalVqaArgs, root: &Path, device: &Device) -> Result<()> {
         let answers = model.ask(&images, &texts, 16, &SamplingConfig::greedy())?;
         for (q, got) in chunk.iter().zip(&answers) {
             score.add(&q.kind.to_string(), got, &q.answer);
-            if vqrae_understand::eval::normalize(got)
-                != vqrae_understand::eval::normalize(&q.answer)
+            if vqrae_eval::vqa::normalize(got) != vqrae_eval::vqa::normalize(&q.answer)
                 && mistakes.len() < a.mistakes
             {
                 mistakes.push(json!({"image": q.image_id, "question": q.question, "answer": got, "expected": q.answer}));

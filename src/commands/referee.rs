@@ -17,7 +17,7 @@ use serde::Serialize;
 use vqrae_data::batch::shuffled;
 use vqrae_data::easy_vqa::{EasyVqa, Split, COLORS, SHAPES};
 use vqrae_data::image_io::{grid, save_png};
-use vqrae_generate::referee::{
+use vqrae_eval::referee::{
     score, train, write_qualification, Qualification, Referee, RefereeConfig, RefereeFile,
     RefereeReport, RefereeTrainConfig, Verdict, REQUIRED_ACCURACY,
 };
@@ -255,7 +255,7 @@ pub fn eval_referee(a: EvalRefereeArgs, root: &Path, device: &Device) -> Result<
     let referee = Referee::load(&a.referee, device)
         .with_context(|| format!("loading referee {}", a.referee.display()))?;
     let qualified =
-        vqrae_generate::referee::read_qualification(&a.referee)?.is_some_and(|q| q.qualified());
+        vqrae_eval::referee::read_qualification(&a.referee)?.is_some_and(|q| q.qualified());
     let Labelled {
         ids,
         images,

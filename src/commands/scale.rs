@@ -8,9 +8,9 @@ use clap::Args;
 use image::{imageops, RgbImage};
 use vqrae_data::easy_vqa::{EasyVqa, Split};
 use vqrae_data::scenes::{caption, render, Scene, SceneConfig, SceneDataset};
-use vqrae_generate::referee::Verdict;
-use vqrae_generate::scaling::quality::Prompt;
-use vqrae_generate::scaling::{report, sweep, ScalingConfig, SweepData};
+use vqrae_eval::referee::Verdict;
+use vqrae_scaling::quality::Prompt;
+use vqrae_scaling::{report, sweep, ScalingConfig, SweepData};
 
 #[derive(Args)]
 pub struct ScaleArgs {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::Args;
-use vqrae_generate::unified::UnifiedModel;
+use vqrae_unified::model::UnifiedModel;
 use vqrae_web::config::{ServeConfig, API_KEY_ENV};
 
 use crate::commands::default_dtype;

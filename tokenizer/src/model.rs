@@ -292,6 +292,28 @@ impl Vqrae {
         Ok(self.decoder.forward(&z_q, grid, false)?)
     }
 
+    /// Pixels of code grids (one per image, this tokenizer's grid each, row-major).
+    pub fn decode_codes(&self, codes: &[Vec<u32>]) -> Result<Vec<RgbImage>> {
+        if codes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let grid = self.config().grid();
+        let flat: Vec<u32> = codes.iter().flatten().copied().collect();
+        let t = Tensor::from_vec(flat, (codes.len(), grid.0 * grid.1), &self.device())?;
+        let pixels = self.decode(&t, grid)?;
+        self.output_to_images(&pixels)
+    }
+
+    /// Reconstructions of `images` (encode to codes, decode back), in batches of 64.
+    pub fn reconstruct_images(&self, images: &[RgbImage]) -> Result<Vec<RgbImage>> {
+        let mut recon = Vec::with_capacity(images.len());
+        for chunk in images.chunks(64) {
+            let out = self.reconstruct(&self.images_to_input(chunk)?)?;
+            recon.extend(self.output_to_images(&out)?);
+        }
+        Ok(recon)
+    }
+
     /// `decode(encode(x))`.
     pub fn reconstruct(&self, input: &Tensor) -> Result<Tensor> {
         let enc = self.encode(input)?;

@@ -45,6 +45,7 @@
 //! does not depend on the order of the variables.
 
 pub mod checkpoint;
+pub mod device;
 pub mod error;
 pub mod init;
 pub mod metrics;

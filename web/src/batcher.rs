@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use image::RgbImage;
 use tokio::sync::oneshot;
 use vqrae_generate::sample::{GenerationConfig, ImageRequest};
-use vqrae_generate::unified::UnifiedModel;
+use vqrae_unified::model::UnifiedModel;
 
 use crate::config::BatchConfig;
 use crate::error::{ApiError, ServeError};

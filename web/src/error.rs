@@ -11,6 +11,7 @@ use serde_json::json;
 use vqrae_generate::GenerateError;
 use vqrae_lm::LmError;
 use vqrae_understand::error::UnderstandError;
+use vqrae_unified::UnifiedError;
 
 /// An error response. `kind` is OpenAI's `type` (`invalid_request_error`, `server_error`, ...).
 #[derive(Clone, Debug, PartialEq)]
@@ -103,7 +104,7 @@ impl ApiError {
 
     /// A model error: the client's fault (a prompt past the context, a bad sampling value) is
     /// a 400, anything else a 500 whose details go to the log, not to the client.
-    pub fn from_model(e: GenerateError) -> Self {
+    pub fn from_model(e: UnifiedError) -> Self {
         if let Some(msg) = user_error(&e) {
             return Self::bad_request(msg);
         }
@@ -112,14 +113,22 @@ impl ApiError {
     }
 }
 
-fn user_error(e: &GenerateError) -> Option<String> {
+fn user_error(e: &UnifiedError) -> Option<String> {
     match e {
-        GenerateError::Config(m) => Some(m.clone()),
-        GenerateError::Lm(lm) => match lm.as_ref() {
+        UnifiedError::Config(m) => Some(m.clone()),
+        UnifiedError::Lm(lm) => match lm.as_ref() {
             LmError::Config(m) => Some(m.clone()),
             _ => None,
         },
-        GenerateError::Understand(u) => match u.as_ref() {
+        UnifiedError::Generate(g) => match g.as_ref() {
+            GenerateError::Config(m) => Some(m.clone()),
+            GenerateError::Lm(lm) => match lm.as_ref() {
+                LmError::Config(m) => Some(m.clone()),
+                _ => None,
+            },
+            _ => None,
+        },
+        UnifiedError::Understand(u) => match u.as_ref() {
             UnderstandError::Input(m) => Some(m.clone()),
             UnderstandError::Lm(LmError::Config(m)) => Some(m.clone()),
             _ => None,
@@ -128,8 +137,8 @@ fn user_error(e: &GenerateError) -> Option<String> {
     }
 }
 
-impl From<GenerateError> for ApiError {
-    fn from(e: GenerateError) -> Self {
+impl From<UnifiedError> for ApiError {
+    fn from(e: UnifiedError) -> Self {
         Self::from_model(e)
     }
 }

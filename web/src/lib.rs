@@ -17,7 +17,7 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use vqrae_web::ServeConfig;
 //! let cfg = ServeConfig::default(); // 127.0.0.1:8080, models/vqrae-easyvqa
-//! let model = vqrae_generate::unified::UnifiedModel::load(
+//! let model = vqrae_unified::model::UnifiedModel::load(
 //!     &cfg.model, &candle_core::Device::Cpu, candle_core::DType::F32)?;
 //! vqrae_web::run(cfg, model)?; // until SIGTERM or Ctrl-C
 //! # Ok(()) }
@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
-use vqrae_generate::unified::UnifiedModel;
+use vqrae_unified::model::UnifiedModel;
 
 pub use batcher::{Engine, Worker};
 pub use config::ServeConfig;

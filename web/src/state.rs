@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use vqrae_generate::unified::{UnifiedModel, UNIFIED_FILE};
+use vqrae_unified::model::{UnifiedModel, UNIFIED_FILE};
 
 use crate::batcher::{Engine, Worker};
 use crate::config::ServeConfig;

@@ -21,7 +21,7 @@ use hyper::Method;
 use image::RgbImage;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
-use vqrae_generate::unified::UnifiedModel;
+use vqrae_unified::model::UnifiedModel;
 use vqrae_web::{ServeConfig, Server};
 
 const INSTALL: &str = "scripts/install-browser.sh";

@@ -17,9 +17,9 @@ use image::RgbImage;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
-use vqrae_generate::unified::UnifiedModel;
-use vqrae_generate::GenerateError;
 use vqrae_lm::SamplingConfig;
+use vqrae_unified::model::UnifiedModel;
+use vqrae_unified::UnifiedError;
 
 use crate::codec;
 use crate::error::{ApiError, ApiJson};
@@ -326,7 +326,7 @@ fn answer(
                 }
             }
         })
-        .map_err(GenerateError::from)?;
+        .map_err(UnifiedError::from)?;
     let text = answers.into_iter().next().unwrap_or_default();
     if let Some(rest) = deltas.finish(&text) {
         on_delta(&rest);

@@ -6,7 +6,7 @@ use axum::http::HeaderMap;
 use axum::Json;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
-use vqrae_generate::GenerateError;
+use vqrae_unified::UnifiedError;
 
 use crate::codec;
 use crate::error::{ApiError, ApiJson};
@@ -67,7 +67,7 @@ struct Tokens {
     features: Option<Vec<Vec<f32>>>,
 }
 
-fn model_err(e: impl Into<GenerateError>) -> ApiError {
+fn model_err(e: impl Into<UnifiedError>) -> ApiError {
     ApiError::from_model(e.into())
 }
 

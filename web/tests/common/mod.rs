@@ -21,9 +21,9 @@ use image::{Rgb, RgbImage};
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use vqrae_generate::joint::{self, JointConfig, JointData};
-use vqrae_generate::unified::UnifiedModel;
 use vqrae_tokenizer::{Vqrae, VqraeConfig};
+use vqrae_unified::joint::{self, JointConfig, JointData};
+use vqrae_unified::model::UnifiedModel;
 use vqrae_web::{AppState, ServeConfig, ServeError, Server};
 
 fn repo() -> PathBuf {

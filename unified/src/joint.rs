@@ -26,7 +26,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use vqrae_data::batch::EpochSampler;
 use vqrae_lm::batch::{Example, TrainBatch};
-use vqrae_lm::{Llama, LlamaConfig, TextTokenizer, UnifiedVocab};
+use vqrae_lm::{Llama, LmShape, TextTokenizer, UnifiedVocab};
 use vqrae_tokenizer::Vqrae;
 use vqrae_train::checkpoint;
 use vqrae_train::init::SeededVarMap;
@@ -38,51 +38,10 @@ use vqrae_understand::prompt::{splice, IMAGE_START};
 use vqrae_understand::{counterfactual, reasoning};
 use vqrae_understand::{Projector, ProjectorConfig};
 
-use crate::augment;
-use crate::error::{GenerateError, Result};
-use crate::sequence;
-use crate::unified::{UnifiedConfig, UnifiedModel, TEXT_TOKENIZER_FILE};
-
-/// The LM's shape; the vocabulary size follows from the text tokenizer and the codebook.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LmShape {
-    pub hidden_size: usize,
-    pub intermediate_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
-    #[serde(default)]
-    pub num_key_value_heads: Option<usize>,
-    #[serde(default = "default_max_positions")]
-    pub max_position_embeddings: usize,
-    #[serde(default = "default_rope_theta")]
-    pub rope_theta: f64,
-    #[serde(default)]
-    pub tie_word_embeddings: bool,
-}
-
-fn default_max_positions() -> usize {
-    256
-}
-
-fn default_rope_theta() -> f64 {
-    10_000.0
-}
-
-impl LmShape {
-    pub fn llama_config(&self, vocab_size: usize) -> Result<LlamaConfig> {
-        let mut v = serde_json::to_value(self).map_err(|e| GenerateError::Config(e.to_string()))?;
-        v["vocab_size"] = vocab_size.into();
-        v["rms_norm_eps"] = 1e-5.into();
-        if self.num_key_value_heads.is_none() {
-            v["num_key_value_heads"] = self.num_attention_heads.into();
-        }
-        let cfg: LlamaConfig =
-            serde_json::from_value(v).map_err(|e| GenerateError::Config(e.to_string()))?;
-        cfg.validate()?;
-        Ok(cfg)
-    }
-}
+use crate::error::{Result, UnifiedError};
+use crate::model::{UnifiedConfig, UnifiedModel, TEXT_TOKENIZER_FILE};
+use vqrae_generate::augment;
+use vqrae_generate::sequence;
 
 /// One phase of training.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -121,7 +80,7 @@ pub struct Phase {
     pub mirror_t2i: bool,
     /// Draw text-to-image examples from this many shifted copies of each captioned image too
     /// (the first of [`JointData::shifted_codes`], made by
-    /// [`crate::augment::random_placement`]): the shape moved elsewhere on its background,
+    /// [`vqrae_generate::augment::random_placement`]): the shape moved elsewhere on its background,
     /// mirrored half of the time; the caption stays true. 0: none.
     #[serde(default)]
     pub shifted_copies: usize,
@@ -171,7 +130,7 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
         "f32" => Ok(DType::F32),
         "f16" => Ok(DType::F16),
         "bf16" => Ok(DType::BF16),
-        other => Err(GenerateError::Config(format!(
+        other => Err(UnifiedError::Config(format!(
             "dtype must be f32, f16 or bf16, got {other:?}"
         ))),
     }
@@ -196,12 +155,12 @@ impl JointConfig {
     pub fn from_toml_file(path: &Path) -> Result<Self> {
         let cfg: Self = vqrae_tokenizer::checkpoint::read_toml(path)?;
         cfg.validate()
-            .map_err(|e| GenerateError::Config(format!("{}: {e}", path.display())))?;
+            .map_err(|e| UnifiedError::Config(format!("{}: {e}", path.display())))?;
         Ok(cfg)
     }
 
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(GenerateError::Config(m));
+        let bad = |m: String| Err(UnifiedError::Config(m));
         if self.phases.is_empty() {
             return bad("no training phases".into());
         }
@@ -328,14 +287,14 @@ impl JointData {
         questions: Vec<(usize, String, String)>,
     ) -> Result<Self> {
         if images.is_empty() || captions.len() != images.len() {
-            return Err(GenerateError::Config(format!(
+            return Err(UnifiedError::Config(format!(
                 "{} images for {} captions",
                 images.len(),
                 captions.len()
             )));
         }
         if let Some((i, _, _)) = questions.iter().find(|(i, _, _)| *i >= images.len()) {
-            return Err(GenerateError::Config(format!(
+            return Err(UnifiedError::Config(format!(
                 "a question refers to image {i}"
             )));
         }
@@ -356,7 +315,7 @@ impl JointData {
     /// [`JointData::encode`], in the same order), for the phases with `mirror_t2i`.
     pub fn with_mirrors(mut self, tokenizer: &Vqrae, images: &[image::RgbImage]) -> Result<Self> {
         if images.len() != self.codes.len() {
-            return Err(GenerateError::Config(format!(
+            return Err(UnifiedError::Config(format!(
                 "{} images to mirror for {} encoded",
                 images.len(),
                 self.codes.len()
@@ -382,7 +341,7 @@ impl JointData {
         seed: u64,
     ) -> Result<Self> {
         if images.len() != self.codes.len() {
-            return Err(GenerateError::Config(format!(
+            return Err(UnifiedError::Config(format!(
                 "{} images to shift for {} encoded",
                 images.len(),
                 self.codes.len()
@@ -417,7 +376,7 @@ impl JointData {
         captions: Vec<String>,
     ) -> Result<Self> {
         if images.is_empty() || images.len() != captions.len() {
-            return Err(GenerateError::Config(format!(
+            return Err(UnifiedError::Config(format!(
                 "{} scene images for {} captions",
                 images.len(),
                 captions.len()
@@ -593,7 +552,7 @@ pub fn train(
 ) -> Result<JointSummary> {
     cfg.validate()?;
     let started = Instant::now();
-    std::fs::create_dir_all(run_dir).map_err(|source| GenerateError::Io {
+    std::fs::create_dir_all(run_dir).map_err(|source| UnifiedError::Io {
         path: run_dir.to_path_buf(),
         source,
     })?;
@@ -603,7 +562,7 @@ pub fn train(
     let image_tokens = gh * gw;
     let (n_img, n_feat, d_feat) = data.features.dims3()?;
     if n_feat != image_tokens || data.codes.iter().any(|c| c.len() != image_tokens) {
-        return Err(GenerateError::Config(format!(
+        return Err(UnifiedError::Config(format!(
             "the data was encoded with {n_feat} tokens per image, the tokenizer has {image_tokens}"
         )));
     }
@@ -652,7 +611,7 @@ pub fn train(
         .unwrap_or(0);
     let needed = longest_vqa.max(2 + 32 + image_tokens + 1);
     if needed > llama_cfg.max_position_embeddings {
-        return Err(GenerateError::Config(format!(
+        return Err(UnifiedError::Config(format!(
             "sequences need up to {needed} positions, max_position_embeddings is {}",
             llama_cfg.max_position_embeddings
         )));
@@ -677,7 +636,7 @@ pub fn train(
     let balanced = if cfg.phases.iter().any(|p| p.balance_vqa && p.vqa_batch > 0) {
         Some(
             WeightedIndex::new(answer_prior_weights(&data.questions))
-                .map_err(|e| GenerateError::Config(format!("balanced VQA sampling: {e}")))?,
+                .map_err(|e| UnifiedError::Config(format!("balanced VQA sampling: {e}")))?,
         )
     } else {
         None
@@ -688,16 +647,16 @@ pub fn train(
     let t2i_images: Vec<usize> = (0..n_img).filter(|&i| data.captions[i].is_some()).collect();
     let uses = |f: fn(&Phase) -> usize| cfg.phases.iter().any(|p| f(p) > 0);
     if uses(|p| p.vqa_batch) && vqa_examples.is_empty() {
-        return Err(GenerateError::Config("VQA phases but no questions".into()));
+        return Err(UnifiedError::Config("VQA phases but no questions".into()));
     }
     if uses(|p| p.t2i_batch) && t2i_images.is_empty() {
-        return Err(GenerateError::Config(
+        return Err(UnifiedError::Config(
             "text-to-image phases but no captions".into(),
         ));
     }
     let copies = cfg.shifted_copies_needed();
     if data.shifted_codes.len() < copies * data.codes.len() {
-        return Err(GenerateError::Config(format!(
+        return Err(UnifiedError::Config(format!(
             "the config asks for {copies} shifted copies of each image, the data has {} codes \
              for {} images (JointData::with_shifted_copies)",
             data.shifted_codes.len(),
@@ -705,13 +664,13 @@ pub fn train(
         )));
     }
     if cfg.phases.iter().any(|p| p.scene_t2i_batch > 0) && data.scene_codes.is_empty() {
-        return Err(GenerateError::Config(
+        return Err(UnifiedError::Config(
             "a phase sets scene_t2i_batch but the data has no scenes (JointData::with_scenes)"
                 .into(),
         ));
     }
     if cfg.uses_mirrors() && data.mirror_codes.len() != data.codes.len() {
-        return Err(GenerateError::Config(
+        return Err(UnifiedError::Config(
             "a phase sets mirror_t2i but the data has no mirror codes (JointData::with_mirrors)"
                 .into(),
         ));
@@ -725,17 +684,17 @@ pub fn train(
     let mut current: Option<(usize, AdamW)> = None;
     if let Some(dir) = checkpoint::latest(run_dir)? {
         let p = dir.join(checkpoint::TRAINER_FILE);
-        let text = std::fs::read_to_string(&p).map_err(|source| GenerateError::Io {
+        let text = std::fs::read_to_string(&p).map_err(|source| UnifiedError::Io {
             path: p.clone(),
             source,
         })?;
-        let trainer: checkpoint::TrainerState = serde_json::from_str(&text)
-            .map_err(|source| GenerateError::Json { path: p, source })?;
+        let trainer: checkpoint::TrainerState =
+            serde_json::from_str(&text).map_err(|source| UnifiedError::Json { path: p, source })?;
         let saved = trainer.extra["phase"]
             .as_u64()
             .and_then(|i| cfg.phases.get(i as usize).map(|ph| (i as usize, ph)))
             .ok_or_else(|| {
-                GenerateError::Config(format!(
+                UnifiedError::Config(format!(
                     "{}: its phase is missing or not in this config",
                     dir.display()
                 ))
@@ -757,14 +716,14 @@ pub fn train(
     for step in start..total {
         let (pi, phase_start) = cfg
             .phase_at(step)
-            .ok_or_else(|| GenerateError::Config(format!("step {step} is past the phases")))?;
+            .ok_or_else(|| UnifiedError::Config(format!("step {step} is past the phases")))?;
         let phase = &cfg.phases[pi];
         if current.as_ref().map(|(i, _)| *i) != Some(pi) {
             tracing::info!(phase = phase.name.as_str(), step, "phase starts");
             current = Some((pi, parts.optimizer(phase, &cfg.adamw)?));
         }
         let Some((_, opt)) = current.as_mut() else {
-            return Err(GenerateError::Config(format!("step {step}: no optimizer")));
+            return Err(UnifiedError::Config(format!("step {step}: no optimizer")));
         };
 
         let mut loss = None;
@@ -851,7 +810,7 @@ pub fn train(
                     };
                     sequence::example(&text, &vocab, caption, codes)
                 })
-                .collect::<Result<Vec<_>>>()?;
+                .collect::<std::result::Result<Vec<_>, _>>()?;
             let l = sequence_loss(&parts.lm, &examples, text.pad_id(), device)?;
             record.insert("loss_t2i".into(), l.to_scalar::<f32>()?.into());
             loss = Some(match loss {
@@ -880,7 +839,7 @@ pub fn train(
                     };
                     sequence::example(&text, &vocab, caption, &data.scene_codes[k])
                 })
-                .collect::<Result<Vec<_>>>()?;
+                .collect::<std::result::Result<Vec<_>, _>>()?;
             let l = sequence_loss(&parts.lm, &examples, text.pad_id(), device)?;
             record.insert("loss_scenes".into(), l.to_scalar::<f32>()?.into());
             loss = Some(match loss {
@@ -891,7 +850,7 @@ pub fn train(
         }
         // validate() rejects phases without examples, so a loss is always there
         let Some(loss) = loss else {
-            return Err(GenerateError::Config(format!(
+            return Err(UnifiedError::Config(format!(
                 "phase {}: no examples",
                 phase.name
             )));

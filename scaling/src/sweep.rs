@@ -14,12 +14,13 @@ use vqrae_tokenizer::Vqrae;
 use super::codes::{CodeSet, Split};
 use super::config::{ScalingConfig, SizeSpec};
 use super::fit::{fit_power_law, frontier, PowerLawFit};
-use super::quality::{Prompt, QualityCheck, ScenePrompts};
+use super::quality::{Prompt, QualityCheck};
 use super::run::{self, RunInputs, RunResult};
-use crate::error::{GenerateError, Result};
-use crate::referee::{Referee, RefereeReport, Verdict};
-use crate::scene_judge::SkillRates;
-use crate::sequence;
+use crate::error::{Result, ScalingError};
+use vqrae_eval::referee::{Referee, RefereeReport, Verdict};
+use vqrae_eval::scene_judge::SkillRates;
+use vqrae_eval::scenes::ScenePrompts;
+use vqrae_generate::sequence;
 
 /// The images a sweep learns from and is judged on.
 pub struct SweepData {
@@ -96,8 +97,8 @@ pub struct SweepReport {
     pub seconds: f64,
 }
 
-fn fit_err(what: &str) -> impl FnOnce(super::fit::FitError) -> GenerateError + '_ {
-    move |e| GenerateError::Config(format!("fitting {what}: {e}"))
+fn fit_err(what: &str) -> impl FnOnce(super::fit::FitError) -> ScalingError + '_ {
+    move |e| ScalingError::Config(format!("fitting {what}: {e}"))
 }
 
 /// What every run of a sweep shares, whatever its tokenizer.
@@ -123,7 +124,7 @@ impl OnCodes {
     fn new(dir: &Path, sh: &Shared<'_>) -> Result<Self> {
         let (cfg, data, text, device) = (sh.cfg, sh.data, sh.text, sh.device);
         if !dir.join("config.json").exists() {
-            return Err(GenerateError::Config(format!(
+            return Err(ScalingError::Config(format!(
                 "tokenizer {}: no config.json there (train one with `vqrae train-tokenizer`)",
                 dir.display()
             )));
@@ -209,7 +210,7 @@ impl OnCodes {
     fn run(&self, sh: &Shared<'_>, size: &SizeSpec, run_dir: &Path) -> Result<RunResult> {
         let inputs = self.inputs(sh.cfg, sh.text);
         let trained = run::train(&inputs, size, run_dir, sh.device, None)?.ok_or_else(|| {
-            GenerateError::Config(format!("run {} stopped before its end", size.name))
+            ScalingError::Config(format!("run {} stopped before its end", size.name))
         })?;
         let mut result = trained.result;
         if result.quality.is_none() {
@@ -268,7 +269,7 @@ pub fn run(
     cfg.validate()?;
     let started = Instant::now();
     if data.train_images.is_empty() || data.val_images.is_empty() || data.prompts.is_empty() {
-        return Err(GenerateError::Config(
+        return Err(ScalingError::Config(
             "the sweep needs training images, held-out images and prompts".into(),
         ));
     }
@@ -277,7 +278,7 @@ pub fn run(
         || data.val_captions.len() != nv
         || data.val_labels.len() != nv
     {
-        return Err(GenerateError::Config(format!(
+        return Err(ScalingError::Config(format!(
             "{nt} training images with {} captions; {nv} held-out images with {} captions and {} \
              labels",
             data.train_captions.len(),
@@ -285,7 +286,7 @@ pub fn run(
             data.val_labels.len()
         )));
     }
-    std::fs::create_dir_all(out).map_err(GenerateError::io(out))?;
+    std::fs::create_dir_all(out).map_err(ScalingError::io(out))?;
     let text_path = out.join("text-tokenizer.json");
     let text = if text_path.exists() {
         TextTokenizer::from_file(&text_path)?
@@ -360,7 +361,7 @@ pub fn run(
     let mut codebook = Vec::new();
     if let Some(cb) = &cfg.codebook {
         let size = cfg.size(&cb.size).ok_or_else(|| {
-            GenerateError::Config(format!("codebook.size {:?} is not a size", cb.size))
+            ScalingError::Config(format!("codebook.size {:?} is not a size", cb.size))
         })?;
         for tok_dir in &cb.tokenizers {
             let on = OnCodes::new(tok_dir, &sh)?;

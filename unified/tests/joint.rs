@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use candle_core::{DType, Device};
 use image::{Rgb, RgbImage};
-use vqrae_generate::joint::{self, JointConfig, JointData};
 use vqrae_generate::sample::{GenerationConfig, ImageRequest};
-use vqrae_generate::unified::UnifiedModel;
 use vqrae_lm::SamplingConfig;
 use vqrae_tokenizer::{Vqrae, VqraeConfig};
+use vqrae_unified::joint::{self, JointConfig, JointData};
+use vqrae_unified::model::UnifiedModel;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -185,7 +185,7 @@ fn reasoned_answers_with_twins_train() -> Result<()> {
     let s = setup()?;
     let mut cfg = s.cfg.clone();
     let joint = cfg.phases.pop().expect("the tiny config has phases");
-    cfg.phases = vec![vqrae_generate::joint::Phase {
+    cfg.phases = vec![vqrae_unified::joint::Phase {
         t2i_batch: 0,
         reasoned_vqa: true,
         counterfactual_vqa: true,

@@ -410,7 +410,7 @@ pub fn run(a: RunArgs, device: &Device) -> Result<()> {
     let lm_dir = a.dir.join("lm");
     let seq = PROMPT + info.image_tokens;
     // inference in the device's serving dtype (bf16 on a GPU), training in f32
-    let dtype = super::default_dtype(device);
+    let dtype = vqrae_train::device::default_dtype(device);
     let mut extra = serde_json::Map::new();
     let (unit, per_iter, (iters, secs)) = match a.row {
         Row::TokEncode | Row::TokDecode => {

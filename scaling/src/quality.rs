@@ -6,15 +6,15 @@
 //! scores them per skill (count, colour, position), with the same ceiling on reconstructions.
 
 use image::RgbImage;
-use vqrae_data::scenes::{caption, render, Scene, SceneConfig};
+use vqrae_data::scenes::caption;
 use vqrae_lm::{Llama, SamplingConfig, TextTokenizer, UnifiedVocab};
 use vqrae_tokenizer::Vqrae;
 
 use crate::error::Result;
-use crate::referee::{Referee, RefereeReport, Verdict};
-use crate::sample::{GenerationConfig, ImageRequest, T2i};
-use crate::scene_judge::{judge, rates, JudgeConfig, SkillRates, SkillVerdicts};
-use crate::unified::decode_codes;
+use vqrae_eval::referee::{Referee, RefereeReport, Verdict};
+use vqrae_eval::scene_judge::SkillRates;
+use vqrae_eval::scenes::ScenePrompts;
+use vqrae_generate::sample::{GenerationConfig, ImageRequest, T2i};
 
 /// A caption to draw and what the referee should read in its images.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,26 +32,6 @@ pub struct QualityCheck<'a> {
     /// Images per prompt, seeds `0..per_caption`.
     pub per_caption: usize,
     pub guidance: f64,
-}
-
-/// Held-out scenes whose captions the LMs draw, and the configuration they were made with.
-pub struct ScenePrompts<'a> {
-    pub cfg: &'a SceneConfig,
-    pub scenes: &'a [Scene],
-}
-
-impl ScenePrompts<'_> {
-    /// The scene judge's rates on `images`, where image `i` was drawn for scene
-    /// `i / per_scene`.
-    pub fn judge(&self, images: &[RgbImage], per_scene: usize) -> SkillRates {
-        let jc = JudgeConfig::default();
-        let verdicts: Vec<SkillVerdicts> = images
-            .iter()
-            .enumerate()
-            .map(|(i, img)| judge(img, &self.scenes[i / per_scene], self.cfg, &jc))
-            .collect();
-        rates(&verdicts)
-    }
 }
 
 impl QualityCheck<'_> {
@@ -78,7 +58,7 @@ impl QualityCheck<'_> {
         let mut images = Vec::with_capacity(requests.len());
         for chunk in requests.chunks(64) {
             let codes = t2i.sample_codes(chunk, &gen)?;
-            images.extend(decode_codes(self.tokenizer, &codes, lm.device())?);
+            images.extend(self.tokenizer.decode_codes(&codes)?);
         }
         Ok(images)
     }
@@ -97,7 +77,7 @@ impl QualityCheck<'_> {
             .iter()
             .flat_map(|p| std::iter::repeat_n(p.label, self.per_caption))
             .collect();
-        self.referee.evaluate(&images, &labels)
+        Ok(self.referee.evaluate(&images, &labels)?)
     }
 
     /// The scene judge's per-skill rates on images the LM draws for each scene's caption.
@@ -113,36 +93,15 @@ impl QualityCheck<'_> {
         Ok(prompts.judge(&images, self.per_caption))
     }
 
-    fn reconstruct(&self, images: &[RgbImage]) -> Result<Vec<RgbImage>> {
-        reconstruct(self.tokenizer, images)
-    }
-
     /// The referee's scores on the tokenizer's reconstructions of real images.
     pub fn ceiling(&self, images: &[RgbImage], labels: &[Verdict]) -> Result<RefereeReport> {
-        self.referee.evaluate(&self.reconstruct(images)?, labels)
+        Ok(self
+            .referee
+            .evaluate(&self.tokenizer.reconstruct_images(images)?, labels)?)
     }
 
     /// The scene judge on the tokenizer's reconstructions of the prompts' own renders.
     pub fn scene_ceiling(&self, prompts: &ScenePrompts<'_>) -> Result<SkillRates> {
-        prompts.ceiling(self.tokenizer)
+        Ok(prompts.ceiling(self.tokenizer)?)
     }
-}
-
-impl ScenePrompts<'_> {
-    /// The scene judge on `tokenizer`'s reconstructions of the scenes' own renders: what an LM
-    /// drawing through this tokenizer can reach at best.
-    pub fn ceiling(&self, tokenizer: &Vqrae) -> Result<SkillRates> {
-        let renders: Vec<RgbImage> = self.scenes.iter().map(|s| render(self.cfg, s)).collect();
-        Ok(self.judge(&reconstruct(tokenizer, &renders)?, 1))
-    }
-}
-
-/// `tokenizer`'s reconstructions of `images`, in batches of 64.
-pub fn reconstruct(tokenizer: &Vqrae, images: &[RgbImage]) -> Result<Vec<RgbImage>> {
-    let mut recon = Vec::with_capacity(images.len());
-    for chunk in images.chunks(64) {
-        let out = tokenizer.reconstruct(&tokenizer.images_to_input(chunk)?)?;
-        recon.extend(tokenizer.output_to_images(&out)?);
-    }
-    Ok(recon)
 }

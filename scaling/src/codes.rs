@@ -10,7 +10,7 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use vqrae_tokenizer::Vqrae;
 
-use crate::error::{GenerateError, Result};
+use crate::error::{Result, ScalingError};
 
 /// One image as the LM sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,7 +74,7 @@ impl CodeSet {
     ) -> Result<Self> {
         for s in [&train, &val] {
             if s.images.is_empty() || s.images.len() != s.captions.len() {
-                return Err(GenerateError::Config(format!(
+                return Err(ScalingError::Config(format!(
                     "{} images for {} captions",
                     s.images.len(),
                     s.captions.len()
@@ -84,7 +84,7 @@ impl CodeSet {
         let mut h = Fnv::new();
         for file in ["config.json", "model.safetensors"] {
             let p = tokenizer_dir.join(file);
-            h.bytes(&std::fs::read(&p).map_err(GenerateError::io(&p))?);
+            h.bytes(&std::fs::read(&p).map_err(ScalingError::io(&p))?);
         }
         for s in [&train, &val] {
             for (img, cap) in s.images.iter().zip(s.captions) {
@@ -124,8 +124,8 @@ impl CodeSet {
         if !(tensors.exists() && meta.exists()) {
             return Ok(None);
         }
-        let text = std::fs::read_to_string(meta).map_err(GenerateError::io(meta))?;
-        let m: CacheMeta = serde_json::from_str(&text).map_err(|source| GenerateError::Json {
+        let text = std::fs::read_to_string(meta).map_err(ScalingError::io(meta))?;
+        let m: CacheMeta = serde_json::from_str(&text).map_err(|source| ScalingError::Json {
             path: meta.to_path_buf(),
             source,
         })?;
@@ -133,11 +133,11 @@ impl CodeSet {
             return Ok(None);
         }
         let t = candle_core::safetensors::load(tensors, &Device::Cpu)
-            .map_err(|e| GenerateError::candle(format!("reading {}", tensors.display()), e))?;
+            .map_err(|e| ScalingError::candle(format!("reading {}", tensors.display()), e))?;
         let rows = |name: &str| -> Result<Vec<Vec<u32>>> {
             t.get(name)
                 .ok_or_else(|| {
-                    GenerateError::Config(format!("{}: no tensor {name}", tensors.display()))
+                    ScalingError::Config(format!("{}: no tensor {name}", tensors.display()))
                 })?
                 .to_vec2::<u32>()
                 .map_err(Into::into)
@@ -157,7 +157,7 @@ impl CodeSet {
     /// Tensors first, the sidecar last: a sidecar names only complete tensor files.
     fn write_cache(&self, tensors: &Path, meta: &Path, fingerprint: String) -> Result<()> {
         let dir = tensors.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(GenerateError::io(dir))?;
+        std::fs::create_dir_all(dir).map_err(ScalingError::io(dir))?;
         let to_tensor = |rows: &[Captioned]| -> Result<Tensor> {
             let flat: Vec<u32> = rows.iter().flat_map(|r| r.codes.iter().copied()).collect();
             Ok(Tensor::from_vec(
@@ -172,8 +172,8 @@ impl CodeSet {
         ]);
         let tmp = PathBuf::from(format!("{}.tmp", tensors.display()));
         candle_core::safetensors::save(&map, &tmp)
-            .map_err(|e| GenerateError::candle(format!("writing {}", tmp.display()), e))?;
-        std::fs::rename(&tmp, tensors).map_err(GenerateError::io(tensors))?;
+            .map_err(|e| ScalingError::candle(format!("writing {}", tmp.display()), e))?;
+        std::fs::rename(&tmp, tensors).map_err(ScalingError::io(tensors))?;
         let m = CacheMeta {
             fingerprint,
             image_tokens: self.image_tokens,
@@ -181,13 +181,13 @@ impl CodeSet {
             train_captions: self.train.iter().map(|r| r.caption.clone()).collect(),
             val_captions: self.val.iter().map(|r| r.caption.clone()).collect(),
         };
-        let text = serde_json::to_string(&m).map_err(|source| GenerateError::Json {
+        let text = serde_json::to_string(&m).map_err(|source| ScalingError::Json {
             path: meta.to_path_buf(),
             source,
         })?;
         let tmp = PathBuf::from(format!("{}.tmp", meta.display()));
-        std::fs::write(&tmp, text).map_err(GenerateError::io(&tmp))?;
-        std::fs::rename(&tmp, meta).map_err(GenerateError::io(meta))?;
+        std::fs::write(&tmp, text).map_err(ScalingError::io(&tmp))?;
+        std::fs::rename(&tmp, meta).map_err(ScalingError::io(meta))?;
         Ok(())
     }
 }

@@ -26,7 +26,7 @@ use vqrae_train::init::SeededVarMap;
 use vqrae_train::optim::{AdamW, AdamWConfig, ParamGroup};
 use vqrae_train::schedule::LrSchedule;
 
-use crate::error::{GenerateError, Result};
+use crate::error::{EvalError, Result};
 
 /// The referee's architecture: four stride-2 3x3 convolutions, global pooling, one linear
 /// layer giving colour logits then shape logits.
@@ -105,7 +105,7 @@ impl RefereeTrainConfig {
         if ok {
             Ok(())
         } else {
-            Err(GenerateError::Config(format!(
+            Err(EvalError::Config(format!(
                 "referee training: steps, batch_size and lr must be > 0 and noise_std >= 0 ({self:?})"
             )))
         }
@@ -125,14 +125,14 @@ impl RefereeFile {
     pub fn from_toml_file(path: &Path) -> Result<Self> {
         let file: Self = vqrae_tokenizer::checkpoint::read_toml(path)?;
         if file.model.image_size == 0 || file.model.channels.contains(&0) {
-            return Err(GenerateError::Config(format!(
+            return Err(EvalError::Config(format!(
                 "{}: image_size and channels must be > 0",
                 path.display()
             )));
         }
         file.train
             .validate()
-            .map_err(|e| GenerateError::Config(format!("{}: {e}", path.display())))?;
+            .map_err(|e| EvalError::Config(format!("{}: {e}", path.display())))?;
         Ok(file)
     }
 }
@@ -176,7 +176,7 @@ const NORMALIZE: Normalize = Normalize {
 impl Referee {
     pub fn new(cfg: &RefereeConfig, vb: VarBuilder) -> Result<Self> {
         if cfg.image_size == 0 || cfg.channels.contains(&0) {
-            return Err(GenerateError::Config(
+            return Err(EvalError::Config(
                 "referee: image size and channels must be > 0".into(),
             ));
         }
@@ -276,7 +276,7 @@ impl Referee {
     /// Accuracy against known labels.
     pub fn evaluate(&self, images: &[RgbImage], labels: &[Verdict]) -> Result<RefereeReport> {
         if images.len() != labels.len() || images.is_empty() {
-            return Err(GenerateError::Config(format!(
+            return Err(EvalError::Config(format!(
                 "referee evaluation: {} images for {} labels",
                 images.len(),
                 labels.len()
@@ -300,7 +300,7 @@ impl Referee {
         let cfg: RefereeConfig = read_config(dir)?;
         let weights = dir.join(WEIGHTS_FILE);
         let tensors = candle_core::safetensors::load(&weights, device)
-            .map_err(|e| GenerateError::candle(format!("loading {}", weights.display()), e))?;
+            .map_err(|e| EvalError::candle(format!("loading {}", weights.display()), e))?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
         Self::new(&cfg, vb)
     }
@@ -310,13 +310,13 @@ impl Referee {
     /// (colour and shape both right) on real test images.
     pub fn load_qualified(dir: &Path, device: &Device) -> Result<Self> {
         let Some(q) = read_qualification(dir)? else {
-            return Err(GenerateError::Config(format!(
+            return Err(EvalError::Config(format!(
                 "{} has no {QUALIFICATION_FILE}: evaluate the referee on real test images first",
                 dir.display()
             )));
         };
         if !q.qualified() {
-            return Err(GenerateError::Config(format!(
+            return Err(EvalError::Config(format!(
                 "referee {} is not qualified to judge: {:.2}% both-right on real {} images, {:.0}% needed",
                 dir.display(),
                 100.0 * q.report.both,
@@ -354,15 +354,15 @@ impl Qualification {
 pub fn write_qualification(dir: &Path, q: &Qualification) -> Result<()> {
     let path = dir.join(QUALIFICATION_FILE);
     let tmp = dir.join(format!(".{QUALIFICATION_FILE}.tmp-{}", std::process::id()));
-    let json = serde_json::to_string_pretty(q).map_err(|source| GenerateError::Json {
+    let json = serde_json::to_string_pretty(q).map_err(|source| EvalError::Json {
         path: path.clone(),
         source,
     })?;
-    std::fs::write(&tmp, json + "\n").map_err(|source| GenerateError::Io {
+    std::fs::write(&tmp, json + "\n").map_err(|source| EvalError::Io {
         path: tmp.clone(),
         source,
     })?;
-    std::fs::rename(&tmp, &path).map_err(|source| GenerateError::Io {
+    std::fs::rename(&tmp, &path).map_err(|source| EvalError::Io {
         path: path.clone(),
         source,
     })
@@ -374,19 +374,19 @@ pub fn read_qualification(dir: &Path) -> Result<Option<Qualification>> {
     if !path.exists() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&path).map_err(|source| GenerateError::Io {
+    let text = std::fs::read_to_string(&path).map_err(|source| EvalError::Io {
         path: path.clone(),
         source,
     })?;
     serde_json::from_str(&text)
         .map(Some)
-        .map_err(|source| GenerateError::Json { path, source })
+        .map_err(|source| EvalError::Json { path, source })
 }
 
 /// Accuracy of verdicts against labels.
 pub fn score(verdicts: &[Verdict], labels: &[Verdict]) -> Result<RefereeReport> {
     if verdicts.len() != labels.len() || labels.is_empty() {
-        return Err(GenerateError::Config(format!(
+        return Err(EvalError::Config(format!(
             "referee score: {} verdicts for {} labels",
             verdicts.len(),
             labels.len()
@@ -607,7 +607,7 @@ pub fn train(
     device: &Device,
 ) -> Result<(Referee, SeededVarMap)> {
     if images.len() != labels.len() || images.len() < train_cfg.batch_size.max(1) {
-        return Err(GenerateError::Config(format!(
+        return Err(EvalError::Config(format!(
             "referee training needs at least one batch of labelled images ({} images, {} labels, batch {})",
             images.len(),
             labels.len(),

@@ -9,8 +9,8 @@ use vqrae_train::plot::{plot_log_x, Axes, Mark, XySeries};
 use super::fit::PowerLawFit;
 use super::run::RunResult;
 use super::sweep::SweepReport;
-use crate::error::{GenerateError, Result};
-use crate::scene_judge::SkillRates;
+use crate::error::{Result, ScalingError};
+use vqrae_eval::scene_judge::SkillRates;
 
 const PLOT_SIZE: (u32, u32) = (900, 560);
 
@@ -38,7 +38,7 @@ pub fn csv(report: &SweepReport) -> String {
         .chain(report.codebook.iter().map(|c| ("codebook", &c.run)));
     for (group, r) in rows {
         let q = r.quality.as_ref();
-        let score = |f: fn(&crate::referee::RefereeReport) -> f64| {
+        let score = |f: fn(&vqrae_eval::referee::RefereeReport) -> f64| {
             q.map(|q| format!("{:.4}", f(q))).unwrap_or_default()
         };
         let skill = |f: fn(&SkillRates) -> f64| {
@@ -233,13 +233,13 @@ pub fn markdown(r: &SweepReport) -> String {
 
 /// Writes `runs.csv`, `report.json`, `report.md` and the plots into `out`.
 pub fn write_all(r: &SweepReport, out: &Path) -> Result<()> {
-    std::fs::create_dir_all(out).map_err(GenerateError::io(out))?;
+    std::fs::create_dir_all(out).map_err(ScalingError::io(out))?;
     let write = |name: &str, text: String| {
         let p = out.join(name);
-        std::fs::write(&p, text).map_err(GenerateError::io(&p))
+        std::fs::write(&p, text).map_err(ScalingError::io(&p))
     };
     write("runs.csv", csv(r))?;
-    let json = serde_json::to_string_pretty(r).map_err(|source| GenerateError::Json {
+    let json = serde_json::to_string_pretty(r).map_err(|source| ScalingError::Json {
         path: out.join("report.json"),
         source,
     })?;

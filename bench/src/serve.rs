@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
+use base64::Engine as _;
 use clap::{Args, ValueEnum};
 use image::{Rgb, RgbImage};
 use serde::{Deserialize, Serialize};
@@ -308,7 +309,7 @@ fn image_data_url(path: Option<&PathBuf>) -> Result<String> {
     };
     Ok(format!(
         "data:{mime};base64,{}",
-        vqrae_web::codec::base64(&png)
+        base64::engine::general_purpose::STANDARD.encode(&png)
     ))
 }
 

@@ -20,10 +20,10 @@ pub struct KindScore {
     pub accuracy: f64,
 }
 
-/// Answers are compared by their conclusion ([`crate::reasoning::conclusion`]: "red, so no" is
+/// Answers are compared by their conclusion ([`vqrae_understand::reasoning::conclusion`]: "red, so no" is
 /// "no"), after trimming, lowercasing and dropping a final period.
 pub fn normalize(answer: &str) -> String {
-    crate::reasoning::conclusion(answer.trim())
+    vqrae_understand::reasoning::conclusion(answer.trim())
         .trim()
         .trim_end_matches('.')
         .trim()

@@ -22,8 +22,8 @@ use vqrae_tokenizer::Vqrae;
 use vqrae_understand::answer::Vqa;
 use vqrae_understand::{Projector, ProjectorConfig};
 
-use crate::error::{GenerateError, Result};
-use crate::sample::{GenerationConfig, ImageRequest, T2i};
+use crate::error::{Result, UnifiedError};
+use vqrae_generate::sample::{GenerationConfig, ImageRequest, T2i};
 
 pub const UNIFIED_FILE: &str = "unified.json";
 pub const TOKENIZER_DIR: &str = "tokenizer";
@@ -54,9 +54,9 @@ impl UnifiedModel {
     /// tokenizer in f32.
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
         let path = dir.join(UNIFIED_FILE);
-        let text = std::fs::read_to_string(&path).map_err(GenerateError::io(&path))?;
+        let text = std::fs::read_to_string(&path).map_err(UnifiedError::io(&path))?;
         let cfg: UnifiedConfig =
-            serde_json::from_str(&text).map_err(|source| GenerateError::Json {
+            serde_json::from_str(&text).map_err(|source| UnifiedError::Json {
                 path: path.clone(),
                 source,
             })?;
@@ -70,7 +70,7 @@ impl UnifiedModel {
             if got == want {
                 Ok(())
             } else {
-                Err(GenerateError::Config(format!(
+                Err(UnifiedError::Config(format!(
                     "{}: {what} is {got}, {UNIFIED_FILE} says {want}",
                     dir.display()
                 )))
@@ -95,12 +95,12 @@ impl UnifiedModel {
         check("the tokenizer's grid", gh * gw, cfg.image_tokens)?;
         let ppath = dir.join(PROJECTOR_FILE);
         let tensors = candle_core::safetensors::load(&ppath, device)
-            .map_err(|e| GenerateError::candle(format!("reading {}", ppath.display()), e))?;
+            .map_err(|e| UnifiedError::candle(format!("reading {}", ppath.display()), e))?;
         let projector = Projector::new(
             &cfg.projector,
             VarBuilder::from_tensors(tensors, dtype, device),
         )
-        .map_err(|e| GenerateError::candle(format!("loading {}", ppath.display()), e))?;
+        .map_err(|e| UnifiedError::candle(format!("loading {}", ppath.display()), e))?;
         Ok(Self {
             cfg,
             tokenizer,
@@ -120,18 +120,18 @@ impl UnifiedModel {
         text: &TextTokenizer,
         dtype: DType,
     ) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(GenerateError::io(dir))?;
+        std::fs::create_dir_all(dir).map_err(UnifiedError::io(dir))?;
         let tok = dir.join(TOKENIZER_DIR);
         if tok.canonicalize().ok() != tokenizer_dir.canonicalize().ok() {
-            std::fs::create_dir_all(&tok).map_err(GenerateError::io(&tok))?;
+            std::fs::create_dir_all(&tok).map_err(UnifiedError::io(&tok))?;
             for f in [
                 vqrae_tokenizer::checkpoint::CONFIG_FILE,
                 vqrae_tokenizer::checkpoint::WEIGHTS_FILE,
             ] {
                 let tmp = tok.join(format!(".{f}.tmp"));
                 std::fs::copy(tokenizer_dir.join(f), &tmp)
-                    .map_err(GenerateError::io(&tokenizer_dir.join(f)))?;
-                std::fs::rename(&tmp, tok.join(f)).map_err(GenerateError::io(&tok))?;
+                    .map_err(UnifiedError::io(&tokenizer_dir.join(f)))?;
+                std::fs::rename(&tmp, tok.join(f)).map_err(UnifiedError::io(&tok))?;
             }
         }
         let lm_dir = dir.join(LM_DIR);
@@ -145,16 +145,16 @@ impl UnifiedModel {
         let ppath = dir.join(PROJECTOR_FILE);
         let tmp = dir.join(format!(".{PROJECTOR_FILE}.tmp"));
         candle_core::safetensors::save(&cast(projector.clone())?, &tmp)
-            .map_err(|e| GenerateError::candle(format!("writing {}", ppath.display()), e))?;
-        std::fs::rename(&tmp, &ppath).map_err(GenerateError::io(&ppath))?;
-        let json = serde_json::to_string_pretty(cfg).map_err(|source| GenerateError::Json {
+            .map_err(|e| UnifiedError::candle(format!("writing {}", ppath.display()), e))?;
+        std::fs::rename(&tmp, &ppath).map_err(UnifiedError::io(&ppath))?;
+        let json = serde_json::to_string_pretty(cfg).map_err(|source| UnifiedError::Json {
             path: dir.join(UNIFIED_FILE),
             source,
         })?;
         let upath = dir.join(UNIFIED_FILE);
         let tmp = dir.join(format!(".{UNIFIED_FILE}.tmp"));
-        std::fs::write(&tmp, json + "\n").map_err(GenerateError::io(&tmp))?;
-        std::fs::rename(&tmp, &upath).map_err(GenerateError::io(&upath))?;
+        std::fs::write(&tmp, json + "\n").map_err(UnifiedError::io(&tmp))?;
+        std::fs::rename(&tmp, &upath).map_err(UnifiedError::io(&upath))?;
         Ok(())
     }
 
@@ -208,22 +208,6 @@ impl UnifiedModel {
 
     /// Pixels of code grids.
     pub fn decode_codes(&self, codes: &[Vec<u32>]) -> Result<Vec<RgbImage>> {
-        decode_codes(&self.tokenizer, codes, self.lm.device())
+        Ok(self.tokenizer.decode_codes(codes)?)
     }
-}
-
-/// Pixels of code grids (one per image, the tokenizer's grid each) through `tokenizer`'s decoder.
-pub fn decode_codes(
-    tokenizer: &Vqrae,
-    codes: &[Vec<u32>],
-    device: &Device,
-) -> Result<Vec<RgbImage>> {
-    if codes.is_empty() {
-        return Ok(Vec::new());
-    }
-    let grid = tokenizer.config().grid();
-    let flat: Vec<u32> = codes.iter().flatten().copied().collect();
-    let t = Tensor::from_vec(flat, (codes.len(), grid.0 * grid.1), device)?;
-    let pixels = tokenizer.decode(&t, grid)?;
-    Ok(tokenizer.output_to_images(&pixels)?)
 }

@@ -3,10 +3,10 @@
 
 use candle_core::Device;
 use rand::{Rng, SeedableRng};
-use vqrae_generate::scaling::codes::{Captioned, CodeSet};
-use vqrae_generate::scaling::run::{self, RunInputs, LM_DIR};
-use vqrae_generate::scaling::ScalingConfig;
 use vqrae_lm::{TextTokenizer, UnifiedVocab};
+use vqrae_scaling::codes::{Captioned, CodeSet};
+use vqrae_scaling::run::{self, RunInputs, LM_DIR};
+use vqrae_scaling::ScalingConfig;
 
 const CONFIG: &str = r#"
 name = "t"

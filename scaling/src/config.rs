@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use vqrae_lm::LlamaConfig;
 use vqrae_train::optim::AdamWConfig;
 
-use crate::error::{GenerateError, Result};
-use crate::joint::LmShape;
+use crate::error::{Result, ScalingError};
+use vqrae_lm::LmShape;
 
 /// One LM of the family.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -46,7 +46,7 @@ impl SizeSpec {
         };
         shape
             .llama_config(vocab_size)
-            .map_err(|e| GenerateError::Config(format!("size {}: {e}", self.name)))
+            .map_err(|e| ScalingError::Config(format!("size {}: {e}", self.name)))
     }
 }
 
@@ -182,7 +182,7 @@ impl ScalingConfig {
     pub fn from_toml_file(path: &Path) -> Result<Self> {
         let cfg: Self = vqrae_tokenizer::checkpoint::read_toml(path)?;
         cfg.validate()
-            .map_err(|e| GenerateError::Config(format!("{}: {e}", path.display())))?;
+            .map_err(|e| ScalingError::Config(format!("{}: {e}", path.display())))?;
         Ok(cfg)
     }
 
@@ -211,7 +211,7 @@ impl ScalingConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(GenerateError::Config(m));
+        let bad = |m: String| Err(ScalingError::Config(m));
         if self.sizes.len() < 3 {
             return bad(format!(
                 "{} sizes: a fit of L(N) = a N^-alpha + L_inf needs at least 3",

@@ -1,4 +1,4 @@
-//! Scaling experiments on autoregressive generation over VQRAE codes: a family of LMs of one
+//! vqrae-scaling: scaling experiments on autoregressive generation over VQRAE codes: a family of LMs of one
 //! recipe at several sizes, trained on the same pre-tokenised data for a budget in tokens or
 //! FLOPs, with their held-out image-token loss fitted as `L(N) = a N^-alpha + L_inf` and, on
 //! the compute-efficient frontier, `L(C)`; the fits predict the next size up, which is then
@@ -13,6 +13,7 @@
 
 pub mod codes;
 pub mod config;
+pub mod error;
 pub mod fit;
 pub mod quality;
 pub mod report;
@@ -20,4 +21,5 @@ pub mod run;
 pub mod sweep;
 
 pub use config::ScalingConfig;
+pub use error::{Result, ScalingError};
 pub use sweep::{SweepData, SweepReport};

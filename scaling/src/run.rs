@@ -26,10 +26,10 @@ use vqrae_train::schedule::LrSchedule;
 
 use super::codes::{Captioned, CodeSet};
 use super::config::{ScalingConfig, SizeSpec};
-use crate::error::{GenerateError, Result};
-use crate::referee::RefereeReport;
-use crate::scene_judge::SkillRates;
-use crate::sequence;
+use crate::error::{Result, ScalingError};
+use vqrae_eval::referee::RefereeReport;
+use vqrae_eval::scene_judge::SkillRates;
+use vqrae_generate::sequence;
 
 /// The LM's weights inside a run directory.
 pub const LM_DIR: &str = "lm";
@@ -93,7 +93,7 @@ impl RunInputs<'_> {
 
     fn example(&self, item: &Captioned, caption: bool) -> Result<Example> {
         let c = caption.then_some(item.caption.as_str());
-        sequence::example(self.text, self.vocab, c, &item.codes)
+        Ok(sequence::example(self.text, self.vocab, c, &item.codes)?)
     }
 
     /// Mean example length in tokens (captions kept), which turns a token budget into steps.
@@ -161,7 +161,7 @@ pub fn validation_loss(lm: &Llama, inputs: &RunInputs<'_>, items: &[Captioned]) 
         count += n;
     }
     if count == 0 {
-        return Err(GenerateError::Config("no held-out targets".into()));
+        return Err(ScalingError::Config("no held-out targets".into()));
     }
     Ok(sum / count as f64)
 }
@@ -172,9 +172,9 @@ fn finished(run_dir: &Path, fingerprint: &str) -> Result<Option<RunResult>> {
     if !path.exists() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&path).map_err(GenerateError::io(&path))?;
+    let text = std::fs::read_to_string(&path).map_err(ScalingError::io(&path))?;
     let r: RunResult =
-        serde_json::from_str(&text).map_err(|source| GenerateError::Json { path, source })?;
+        serde_json::from_str(&text).map_err(|source| ScalingError::Json { path, source })?;
     Ok((r.fingerprint == fingerprint).then_some(r))
 }
 
@@ -182,12 +182,12 @@ fn finished(run_dir: &Path, fingerprint: &str) -> Result<Option<RunResult>> {
 pub fn write_result(run_dir: &Path, r: &RunResult) -> Result<()> {
     let path = run_dir.join(RESULT_FILE);
     let tmp = run_dir.join(format!("{RESULT_FILE}.tmp"));
-    let text = serde_json::to_string_pretty(r).map_err(|source| GenerateError::Json {
+    let text = serde_json::to_string_pretty(r).map_err(|source| ScalingError::Json {
         path: path.clone(),
         source,
     })?;
-    std::fs::write(&tmp, text + "\n").map_err(GenerateError::io(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(GenerateError::io(&path))
+    std::fs::write(&tmp, text + "\n").map_err(ScalingError::io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(ScalingError::io(&path))
 }
 
 /// A trained run: its LM and its result.
@@ -217,7 +217,7 @@ pub fn train(
         );
         return Ok(Some(Trained { lm, result }));
     }
-    std::fs::create_dir_all(run_dir).map_err(GenerateError::io(run_dir))?;
+    std::fs::create_dir_all(run_dir).map_err(ScalingError::io(run_dir))?;
     let n = llama_cfg.non_embedding_params();
 
     let map = SeededVarMap::new(cfg.seed);
@@ -291,11 +291,10 @@ pub fn train(
                 train_loss: loss_sum / loss_n.max(1) as f64,
                 seconds,
             };
-            let mut record =
-                serde_json::to_value(&point).map_err(|source| GenerateError::Json {
-                    path: run_dir.join("metrics.jsonl"),
-                    source,
-                })?;
+            let mut record = serde_json::to_value(&point).map_err(|source| ScalingError::Json {
+                path: run_dir.join("metrics.jsonl"),
+                source,
+            })?;
             // the log adds its own step and time
             if let Some(o) = record.as_object_mut() {
                 o.remove("step");
@@ -321,7 +320,7 @@ pub fn train(
 
     let curve = read_curve(&run_dir.join("metrics.jsonl"))?;
     let last = curve.last().cloned().ok_or_else(|| {
-        GenerateError::Config(format!("{}: no validation point", run_dir.display()))
+        ScalingError::Config(format!("{}: no validation point", run_dir.display()))
     })?;
     lm.save(&run_dir.join(LM_DIR))?;
     let result = RunResult {
