@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use commands::{data, lm, plot, probe, referee, scale, serve, tokenizer, train};
+use commands::{data, eval, lm, plot, probe, referee, scale, serve, tokenizer, train};
 use vqrae_bench as bench;
 
 /// candle allocates a fresh buffer for every op; glibc's allocator hands large ones back to the
@@ -67,9 +67,9 @@ enum Command {
     /// Generate images from a caption (discrete path, classifier-free guidance).
     Generate(lm::GenerateArgs),
     /// Exact-match VQA accuracy on easy-VQA, per question kind.
-    EvalVqa(lm::EvalVqaArgs),
+    EvalVqa(eval::EvalVqaArgs),
     /// Text-to-image judged by the referee: colour and shape right, per guidance scale.
-    EvalT2i(lm::EvalT2iArgs),
+    EvalT2i(eval::EvalT2iArgs),
     /// Scaling sweep: a family of LM sizes on cached codes, fits of L(N) and L(C), the
     /// prediction for the next size checked by training it, and a codebook sweep.
     Scale(scale::ScaleArgs),
@@ -127,8 +127,8 @@ fn main() -> Result<()> {
         Command::TrainLm(a) => lm::train_lm(a, &data_root, &device),
         Command::Ask(a) => lm::ask(a, &device),
         Command::Generate(a) => lm::generate(a, &device),
-        Command::EvalVqa(a) => lm::eval_vqa(a, &data_root, &device),
-        Command::EvalT2i(a) => lm::eval_t2i(a, &data_root, &device),
+        Command::EvalVqa(a) => eval::eval_vqa(a, &data_root, &device),
+        Command::EvalT2i(a) => eval::eval_t2i(a, &data_root, &device),
         Command::Scale(a) => scale::run(a, &data_root, &device),
         Command::TrainReferee(a) => referee::train_referee(a, &data_root, &device),
         Command::EvalReferee(a) => referee::eval_referee(a, &data_root, &device),

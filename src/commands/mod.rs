@@ -2,6 +2,7 @@
 
 pub mod data;
 pub mod datasets;
+pub mod eval;
 pub mod lm;
 pub mod plot;
 pub mod probe;
