@@ -16,23 +16,12 @@ use vqrae_tokenizer::Vqrae;
 use vqrae_unified::joint::{self, JointConfig, JointData};
 use vqrae_unified::model::UnifiedModel;
 
+use super::args::{ModelArgs, SamplingArgs};
 use super::default_dtype;
 
 fn load_easy_vqa(root: &Path, split: Split) -> Result<EasyVqa> {
     EasyVqa::load(&root.join("easy-vqa"), split)
         .with_context(|| format!("easy-VQA {split} (run `vqrae data setup`)"))
-}
-
-fn write_json(path: &Option<PathBuf>, value: &serde_json::Value) -> Result<()> {
-    let text = serde_json::to_string_pretty(value)?;
-    println!("{text}");
-    if let Some(p) = path {
-        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        std::fs::write(p, text + "\n").with_context(|| format!("writing {}", p.display()))?;
-    }
-    Ok(())
 }
 
 #[derive(Args)]
@@ -151,9 +140,8 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
 
 #[derive(Args)]
 pub struct AskArgs {
-    /// Model directory (tokenizer + LM), e.g. models/vqrae-easyvqa.
-    #[arg(long)]
-    model: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
     /// The image.
     image: PathBuf,
     /// The question.
@@ -164,7 +152,7 @@ pub struct AskArgs {
 }
 
 pub fn ask(a: AskArgs, device: &Device) -> Result<()> {
-    let model = UnifiedModel::load(&a.model, device, default_dtype(device))?;
+    let model = UnifiedModel::load(&a.model.model, device, default_dtype(device))?;
     let image = load_rgb(&a.image)?;
     let answer = model.ask(
         &[image],
@@ -178,26 +166,21 @@ pub fn ask(a: AskArgs, device: &Device) -> Result<()> {
 
 #[derive(Args)]
 pub struct GenerateArgs {
-    /// Model directory (tokenizer + LM), e.g. models/vqrae-easyvqa.
-    #[arg(long)]
-    model: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
     /// The caption to draw, e.g. "a blue rectangle".
     prompt: String,
     /// Number of images.
     #[arg(short, default_value_t = 4)]
     n: usize,
-    /// Classifier-free guidance scale (1: no guidance).
-    #[arg(long = "cfg", default_value_t = 3.0)]
+    /// Classifier-free guidance scale (1: no guidance); `--cfg` is an older spelling.
+    #[arg(long, visible_alias = "cfg", default_value_t = 3.0)]
     guidance: f64,
     /// Seed of the first image; image i uses seed + i.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    #[arg(long, default_value_t = 1.0)]
-    temperature: f64,
-    #[arg(long)]
-    top_k: Option<usize>,
-    #[arg(long)]
-    top_p: Option<f64>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// What to steer away from instead of the empty prompt.
     #[arg(long)]
     negative_prompt: Option<String>,
@@ -210,15 +193,10 @@ pub fn generate(a: GenerateArgs, device: &Device) -> Result<()> {
     if a.n == 0 {
         bail!("-n must be at least 1");
     }
-    let model = UnifiedModel::load(&a.model, device, default_dtype(device))?;
+    let model = UnifiedModel::load(&a.model.model, device, default_dtype(device))?;
     let cfg = GenerationConfig {
         guidance: a.guidance,
-        sampling: SamplingConfig {
-            temperature: a.temperature,
-            top_k: a.top_k,
-            top_p: a.top_p,
-            seed: a.seed,
-        },
+        sampling: a.sampling.config(a.seed),
     };
     let requests: Vec<ImageRequest> = (0..a.n as u64)
         .map(|i| ImageRequest {

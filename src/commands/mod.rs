@@ -1,5 +1,6 @@
 //! One module per group of subcommands.
 
+pub mod args;
 pub mod data;
 pub mod datasets;
 pub mod eval;
