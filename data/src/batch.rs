@@ -57,7 +57,7 @@ impl EpochSampler {
 
     /// Batches in one epoch (0 when `batch_size` is 0, or when `drop_last` and `n <
     /// batch_size`).
-    pub fn batches_per_epoch(&self) -> usize {
+    pub(crate) fn batches_per_epoch(&self) -> usize {
         match self.batch_size {
             0 => 0,
             b if self.drop_last => self.n / b,

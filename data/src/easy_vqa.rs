@@ -148,12 +148,60 @@ pub struct EasyVqaImage {
 }
 
 impl EasyVqaImage {
+    /// Its colour and shape, when both are known.
+    pub fn color_shape(&self) -> Option<ColorShape> {
+        Some(ColorShape {
+            color: self.color?,
+            shape: self.shape?,
+        })
+    }
+
     /// "a blue rectangle", when both colour and shape are known.
     pub fn caption(&self) -> Option<String> {
         let color = COLORS.get(self.color?)?;
         let shape = SHAPES.get(self.shape?)?;
         Some(format!("a {color} {shape}"))
     }
+}
+
+/// What one easy-VQA image shows: indices into [`COLORS`] and [`SHAPES`]. Ordered by colour,
+/// then shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ColorShape {
+    pub color: usize,
+    pub shape: usize,
+}
+
+impl ColorShape {
+    /// "a blue rectangle" ("?" for an index past [`COLORS`] or [`SHAPES`], which only a
+    /// hand-made value can hold).
+    pub fn caption(&self) -> String {
+        let color = COLORS.get(self.color).unwrap_or(&"?");
+        let shape = SHAPES.get(self.shape).unwrap_or(&"?");
+        format!("a {color} {shape}")
+    }
+}
+
+/// The images of a split whose colour and shape are both known, decoded, with those labels:
+/// what the referee trains on and is scored against, and what captions the generator learns.
+/// The four columns are parallel.
+#[derive(Clone, Debug)]
+pub struct ColorShapeImages {
+    /// Each image's easy-VQA id.
+    pub ids: Vec<usize>,
+    pub images: Vec<RgbImage>,
+    pub labels: Vec<ColorShape>,
+    /// `labels[i].caption()`: "a blue rectangle".
+    pub captions: Vec<String>,
+}
+
+/// The folder of easy-VQA under a data root.
+pub const DIR: &str = "easy-vqa";
+
+/// Loads `split` of easy-VQA from the data root (`<root>/easy-vqa`); when it is not installed,
+/// the error says how to install it.
+pub fn load_split(root: &Path, split: Split) -> Result<EasyVqa> {
+    EasyVqa::load(&root.join(DIR), split)
 }
 
 /// One split of easy-VQA.
@@ -253,6 +301,33 @@ impl EasyVqa {
     /// Decodes the images at these positions, in order.
     pub fn load_images(&self, indices: &[usize]) -> Result<Vec<RgbImage>> {
         indices.iter().map(|&i| self.load_image(i)).collect()
+    }
+
+    /// The images whose colour and shape are both known, in id order; with `0 < limit <` their
+    /// number, a seeded random subset of `limit` of them, in the shuffled order
+    /// ([`crate::batch::shuffled`]). Decodes only the images it returns.
+    pub fn color_shape_images(&self, limit: usize, seed: u64) -> Result<ColorShapeImages> {
+        let known: Vec<usize> = (0..self.images.len())
+            .filter(|&i| self.images[i].color_shape().is_some())
+            .collect();
+        let keep: Vec<usize> = if limit == 0 || limit >= known.len() {
+            known
+        } else {
+            crate::batch::shuffled(known.len(), seed)[..limit]
+                .iter()
+                .map(|&k| known[k])
+                .collect()
+        };
+        let labels: Vec<ColorShape> = keep
+            .iter()
+            .filter_map(|&i| self.images[i].color_shape())
+            .collect();
+        Ok(ColorShapeImages {
+            ids: keep.iter().map(|&i| self.images[i].id).collect(),
+            images: self.load_images(&keep)?,
+            captions: labels.iter().map(ColorShape::caption).collect(),
+            labels,
+        })
     }
 }
 
@@ -607,6 +682,51 @@ mod tests {
             EasyVqa::load(dir.path(), Split::Test),
             Err(DataError::MissingDataset { .. })
         ));
+    }
+
+    #[test]
+    fn color_shape_images_skip_the_unknown_and_subset_by_seed() {
+        let dir = mini(r#"[["what is the yellow shape?", "triangle", 3]]"#);
+        // no palette colour: neither questions nor pixels label it
+        image_io::save_png(
+            &RgbImage::from_pixel(64, 64, Rgb([200; 3])),
+            &dir.path().join("train/images/5.png"),
+        )
+        .unwrap();
+        let ds = EasyVqa::load(dir.path(), Split::Train).unwrap();
+        assert_eq!(ds.images.len(), 4);
+        let all = ds.color_shape_images(0, 0).unwrap();
+        assert_eq!(all.ids, [0, 1, 3]);
+        assert_eq!(
+            all.captions,
+            ["a blue rectangle", "a red circle", "a yellow triangle"]
+        );
+        assert_eq!(all.labels[2], ColorShape { color: 3, shape: 2 });
+        assert_eq!(all.images.len(), 3);
+        assert_eq!(all.images[1], draw(0, 0));
+        // a subset: the known images at the seeded shuffle's first positions, in that order
+        let some = ds.color_shape_images(2, 7).unwrap();
+        let order = crate::batch::shuffled(3, 7);
+        let want: Vec<usize> = order[..2].iter().map(|&k| all.ids[k]).collect();
+        assert_eq!(some.ids, want);
+        assert_eq!(some.images[0], all.images[order[0]]);
+        assert_eq!(ds.color_shape_images(3, 7).unwrap().ids, all.ids);
+        assert_eq!(ColorShape { color: 9, shape: 0 }.caption(), "a ? circle");
+    }
+
+    #[test]
+    fn load_split_reads_under_the_data_root_and_says_how_to_install() {
+        let dir = mini("[]");
+        let root = tempfile::tempdir().unwrap();
+        std::fs::rename(dir.path(), root.path().join(DIR)).unwrap();
+        assert_eq!(
+            load_split(root.path(), Split::Train).unwrap().images.len(),
+            3
+        );
+        let err = load_split(root.path(), Split::Test)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("vqrae data setup"), "{err}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub enum DataError {
     },
 
     /// A data set is not installed where it was looked for.
-    #[error("{what} not found at {path} (run scripts/setup-data.sh, or set VQRAE_DATA to the data root)")]
+    #[error("{what} not found at {path} (run `vqrae data setup` or scripts/setup-data.sh, or set VQRAE_DATA to the data root)")]
     MissingDataset { what: &'static str, path: PathBuf },
 
     /// Bytes that are not an image of a supported format.
@@ -46,6 +46,15 @@ pub enum DataError {
         /// 1-based line number.
         line: usize,
         message: String,
+    },
+
+    /// A TOML file that does not parse or does not have the expected shape. Boxed: the parse
+    /// error is large, and this type is carried inside every other crate's error.
+    #[error("{path}: {source}")]
+    Toml {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
     },
 
     /// An IDX (MNIST-style) file that is malformed.

@@ -169,7 +169,7 @@ fn check_magic(bytes: &[u8], want: u32) -> Result<()> {
 }
 
 /// Parses an uncompressed IDX3 image file: `(count, rows, cols, pixels)`.
-pub fn parse_idx_images(bytes: &[u8]) -> Result<(usize, usize, usize, Vec<u8>)> {
+pub(crate) fn parse_idx_images(bytes: &[u8]) -> Result<(usize, usize, usize, Vec<u8>)> {
     check_magic(bytes, IMAGES_MAGIC)?;
     let n = header_u32(bytes, 1)? as usize;
     let rows = header_u32(bytes, 2)? as usize;
@@ -189,7 +189,7 @@ pub fn parse_idx_images(bytes: &[u8]) -> Result<(usize, usize, usize, Vec<u8>)> 
 }
 
 /// Parses an uncompressed IDX1 label file.
-pub fn parse_idx_labels(bytes: &[u8]) -> Result<Vec<u8>> {
+pub(crate) fn parse_idx_labels(bytes: &[u8]) -> Result<Vec<u8>> {
     check_magic(bytes, LABELS_MAGIC)?;
     let n = header_u32(bytes, 1)? as usize;
     let body = &bytes[8..];

@@ -1,9 +1,8 @@
 //! Image files: loading with size limits checked before any pixel is decoded, atomic PNG
 //! saving, resizing and tiling into grids.
 
-use std::io::{BufWriter, Cursor, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io::Cursor;
+use std::path::Path;
 
 use image::imageops::{self, FilterType};
 use image::{ImageFormat, ImageReader, Limits, Rgb, RgbImage};
@@ -12,7 +11,7 @@ use crate::error::{DataError, Result};
 
 /// The largest image (width x height) that will be decoded. A small compressed file can
 /// claim a huge size (a decompression bomb), so dimensions are read from the header first.
-pub const MAX_PIXELS: u64 = 64 * 1024 * 1024;
+pub(crate) const MAX_PIXELS: u64 = 64 * 1024 * 1024;
 
 /// Loads an image file as 8-bit RGB (alpha dropped, grey replicated, 16-bit reduced).
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
@@ -70,41 +69,7 @@ pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
             source_name: path.display().to_string(),
             source,
         })?;
-    write_atomic(path, &bytes)
-}
-
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Writes `bytes` to `path` through a temporary sibling file and a rename.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).map_err(|e| DataError::io(&parent, e))?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| DataError::Invalid {
-            path: path.to_path_buf(),
-            message: "not a file path".into(),
-        })?
-        .to_string_lossy();
-    // Unique per process and call, so concurrent saves of the same name do not collide.
-    let tmp = parent.join(format!(
-        ".{name}.{}.{}.tmp",
-        std::process::id(),
-        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let write = || -> std::io::Result<()> {
-        let mut f = BufWriter::new(std::fs::File::create(&tmp)?);
-        f.write_all(bytes)?;
-        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        DataError::io(path, e)
-    })
+    crate::fs::write_atomic(path, &bytes)
 }
 
 /// Resizes with Catmull-Rom filtering; returns a clone when the size already matches.

@@ -110,7 +110,7 @@ pub fn write_jsonl(path: &Path, records: &[Record]) -> Result<()> {
         out.push_str(&line);
         out.push('\n');
     }
-    crate::image_io::write_atomic(path, out.as_bytes())
+    crate::fs::write_atomic(path, out.as_bytes())
 }
 
 #[cfg(test)]

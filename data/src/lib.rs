@@ -5,10 +5,15 @@
 //! - [`fashion_mnist`]: Fashion-MNIST from its IDX files (28x28 grey, 10 classes).
 //! - [`scenes`]: a seeded procedural scene generator with exact ground truth, captions with
 //!   counts/colours/relations, and per-skill questions.
+//! - [`labelled`]: the data sets as images with label columns (pretraining, probes, tokenizer
+//!   training and evaluation).
 //! - [`folder`] and [`jsonl`]: data a user brings (an image folder; caption / QA records).
 //! - [`image_io`]: safe image loading (size limits before decoding), atomic saving, resizing,
 //!   grids; [`tensor`]: images <-> normalised candle tensors.
+//! - [`fs`]: atomic file writes and directory copies, TOML reading, for every crate.
 //! - [`batch`]: seeded shuffles and an epoch sampler that can resume mid-epoch.
+//!
+//! - [`setup`] and [`overview`]: installing the data sets and summarising what is installed.
 //!
 //! Data sets are installed by `scripts/setup-data.sh` into a data root ([`default_root`]).
 
@@ -17,9 +22,13 @@ pub mod easy_vqa;
 pub mod error;
 pub mod fashion_mnist;
 pub mod folder;
+pub mod fs;
 pub mod image_io;
 pub mod jsonl;
+pub mod labelled;
+pub mod overview;
 pub mod scenes;
+pub mod setup;
 pub mod tensor;
 
 pub use error::{DataError, Result};
@@ -27,7 +36,7 @@ pub use error::{DataError, Result};
 use std::path::PathBuf;
 
 /// Name of the environment variable that overrides the data root.
-pub const DATA_ENV: &str = "VQRAE_DATA";
+pub(crate) const DATA_ENV: &str = "VQRAE_DATA";
 
 /// The data root: `$VQRAE_DATA` if set (and not empty), else `./.data`, which is where
 /// `scripts/setup-data.sh` installs when run from the repository.

@@ -25,6 +25,12 @@ pub enum EvalError {
     /// A configuration value or argument is out of range.
     #[error("invalid config: {0}")]
     Config(String),
+    /// A data set (or the subset asked for) holds no image whose colour and shape are known.
+    #[error("{0} has no labelled images")]
+    NoLabelledImages(String),
+    /// A question refers to an image its data set does not hold.
+    #[error("question about unknown image {0}")]
+    UnknownImage(usize),
     #[error(transparent)]
     Data(#[from] vqrae_data::DataError),
     /// Boxed: the tokenizer's error is large and would bloat every `Result` of this crate.

@@ -11,7 +11,7 @@
 //! colour, area and centroid.
 //!
 //! Decoded images are only approximately the palette, with blurry edges and some noise; the
-//! thresholds of [`JudgeConfig::default`] are calibrated so that every ground-truth render is
+//! thresholds of `JudgeConfig::default` are calibrated so that every ground-truth render is
 //! judged correct, and still is under Gaussian pixel noise and a box blur (see the tests).
 //!
 //! Shapes are not judged: at 64 px through a lossy decoder a small circle, square and
@@ -28,12 +28,12 @@ use vqrae_data::scenes::{Scene, SceneConfig, Shape};
 /// by at least this much on that axis, in [0, 1] units: the same margin as the position
 /// claims of `vqrae_data::scenes`' captions and questions (its private `MARGIN`, checked by
 /// a test here).
-pub const POSITION_MARGIN: f32 = 0.1;
+pub(crate) const POSITION_MARGIN: f32 = 0.1;
 
 /// Which neighbours join a component.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Connectivity {
+pub(crate) enum Connectivity {
     /// Edge neighbours only.
     Four,
     /// Edge and corner neighbours: a thin, antialiased triangle tip stays in one piece.
@@ -45,7 +45,7 @@ pub enum Connectivity {
 /// The judge's thresholds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct JudgeConfig {
+pub(crate) struct JudgeConfig {
     /// Components smaller than this fraction of the smallest object a scene can hold (the
     /// smallest configured shape at the small size, scaled to the image's size) are dropped.
     pub min_area_fraction: f32,
@@ -75,7 +75,7 @@ impl Default for JudgeConfig {
 
 /// One detected object: a connected component of one palette colour.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DetectedObject {
+pub(crate) struct DetectedObject {
     /// Index into [`vqrae_data::easy_vqa::COLORS`].
     pub color: usize,
     /// Pixels in the component.
@@ -113,7 +113,11 @@ const BACKGROUND: u8 = 0;
 ///
 /// A palette colour equal to the background could never be seen and is ignored (the
 /// background wins ties).
-pub fn detect(img: &RgbImage, scene_cfg: &SceneConfig, judge: &JudgeConfig) -> Vec<DetectedObject> {
+pub(crate) fn detect(
+    img: &RgbImage,
+    scene_cfg: &SceneConfig,
+    judge: &JudgeConfig,
+) -> Vec<DetectedObject> {
     let (w, h) = (img.width() as usize, img.height() as usize);
     if w == 0 || h == 0 {
         return Vec::new();
@@ -209,7 +213,7 @@ pub fn detect(img: &RgbImage, scene_cfg: &SceneConfig, judge: &JudgeConfig) -> V
 
 /// Per-skill verdicts of one generated image against the scene it was asked to draw.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SkillVerdicts {
+pub(crate) struct SkillVerdicts {
     /// As many objects detected as the scene holds.
     pub count: bool,
     /// The detected colours are the scene's, as a multiset (so `color` implies `count`).
@@ -224,7 +228,7 @@ pub struct SkillVerdicts {
 
 impl SkillVerdicts {
     /// Count, colour and position all right (position `None`, nothing to compare, passes).
-    pub fn all(&self) -> bool {
+    pub(crate) fn all(&self) -> bool {
         self.count && self.color && self.position != Some(false)
     }
 }
@@ -279,7 +283,7 @@ fn match_objects(scene: &Scene, detected: &[DetectedObject]) -> Vec<Option<usize
 }
 
 /// Judges one generated image against the scene it was asked to draw.
-pub fn judge(
+pub(crate) fn judge(
     img: &RgbImage,
     scene: &Scene,
     scene_cfg: &SceneConfig,
@@ -334,12 +338,13 @@ pub struct SkillRates {
     pub position: f64,
     /// Images whose scene has at least one pair to compare: the denominator of `position`.
     pub position_pairs: usize,
-    /// Fraction with everything right ([`SkillVerdicts::all`]).
+    /// Fraction with count, colour and position all right (a scene with no pair to compare
+    /// passes position).
     pub all: f64,
 }
 
 /// Pass rates of a batch of verdicts; every rate is 0 for an empty batch.
-pub fn rates(verdicts: &[SkillVerdicts]) -> SkillRates {
+pub(crate) fn rates(verdicts: &[SkillVerdicts]) -> SkillRates {
     let frac = |k: usize, n: usize| if n == 0 { 0.0 } else { k as f64 / n as f64 };
     let n = verdicts.len();
     let count_of = |f: &dyn Fn(&SkillVerdicts) -> bool| verdicts.iter().filter(|v| f(v)).count();

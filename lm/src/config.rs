@@ -146,7 +146,7 @@ impl TryFrom<RawConfig> for LlamaConfig {
 }
 
 /// The `torch_dtype` string HF writes for a candle dtype.
-pub fn torch_dtype_name(dtype: DType) -> &'static str {
+pub(crate) fn torch_dtype_name(dtype: DType) -> &'static str {
     match dtype {
         DType::F32 => "float32",
         DType::F16 => "float16",
@@ -265,7 +265,7 @@ impl LlamaConfig {
     /// The `config.json` object to write next to weights of `dtype`: these fields plus what
     /// `transformers` needs to pick the class (`architectures`, `model_type`) and the weights'
     /// dtype, and the HF fields that state this model has no biases and uses SiLU.
-    pub fn to_hf_json(&self, dtype: DType) -> serde_json::Value {
+    pub(crate) fn to_hf_json(&self, dtype: DType) -> serde_json::Value {
         let mut v = serde_json::json!({
             "architectures": ["LlamaForCausalLM"],
             "model_type": "llama",

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 /// `softmax(q k^T * scale + mask) v` for `q (B, H, 1, D)` and the cache's views
 /// `k, v (B, KV, L, D)` (query head `h` reads kv head `h / (H / KV)`), `mask` `(B, L)` row-major
 /// additive (0 or -inf), or none. Returns `(B, H, 1, D)`.
-pub fn one_token(
+pub(crate) fn one_token(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,

@@ -22,6 +22,9 @@ pub enum LmError {
         #[source]
         source: serde_json::Error,
     },
+    /// A file helper of `vqrae_data::fs` failed (atomic write); names the path.
+    #[error(transparent)]
+    Data(#[from] vqrae_data::DataError),
     /// The text tokenizer failed (loading, training, encoding).
     #[error("text tokenizer: {0}")]
     Tokenizer(String),

@@ -4,8 +4,12 @@
 //! (understanding) and image-code embeddings (generation) mix in one sequence.
 //!
 //! - [`config`]: [`LlamaConfig`], Hugging Face `config.json` field names;
-//! - [`model`]: [`Llama`] (RMSNorm, RoPE, SwiGLU, grouped-query attention), HF `LlamaForCausalLM`
-//!   safetensors names, loading/saving, growing the vocabulary;
+//! - [`model`]: [`Llama`] (RMSNorm, RoPE, SwiGLU, grouped-query attention) on HF
+//!   `LlamaForCausalLM` tensor names;
+//! - [`checkpoint`]: loading and saving HF checkpoint directories (`config.json` +
+//!   safetensors, sharded ones read too);
+//! - [`fuse`]: inference-only weight fusion (stacked q/k/v, transposed copies on the CPU);
+//! - [`grow`]: growing a trained model's vocabulary without changing its text decoding;
 //! - [`batch`]: right-padded training batches with loss positions, left-padded prompts;
 //! - [`cache`]: the batched KV cache (left-padded rows, preallocated);
 //! - [`decode_attention`]: one new token's attention over the cache as one CPU kernel;
@@ -16,9 +20,12 @@
 
 pub mod batch;
 pub mod cache;
+pub mod checkpoint;
 pub mod config;
 pub mod decode_attention;
 pub mod error;
+pub mod fuse;
+pub mod grow;
 pub mod model;
 pub mod sampler;
 pub mod text;
@@ -28,6 +35,8 @@ pub use cache::KvCache;
 pub use config::{LlamaConfig, LmShape};
 pub use error::{LmError, Result};
 pub use model::Llama;
-pub use sampler::{cfg_logits, restrict_to_range, split_cfg_batch, Sampler, SamplingConfig};
+pub use sampler::{
+    cfg_logits, restrict_to_range, split_cfg_batch, InvalidSampling, Sampler, SamplingConfig,
+};
 pub use text::TextTokenizer;
 pub use vocab::UnifiedVocab;

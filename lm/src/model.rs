@@ -6,77 +6,33 @@
 //! the callers need them at a few positions only (the last one during prefill, the image
 //! positions in training); the `(B, T, vocab)` product is often the largest tensor of a step.
 //!
-//! Tensor names and `config.json` are those of Hugging Face `LlamaForCausalLM`, so checkpoints
-//! go both ways and the parity tests compare against `transformers` itself.
+//! Tensor names are those of Hugging Face `LlamaForCausalLM` ([`Llama::tensors`]); reading and
+//! writing checkpoints is [`crate::checkpoint`], the inference-only weight fusion is
+//! [`crate::fuse`], and growing the vocabulary is [`crate::grow`].
 //!
 //! **Training vs inference.** candle's fused `rms_norm`, `rope` and `softmax_last_dim` kernels
-//! cut their outputs from the autograd graph without an error (`shared/gpu.md`). Every forward
-//! takes `train: bool`; the [`ops`] functions below are the only place that looks at it,
+//! cut their outputs from the autograd graph without an error (docs/GPU.md). Every forward
+//! takes `train: bool` and hands it to [`vqrae_train::ops`], the only place that looks at it,
 //! choosing the fused kernels for inference and differentiable compositions for training.
 //!
 //! **Positions and masks.** Without a cache the sequence is plain causal at positions `0..T`.
 //! With a [`KvCache`] the rows may be left-padded; the cache supplies each row's positions and
 //! mask (see [`crate::cache`]) so that a padded row computes what it would alone.
 
-use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
 
-use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Init, Linear, VarBuilder};
+use vqrae_train::ops;
 
 use crate::cache::KvCache;
 use crate::config::LlamaConfig;
 use crate::error::{LmError, Result};
+use crate::fuse::Proj;
 
-pub const CONFIG_FILE: &str = "config.json";
-pub const WEIGHTS_FILE: &str = "model.safetensors";
-/// Written by `save_pretrained` for checkpoints split into shards; read, never written here.
-pub const INDEX_FILE: &str = "model.safetensors.index.json";
-
-/// The one switch between fused inference kernels and differentiable training ops.
-mod ops {
-    use candle_core::{Result, Tensor, D};
-
-    /// RMSNorm over the last dimension; both paths accumulate in f32 (as HF does).
-    pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, train: bool) -> Result<Tensor> {
-        if train {
-            candle_nn::ops::rms_norm_slow(x, w, eps as f32)
-        } else {
-            candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)
-        }
-    }
-
-    /// Rotary embedding of `x: (B, H, T, hd)` in HF's rotate-half layout; `cos`/`sin` are
-    /// `(T, hd/2)` (one set of positions for all rows) or `(B, T, hd/2)` (per row).
-    pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, train: bool) -> Result<Tensor> {
-        if !train {
-            return candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin);
-        }
-        // `rope_slow` takes only the 2-D form; this is the same arithmetic for both forms.
-        let cos = Tensor::cat(&[cos, cos], D::Minus1)?;
-        let sin = Tensor::cat(&[sin, sin], D::Minus1)?;
-        let (cos, sin) = if cos.rank() == 3 {
-            (cos.unsqueeze(1)?, sin.unsqueeze(1)?)
-        } else {
-            (cos, sin)
-        };
-        let half = x.dim(D::Minus1)? / 2;
-        let x1 = x.narrow(D::Minus1, 0, half)?;
-        let x2 = x.narrow(D::Minus1, half, half)?;
-        let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-        x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
-    }
-
-    /// Softmax over the last dimension.
-    pub fn softmax(x: &Tensor, train: bool) -> Result<Tensor> {
-        if train {
-            candle_nn::ops::softmax(x, D::Minus1)
-        } else {
-            candle_nn::ops::softmax_last_dim(&x.contiguous()?)
-        }
-    }
-}
+/// Kept at its old path for callers outside this crate (`vqrae-unified`); the checkpoint
+/// format lives in [`crate::checkpoint`].
+pub use crate::checkpoint::save_checkpoint;
 
 /// A bias-free linear layer initialised as HF initialises LLaMA (normal, `initializer_range`).
 fn linear(
@@ -89,44 +45,8 @@ fn linear(
     Ok(Linear::new(w, None))
 }
 
-/// A bias-free projection `x @ W^T` with `W` `(out, in)`. Once [`Self::keep_transposed`] (inference
-/// on the CPU) it also holds a contiguous `(in, out)` copy of `W` and multiplies inputs of more
-/// than one row by it: gemm multiplies 2-32 rows by a contiguous matrix 1.1-4x faster than by the
-/// transposed view of `W` (docs/PERFORMANCE.md); for one row the view, a row of dot products,
-/// is the faster one.
 #[derive(Clone, Debug)]
-struct Proj {
-    linear: Linear,
-    transposed: Option<Tensor>,
-}
-
-impl Proj {
-    fn new(linear: Linear) -> Self {
-        Self {
-            linear,
-            transposed: None,
-        }
-    }
-
-    fn weight(&self) -> &Tensor {
-        self.linear.weight()
-    }
-
-    fn keep_transposed(&mut self) -> candle_core::Result<()> {
-        self.transposed = Some(self.weight().t()?.contiguous()?);
-        Ok(())
-    }
-
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        match &self.transposed {
-            Some(w_t) if x.elem_count() > x.dim(candle_core::D::Minus1)? => x.broadcast_matmul(w_t),
-            _ => self.linear.forward(x),
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-struct RmsNorm {
+pub(crate) struct RmsNorm {
     weight: Tensor,
     eps: f64,
 }
@@ -151,14 +71,14 @@ struct Rope {
 }
 
 #[derive(Clone, Debug)]
-struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    o_proj: Proj,
+pub(crate) struct Attention {
+    pub(crate) q_proj: Linear,
+    pub(crate) k_proj: Linear,
+    pub(crate) v_proj: Linear,
+    pub(crate) o_proj: Proj,
     /// `[q; k; v]` stacked `(q + 2 kv, hidden)` after [`Llama::fuse_for_inference`]: one matmul
     /// instead of three. The separate projections are then views into it.
-    qkv: Option<Proj>,
+    pub(crate) qkv: Option<Proj>,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -274,10 +194,10 @@ fn attention_dtype(x: &Tensor, train: bool) -> DType {
 
 /// SwiGLU: `down(silu(gate(x)) * up(x))`.
 #[derive(Clone, Debug)]
-struct Mlp {
-    gate_proj: Proj,
-    up_proj: Proj,
-    down_proj: Proj,
+pub(crate) struct Mlp {
+    pub(crate) gate_proj: Proj,
+    pub(crate) up_proj: Proj,
+    pub(crate) down_proj: Proj,
 }
 
 impl Mlp {
@@ -301,11 +221,11 @@ impl Mlp {
 
 /// Pre-norm block: `x + attn(norm(x))`, then `h + mlp(norm(h))`.
 #[derive(Clone, Debug)]
-struct Layer {
+pub(crate) struct Layer {
     input_layernorm: RmsNorm,
-    self_attn: Attention,
+    pub(crate) self_attn: Attention,
     post_attention_layernorm: RmsNorm,
-    mlp: Mlp,
+    pub(crate) mlp: Mlp,
 }
 
 impl Layer {
@@ -349,36 +269,22 @@ impl Layer {
     }
 }
 
-/// The weights of `parts` stacked along the output axis, and each part again as a view into it.
-fn stack(parts: &[&Linear]) -> candle_core::Result<(Proj, Vec<Linear>)> {
-    let weights: Vec<&Tensor> = parts.iter().map(|l| l.weight()).collect();
-    let stacked = Tensor::cat(&weights, 0)?;
-    let mut start = 0;
-    let mut views = Vec::with_capacity(parts.len());
-    for w in weights {
-        let n = w.dim(0)?;
-        views.push(Linear::new(stacked.narrow(0, start, n)?, None));
-        start += n;
-    }
-    Ok((Proj::new(Linear::new(stacked, None)), views))
-}
-
 /// A LLaMA-style causal LM over input embeddings (HF `LlamaForCausalLM` layout).
 #[derive(Clone, Debug)]
 pub struct Llama {
-    cfg: LlamaConfig,
+    pub(crate) cfg: LlamaConfig,
     /// `(vocab, hidden)`.
-    embed_tokens: Tensor,
-    layers: Vec<Layer>,
+    pub(crate) embed_tokens: Tensor,
+    pub(crate) layers: Vec<Layer>,
     norm: RmsNorm,
     /// `(vocab, hidden)`; the same tensor as `embed_tokens` when tied.
-    lm_head: Proj,
+    pub(crate) lm_head: Proj,
     /// RoPE angle tables `(max_position_embeddings, head_dim / 2)` in the model dtype.
     cos: Tensor,
     sin: Tensor,
     /// Set by [`Llama::fuse_for_inference`]: the weights are no longer the variables they were
     /// built from, so training mode is refused.
-    fused: bool,
+    pub(crate) fused: bool,
 }
 
 /// The `(max_pos, hd/2)` cos and sin tables, computed in f32 the way HF computes them
@@ -408,175 +314,6 @@ fn rope_tables(
     Ok((cos, sin))
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LmError + '_ {
-    move |source| LmError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// Prefixes a config error with the file it came from.
-fn in_file(path: &Path, e: LmError) -> LmError {
-    match e {
-        LmError::Config(msg) => LmError::Config(format!("{}: {msg}", path.display())),
-        other => other,
-    }
-}
-
-/// The weight files of a checkpoint directory: `model.safetensors`, or the shards listed by
-/// `model.safetensors.index.json`.
-fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let single = dir.join(WEIGHTS_FILE);
-    if single.exists() {
-        return Ok(vec![single]);
-    }
-    let index = dir.join(INDEX_FILE);
-    if !index.exists() {
-        return Err(LmError::Io {
-            path: single,
-            source: std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("no {WEIGHTS_FILE} and no {INDEX_FILE} in the checkpoint directory"),
-            ),
-        });
-    }
-    #[derive(serde::Deserialize)]
-    struct Index {
-        weight_map: HashMap<String, String>,
-    }
-    let text = std::fs::read_to_string(&index).map_err(io_err(&index))?;
-    let parsed: Index = serde_json::from_str(&text).map_err(|source| LmError::Json {
-        path: index.clone(),
-        source,
-    })?;
-    let shards: BTreeSet<&String> = parsed.weight_map.values().collect();
-    let mut files = Vec::with_capacity(shards.len());
-    for shard in shards {
-        let name = Path::new(shard);
-        // A shard is a file beside the index; anything else is a malformed (or hostile) index.
-        if name.components().count() != 1 || name.is_absolute() {
-            return Err(LmError::Config(format!(
-                "{}: shard name {shard:?} is not a plain file name",
-                index.display()
-            )));
-        }
-        let path = dir.join(name);
-        if !path.exists() {
-            return Err(LmError::Io {
-                path,
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    format!("shard listed in {INDEX_FILE} is missing"),
-                ),
-            });
-        }
-        files.push(path);
-    }
-    Ok(files)
-}
-
-/// Replaces `path` by writing a temporary sibling and renaming it over, so a reader never sees
-/// a half-written file.
-fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    if let Err(e) = write(&tmp) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    std::fs::rename(&tmp, path).map_err(io_err(path))
-}
-
-/// Every tensor name and shape a model of `cfg` stores, in HF `LlamaForCausalLM` naming.
-pub fn tensor_shapes(cfg: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
-    let (d, hd, i) = (cfg.hidden_size, cfg.head_dim(), cfg.intermediate_size);
-    let (h, kv, v) = (
-        cfg.num_attention_heads,
-        cfg.num_key_value_heads,
-        cfg.vocab_size,
-    );
-    let mut out = vec![("model.embed_tokens.weight".to_string(), vec![v, d])];
-    for l in 0..cfg.num_hidden_layers {
-        let p = format!("model.layers.{l}");
-        out.extend([
-            (format!("{p}.input_layernorm.weight"), vec![d]),
-            (format!("{p}.self_attn.q_proj.weight"), vec![h * hd, d]),
-            (format!("{p}.self_attn.k_proj.weight"), vec![kv * hd, d]),
-            (format!("{p}.self_attn.v_proj.weight"), vec![kv * hd, d]),
-            (format!("{p}.self_attn.o_proj.weight"), vec![d, h * hd]),
-            (format!("{p}.post_attention_layernorm.weight"), vec![d]),
-            (format!("{p}.mlp.gate_proj.weight"), vec![i, d]),
-            (format!("{p}.mlp.up_proj.weight"), vec![i, d]),
-            (format!("{p}.mlp.down_proj.weight"), vec![d, i]),
-        ]);
-    }
-    out.push(("model.norm.weight".to_string(), vec![d]));
-    if !cfg.tie_word_embeddings {
-        out.push(("lm_head.weight".to_string(), vec![v, d]));
-    }
-    out
-}
-
-/// Writes a checkpoint directory: `model.safetensors` (the `tensors`, HF names) and then
-/// `config.json`, each replaced atomically. Other files in `dir` (the LM's `tokenizer.json`)
-/// are left alone, which is why this replaces files rather than swapping the directory.
-///
-/// `tensors` must be exactly the set [`tensor_shapes`] lists for `cfg` (as a training `VarMap`
-/// built through [`Llama::new`] holds): a missing, extra or misshapen tensor is an error here
-/// rather than a checkpoint that fails to load later.
-pub fn save_checkpoint(
-    dir: &Path,
-    cfg: &LlamaConfig,
-    tensors: &HashMap<String, Tensor>,
-) -> Result<()> {
-    cfg.validate()?;
-    let expected = tensor_shapes(cfg);
-    for (name, shape) in &expected {
-        match tensors.get(name) {
-            None => return Err(LmError::Config(format!("save: tensor {name} is missing"))),
-            Some(t) if t.dims() != shape.as_slice() => {
-                return Err(LmError::Config(format!(
-                    "save: tensor {name} has shape {:?}, the config implies {shape:?}",
-                    t.dims()
-                )))
-            }
-            Some(_) => {}
-        }
-    }
-    if tensors.len() != expected.len() {
-        let known: BTreeSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
-        let extra: Vec<&String> = tensors
-            .keys()
-            .filter(|n| !known.contains(n.as_str()))
-            .collect();
-        return Err(LmError::Config(format!(
-            "save: tensors not in a LlamaForCausalLM of this config: {extra:?}"
-        )));
-    }
-    let dtype = tensors
-        .get("model.embed_tokens.weight")
-        .map(|t| t.dtype())
-        .unwrap_or(DType::F32);
-    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let weights = dir.join(WEIGHTS_FILE);
-    write_atomic(&weights, |tmp| {
-        candle_core::safetensors::save(tensors, tmp)
-            .map_err(|e| LmError::candle(format!("writing {}", weights.display()), e))
-    })?;
-    let config = dir.join(CONFIG_FILE);
-    let json =
-        serde_json::to_string_pretty(&cfg.to_hf_json(dtype)).map_err(|source| LmError::Json {
-            path: config.clone(),
-            source,
-        })?;
-    write_atomic(&config, |tmp| {
-        std::fs::write(tmp, json + "\n").map_err(io_err(tmp))
-    })
-}
-
 impl Llama {
     /// Builds the model from `vb`: a checkpoint's tensors, or fresh seeded weights through
     /// `vqrae_train::init::SeededVarMap` (normal with std `initializer_range`, norms at 1, as HF
@@ -586,7 +323,7 @@ impl Llama {
         Self::build(cfg, vb).map_err(|e| LmError::candle("building the Llama model", e))
     }
 
-    fn build(cfg: &LlamaConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+    pub(crate) fn build(cfg: &LlamaConfig, vb: VarBuilder) -> candle_core::Result<Self> {
         let init = Init::Randn {
             mean: 0.0,
             stdev: cfg.initializer_range,
@@ -618,30 +355,6 @@ impl Llama {
         })
     }
 
-    /// Loads a checkpoint directory: `config.json` and `model.safetensors` (or the shards of
-    /// `model.safetensors.index.json`), converting the weights to `dtype`.
-    pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
-        let config = dir.join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&config).map_err(io_err(&config))?;
-        let cfg: LlamaConfig = serde_json::from_str(&text).map_err(|source| LmError::Json {
-            path: config.clone(),
-            source,
-        })?;
-        cfg.validate().map_err(|e| in_file(&config, e))?;
-        let files = weight_files(dir)?;
-        let shown = files
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
-        // SAFETY: the files are only read. A concurrent writer would break the mmap contract,
-        // which is why every writer here writes a temporary file and renames it into place.
-        let st = unsafe { MmapedSafetensors::multi(&files) }
-            .map_err(|e| LmError::candle(format!("reading {shown}"), e))?;
-        let vb = VarBuilder::from_backend(Box::new(st), dtype, device.clone());
-        Self::build(&cfg, vb).map_err(|e| LmError::candle(format!("loading {shown}"), e))
-    }
-
     /// A model from named tensors (HF names), e.g. after [`Self::grow_vocab`].
     pub fn from_tensors(
         cfg: &LlamaConfig,
@@ -650,11 +363,6 @@ impl Llama {
         dtype: DType,
     ) -> Result<Self> {
         Self::new(cfg, VarBuilder::from_tensors(tensors, dtype, device))
-    }
-
-    /// Saves this model's config and weights into `dir` (see [`save_checkpoint`]).
-    pub fn save(&self, dir: &Path) -> Result<()> {
-        save_checkpoint(dir, &self.cfg, &self.tensors())
     }
 
     pub fn config(&self) -> &LlamaConfig {
@@ -667,46 +375,6 @@ impl Llama {
 
     pub fn dtype(&self) -> DType {
         self.embed_tokens.dtype()
-    }
-
-    /// Stacks each layer's q/k/v weights into one matrix, so that inference runs one matmul
-    /// where it ran three (fewer calls, a wider matrix: what decoding a few rows at a time is
-    /// bound by; the three outputs are split by the head reshape, which copies anyway). The
-    /// separate weights become views into the stacked ones (no second copy), so saving and
-    /// [`Self::tensors`] are unchanged. On the CPU every projection and the output head also
-    /// keep a contiguous transposed copy, which gemm multiplies faster when more than one row
-    /// comes at a time (`Proj`); this doubles the weights' memory there. The stacked and
-    /// transposed matrices are copies, not the variables: a fused model refuses training mode.
-    pub fn fuse_for_inference(&mut self) -> Result<()> {
-        let cpu = self.device().is_cpu();
-        for (l, layer) in self.layers.iter_mut().enumerate() {
-            let ctx = |e| LmError::candle(format!("fusing layer {l}"), e);
-            let a = &mut layer.self_attn;
-            let (mut qkv, parts) = stack(&[&a.q_proj, &a.k_proj, &a.v_proj]).map_err(ctx)?;
-            if let [q, k, v] = parts.as_slice() {
-                (a.q_proj, a.k_proj, a.v_proj) = (q.clone(), k.clone(), v.clone());
-            }
-            if cpu {
-                let m = &mut layer.mlp;
-                for p in [
-                    &mut qkv,
-                    &mut a.o_proj,
-                    &mut m.gate_proj,
-                    &mut m.up_proj,
-                    &mut m.down_proj,
-                ] {
-                    p.keep_transposed().map_err(ctx)?;
-                }
-            }
-            a.qkv = Some(qkv);
-        }
-        if cpu {
-            self.lm_head
-                .keep_transposed()
-                .map_err(|e| LmError::candle("fusing the output head", e))?;
-        }
-        self.fused = true;
-        Ok(())
     }
 
     /// Every stored tensor by its HF name (no `lm_head.weight` when tied). When the model was
@@ -832,9 +500,35 @@ impl Llama {
                 "forward: a KV cache is for inference; training mode takes none".into(),
             ));
         }
+        let (rope, mask) = self.rope_and_mask(embeds, cache.as_deref(), train)?;
+        let mut x = embeds.clone();
+        for (l, layer) in self.layers.iter().enumerate() {
+            let layer_cache = cache.as_deref_mut().map(|c| (c, l));
+            x = layer
+                .forward(&x, &rope, mask.as_ref(), layer_cache, train)
+                .map_err(|e| LmError::candle(format!("forward: layer {l}"), e))?;
+        }
+        if let Some(c) = cache {
+            c.advance(t);
+        }
+        self.norm
+            .forward(&x, train)
+            .map_err(|e| LmError::candle("forward: final norm", e))
+    }
+
+    /// The RoPE angles and the attention mask of one forward over `embeds: (B, T, hidden)`:
+    /// causal at positions `0..T` without a cache; with one, each row's own positions and
+    /// padding mask after the cached columns.
+    fn rope_and_mask(
+        &self,
+        embeds: &Tensor,
+        cache: Option<&KvCache>,
+        train: bool,
+    ) -> Result<(Rope, Option<Tensor>)> {
         let max_pos = self.cfg.max_position_embeddings;
         let dev = self.device();
-        let (rope, mask) = match cache.as_deref() {
+        let (b, t, _) = embeds.dims3()?;
+        Ok(match cache {
             None => {
                 if t > max_pos {
                     return Err(LmError::Config(format!(
@@ -889,20 +583,7 @@ impl Llama {
                     .transpose()?;
                 (rope, mask)
             }
-        };
-        let mut x = embeds.clone();
-        for (l, layer) in self.layers.iter().enumerate() {
-            let layer_cache = cache.as_deref_mut().map(|c| (c, l));
-            x = layer
-                .forward(&x, &rope, mask.as_ref(), layer_cache, train)
-                .map_err(|e| LmError::candle(format!("forward: layer {l}"), e))?;
-        }
-        if let Some(c) = cache {
-            c.advance(t);
-        }
-        self.norm
-            .forward(&x, train)
-            .map_err(|e| LmError::candle("forward: final norm", e))
+        })
     }
 
     /// Logits `(..., vocab)` in f32 of hidden states `(..., hidden)` (any leading shape, e.g.
@@ -937,64 +618,5 @@ impl Llama {
         train: bool,
     ) -> Result<Tensor> {
         self.logits(&self.forward_hidden(embeds, cache, train)?)
-    }
-
-    /// New embedding (and untied `lm_head`) tensors for a vocabulary grown to `new_vocab`, by HF
-    /// name; the other tensors are unchanged (take them from [`Self::tensors`]).
-    ///
-    /// The old rows are kept bit for bit. A new embedding row is the mean of the old rows plus
-    /// seeded noise of 1% of their spread (the noise tells new tokens apart). A new `lm_head` row
-    /// is exactly the mean of the old rows, so its logit is the mean of the old logits: the first
-    /// `V_old` logits are unchanged and the new ones never exceed the old maximum, so greedy text
-    /// decoding is unchanged (HF `resize_token_embeddings(mean_resizing=True)` does the same).
-    /// With tied embeddings the head rows are the noisy embedding rows, so only the first
-    /// `V_old` logits are guaranteed unchanged.
-    pub fn grow_vocab(&self, new_vocab: usize, seed: u64) -> Result<Vec<(String, Tensor)>> {
-        let old = self.cfg.vocab_size;
-        if new_vocab < old || new_vocab > u32::MAX as usize {
-            return Err(LmError::Config(format!(
-                "grow_vocab: new size {new_vocab} must be between the current {old} and u32::MAX"
-            )));
-        }
-        let grow = |table: &Tensor, noise_seed: Option<u64>| -> candle_core::Result<Tensor> {
-            let n = new_vocab - old;
-            if n == 0 {
-                return Ok(table.clone());
-            }
-            let d = self.cfg.hidden_size;
-            let f = table.to_dtype(DType::F32)?;
-            let mean = f.mean_keepdim(0)?; // (1, d)
-            let mut rows = mean.broadcast_as((n, d))?.contiguous()?;
-            if let Some(seed) = noise_seed {
-                let spread = f
-                    .broadcast_sub(&mean)?
-                    .sqr()?
-                    .mean_all()?
-                    .to_scalar::<f32>()?
-                    .sqrt();
-                let noise = vqrae_train::init::seeded_randn(
-                    (n, d),
-                    0.0,
-                    0.01 * spread as f64,
-                    seed,
-                    table.device(),
-                )?;
-                rows = (rows + noise)?;
-            }
-            Tensor::cat(&[table, &rows.to_dtype(table.dtype())?], 0)
-        };
-        let mut out = vec![(
-            "model.embed_tokens.weight".to_string(),
-            grow(&self.embed_tokens, Some(seed))
-                .map_err(|e| LmError::candle("grow_vocab: embedding", e))?,
-        )];
-        if !self.cfg.tie_word_embeddings {
-            out.push((
-                "lm_head.weight".to_string(),
-                grow(self.lm_head.weight(), None)
-                    .map_err(|e| LmError::candle("grow_vocab: lm_head", e))?,
-            ));
-        }
-        Ok(out)
     }
 }

@@ -69,27 +69,47 @@ impl SamplingConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
+        match self.check() {
+            Some(bad) => Err(LmError::Config(bad.message)),
+            None => Ok(()),
+        }
+    }
+
+    /// The first setting out of range, with the name the CLI and the API give it: the one
+    /// check every front end reports from.
+    pub fn check(&self) -> Option<InvalidSampling> {
+        let bad = |param, message| Some(InvalidSampling { param, message });
         let t = self.temperature;
         if !t.is_finite() || t < 0.0 {
-            return Err(LmError::Config(format!(
-                "temperature must be a finite number >= 0 (0 = greedy), got {t}"
-            )));
+            return bad(
+                "temperature",
+                format!("temperature must be a finite number >= 0 (0 = greedy), got {t}"),
+            );
         }
         if self.top_k == Some(0) {
-            return Err(LmError::Config(
+            return bad(
+                "top_k",
                 "top_k must be at least 1 (leave it unset to keep every id)".to_owned(),
-            ));
+            );
         }
         if let Some(p) = self.top_p {
             // written so that NaN fails too
             if !(p > 0.0 && p <= 1.0) {
-                return Err(LmError::Config(format!(
-                    "top_p must be in (0, 1] (leave it unset to keep every id), got {p}"
-                )));
+                return bad(
+                    "top_p",
+                    format!("top_p must be in (0, 1] (leave it unset to keep every id), got {p}"),
+                );
             }
         }
-        Ok(())
+        None
     }
+}
+
+/// A sampling setting out of range: which one, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InvalidSampling {
+    pub param: &'static str,
+    pub message: String,
 }
 
 /// Draws token ids from logits with a [`SamplingConfig`] and its own seeded random stream.

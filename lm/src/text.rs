@@ -17,8 +17,7 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
 use tokenizers::normalizers::Lowercase;
@@ -28,18 +27,18 @@ use tokenizers::{AddedToken, Tokenizer, TokenizerBuilder, TokenizerImpl};
 use crate::error::{LmError, Result};
 
 /// Padding token (left padding of batched prompts); id 0 in a trained tokenizer.
-pub const PAD: &str = "<pad>";
+pub(crate) const PAD: &str = "<pad>";
 /// Beginning of a sequence; id 1 in a trained tokenizer.
-pub const BOS: &str = "<bos>";
+pub(crate) const BOS: &str = "<bos>";
 /// End of a sequence (and of an answer); id 2 in a trained tokenizer.
-pub const EOS: &str = "<eos>";
+pub(crate) const EOS: &str = "<eos>";
 
 /// Number of byte symbols a byte-level BPE starts from: every byte must be a token so that no
 /// text is ever unknown.
 const BYTE_ALPHABET: usize = 256;
 /// Smallest vocabulary [`TextTokenizer::train_bpe`] accepts: the three control tokens and the
 /// byte alphabet.
-pub const MIN_BPE_VOCAB: usize = 3 + BYTE_ALPHABET;
+pub(crate) const MIN_BPE_VOCAB: usize = 3 + BYTE_ALPHABET;
 /// A pair must occur this often to be merged: a merge seen once memorises one string and does
 /// not generalise, and a small corpus would fill the vocabulary with such merges.
 const MIN_MERGE_FREQUENCY: u64 = 2;
@@ -74,7 +73,7 @@ impl TextTokenizer {
     /// Wraps an already built `tokenizers::Tokenizer` (see [`Self::from_file`] for the control
     /// tokens). Padding and truncation settings in it are dropped: batching pads on its own
     /// (left, with `<pad>`), and a prompt cut short without a word would be a silent bug.
-    pub fn from_tokenizer(mut inner: Tokenizer) -> Result<Self> {
+    pub(crate) fn from_tokenizer(mut inner: Tokenizer) -> Result<Self> {
         inner.with_padding(None);
         inner
             .with_truncation(None)
@@ -186,25 +185,7 @@ impl TextTokenizer {
             .inner
             .to_string(true)
             .map_err(|e| LmError::Tokenizer(format!("serialising to {}: {e}", path.display())))?;
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(format!(".tmp{}", std::process::id()));
-        let tmp = PathBuf::from(tmp);
-        let io = |p: &Path| {
-            let p = p.to_path_buf();
-            move |source| LmError::Io { path: p, source }
-        };
-        let written = fs::File::create(&tmp).and_then(|mut f| {
-            f.write_all(json.as_bytes())?;
-            f.sync_all()
-        });
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(io(&tmp)(e));
-        }
-        fs::rename(&tmp, path).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            io(path)(e)
-        })
+        Ok(vqrae_data::fs::write_atomic(path, json.as_bytes())?)
     }
 
     /// Token ids of `text`, without control tokens (the caller places `<bos>`/`<eos>`).

@@ -137,7 +137,7 @@ impl UnifiedVocab {
     }
 
     /// The image code of LM id `id`, or `None` for a text token, a marker or an id past the end.
-    pub fn id_to_code(&self, id: u32) -> Option<u32> {
+    pub(crate) fn id_to_code(&self, id: u32) -> Option<u32> {
         let range = self.code_range();
         range.contains(&id).then(|| id - range.start)
     }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device, IndexOp, Tensor, D};
-use vqrae_lm::model::{save_checkpoint, tensor_shapes};
+use vqrae_lm::checkpoint::{save_checkpoint, tensor_shapes};
 use vqrae_lm::{Llama, LlamaConfig};
 use vqrae_train::init::SeededVarMap;
 

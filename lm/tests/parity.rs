@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device, IndexOp, Tensor};
-use vqrae_lm::model::tensor_shapes;
+use vqrae_lm::checkpoint::tensor_shapes;
 use vqrae_lm::{Llama, LlamaConfig};
 
 const FIXTURES: [&str; 2] = ["llama-mha", "llama-gqa"];

@@ -3,7 +3,7 @@
 //! tokenizer's files, the images' pixels, the captions), so every run of a
 //! sweep, and every later sweep on the same data, reads the same codes without re-encoding.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use image::RgbImage;
@@ -57,7 +57,7 @@ impl Fnv {
 }
 
 /// The images of one split with their captions.
-pub struct Split<'a> {
+pub(crate) struct Split<'a> {
     pub images: &'a [RgbImage],
     pub captions: &'a [String],
 }
@@ -65,7 +65,7 @@ pub struct Split<'a> {
 impl CodeSet {
     /// Encodes `train` and `val` with the tokenizer in `tokenizer_dir`, or reads them from
     /// `cache_dir` when the same inputs were encoded before.
-    pub fn load_or_encode(
+    pub(crate) fn load_or_encode(
         tokenizer_dir: &Path,
         train: Split<'_>,
         val: Split<'_>,
@@ -156,8 +156,6 @@ impl CodeSet {
 
     /// Tensors first, the sidecar last: a sidecar names only complete tensor files.
     fn write_cache(&self, tensors: &Path, meta: &Path, fingerprint: String) -> Result<()> {
-        let dir = tensors.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(ScalingError::io(dir))?;
         let to_tensor = |rows: &[Captioned]| -> Result<Tensor> {
             let flat: Vec<u32> = rows.iter().flat_map(|r| r.codes.iter().copied()).collect();
             Ok(Tensor::from_vec(
@@ -170,10 +168,10 @@ impl CodeSet {
             ("train".to_string(), to_tensor(&self.train)?),
             ("val".to_string(), to_tensor(&self.val)?),
         ]);
-        let tmp = PathBuf::from(format!("{}.tmp", tensors.display()));
-        candle_core::safetensors::save(&map, &tmp)
-            .map_err(|e| ScalingError::candle(format!("writing {}", tmp.display()), e))?;
-        std::fs::rename(&tmp, tensors).map_err(ScalingError::io(tensors))?;
+        vqrae_data::fs::write_atomic_with(tensors, |tmp| {
+            candle_core::safetensors::save(&map, tmp)
+                .map_err(|e| ScalingError::candle(format!("writing {}", tensors.display()), e))
+        })?;
         let m = CacheMeta {
             fingerprint,
             image_tokens: self.image_tokens,
@@ -185,10 +183,7 @@ impl CodeSet {
             path: meta.to_path_buf(),
             source,
         })?;
-        let tmp = PathBuf::from(format!("{}.tmp", meta.display()));
-        std::fs::write(&tmp, text).map_err(ScalingError::io(&tmp))?;
-        std::fs::rename(&tmp, meta).map_err(ScalingError::io(meta))?;
-        Ok(())
+        Ok(vqrae_data::fs::write_atomic(meta, text.as_bytes())?)
     }
 }
 

@@ -33,7 +33,7 @@ impl SizeSpec {
     }
 
     /// The LM's config for a vocabulary and context.
-    pub fn llama_config(&self, vocab_size: usize, context: usize) -> Result<LlamaConfig> {
+    pub(crate) fn llama_config(&self, vocab_size: usize, context: usize) -> Result<LlamaConfig> {
         let shape = LmShape {
             hidden_size: self.hidden_size,
             intermediate_size: self.intermediate(),
@@ -61,7 +61,7 @@ pub enum Budget {
 
 impl Budget {
     /// Tokens a model of `n` non-embedding parameters trains on.
-    pub fn tokens(&self, n: usize) -> f64 {
+    pub(crate) fn tokens(&self, n: usize) -> f64 {
         match *self {
             Budget::Tokens(t) => t as f64,
             Budget::Flops(c) => c / (6.0 * n as f64),
@@ -180,7 +180,7 @@ fn default_fit_from() -> f64 {
 
 impl ScalingConfig {
     pub fn from_toml_file(path: &Path) -> Result<Self> {
-        let cfg: Self = vqrae_tokenizer::checkpoint::read_toml(path)?;
+        let cfg: Self = vqrae_data::fs::read_toml(path)?;
         cfg.validate()
             .map_err(|e| ScalingError::Config(format!("{}: {e}", path.display())))?;
         Ok(cfg)
@@ -286,11 +286,11 @@ impl ScalingConfig {
     }
 
     /// The family's sizes and then the held-out one.
-    pub fn all_sizes(&self) -> impl Iterator<Item = &SizeSpec> {
+    pub(crate) fn all_sizes(&self) -> impl Iterator<Item = &SizeSpec> {
         self.sizes.iter().chain([&self.predict])
     }
 
-    pub fn size(&self, name: &str) -> Option<&SizeSpec> {
+    pub(crate) fn size(&self, name: &str) -> Option<&SizeSpec> {
         self.all_sizes().find(|s| s.name == name)
     }
 }

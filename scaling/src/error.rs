@@ -42,14 +42,14 @@ pub enum ScalingError {
 
 impl ScalingError {
     /// The `map_err` of an I/O call on `path`.
-    pub fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
+    pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
         move |source| Self::Io {
             path: path.to_path_buf(),
             source,
         }
     }
 
-    pub fn candle(context: impl Into<String>, source: candle_core::Error) -> Self {
+    pub(crate) fn candle(context: impl Into<String>, source: candle_core::Error) -> Self {
         Self::Candle {
             context: context.into(),
             source,

@@ -55,13 +55,13 @@ pub struct PowerLawFit {
 
 impl PowerLawFit {
     /// The fitted loss at `x`.
-    pub fn predict(&self, x: f64) -> f64 {
+    pub(crate) fn predict(&self, x: f64) -> f64 {
         self.power_term(x) + self.l_inf
     }
 
     /// Standard error of [`predict`](Self::predict) at `x` by the delta method
     /// (`g^T Sigma g`), `None` when the covariance is unknown.
-    pub fn predict_se(&self, x: f64) -> Option<f64> {
+    pub(crate) fn predict_se(&self, x: f64) -> Option<f64> {
         let cov = self.covariance.as_ref()?;
         let term = self.power_term(x);
         // dL/da = x^-alpha, dL/dalpha = -a x^-alpha ln x, dL/dl_inf = 1.
@@ -88,7 +88,7 @@ impl PowerLawFit {
 
 /// Why a power law could not be fitted.
 #[derive(Debug, thiserror::Error)]
-pub enum FitError {
+pub(crate) enum FitError {
     #[error("need at least 3 points to fit a power law with 3 parameters, got {0}")]
     TooFewPoints(usize),
     #[error("x and y lengths differ: {xs} x values, {ys} y values")]
@@ -103,7 +103,7 @@ pub enum FitError {
 
 /// Fits `L(x) = a * x^(-alpha) + l_inf` to `(xs[i], ys[i])` by least squares on `ys`, with
 /// `l_inf` in `[0, min(ys)]` (see the module docs for the method).
-pub fn fit_power_law(xs: &[f64], ys: &[f64]) -> Result<PowerLawFit, FitError> {
+pub(crate) fn fit_power_law(xs: &[f64], ys: &[f64]) -> Result<PowerLawFit, FitError> {
     if xs.len() != ys.len() {
         return Err(FitError::LengthMismatch {
             xs: xs.len(),
@@ -170,7 +170,7 @@ pub fn fit_power_law(xs: &[f64], ys: &[f64]) -> Result<PowerLawFit, FitError> {
 /// The compute-efficient frontier: the points `(x, y)` for which no other point has
 /// `x' <= x` and `y' <= y` (with at least one strict), sorted by x ascending; duplicates
 /// are kept once. Points with a NaN coordinate are skipped: they are comparable to none.
-pub fn frontier(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+pub(crate) fn frontier(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
     let mut sorted: Vec<(f64, f64)> = points
         .iter()
         .copied()

@@ -5,21 +5,24 @@
 //! trained to check; a second sweep holds the LM fixed and varies the tokenizer's codebook.
 //!
 //! - [`config`]: the sweep's TOML (`configs/scaling/*.toml`) and its `--smoke` shrink;
+//! - `data`: the sweep's images from the data root (easy-VQA and the procedural scenes);
 //! - [`codes`]: the images' codes, encoded once per tokenizer and cached;
 //! - [`run`]: one resumable run and its validation curve;
-//! - [`quality`]: the referee on generated images, and its ceiling on reconstructions;
+//! - `quality`: the referee on generated images, and its ceiling on reconstructions;
 //! - [`fit`]: the power-law fits and the frontier;
-//! - [`sweep`]: the whole sweep; [`report`]: CSV, plots and the markdown report.
+//! - [`sweep`]: the whole sweep ([`sweep::run_and_report`]: what `vqrae scale` does);
+//!   [`report`]: CSV, plots and the markdown report.
 
 pub mod codes;
 pub mod config;
+mod data;
 pub mod error;
 pub mod fit;
-pub mod quality;
+mod quality;
 pub mod report;
 pub mod run;
 pub mod sweep;
 
 pub use config::ScalingConfig;
 pub use error::{Result, ScalingError};
-pub use sweep::{SweepData, SweepReport};
+pub use sweep::SweepReport;

@@ -18,14 +18,14 @@ use vqrae_generate::sample::{GenerationConfig, ImageRequest, T2i};
 
 /// A caption to draw and what the referee should read in its images.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Prompt {
+pub(crate) struct Prompt {
     pub caption: String,
     pub label: Verdict,
 }
 
 /// The referee, what it judges and how the images are drawn: the same for every run of a sweep
 /// (on one tokenizer).
-pub struct QualityCheck<'a> {
+pub(crate) struct QualityCheck<'a> {
     pub tokenizer: &'a Vqrae,
     pub referee: &'a Referee,
     pub prompts: &'a [Prompt],
@@ -64,7 +64,7 @@ impl QualityCheck<'_> {
     }
 
     /// The referee's scores on images the LM draws for every prompt.
-    pub fn generated(
+    pub(crate) fn generated(
         &self,
         lm: &Llama,
         text: &TextTokenizer,
@@ -81,7 +81,7 @@ impl QualityCheck<'_> {
     }
 
     /// The scene judge's per-skill rates on images the LM draws for each scene's caption.
-    pub fn generated_scenes(
+    pub(crate) fn generated_scenes(
         &self,
         lm: &Llama,
         text: &TextTokenizer,
@@ -94,14 +94,14 @@ impl QualityCheck<'_> {
     }
 
     /// The referee's scores on the tokenizer's reconstructions of real images.
-    pub fn ceiling(&self, images: &[RgbImage], labels: &[Verdict]) -> Result<RefereeReport> {
+    pub(crate) fn ceiling(&self, images: &[RgbImage], labels: &[Verdict]) -> Result<RefereeReport> {
         Ok(self
             .referee
             .evaluate(&self.tokenizer.reconstruct_images(images)?, labels)?)
     }
 
     /// The scene judge on the tokenizer's reconstructions of the prompts' own renders.
-    pub fn scene_ceiling(&self, prompts: &ScenePrompts<'_>) -> Result<SkillRates> {
+    pub(crate) fn scene_ceiling(&self, prompts: &ScenePrompts<'_>) -> Result<SkillRates> {
         Ok(prompts.ceiling(self.tokenizer)?)
     }
 }

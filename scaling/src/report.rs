@@ -24,7 +24,7 @@ fn field(s: &str) -> String {
 }
 
 /// One row per run: the family, the held-out size and the codebook sweep.
-pub fn csv(report: &SweepReport) -> String {
+pub(crate) fn csv(report: &SweepReport) -> String {
     let mut out = String::from(
         "group,name,tokenizer,codebook_size,hidden_size,layers,heads,params,non_embedding_params,\
          steps,tokens,flops,val_loss,referee_both,referee_color,referee_shape,scene_count,\
@@ -232,12 +232,9 @@ pub fn markdown(r: &SweepReport) -> String {
 }
 
 /// Writes `runs.csv`, `report.json`, `report.md` and the plots into `out`.
-pub fn write_all(r: &SweepReport, out: &Path) -> Result<()> {
-    std::fs::create_dir_all(out).map_err(ScalingError::io(out))?;
-    let write = |name: &str, text: String| {
-        let p = out.join(name);
-        std::fs::write(&p, text).map_err(ScalingError::io(&p))
-    };
+pub(crate) fn write_all(r: &SweepReport, out: &Path) -> Result<()> {
+    let write =
+        |name: &str, text: String| vqrae_data::fs::write_atomic(&out.join(name), text.as_bytes());
     write("runs.csv", csv(r))?;
     let json = serde_json::to_string_pretty(r).map_err(|source| ScalingError::Json {
         path: out.join("report.json"),
@@ -245,136 +242,190 @@ pub fn write_all(r: &SweepReport, out: &Path) -> Result<()> {
     })?;
     write("report.json", json + "\n")?;
     write("report.md", markdown(r))?;
+    let plots = Plots::new(r);
+    plots.loss_vs_n(&out.join("loss-vs-n.png"))?;
+    plots.loss_vs_c(&out.join("loss-vs-c.png"))?;
+    plots.curves(&out.join("curves.png"))?;
+    plots.quality_vs_n(&out.join("quality-vs-n.png"))
+}
 
-    let family = |f: &dyn Fn(&RunResult) -> Option<(f64, f64)>| -> Vec<(f64, f64)> {
-        r.runs.iter().filter_map(f).collect()
-    };
-    let n = |run: &RunResult| run.non_embedding_params as f64;
-    let (lo, hi) = family(&|run| Some((n(run), 0.0)))
-        .iter()
-        .chain([(n(&r.held_out), 0.0)].iter())
-        .fold((f64::MAX, f64::MIN), |(lo, hi), &(x, _)| {
-            (lo.min(x), hi.max(x))
-        });
-    let pts = |label: &str, points: Vec<(f64, f64)>| XySeries {
+/// The report's plots, over the family's range of N and under a loss cap.
+struct Plots<'a> {
+    r: &'a SweepReport,
+    /// The smallest and largest N, held-out size included.
+    n_range: (f64, f64),
+    /// The first steps fall from ~ln(vocab); points above twice the worst final loss are cut
+    /// so that the law's range is readable.
+    cap: f64,
+}
+
+fn n(run: &RunResult) -> f64 {
+    run.non_embedding_params as f64
+}
+
+fn pts(label: &str, points: Vec<(f64, f64)>) -> XySeries {
+    XySeries {
         label: label.into(),
         points,
         mark: Mark::Points,
-    };
-    let fit = |label: &str, points: Vec<(f64, f64)>| XySeries {
+    }
+}
+
+fn fit(label: &str, points: Vec<(f64, f64)>) -> XySeries {
+    XySeries {
         label: label.into(),
         points,
         mark: Mark::Fit,
-    };
-    plot_log_x(
-        &Axes {
-            title: "validation loss vs non-embedding parameters".into(),
-            x: "N".into(),
-            y: "val loss (nats / image token)".into(),
-        },
-        &[
-            pts("family", family(&|run| Some((n(run), run.val_loss)))),
-            pts("held out", vec![(n(&r.held_out), r.held_out.val_loss)]),
-            fit("fit L(N)", curve(&r.fit_n, lo, hi)),
-        ],
-        &out.join("loss-vs-n.png"),
-        PLOT_SIZE,
-    )?;
-
-    // the first steps fall from ~ln(vocab); cut them so the law's range is readable
-    let cap = 2.0
-        * r.runs
-            .iter()
-            .chain([&r.held_out])
-            .map(|run| run.val_loss)
-            .fold(0.0, f64::max);
-    let under_cap = |points: Vec<(f64, f64)>| -> Vec<(f64, f64)> {
-        points.into_iter().filter(|p| p.1 <= cap).collect()
-    };
-    let mut series: Vec<XySeries> = r
-        .runs
-        .iter()
-        .map(|run| XySeries {
-            label: run.name.clone(),
-            points: under_cap(run.curve.iter().map(|p| (p.flops, p.val_loss)).collect()),
-            mark: Mark::Line,
-        })
-        .collect();
-    let (c_lo, c_hi) = r
-        .frontier
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(lo, hi), &(x, _)| {
-            (lo.min(x), hi.max(x))
-        });
-    series.push(pts("frontier", r.frontier.clone()));
-    series.push(fit("fit L(C)", curve(&r.fit_c, c_lo, c_hi)));
-    plot_log_x(
-        &Axes {
-            title: format!(
-                "validation loss vs training compute, and the frontier (loss <= {cap:.2})"
-            ),
-            x: "C = 6 N D (FLOPs)".into(),
-            y: "val loss".into(),
-        },
-        &series,
-        &out.join("loss-vs-c.png"),
-        PLOT_SIZE,
-    )?;
-
-    let curves: Vec<XySeries> = r
-        .runs
-        .iter()
-        .chain([&r.held_out])
-        .map(|run| XySeries {
-            label: run.name.clone(),
-            points: under_cap(run.curve.iter().map(|p| (p.tokens, p.val_loss)).collect()),
-            mark: Mark::Line,
-        })
-        .collect();
-    plot_log_x(
-        &Axes {
-            title: format!("validation loss over training, per size (loss <= {cap:.2})"),
-            x: "tokens D".into(),
-            y: "val loss".into(),
-        },
-        &curves,
-        &out.join("curves.png"),
-        PLOT_SIZE,
-    )?;
-
-    let q = |run: &RunResult| run.quality.as_ref().map(|q| (n(run), 100.0 * q.both));
-    let mut series = vec![
-        pts("easy-VQA, referee", family(&|run| q(run))),
-        pts("easy-VQA, held out", q(&r.held_out).into_iter().collect()),
-        fit(
-            "easy-VQA ceiling (reconstructions)",
-            vec![(lo, 100.0 * r.ceiling.both), (hi, 100.0 * r.ceiling.both)],
-        ),
-    ];
-    if let Some(c) = &r.scene_ceiling {
-        let sq = |run: &RunResult| run.scenes.as_ref().map(|q| (n(run), 100.0 * q.all));
-        series.push(pts("scenes, all skills", family(&|run| sq(run))));
-        series.push(pts(
-            "scenes, held out",
-            sq(&r.held_out).into_iter().collect(),
-        ));
-        series.push(fit(
-            "scene ceiling (reconstructions)",
-            vec![(lo, 100.0 * c.all), (hi, 100.0 * c.all)],
-        ));
     }
-    plot_log_x(
-        &Axes {
-            title: "generation quality vs N (referee: colour and shape; scene judge: all skills)"
-                .into(),
-            x: "N".into(),
-            y: "% right".into(),
-        },
-        &series,
-        &out.join("quality-vs-n.png"),
-        PLOT_SIZE,
-    )?;
-    Ok(())
+}
+
+impl<'a> Plots<'a> {
+    fn new(r: &'a SweepReport) -> Self {
+        let n_range = r
+            .runs
+            .iter()
+            .map(|run| (n(run), 0.0))
+            .chain([(n(&r.held_out), 0.0)])
+            .fold((f64::MAX, f64::MIN), |(lo, hi), (x, _)| {
+                (lo.min(x), hi.max(x))
+            });
+        let cap = 2.0
+            * r.runs
+                .iter()
+                .chain([&r.held_out])
+                .map(|run| run.val_loss)
+                .fold(0.0, f64::max);
+        Self { r, n_range, cap }
+    }
+
+    /// `(N, y)` of every run of the family that has a `y`.
+    fn family(&self, f: &dyn Fn(&RunResult) -> Option<(f64, f64)>) -> Vec<(f64, f64)> {
+        self.r.runs.iter().filter_map(f).collect()
+    }
+
+    fn under_cap(&self, points: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
+        points.into_iter().filter(|p| p.1 <= self.cap).collect()
+    }
+
+    fn loss_vs_n(&self, path: &Path) -> Result<()> {
+        let (r, (lo, hi)) = (self.r, self.n_range);
+        plot_log_x(
+            &Axes {
+                title: "validation loss vs non-embedding parameters".into(),
+                x: "N".into(),
+                y: "val loss (nats / image token)".into(),
+            },
+            &[
+                pts("family", self.family(&|run| Some((n(run), run.val_loss)))),
+                pts("held out", vec![(n(&r.held_out), r.held_out.val_loss)]),
+                fit("fit L(N)", curve(&r.fit_n, lo, hi)),
+            ],
+            path,
+            PLOT_SIZE,
+        )?;
+        Ok(())
+    }
+
+    fn loss_vs_c(&self, path: &Path) -> Result<()> {
+        let r = self.r;
+        let mut series: Vec<XySeries> = r
+            .runs
+            .iter()
+            .map(|run| XySeries {
+                label: run.name.clone(),
+                points: self.under_cap(run.curve.iter().map(|p| (p.flops, p.val_loss)).collect()),
+                mark: Mark::Line,
+            })
+            .collect();
+        let (c_lo, c_hi) = r
+            .frontier
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), &(x, _)| {
+                (lo.min(x), hi.max(x))
+            });
+        series.push(pts("frontier", r.frontier.clone()));
+        series.push(fit("fit L(C)", curve(&r.fit_c, c_lo, c_hi)));
+        plot_log_x(
+            &Axes {
+                title: format!(
+                    "validation loss vs training compute, and the frontier (loss <= {:.2})",
+                    self.cap
+                ),
+                x: "C = 6 N D (FLOPs)".into(),
+                y: "val loss".into(),
+            },
+            &series,
+            path,
+            PLOT_SIZE,
+        )?;
+        Ok(())
+    }
+
+    fn curves(&self, path: &Path) -> Result<()> {
+        let curves: Vec<XySeries> = self
+            .r
+            .runs
+            .iter()
+            .chain([&self.r.held_out])
+            .map(|run| XySeries {
+                label: run.name.clone(),
+                points: self.under_cap(run.curve.iter().map(|p| (p.tokens, p.val_loss)).collect()),
+                mark: Mark::Line,
+            })
+            .collect();
+        plot_log_x(
+            &Axes {
+                title: format!(
+                    "validation loss over training, per size (loss <= {:.2})",
+                    self.cap
+                ),
+                x: "tokens D".into(),
+                y: "val loss".into(),
+            },
+            &curves,
+            path,
+            PLOT_SIZE,
+        )?;
+        Ok(())
+    }
+
+    fn quality_vs_n(&self, path: &Path) -> Result<()> {
+        let (r, (lo, hi)) = (self.r, self.n_range);
+        let q = |run: &RunResult| run.quality.as_ref().map(|q| (n(run), 100.0 * q.both));
+        let mut series = vec![
+            pts("easy-VQA, referee", self.family(&|run| q(run))),
+            pts("easy-VQA, held out", q(&r.held_out).into_iter().collect()),
+            fit(
+                "easy-VQA ceiling (reconstructions)",
+                vec![(lo, 100.0 * r.ceiling.both), (hi, 100.0 * r.ceiling.both)],
+            ),
+        ];
+        if let Some(c) = &r.scene_ceiling {
+            let sq = |run: &RunResult| run.scenes.as_ref().map(|q| (n(run), 100.0 * q.all));
+            series.push(pts("scenes, all skills", self.family(&|run| sq(run))));
+            series.push(pts(
+                "scenes, held out",
+                sq(&r.held_out).into_iter().collect(),
+            ));
+            series.push(fit(
+                "scene ceiling (reconstructions)",
+                vec![(lo, 100.0 * c.all), (hi, 100.0 * c.all)],
+            ));
+        }
+        plot_log_x(
+            &Axes {
+                title:
+                    "generation quality vs N (referee: colour and shape; scene judge: all skills)"
+                        .into(),
+                x: "N".into(),
+                y: "% right".into(),
+            },
+            &series,
+            path,
+            PLOT_SIZE,
+        )?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -87,7 +87,7 @@ pub struct RunInputs<'a> {
 }
 
 impl RunInputs<'_> {
-    pub fn llama_config(&self, size: &SizeSpec) -> Result<LlamaConfig> {
+    pub(crate) fn llama_config(&self, size: &SizeSpec) -> Result<LlamaConfig> {
         size.llama_config(self.vocab.size(), self.context)
     }
 
@@ -146,7 +146,11 @@ pub fn eval_steps(steps: u64, evals: usize) -> Vec<u64> {
 }
 
 /// Mean held-out loss over every target token of `items` (captions given), in batches of 64.
-pub fn validation_loss(lm: &Llama, inputs: &RunInputs<'_>, items: &[Captioned]) -> Result<f64> {
+pub(crate) fn validation_loss(
+    lm: &Llama,
+    inputs: &RunInputs<'_>,
+    items: &[Captioned],
+) -> Result<f64> {
     let mut sum = 0.0;
     let mut count = 0usize;
     for chunk in items.chunks(64) {
@@ -178,16 +182,17 @@ fn finished(run_dir: &Path, fingerprint: &str) -> Result<Option<RunResult>> {
     Ok((r.fingerprint == fingerprint).then_some(r))
 }
 
-/// Writes (or rewrites, once quality is known) a run's result.
-pub fn write_result(run_dir: &Path, r: &RunResult) -> Result<()> {
+/// Writes (or rewrites, once quality is known) a run's result, atomically.
+pub(crate) fn write_result(run_dir: &Path, r: &RunResult) -> Result<()> {
     let path = run_dir.join(RESULT_FILE);
-    let tmp = run_dir.join(format!("{RESULT_FILE}.tmp"));
     let text = serde_json::to_string_pretty(r).map_err(|source| ScalingError::Json {
         path: path.clone(),
         source,
     })?;
-    std::fs::write(&tmp, text + "\n").map_err(ScalingError::io(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(ScalingError::io(&path))
+    Ok(vqrae_data::fs::write_atomic(
+        &path,
+        (text + "\n").as_bytes(),
+    )?)
 }
 
 /// A trained run: its LM and its result.
@@ -223,91 +228,41 @@ pub fn train(
     let map = SeededVarMap::new(cfg.seed);
     let lm = Llama::new(&llama_cfg, map.var_builder(DType::F32, device))?;
     let vars: HashMap<String, Var> = checkpoint::var_map_vars(&map.varmap)?;
-    let mut sorted: Vec<(String, Var)> = vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    let schedule = LrSchedule {
-        peak_lr: size.lr,
-        min_lr: size.lr * cfg.min_lr_ratio,
-        warmup_steps: cfg.warmup_steps.min(steps / 10),
-        total_steps: steps,
-    };
-    let mut opt = AdamW::new(
-        vec![ParamGroup::new("lm", sorted, schedule)],
-        cfg.adamw.clone(),
-    )?;
-
-    // state carried across a resume: tokens so far, wall time, the open training-loss mean
-    let mut start = 0;
-    let mut tokens = 0.0;
-    let mut seconds_before = 0.0;
-    let (mut loss_sum, mut loss_n) = (0.0, 0u64);
-    let mut resumed_from = None;
-    if let Some((step, extra)) = checkpoint::load_latest(run_dir, &vars, &mut opt)? {
-        let get = |k: &str| extra[k].as_f64().unwrap_or(0.0);
-        start = step;
-        tokens = get("tokens");
-        seconds_before = get("seconds");
-        loss_sum = get("loss_sum");
-        loss_n = get("loss_n") as u64;
-        resumed_from = Some(step);
-    }
-    let mut log = MetricsLog::open(&run_dir.join("metrics.jsonl"), resumed_from)?;
+    let mut opt = optimizer(&vars, cfg, size, steps)?;
+    let mut state = RunState::resume(run_dir, &vars, &mut opt)?;
+    let mut log = MetricsLog::open(&run_dir.join("metrics.jsonl"), state.resumed_from)?;
     let started = Instant::now();
     let evals = eval_steps(steps, cfg.evals);
     let train = &inputs.codes.train;
     let sampler = EpochSampler::new(train.len(), cfg.batch_size.min(train.len()), cfg.seed, true);
-    let bar = progress::bar(steps, start, &size.name);
+    let bar = progress::bar(steps, state.start, &size.name);
     let mut throughput = progress::Throughput::new();
-    for step in start..steps {
-        // caption dropout from a generator seeded by the step: resumes exactly
-        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ step.wrapping_mul(0x9e37_79b9));
-        let examples = sampler
-            .batch_at(step)
-            .iter()
-            .map(|&i| inputs.example(&train[i], rng.gen::<f64>() >= cfg.caption_dropout))
-            .collect::<Result<Vec<_>>>()?;
-        tokens += examples.iter().map(|e| e.ids.len()).sum::<usize>() as f64;
-        let batch = TrainBatch::new(&examples, inputs.text.pad_id(), device)?;
-        let hidden = lm.forward_hidden(&lm.embed(&batch.ids)?, None, true)?;
-        let loss = batch.loss(&lm, &hidden)?;
-        let mut grads = loss.backward()?;
-        clip_grad_norm(&mut grads, opt.vars().iter(), cfg.grad_clip)?;
-        opt.step(&grads)?;
-        let value = loss.to_scalar::<f32>()? as f64;
-        loss_sum += value;
-        loss_n += 1;
-        throughput.add(examples.len() as u64);
+    for step in state.start..steps {
+        let (value, sequences) =
+            train_step(inputs, &lm, &mut opt, &sampler, step, &mut state, device)?;
+        throughput.add(sequences as u64);
         let done = step + 1;
         bar.set_position(done);
         bar.set_message(progress::message(value, throughput.per_sec()));
-        let seconds = seconds_before + started.elapsed().as_secs_f64();
+        let seconds = state.seconds_before + started.elapsed().as_secs_f64();
         if evals.binary_search(&done).is_ok() {
             let val_loss = validation_loss(&lm, inputs, &inputs.codes.val)?;
             let point = EvalPoint {
                 step: done,
-                tokens,
-                flops: 6.0 * n as f64 * tokens,
+                tokens: state.tokens,
+                flops: 6.0 * n as f64 * state.tokens,
                 val_loss,
-                train_loss: loss_sum / loss_n.max(1) as f64,
+                train_loss: state.loss_sum / state.loss_n.max(1) as f64,
                 seconds,
             };
-            let mut record = serde_json::to_value(&point).map_err(|source| ScalingError::Json {
-                path: run_dir.join("metrics.jsonl"),
-                source,
-            })?;
-            // the log adds its own step and time
-            if let Some(o) = record.as_object_mut() {
-                o.remove("step");
-                o.remove("seconds");
-                o.insert("run_seconds".into(), seconds.into());
-            }
-            log.log(done, &record)?;
-            (loss_sum, loss_n) = (0.0, 0);
+            log_point(&mut log, &point, run_dir)?;
+            (state.loss_sum, state.loss_n) = (0.0, 0);
         }
         let stopping = stop_at == Some(done);
         if done % cfg.checkpoint_every == 0 || done == steps || stopping {
             let extra = serde_json::json!({
-                "tokens": tokens, "seconds": seconds, "loss_sum": loss_sum, "loss_n": loss_n,
+                "tokens": state.tokens, "seconds": seconds, "loss_sum": state.loss_sum,
+                "loss_n": state.loss_n,
             });
             checkpoint::save(run_dir, done, &vars, &opt, &extra, checkpoint::DEFAULT_KEEP)?;
         }
@@ -342,6 +297,107 @@ pub fn train(
     };
     write_result(run_dir, &result)?;
     Ok(Some(Trained { lm, result }))
+}
+
+/// AdamW over every weight (in name order), warm-up then cosine to `min_lr_ratio` of the
+/// size's rate.
+fn optimizer(
+    vars: &HashMap<String, Var>,
+    cfg: &ScalingConfig,
+    size: &SizeSpec,
+    steps: u64,
+) -> Result<AdamW> {
+    let mut sorted: Vec<(String, Var)> = vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let schedule = LrSchedule {
+        peak_lr: size.lr,
+        min_lr: size.lr * cfg.min_lr_ratio,
+        warmup_steps: cfg.warmup_steps.min(steps / 10),
+        total_steps: steps,
+    };
+    Ok(AdamW::new(
+        vec![ParamGroup::new("lm", sorted, schedule)],
+        cfg.adamw.clone(),
+    )?)
+}
+
+/// What a run carries across a resume: where it is, tokens so far, wall time, and the open
+/// training-loss mean (since the last validation point).
+#[derive(Default)]
+struct RunState {
+    start: u64,
+    resumed_from: Option<u64>,
+    tokens: f64,
+    seconds_before: f64,
+    loss_sum: f64,
+    loss_n: u64,
+}
+
+impl RunState {
+    /// The state of the latest checkpoint in `run_dir` (weights and optimizer loaded into
+    /// `vars` and `opt`), or a fresh start.
+    fn resume(run_dir: &Path, vars: &HashMap<String, Var>, opt: &mut AdamW) -> Result<Self> {
+        let Some((step, extra)) = checkpoint::load_latest(run_dir, vars, opt)? else {
+            return Ok(Self::default());
+        };
+        let get = |k: &str| extra[k].as_f64().unwrap_or(0.0);
+        Ok(Self {
+            start: step,
+            resumed_from: Some(step),
+            tokens: get("tokens"),
+            seconds_before: get("seconds"),
+            loss_sum: get("loss_sum"),
+            loss_n: get("loss_n") as u64,
+        })
+    }
+}
+
+/// One optimizer step on the batch of `step`: counts its tokens and its loss into `state` and
+/// returns the loss and the batch's number of sequences.
+fn train_step(
+    inputs: &RunInputs<'_>,
+    lm: &Llama,
+    opt: &mut AdamW,
+    sampler: &EpochSampler,
+    step: u64,
+    state: &mut RunState,
+    device: &Device,
+) -> Result<(f64, usize)> {
+    let cfg = inputs.cfg;
+    let train = &inputs.codes.train;
+    // caption dropout from a generator seeded by the step: resumes exactly
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ step.wrapping_mul(0x9e37_79b9));
+    let examples = sampler
+        .batch_at(step)
+        .iter()
+        .map(|&i| inputs.example(&train[i], rng.gen::<f64>() >= cfg.caption_dropout))
+        .collect::<Result<Vec<_>>>()?;
+    state.tokens += examples.iter().map(|e| e.ids.len()).sum::<usize>() as f64;
+    let batch = TrainBatch::new(&examples, inputs.text.pad_id(), device)?;
+    let hidden = lm.forward_hidden(&lm.embed(&batch.ids)?, None, true)?;
+    let loss = batch.loss(lm, &hidden)?;
+    let mut grads = loss.backward()?;
+    clip_grad_norm(&mut grads, opt.vars().iter(), cfg.grad_clip)?;
+    opt.step(&grads)?;
+    let value = loss.to_scalar::<f32>()? as f64;
+    state.loss_sum += value;
+    state.loss_n += 1;
+    Ok((value, examples.len()))
+}
+
+/// Appends a validation point to the run's metrics log (which adds its own step and time).
+fn log_point(log: &mut MetricsLog, point: &EvalPoint, run_dir: &Path) -> Result<()> {
+    let mut record = serde_json::to_value(point).map_err(|source| ScalingError::Json {
+        path: run_dir.join("metrics.jsonl"),
+        source,
+    })?;
+    if let Some(o) = record.as_object_mut() {
+        o.remove("step");
+        o.remove("seconds");
+        o.insert("run_seconds".into(), point.seconds.into());
+    }
+    log.log(point.step, &record)?;
+    Ok(())
 }
 
 /// The validation points of a run's metrics log.

@@ -23,7 +23,7 @@ use vqrae_eval::scenes::ScenePrompts;
 use vqrae_generate::sequence;
 
 /// The images a sweep learns from and is judged on.
-pub struct SweepData {
+pub(crate) struct SweepData {
     pub train_images: Vec<RgbImage>,
     pub train_captions: Vec<String>,
     /// Held-out images (validation loss, and the referee's ceiling on the reconstructions of
@@ -259,8 +259,22 @@ fn scene_prompts(data: &SweepData) -> Option<ScenePrompts<'_>> {
     })
 }
 
+/// Loads the sweep's data from the data root, runs (or resumes) the sweep of `cfg` into `out`
+/// and writes its report there ([`crate::report::write_all`]): what `vqrae scale` does.
+pub fn run_and_report(
+    cfg: &ScalingConfig,
+    root: &Path,
+    out: &Path,
+    device: &Device,
+) -> Result<SweepReport> {
+    let data = crate::data::sweep_data(cfg, root)?;
+    let report = run(cfg, &data, out, device)?;
+    crate::report::write_all(&report, out)?;
+    Ok(report)
+}
+
 /// Runs (or resumes) the sweep of `cfg` into `out`.
-pub fn run(
+pub(crate) fn run(
     cfg: &ScalingConfig,
     data: &SweepData,
     out: &Path,
@@ -268,6 +282,64 @@ pub fn run(
 ) -> Result<SweepReport> {
     cfg.validate()?;
     let started = Instant::now();
+    check_data(data)?;
+    std::fs::create_dir_all(out).map_err(ScalingError::io(out))?;
+    let text = text_tokenizer(cfg, data, out)?;
+    let referee = Referee::load_qualified(&cfg.quality.referee, device)?;
+    let sh = Shared {
+        cfg,
+        data,
+        text: &text,
+        referee: &referee,
+        out,
+        device,
+    };
+
+    let main = OnCodes::new(&cfg.tokenizer, &sh)?;
+    let ceiling = main.ceiling(&sh)?;
+    let scene_ceiling = main.scene_ceiling(&sh)?;
+    let mut runs = Vec::new();
+    for size in &cfg.sizes {
+        runs.push(main.run(&sh, size, &out.join("runs").join(&size.name))?);
+    }
+    let fits = Fits::of(&runs, cfg.fit_from)?;
+    // the prediction is written down before the held-out size trains
+    let mut prediction = fits.predict(&main.inputs(cfg, &text), cfg)?;
+    let held_dir = out.join("runs").join(&cfg.predict.name);
+    let held_out = main.run(&sh, &cfg.predict, &held_dir)?;
+    prediction.measured = held_out.val_loss;
+    let codebook = codebook_sweep(&sh)?;
+
+    let train_seconds = runs
+        .iter()
+        .chain([&held_out])
+        .chain(codebook.iter().map(|c| &c.run))
+        .map(|r| r.seconds)
+        .sum();
+    Ok(SweepReport {
+        name: cfg.name.clone(),
+        tokenizer: cfg.tokenizer.clone(),
+        train_sequences: main.codes.train.len(),
+        val_images: main.codes.val.len(),
+        guidance: cfg.quality.guidance,
+        runs,
+        held_out,
+        fit_n: fits.n,
+        fit_c: fits.c,
+        frontier: fits.frontier,
+        fit_from: cfg.fit_from,
+        prediction,
+        ceiling,
+        scene_ceiling,
+        scene_prompts: data.scene_prompts.len(),
+        codebook,
+        train_seconds,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Every image needs its caption, every held-out image its (optional) label.
+fn check_data(data: &SweepData) -> Result<()> {
     if data.train_images.is_empty() || data.val_images.is_empty() || data.prompts.is_empty() {
         return Err(ScalingError::Config(
             "the sweep needs training images, held-out images and prompts".into(),
@@ -286,133 +358,109 @@ pub fn run(
             data.val_labels.len()
         )));
     }
-    std::fs::create_dir_all(out).map_err(ScalingError::io(out))?;
+    Ok(())
+}
+
+/// The BPE of the training captions: trained once, then read back from `out`.
+fn text_tokenizer(cfg: &ScalingConfig, data: &SweepData, out: &Path) -> Result<TextTokenizer> {
     let text_path = out.join("text-tokenizer.json");
-    let text = if text_path.exists() {
-        TextTokenizer::from_file(&text_path)?
-    } else {
-        let t = TextTokenizer::train_bpe(
-            data.train_captions.iter().map(String::as_str),
-            cfg.text_vocab_size,
-        )?;
-        t.save(&text_path)?;
-        t
-    };
-    let referee = Referee::load_qualified(&cfg.quality.referee, device)?;
-    let sh = Shared {
-        cfg,
-        data,
-        text: &text,
-        referee: &referee,
-        out,
-        device,
-    };
+    if text_path.exists() {
+        return Ok(TextTokenizer::from_file(&text_path)?);
+    }
+    let t = TextTokenizer::train_bpe(
+        data.train_captions.iter().map(String::as_str),
+        cfg.text_vocab_size,
+    )?;
+    t.save(&text_path)?;
+    Ok(t)
+}
 
-    let main = OnCodes::new(&cfg.tokenizer, &sh)?;
-    let ceiling = main.ceiling(&sh)?;
-    let scene_ceiling = main.scene_ceiling(&sh)?;
-    let mut runs = Vec::new();
-    for size in &cfg.sizes {
-        runs.push(main.run(&sh, size, &out.join("runs").join(&size.name))?);
+/// The family's fits: `L(N)` on its final losses, `L(C)` on the frontier of its curves.
+struct Fits {
+    n: PowerLawFit,
+    c: PowerLawFit,
+    frontier: Vec<(f64, f64)>,
+}
+
+impl Fits {
+    fn of(runs: &[RunResult], fit_from: f64) -> Result<Self> {
+        let ns: Vec<f64> = runs.iter().map(|r| r.non_embedding_params as f64).collect();
+        let losses: Vec<f64> = runs.iter().map(|r| r.val_loss).collect();
+        let n = fit_power_law(&ns, &losses).map_err(fit_err("L(N)"))?;
+        let points: Vec<(f64, f64)> = runs
+            .iter()
+            .flat_map(|r| {
+                r.curve
+                    .iter()
+                    .filter(|p| p.step as f64 >= fit_from * r.steps as f64)
+                    .map(|p| (p.flops, p.val_loss))
+            })
+            .collect();
+        let frontier = frontier(&points);
+        let (cs, ls): (Vec<f64>, Vec<f64>) = frontier.iter().copied().unzip();
+        let c = fit_power_law(&cs, &ls).map_err(fit_err("L(C) on the frontier"))?;
+        Ok(Self { n, c, frontier })
     }
 
-    let ns: Vec<f64> = runs.iter().map(|r| r.non_embedding_params as f64).collect();
-    let losses: Vec<f64> = runs.iter().map(|r| r.val_loss).collect();
-    let fit_n = fit_power_law(&ns, &losses).map_err(fit_err("L(N)"))?;
-    let points: Vec<(f64, f64)> = runs
-        .iter()
-        .flat_map(|r| {
-            r.curve
-                .iter()
-                .filter(|p| p.step as f64 >= cfg.fit_from * r.steps as f64)
-                .map(|p| (p.flops, p.val_loss))
-        })
-        .collect();
-    let front = frontier(&points);
-    let (cs, ls): (Vec<f64>, Vec<f64>) = front.iter().copied().unzip();
-    let fit_c = fit_power_law(&cs, &ls).map_err(fit_err("L(C) on the frontier"))?;
+    /// Both fits' loss for `cfg.predict` (its measured loss still unknown: NaN).
+    fn predict(&self, inputs: &RunInputs<'_>, cfg: &ScalingConfig) -> Result<Prediction> {
+        let next_cfg = inputs.llama_config(&cfg.predict)?;
+        let next_n = next_cfg.non_embedding_params();
+        let next_tokens = cfg.budget.tokens(next_n);
+        let next_c = 6.0 * next_n as f64 * next_tokens;
+        let prediction = Prediction {
+            size: cfg.predict.name.clone(),
+            non_embedding_params: next_n,
+            from_n: self.n.predict(next_n as f64),
+            from_n_se: self.n.predict_se(next_n as f64),
+            from_c: self.c.predict(next_c),
+            from_c_se: self.c.predict_se(next_c),
+            measured: f64::NAN,
+        };
+        tracing::info!(
+            size = cfg.predict.name.as_str(),
+            n = next_n,
+            from_n = prediction.from_n,
+            from_c = prediction.from_c,
+            "predicted loss of the held-out size"
+        );
+        Ok(prediction)
+    }
+}
 
-    // the prediction is written down before the held-out size trains
-    let inputs = main.inputs(cfg, &text);
-    let next_cfg = inputs.llama_config(&cfg.predict)?;
-    let next_n = next_cfg.non_embedding_params();
-    let next_tokens = cfg.budget.tokens(next_n);
-    let next_c = 6.0 * next_n as f64 * next_tokens;
-    let mut prediction = Prediction {
-        size: cfg.predict.name.clone(),
-        non_embedding_params: next_n,
-        from_n: fit_n.predict(next_n as f64),
-        from_n_se: fit_n.predict_se(next_n as f64),
-        from_c: fit_c.predict(next_c),
-        from_c_se: fit_c.predict_se(next_c),
-        measured: f64::NAN,
-    };
-    tracing::info!(
-        size = cfg.predict.name.as_str(),
-        n = next_n,
-        from_n = prediction.from_n,
-        from_c = prediction.from_c,
-        "predicted loss of the held-out size"
-    );
-    let held_dir = out.join("runs").join(&cfg.predict.name);
-    let held_out = main.run(&sh, &cfg.predict, &held_dir)?;
-    prediction.measured = held_out.val_loss;
-
+/// The codebook sweep: one size on the codes of each of `cfg.codebook`'s tokenizers.
+fn codebook_sweep(sh: &Shared<'_>) -> Result<Vec<CodebookRow>> {
+    let (cfg, out) = (sh.cfg, sh.out);
     let mut codebook = Vec::new();
-    if let Some(cb) = &cfg.codebook {
-        let size = cfg.size(&cb.size).ok_or_else(|| {
-            ScalingError::Config(format!("codebook.size {:?} is not a size", cb.size))
-        })?;
-        for tok_dir in &cb.tokenizers {
-            let on = OnCodes::new(tok_dir, &sh)?;
-            let tag = tok_dir
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                .filter(|c| c != "model" && c != "." && c != "..")
-                .collect::<Vec<_>>()
-                .join("-");
-            let dir = out.join("codebook").join(format!("{tag}-{}", size.name));
-            let run = on.run(&sh, size, &dir)?;
-            let ceiling = on.ceiling(&sh)?;
-            let scene_ceiling = on.scene_ceiling(&sh)?;
-            let q = &on.tokenizer.config().quantizer;
-            codebook.push(CodebookRow {
-                tokenizer: tok_dir.clone(),
-                codebook_size: q.codebook_size,
-                codebook_dim: q.dim,
-                bits_per_image: run.val_loss * (on.codes.image_tokens + 1) as f64
-                    / std::f64::consts::LN_2,
-                run,
-                ceiling,
-                scene_ceiling,
-            });
-        }
+    let Some(cb) = &cfg.codebook else {
+        return Ok(codebook);
+    };
+    let size = cfg.size(&cb.size).ok_or_else(|| {
+        ScalingError::Config(format!("codebook.size {:?} is not a size", cb.size))
+    })?;
+    for tok_dir in &cb.tokenizers {
+        let on = OnCodes::new(tok_dir, sh)?;
+        let tag = tok_dir
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .filter(|c| c != "model" && c != "." && c != "..")
+            .collect::<Vec<_>>()
+            .join("-");
+        let dir = out.join("codebook").join(format!("{tag}-{}", size.name));
+        let run = on.run(sh, size, &dir)?;
+        let ceiling = on.ceiling(sh)?;
+        let scene_ceiling = on.scene_ceiling(sh)?;
+        let q = &on.tokenizer.config().quantizer;
+        codebook.push(CodebookRow {
+            tokenizer: tok_dir.clone(),
+            codebook_size: q.codebook_size,
+            codebook_dim: q.dim,
+            bits_per_image: run.val_loss * (on.codes.image_tokens + 1) as f64
+                / std::f64::consts::LN_2,
+            run,
+            ceiling,
+            scene_ceiling,
+        });
     }
-
-    let train_seconds = runs
-        .iter()
-        .chain([&held_out])
-        .chain(codebook.iter().map(|c| &c.run))
-        .map(|r| r.seconds)
-        .sum();
-    Ok(SweepReport {
-        name: cfg.name.clone(),
-        tokenizer: cfg.tokenizer.clone(),
-        train_sequences: main.codes.train.len(),
-        val_images: main.codes.val.len(),
-        guidance: cfg.quality.guidance,
-        runs,
-        held_out,
-        fit_n,
-        fit_c,
-        frontier: front,
-        fit_from: cfg.fit_from,
-        prediction,
-        ceiling,
-        scene_ceiling,
-        scene_prompts: data.scene_prompts.len(),
-        codebook,
-        train_seconds,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok(codebook)
 }

@@ -16,7 +16,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
-# The paper preset's LM (src/commands/bench.rs, paper_lm): 12 x 768, MLP 2048, 12 heads.
+# The paper preset's LM (bench/src/rows/init.rs, paper_lm): 12 x 768, MLP 2048, 12 heads.
 PAPER_LM = {"hidden_size": 768, "intermediate_size": 2048, "num_hidden_layers": 12,
             "num_attention_heads": 12, "num_key_value_heads": 12}
 

@@ -1,15 +1,13 @@
-//! `train-lm`, `ask`, `generate`, `eval-vqa`, `eval-t2i`: the one LM on both paths.
+//! `train-lm`, `ask`, `generate`: the one LM on both paths.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use clap::Args;
-use vqrae_data::easy_vqa::{EasyVqa, Split};
+use vqrae_data::easy_vqa::{load_split, Split};
+use vqrae_data::fs::copy_dir;
 use vqrae_data::image_io::{grid, load_rgb, save_png};
-use vqrae_data::scenes::{self, Scene, SceneDataset};
 use vqrae_generate::sample::{GenerationConfig, ImageRequest};
 use vqrae_lm::SamplingConfig;
 use vqrae_tokenizer::Vqrae;
@@ -18,11 +16,6 @@ use vqrae_unified::model::UnifiedModel;
 
 use super::args::{ModelArgs, SamplingArgs};
 use super::default_dtype;
-
-fn load_easy_vqa(root: &Path, split: Split) -> Result<EasyVqa> {
-    EasyVqa::load(&root.join("easy-vqa"), split)
-        .with_context(|| format!("easy-VQA {split} (run `vqrae data setup`)"))
-}
 
 #[derive(Args)]
 pub struct TrainLmArgs {
@@ -45,96 +38,15 @@ pub struct TrainLmArgs {
 
 pub fn train_lm(a: TrainLmArgs, root: &Path, device: &Device) -> Result<()> {
     let cfg = JointConfig::from_toml_file(&a.config)?;
-    let ds = load_easy_vqa(root, Split::Train)?;
-    let n = if a.limit == 0 {
-        ds.images.len()
-    } else {
-        a.limit.min(ds.images.len())
-    };
-    let index: HashMap<usize, usize> = ds.images[..n]
-        .iter()
-        .enumerate()
-        .map(|(i, im)| (im.id, i))
-        .collect();
-    let images = ds.load_images(&(0..n).collect::<Vec<_>>())?;
-    let captions = ds.images[..n].iter().map(|im| im.caption()).collect();
-    let questions = ds
-        .questions
-        .iter()
-        .filter_map(|q| {
-            index
-                .get(&q.image_id)
-                .map(|&i| (i, q.question.clone(), q.answer.clone()))
-        })
-        .collect();
-    let started = Instant::now();
+    let ds = load_split(root, Split::Train)?;
     let tokenizer = Vqrae::load(&a.tokenizer, device, DType::F32)?;
-    let mut data = JointData::encode(&tokenizer, &images, captions, questions)?;
-    if cfg.uses_mirrors() {
-        data = data.with_mirrors(&tokenizer, &images)?;
-    }
-    let copies = cfg.shifted_copies_needed();
-    if copies > 0 {
-        data = data.with_shifted_copies(&tokenizer, &images, copies, cfg.seed)?;
-    }
-    if cfg.scenes > 0 {
-        // each training scene and its mirror, drawn and captioned from the scene itself
-        let ds = SceneDataset::split(Split::Train, cfg.scenes);
-        let all: Vec<Scene> = ds
-            .scenes
-            .iter()
-            .flat_map(|s| [s.clone(), s.mirrored()])
-            .collect();
-        let renders: Vec<_> = all.iter().map(|s| scenes::render(&ds.cfg, s)).collect();
-        data = data.with_scenes(
-            &tokenizer,
-            &renders,
-            all.iter().map(scenes::caption).collect(),
-        )?;
-    }
-    tracing::info!(
-        images = n,
-        mirrored = data.mirror_codes.len(),
-        shifted = data.shifted_codes.len(),
-        scenes = data.scene_codes.len(),
-        seconds = started.elapsed().as_secs_f64(),
-        "encoded the training images"
-    );
+    let data = JointData::from_easy_vqa(&cfg, &ds, a.limit, &tokenizer)?;
     let summary = joint::train(&cfg, &data, &a.tokenizer, &a.run, device)?;
     if let Some(out) = &a.out {
-        copy_dir(&summary.model_dir, out)?;
+        copy_dir(&summary.model_dir, out)
+            .with_context(|| format!("copying the model to {}", out.display()))?;
     }
     println!("{}", serde_json::to_string_pretty(&summary)?);
-    Ok(())
-}
-
-/// Copies a model directory (two levels: files and sub-folders of files) via a temp sibling.
-fn copy_dir(from: &Path, to: &Path) -> Result<()> {
-    let tmp = to.with_extension("tmp-copy");
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp)?;
-    }
-    fn copy(from: &Path, to: &Path) -> Result<()> {
-        std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
-        for entry in
-            std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))?
-        {
-            let entry = entry?;
-            let dest = to.join(entry.file_name());
-            if entry.file_type()?.is_dir() {
-                copy(&entry.path(), &dest)?;
-            } else {
-                std::fs::copy(entry.path(), &dest)
-                    .with_context(|| format!("copying {}", entry.path().display()))?;
-            }
-        }
-        Ok(())
-    }
-    copy(from, &tmp)?;
-    if to.exists() {
-        std::fs::remove_dir_all(to)?;
-    }
-    std::fs::rename(&tmp, to)?;
     Ok(())
 }
 

@@ -2,7 +2,6 @@
 
 pub mod args;
 pub mod data;
-pub mod datasets;
 pub mod eval;
 pub mod lm;
 pub mod plot;

@@ -1,11 +1,10 @@
-//! `vqrae plot`: a run's (or several runs') training curves to PNG.
+//! `vqrae plot`: a run's (or several runs') training curves to PNG (the procedure is
+//! [`vqrae_train::run_curves::plot_runs`]).
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
-use vqrae_train::metrics::MetricsLog;
-use vqrae_train::plot::{plot_panels, series};
 
 #[derive(Args)]
 pub struct PlotArgs {
@@ -23,34 +22,7 @@ pub struct PlotArgs {
 }
 
 pub fn run(a: PlotArgs) -> Result<()> {
-    let mut logs = Vec::new();
-    for path in &a.run {
-        let file = if path.is_dir() {
-            path.join("metrics.jsonl")
-        } else {
-            path.clone()
-        };
-        let label = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| path.display().to_string());
-        logs.push((label, MetricsLog::read(&file)?));
-    }
-    let panels: Vec<_> = a
-        .keys
-        .iter()
-        .map(|k| {
-            let lines: Vec<_> = logs.iter().map(|(l, r)| series(r, k, l)).collect();
-            (k.clone(), lines)
-        })
-        .collect();
-    if panels
-        .iter()
-        .all(|(_, s)| s.iter().all(|s| s.points.is_empty()))
-    {
-        bail!("none of {:?} is in the logs", a.keys);
-    }
-    plot_panels(&panels, &a.out, a.width)?;
+    vqrae_train::run_curves::plot_runs(&a.run, &a.keys, &a.out, a.width)?;
     println!("{}", a.out.display());
     Ok(())
 }

@@ -1,14 +1,16 @@
-//! `features`, `init`, `tokenize`, `reconstruct`: the tokenizer on the command line.
+//! `features`, `init`, `tokenize`, `reconstruct`: the tokenizer on the command line (the
+//! procedures are in [`vqrae_tokenizer::features`], [`vqrae_tokenizer::runs`] and
+//! [`vqrae_tokenizer::image_files`]).
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
+use anyhow::Result;
+use candle_core::Device;
 use clap::Args;
-use vqrae_data::image_io::{load_rgb, save_png};
-use vqrae_tokenizer::encoder::load_hf_encoder;
-use vqrae_tokenizer::{Vqrae, VqraeConfig};
+use vqrae_tokenizer::features::export_features;
+use vqrae_tokenizer::image_files::{image_codes, reconstruct_file};
+use vqrae_tokenizer::runs::init_checkpoint;
+use vqrae_tokenizer::Vqrae;
 
 use super::default_dtype;
 
@@ -32,56 +34,8 @@ pub struct FeaturesArgs {
 }
 
 pub fn features(a: FeaturesArgs, device: &Device) -> Result<()> {
-    let hf = load_hf_encoder(&a.encoder, device, default_dtype(device))?;
-    let pre = match a.resolution {
-        Some(r) => hf.preprocess.at_resolution(r),
-        None => hf.preprocess,
-    };
-    let images = a
-        .images
-        .iter()
-        .map(|p| load_rgb(p))
-        .collect::<Result<Vec<_>, _>>()?;
-    let x = pre
-        .to_tensor(&images, device)?
-        .to_dtype(default_dtype(device))?;
-    let hidden = hf.encoder.forward(&x, false)?;
-    let prefix = hf.encoder.prefix_tokens();
-    let n = hidden.dim(1)? - prefix;
-    let features = hidden.narrow(1, prefix, n)?;
-    let (h, w) = pre.output_size();
-    let grid = hf.encoder.grid(h as usize, w as usize);
-    let tensors: HashMap<String, Tensor> = [
-        (
-            "features".to_string(),
-            features.to_dtype(DType::F32)?.contiguous()?,
-        ),
-        (
-            "last_hidden_state".to_string(),
-            hidden.to_dtype(DType::F32)?.contiguous()?,
-        ),
-    ]
-    .into();
-    write_safetensors(&a.out, &tensors)?;
-    println!(
-        "{}",
-        serde_json::json!({
-            "out": a.out, "images": a.images.len(), "features": features.dims(),
-            "grid": [grid.0, grid.1], "input_size": [h, w], "arch": hf.config.arch(),
-        })
-    );
-    Ok(())
-}
-
-/// Writes tensors atomically (temp file + rename).
-fn write_safetensors(path: &std::path::Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let tmp = path.with_extension("safetensors.tmp");
-    candle_core::safetensors::save(tensors, &tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    let summary = export_features(&a.encoder, &a.images, &a.out, a.resolution, device)?;
+    println!("{}", serde_json::to_string(&summary)?);
     Ok(())
 }
 
@@ -101,9 +55,7 @@ pub struct InitArgs {
 }
 
 pub fn init(a: InitArgs, device: &Device) -> Result<()> {
-    let cfg = VqraeConfig::from_toml_file(&a.config)?;
-    let (model, vars) = Vqrae::init(&cfg, a.encoder.as_deref(), a.seed, device)?;
-    model.save(&a.out, &vars)?;
+    init_checkpoint(&a.config, a.encoder.as_deref(), a.seed, &a.out, device)?;
     println!("wrote {}", a.out.display());
     Ok(())
 }
@@ -120,19 +72,7 @@ pub struct TokenizeArgs {
 pub fn tokenize(a: TokenizeArgs, device: &Device) -> Result<()> {
     let model = Vqrae::load(&a.model, device, default_dtype(device))?;
     for path in &a.images {
-        let img = load_rgb(path)?;
-        let enc = model.encode(&model.images_to_input(&[img])?)?;
-        let (rows, cols) = enc.grid;
-        let codes = enc
-            .codes
-            .squeeze(0)?
-            .reshape((rows, cols))?
-            .to_vec2::<u32>()?;
-        let (_, n, d) = enc.features.dims3()?;
-        println!(
-            "{}",
-            serde_json::json!({"image": path, "grid": [rows, cols], "codes": codes, "feature_shape": [n, d]})
-        );
+        println!("{}", serde_json::to_string(&image_codes(&model, path)?)?);
     }
     Ok(())
 }
@@ -150,12 +90,7 @@ pub struct ReconstructArgs {
 
 pub fn reconstruct(a: ReconstructArgs, device: &Device) -> Result<()> {
     let model = Vqrae::load(&a.model, device, default_dtype(device))?;
-    let img = load_rgb(&a.image)?;
-    let out = model.reconstruct(&model.images_to_input(&[img])?)?;
-    let Some(rec) = model.output_to_images(&out)?.into_iter().next() else {
-        bail!("the model returned no image");
-    };
-    save_png(&rec, &a.out)?;
+    reconstruct_file(&model, &a.image, &a.out)?;
     println!("wrote {}", a.out.display());
     Ok(())
 }

@@ -1,21 +1,21 @@
-//! `pretrain-encoder`, `train-tokenizer`, `eval-tokenizer`.
+//! `pretrain-encoder`, `train-tokenizer`, `eval-tokenizer` (the procedures are in
+//! [`vqrae_tokenizer::runs`] and [`vqrae_tokenizer::checkpoint_eval`]).
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device};
+use anyhow::{bail, Result};
+use candle_core::Device;
 use clap::Args;
 use vqrae_data::easy_vqa::Split;
-use vqrae_data::image_io::{grid, resize, save_png};
-use vqrae_tokenizer::checkpoint::read_toml;
-use vqrae_tokenizer::encoder::{hf_encoder_config, hf_tensors, load_hf_encoder};
-use vqrae_tokenizer::eval::evaluate;
-use vqrae_tokenizer::pretrain::{pretrain_encoder, PretrainConfig};
+use vqrae_data::labelled::Dataset;
+use vqrae_tokenizer::checkpoint_eval::{evaluate_checkpoint, CheckpointEval};
 use vqrae_tokenizer::quantizer::QuantizerKind;
-use vqrae_tokenizer::train::{train, write_teacher, TrainConfig};
-use vqrae_tokenizer::{Vqrae, VqraeConfig};
+use vqrae_tokenizer::runs::{
+    pretrain_encoder_run, train_tokenizer_run, EncoderPretraining, QuantizerOverrides,
+    TokenizerStart, TokenizerTraining,
+};
 
-use super::datasets::{self, Dataset};
+use super::args::JsonArgs;
 
 #[derive(Args)]
 pub struct PretrainArgs {
@@ -36,17 +36,17 @@ pub struct PretrainArgs {
 }
 
 pub fn pretrain(a: PretrainArgs, root: &Path, device: &Device) -> Result<()> {
-    let enc_cfg: vqrae_tokenizer::encoder::EncoderConfig = read_toml(&a.encoder)?;
-    enc_cfg.spec().map_err(anyhow::Error::msg)?;
-    let cfg: PretrainConfig = match &a.train {
-        Some(p) => read_toml(p)?,
-        None => PretrainConfig::default(),
+    let p = EncoderPretraining {
+        encoder_config: a.encoder,
+        train_config: a.train,
+        dataset: a.dataset,
+        limit: a.limit,
+        out: a.out,
     };
-    let data = datasets::load(root, a.dataset, Split::Train, a.limit, cfg.seed)?;
-    let summary = pretrain_encoder(&enc_cfg, &data.images, &data.columns, &cfg, &a.out, device)?;
+    let summary = pretrain_encoder_run(&p, root, device)?;
     println!(
         "{}",
-        serde_json::json!({ "out": a.out, "summary": summary })
+        serde_json::json!({ "out": p.out, "summary": summary })
     );
     Ok(())
 }
@@ -93,56 +93,37 @@ pub struct TrainArgs {
 }
 
 pub fn train_tokenizer(a: TrainArgs, root: &Path, device: &Device) -> Result<()> {
-    let cfg = TrainConfig::from_toml_file(&a.train)?;
-    let ((model, vars), fresh) = match (&a.init, &a.config) {
-        (Some(dir), None) => (Vqrae::init_from_checkpoint(dir, cfg.seed, device)?, false),
-        (None, Some(path)) => {
-            let mut mcfg = VqraeConfig::from_toml_file(path)?;
-            let q = &mut mcfg.quantizer;
-            q.dim = a.codebook_dim.unwrap_or(q.dim);
-            q.codebook_size = a.codebook_size.unwrap_or(q.codebook_size);
-            q.kind = match a.quantizer.as_deref() {
-                Some("vq") => QuantizerKind::Vq,
-                Some(_) => QuantizerKind::SimVq,
-                None => q.kind,
-            };
-            q.l2_normalize |= a.l2_normalize;
-            mcfg.validate()?;
-            (
-                Vqrae::init(&mcfg, a.encoder.as_deref(), cfg.seed, device)?,
-                true,
-            )
-        }
+    let overrides = QuantizerOverrides {
+        dim: a.codebook_dim,
+        codebook_size: a.codebook_size,
+        kind: a.quantizer.as_deref().map(|q| match q {
+            "vq" => QuantizerKind::Vq,
+            _ => QuantizerKind::SimVq,
+        }),
+        l2_normalize: a.l2_normalize,
+    };
+    let start = match (a.init, a.config) {
+        (Some(_), None) if !overrides.is_empty() => bail!(
+            "--codebook-dim, --codebook-size, --quantizer and --l2-normalize change a fresh \
+             model's config; a checkpoint keeps its own"
+        ),
+        (Some(dir), None) => TokenizerStart::Checkpoint(dir),
+        (None, Some(config)) => TokenizerStart::Fresh {
+            config,
+            encoder: a.encoder,
+            overrides,
+        },
         _ => bail!("give exactly one of --config (a fresh model) or --init (a checkpoint)"),
     };
-    if a.init.is_some()
-        && (a.codebook_dim.is_some()
-            || a.codebook_size.is_some()
-            || a.quantizer.is_some()
-            || a.l2_normalize)
-    {
-        bail!("--codebook-dim, --codebook-size, --quantizer and --l2-normalize change a fresh model's config; a checkpoint keeps its own");
-    }
-    if let Some(dir) = &a.teacher {
-        if cfg.stage != 2 {
-            bail!("--teacher is for stage 2 (stage 1 has the encoder frozen: it is the teacher)");
-        }
-        let hf = hf_encoder_config(&dir.join("config.json"))?;
-        if hf != model.config().encoder {
-            bail!(
-                "teacher encoder {} has another architecture than the model's",
-                dir.display()
-            );
-        }
-        let tensors = hf_tensors(dir, &hf)?;
-        if !write_teacher(&a.run, &tensors)? {
-            tracing::info!(run = %a.run.display(), "the run already has its teacher; --teacher is ignored");
-        }
-    }
-    let data = datasets::load(root, a.dataset, Split::Train, a.limit, cfg.seed)?;
-    let s = model.config().image_size as u32;
-    let images: Vec<_> = data.images.iter().map(|i| resize(i, s, s)).collect();
-    let summary = train(&model, &vars, &images, &cfg, &a.run, fresh, device)?;
+    let t = TokenizerTraining {
+        start,
+        train_config: a.train,
+        dataset: a.dataset,
+        limit: a.limit,
+        run: a.run,
+        teacher: a.teacher,
+    };
+    let summary = train_tokenizer_run(&t, root, device)?;
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())
 }
@@ -168,43 +149,20 @@ pub struct EvalArgs {
     limit: usize,
     #[arg(long, default_value_t = 64)]
     batch: usize,
-    /// Also write the report as JSON here.
-    #[arg(long)]
-    json: Option<PathBuf>,
+    #[command(flatten)]
+    json: JsonArgs,
 }
 
 pub fn eval_tokenizer(a: EvalArgs, root: &Path, device: &Device) -> Result<()> {
-    let model = Vqrae::load(&a.model, device, DType::F32)?;
-    let reference = match &a.reference {
-        Some(dir) => {
-            let cfg = hf_encoder_config(&dir.join("config.json"))?;
-            if cfg != model.config().encoder {
-                bail!(
-                    "reference encoder {} has another architecture than the model's",
-                    dir.display()
-                );
-            }
-            Some(load_hf_encoder(dir, device, DType::F32)?.encoder)
-        }
-        None => None,
+    let e = CheckpointEval {
+        model: a.model,
+        dataset: a.dataset,
+        split: a.split,
+        reference: a.reference,
+        grid: a.grid,
+        limit: a.limit,
+        batch: a.batch,
     };
-    let data = datasets::load(root, a.dataset, a.split, a.limit, 0)?;
-    let (report, recs) = evaluate(&model, &data.images, reference.as_ref(), a.batch, 16)?;
-    let out = serde_json::json!({ "model": a.model, "dataset": a.dataset.name(), "split": a.split.to_string(), "report": report });
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    if let Some(path) = &a.json {
-        std::fs::write(path, serde_json::to_string_pretty(&out)? + "\n")
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    if let Some(path) = &a.grid {
-        let s = model.config().image_size as u32;
-        let mut cells = Vec::new();
-        for row in recs.chunks(8) {
-            let start = cells.len() / 2;
-            cells.extend((start..start + row.len()).map(|i| resize(&data.images[i], s, s)));
-            cells.extend(row.iter().cloned());
-        }
-        save_png(&grid(&cells, 8, 2), path)?;
-    }
-    Ok(())
+    a.json
+        .write(&evaluate_checkpoint(&e, root, device)?.json()?)
 }

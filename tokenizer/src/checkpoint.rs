@@ -5,7 +5,7 @@
 //! (or a crash) never sees a config from one save and weights from another.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::Tensor;
 use candle_nn::VarMap;
@@ -35,58 +35,32 @@ pub fn varmap_tensors(varmap: &VarMap) -> Result<HashMap<String, Tensor>> {
         .collect())
 }
 
-/// Writes `config` and `tensors` as a checkpoint directory at `dir`, replacing any old one.
+/// Writes `config` and `tensors` as a checkpoint directory at `dir`, replacing any old one
+/// atomically ([`vqrae_data::fs::write_dir_atomic`]).
 pub fn save_checkpoint(
     dir: &Path,
     config: &impl Serialize,
     tensors: &HashMap<String, Tensor>,
 ) -> Result<()> {
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).map_err(io(&parent))?;
-    let name = dir
-        .file_name()
-        .ok_or_else(|| {
-            TokenizerError::Invalid(format!("{} is not a directory name", dir.display()))
-        })?
-        .to_string_lossy()
-        .into_owned();
-    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    let json = serde_json::to_string_pretty(config).map_err(|source| TokenizerError::Config {
-        path: tmp.join(CONFIG_FILE),
-        source,
-    })?;
-    std::fs::write(tmp.join(CONFIG_FILE), json + "\n").map_err(io(&tmp))?;
-    let weights = tmp.join(WEIGHTS_FILE);
-    candle_core::safetensors::save(tensors, &weights).map_err(|e| TokenizerError::Checkpoint {
-        path: weights.clone(),
-        msg: e.to_string(),
-    })?;
-    // swap: old -> backup, tmp -> dir, drop backup
-    let backup = parent.join(format!(".{name}.old-{}", std::process::id()));
-    let had_old = dir.exists();
-    if had_old {
-        std::fs::rename(dir, &backup).map_err(io(dir))?;
-    }
-    std::fs::rename(&tmp, dir).map_err(io(dir))?;
-    if had_old {
-        std::fs::remove_dir_all(&backup).map_err(io(&backup))?;
-    }
-    Ok(())
+    vqrae_data::fs::write_dir_atomic(dir, |tmp| {
+        let json =
+            serde_json::to_string_pretty(config).map_err(|source| TokenizerError::Config {
+                path: tmp.join(CONFIG_FILE),
+                source,
+            })?;
+        std::fs::write(tmp.join(CONFIG_FILE), json + "\n").map_err(io(tmp))?;
+        let weights = tmp.join(WEIGHTS_FILE);
+        candle_core::safetensors::save(tensors, &weights).map_err(|e| TokenizerError::Checkpoint {
+            path: weights.clone(),
+            msg: e.to_string(),
+        })
+    })
 }
 
 /// Reads a TOML config file (those in `configs/`) strictly: an unknown field is an error
-/// naming the file.
-pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(io(path))?;
-    toml::from_str(&text).map_err(|e| TokenizerError::Invalid(format!("{}: {e}", path.display())))
-}
+/// naming the file. Kept here for the callers in `eval`, `scaling` and `src/`; new code uses
+/// [`vqrae_data::fs::read_toml`] directly.
+pub use vqrae_data::fs::read_toml;
 
 /// Reads a checkpoint's config strictly: an unknown field is an error naming the file.
 pub fn read_config<T: serde::de::DeserializeOwned>(dir: &Path) -> Result<T> {

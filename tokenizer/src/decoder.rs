@@ -5,9 +5,9 @@ use candle_core::{Result, Tensor};
 use candle_nn::{linear_b, LayerNorm, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::ops;
 use crate::pos_embed::sincos_2d;
 use crate::vit::{final_norm, Activation, BlockConfig, BlockNames, Blocks};
+use vqrae_train::ops;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

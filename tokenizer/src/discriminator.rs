@@ -37,7 +37,7 @@ impl Default for GanConfig {
 }
 
 impl GanConfig {
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.weight > 0.0
     }
 }
@@ -86,7 +86,7 @@ impl Discriminator {
     }
 
     /// The generator's adversarial loss `-mean(D(fake))`.
-    pub fn generator_loss(&self, fake: &Tensor) -> Result<Tensor> {
+    pub(crate) fn generator_loss(&self, fake: &Tensor) -> Result<Tensor> {
         self.forward(fake)?.mean_all()?.neg()
     }
 }

@@ -9,26 +9,34 @@
 //! - [`quantizer`]: SimVQ and plain VQ, utilisation/perplexity counters;
 //! - [`decoder`]: ViT decoder with a linear pixel head;
 //! - [`model`]: [`Vqrae`], `encode -> {features, codes}`, `decode`, checkpoints ([`checkpoint`]);
-//! - [`ops`]: the one switch between fused inference kernels and differentiable training ops;
 //! - [`pretrain`]: semantic pretraining of the own ViT encoder;
 //! - [`train`]: two-stage training (stage 1 frozen encoder, stage 2 self-distillation), with the
 //!   optional PatchGAN term of [`discriminator`]; [`eval`]: held-out figures; [`probe`]: linear
 //!   probes.
+//!
+//! The command line's procedures, each a function with its test: [`runs`] (init, encoder
+//! pretraining, tokenizer training from config files), [`checkpoint_eval`] (`eval-tokenizer`),
+//! [`encoder_probe`] (`probe`), [`features`] (`features`), [`image_files`] (`tokenize`,
+//! `reconstruct`).
 
 pub mod checkpoint;
+pub mod checkpoint_eval;
 pub mod decoder;
 pub mod discriminator;
 pub mod encoder;
+pub mod encoder_probe;
 pub mod error;
 pub mod eval;
+pub mod features;
+pub mod image_files;
 pub mod metrics;
 pub mod model;
-pub mod ops;
 pub mod pos_embed;
 pub mod preprocess;
 pub mod pretrain;
 pub mod probe;
 pub mod quantizer;
+pub mod runs;
 pub mod train;
 pub mod vit;
 

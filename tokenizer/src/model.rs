@@ -13,12 +13,11 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{linear_b, Linear, VarBuilder};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
+use vqrae_data::fs::read_toml;
 use vqrae_data::image_io::resize;
 use vqrae_data::tensor::{images_to_tensor, tensor_to_images, Normalize};
 
-use crate::checkpoint::{
-    read_config, read_toml, save_checkpoint, varmap_tensors, CONFIG_FILE, WEIGHTS_FILE,
-};
+use crate::checkpoint::{read_config, save_checkpoint, varmap_tensors, CONFIG_FILE, WEIGHTS_FILE};
 use crate::decoder::{Decoder, DecoderConfig};
 use crate::encoder::{load_hf_encoder, EncoderConfig, VitEncoder};
 use crate::error::{Context, Result, TokenizerError};
@@ -52,7 +51,7 @@ impl VqraeConfig {
     }
 
     /// Output pixels per token side.
-    pub fn decoder_patch(&self) -> usize {
+    pub(crate) fn decoder_patch(&self) -> usize {
         self.decoder.patch_size.unwrap_or(self.encoder.patch_size())
     }
 
@@ -271,7 +270,7 @@ impl Vqrae {
 
     /// Encoder features `(..., d)` to the quantizer's input space `(..., e)`.
     pub fn project(&self, features: &Tensor) -> Result<Tensor> {
-        Ok(crate::ops::linear(&self.proj_in, features)?)
+        Ok(vqrae_train::ops::linear(&self.proj_in, features)?)
     }
 
     /// Features and codes of a normalised input batch.
@@ -329,7 +328,7 @@ impl Vqrae {
 
     /// Training forward from given encoder features (stage 1 feeds cached features of the
     /// frozen encoder; stage 2 the trainable encoder's).
-    pub fn forward_features(
+    pub(crate) fn forward_features(
         &self,
         features: Tensor,
         grid: (usize, usize),

@@ -10,7 +10,7 @@ use candle_core::{Device, Result, Tensor};
 /// MAE-style 2-D sin-cos table `(rows * cols, dim)`: the first half of the channels encodes the
 /// row, the second half the column; each half is `[sin(pos * w), cos(pos * w)]` with
 /// `w_i = 10000^(-i / (dim / 4))`.
-pub fn sincos_2d(dim: usize, rows: usize, cols: usize, device: &Device) -> Result<Tensor> {
+pub(crate) fn sincos_2d(dim: usize, rows: usize, cols: usize, device: &Device) -> Result<Tensor> {
     if !dim.is_multiple_of(4) {
         candle_core::bail!("sin-cos position embedding needs a width divisible by 4, got {dim}");
     }
@@ -53,7 +53,7 @@ fn cubic2(x: f64) -> f64 {
 
 /// The `(out, in)` matrix of 1-D bicubic resizing with `align_corners=False` and border
 /// clamping, so that `resized = M @ signal`.
-pub fn bicubic_matrix(input: usize, output: usize, scale: ResizeScale) -> Vec<f32> {
+pub(crate) fn bicubic_matrix(input: usize, output: usize, scale: ResizeScale) -> Vec<f32> {
     let scale = match scale {
         ResizeScale::Size => input as f64 / output as f64,
         ResizeScale::Factor(f) if f > 0.0 => 1.0 / f,
@@ -74,7 +74,7 @@ pub fn bicubic_matrix(input: usize, output: usize, scale: ResizeScale) -> Vec<f3
 }
 
 /// Resizes a grid of embeddings `(rows * cols, d)` laid out row-major to `(new_rows * new_cols, d)`.
-pub fn resize_grid(
+pub(crate) fn resize_grid(
     grid: &Tensor,
     from: (usize, usize),
     to: (usize, usize),

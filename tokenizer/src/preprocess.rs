@@ -30,7 +30,7 @@ pub struct Preprocess {
 
 impl Preprocess {
     /// The size of the images this preprocessing hands to the encoder, `(height, width)`.
-    pub fn output_size(&self) -> (u32, u32) {
+    pub(crate) fn output_size(&self) -> (u32, u32) {
         match self.resize {
             Resize::Exact { height, width } => (height, width),
             Resize::ShortestEdgeCrop {
@@ -42,7 +42,7 @@ impl Preprocess {
     }
 
     /// The same preprocessing at another square resolution (the crop ratio is kept).
-    pub fn at_resolution(&self, res: u32) -> Self {
+    pub(crate) fn at_resolution(&self, res: u32) -> Self {
         let resize = match self.resize {
             Resize::Exact { .. } => Resize::Exact {
                 height: res,
@@ -65,7 +65,7 @@ impl Preprocess {
     }
 
     /// Resizes (and crops) one image. An image already at the output size is left untouched.
-    pub fn apply(&self, img: &RgbImage) -> RgbImage {
+    pub(crate) fn apply(&self, img: &RgbImage) -> RgbImage {
         let (oh, ow) = self.output_size();
         if img.dimensions() == (ow, oh) {
             return img.clone();
@@ -97,7 +97,7 @@ impl Preprocess {
     }
 
     /// Reads HF's `preprocessor_config.json`, falling back to `default` for what it lacks.
-    pub fn from_hf_json(v: &serde_json::Value, default: Preprocess) -> Preprocess {
+    pub(crate) fn from_hf_json(v: &serde_json::Value, default: Preprocess) -> Preprocess {
         let triple = |key: &str| -> Option<[f32; 3]> {
             let a = v.get(key)?.as_array()?;
             let f: Vec<f32> = a

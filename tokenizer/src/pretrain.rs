@@ -37,7 +37,7 @@ use crate::error::{Result, TokenizerError};
 use crate::init::SeededVarMap;
 
 /// Own encoders take pixels normalised to [-1, 1].
-pub const OWN_NORMALIZE: Normalize = Normalize::HALF;
+pub(crate) const OWN_NORMALIZE: Normalize = Normalize::HALF;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -137,12 +137,8 @@ fn bce_with_logits(x: &Tensor, t: &Tensor) -> Result<Tensor> {
     Ok(((x.relu()? - (x * t)?)? + softplus)?.mean_all()?)
 }
 
-/// One classification target: a name, its number of classes, a label per image.
-pub struct LabelColumn {
-    pub name: String,
-    pub classes: usize,
-    pub labels: Vec<u32>,
-}
+/// One classification target; it lives with the data sets that carry labels.
+pub use vqrae_data::labelled::LabelColumn;
 
 /// What pretraining reached on its own training images (held-out figures come from `probe`).
 #[derive(Clone, Debug, Serialize)]

@@ -13,7 +13,7 @@ use crate::preprocess::Preprocess;
 
 /// Mean-pooled last-layer patch tokens, `(n, d)`: the features downstream consumers get,
 /// pooled over the grid.
-pub fn pooled_features(
+pub(crate) fn pooled_features(
     encoder: &VitEncoder,
     preprocess: &Preprocess,
     images: &[RgbImage],
@@ -25,7 +25,7 @@ pub fn pooled_features(
 }
 
 #[derive(Clone, Debug)]
-pub struct ProbeConfig {
+pub(crate) struct ProbeConfig {
     pub steps: usize,
     /// Seed of the classifier's initial weights.
     pub seed: u64,
@@ -45,7 +45,7 @@ impl Default for ProbeConfig {
 }
 
 /// A softmax-regression classifier over standardised features.
-pub struct LinearProbe {
+pub(crate) struct LinearProbe {
     mean: Tensor,
     std: Tensor,
     head: candle_nn::Linear,

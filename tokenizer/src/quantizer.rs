@@ -306,7 +306,7 @@ fn l2_normalize(x: &Tensor) -> Result<Tensor> {
 
 /// Counts code usage over an evaluation pass.
 #[derive(Clone, Debug, PartialEq)]
-pub struct CodebookStats {
+pub(crate) struct CodebookStats {
     counts: Vec<u64>,
 }
 

@@ -19,13 +19,13 @@ use candle_nn::VarBuilder;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use vqrae_data::batch::EpochSampler;
+use vqrae_data::fs::read_toml;
 use vqrae_train::checkpoint::{self, var_map_vars};
 use vqrae_train::metrics::MetricsLog;
-use vqrae_train::optim::{clip_grad_norm, AdamW, AdamWConfig, ParamGroup};
+use vqrae_train::optim::{clip_grad_norm, AdamW, AdamWConfig, ParamGroup, StepStats};
 use vqrae_train::progress;
 use vqrae_train::schedule::LrSchedule;
 
-use crate::checkpoint::read_toml;
 use crate::discriminator::{Discriminator, GanConfig};
 use crate::encoder::VitEncoder;
 use crate::error::{Result, TokenizerError};
@@ -192,13 +192,9 @@ pub fn write_teacher(run_dir: &Path, encoder: &HashMap<String, Tensor>) -> Resul
     if path.exists() {
         return Ok(false);
     }
-    std::fs::create_dir_all(run_dir).map_err(|source| TokenizerError::Io {
-        path: run_dir.to_path_buf(),
-        source,
+    vqrae_data::fs::write_atomic_with(&path, |tmp| {
+        candle_core::safetensors::save(encoder, tmp).map_err(TokenizerError::from)
     })?;
-    let tmp = run_dir.join(format!("{TEACHER_FILE}.tmp"));
-    candle_core::safetensors::save(encoder, &tmp)?;
-    std::fs::rename(&tmp, &path).map_err(|source| TokenizerError::Io { path, source })?;
     Ok(true)
 }
 
@@ -209,7 +205,7 @@ pub fn frozen_encoder(model: &Vqrae, vars: &SeededVarMap, device: &Device) -> Re
 }
 
 /// Patch tokens of `teacher` for all `images`, `(n, N, d)`, computed in batches.
-pub fn teacher_features(
+pub(crate) fn teacher_features(
     teacher: &VitEncoder,
     model: &Vqrae,
     images: &[RgbImage],
@@ -360,23 +356,27 @@ fn restart_dead_codes(
     Ok(n)
 }
 
-/// Trains `model` (whose variables are `vars`) on `images` in `run_dir`: resumes from the last
-/// training checkpoint there, writes `metrics.jsonl`, and saves the final model to `run_dir/model`.
-/// `fresh` says the model was just initialised (not loaded from a tokenizer checkpoint): only
-/// then may its codebook be initialised from the data.
-pub fn train(
+/// The optimizer of a run and the variables around it.
+struct Optimizer {
+    opt: AdamW,
+    /// The tokenizer's trainable variables (gradient clipping).
+    model_vars: Vec<Var>,
+    disc: Option<Discriminator>,
+    /// The discriminator's variables, by name.
+    disc_all: HashMap<String, Var>,
+    /// Everything a training checkpoint holds: the model's, the discriminator's, code use.
+    state_vars: HashMap<String, Var>,
+    usage_var: Var,
+}
+
+/// Parameter groups (decoder side; encoder in stage 2; discriminator when the GAN term is on)
+/// and the variables the training checkpoints hold.
+fn optimizer(
     model: &Vqrae,
     vars: &SeededVarMap,
-    images: &[RgbImage],
     cfg: &TrainConfig,
-    run_dir: &Path,
-    fresh: bool,
     device: &Device,
-) -> Result<TrainSummary> {
-    cfg.validate()?;
-    if images.is_empty() {
-        return Err(TokenizerError::Invalid("no training images".into()));
-    }
+) -> Result<Optimizer> {
     let all = var_map_vars(&vars.varmap)?;
     let frozen = model.frozen_names();
     let is_encoder = |k: &str| k.starts_with("encoder.");
@@ -434,20 +434,97 @@ pub fn train(
     if cfg.restart_dead_codes > 0 {
         state_vars.insert(USAGE_STATE.to_string(), usage_var.clone());
     }
-    let mut opt = AdamW::new(groups, cfg.adamw.clone())?;
+    let opt = AdamW::new(groups, cfg.adamw.clone())?;
 
-    let resumed = checkpoint::load_latest(run_dir, &state_vars, &mut opt)?;
-    let start = resumed.as_ref().map(|r| r.0).unwrap_or(0);
-    let mut usage = usage_var.as_tensor().to_vec1::<f32>()?;
+    Ok(Optimizer {
+        opt,
+        model_vars,
+        disc,
+        disc_all,
+        state_vars,
+        usage_var,
+    })
+}
+
+/// The run's teacher encoder, from the run's own copy on disk.
+fn run_teacher(
+    model: &Vqrae,
+    vars: &SeededVarMap,
+    run_dir: &Path,
+    device: &Device,
+) -> Result<VitEncoder> {
     // The teacher is the encoder as it was when training began (or the one `write_teacher` set
     // before it began): after a resume the saved encoder of stage 2 has moved, so the teacher
     // always comes from the run's own copy on disk, written here on a run's first start.
     write_teacher(run_dir, &encoder_copies(vars)?)?;
     let t = candle_core::safetensors::load(run_dir.join(TEACHER_FILE), device)?;
-    let teacher = VitEncoder::new(
+    Ok(VitEncoder::new(
         &model.config().encoder,
         VarBuilder::from_tensors(t, DType::F32, device),
-    )?;
+    )?)
+}
+
+/// One line of `metrics.jsonl`.
+fn metrics_record(
+    losses: &StepLosses,
+    grad_norm: f64,
+    window: &progress::Throughput,
+    out: &Forward,
+    stats: &StepStats,
+    restarted: usize,
+    cfg: &TrainConfig,
+) -> Result<serde_json::Value> {
+    let codes_used = distinct(&out.quantized.codes)?;
+    let lrs: serde_json::Map<String, serde_json::Value> = stats
+        .lrs
+        .iter()
+        .map(|(k, v)| (format!("lr_{k}"), serde_json::json!(v)))
+        .collect();
+    let mut rec = serde_json::json!({
+        "loss": losses.total, "l2": losses.l2, "perceptual": losses.perceptual,
+        "quant": losses.quant, "distill": losses.distill, "gan": losses.gan,
+        "disc": losses.disc, "grad_norm": grad_norm,
+        "samples_per_sec": window.per_sec(), "codes_used": codes_used,
+    });
+    if cfg.restart_dead_codes > 0 {
+        rec["codes_restarted"] = serde_json::json!(restarted);
+    }
+    if let Some(obj) = rec.as_object_mut() {
+        obj.extend(lrs);
+    }
+    Ok(rec)
+}
+
+/// Trains `model` (whose variables are `vars`) on `images` in `run_dir`: resumes from the last
+/// training checkpoint there, writes `metrics.jsonl`, and saves the final model to `run_dir/model`.
+/// `fresh` says the model was just initialised (not loaded from a tokenizer checkpoint): only
+/// then may its codebook be initialised from the data.
+pub fn train(
+    model: &Vqrae,
+    vars: &SeededVarMap,
+    images: &[RgbImage],
+    cfg: &TrainConfig,
+    run_dir: &Path,
+    fresh: bool,
+    device: &Device,
+) -> Result<TrainSummary> {
+    cfg.validate()?;
+    if images.is_empty() {
+        return Err(TokenizerError::Invalid("no training images".into()));
+    }
+    let Optimizer {
+        mut opt,
+        model_vars,
+        disc,
+        disc_all,
+        state_vars,
+        usage_var,
+    } = optimizer(model, vars, cfg, device)?;
+
+    let resumed = checkpoint::load_latest(run_dir, &state_vars, &mut opt)?;
+    let start = resumed.as_ref().map(|r| r.0).unwrap_or(0);
+    let mut usage = usage_var.as_tensor().to_vec1::<f32>()?;
+    let teacher = run_teacher(model, vars, run_dir, device)?;
     let cached = teacher_features(&teacher, model, images, cfg.batch_size)?;
     if fresh && cfg.data_init && resumed.is_none() {
         init_codebook_from_data(model, vars, &cached, cfg)?;
@@ -505,24 +582,7 @@ pub fn train(
             }
         }
         if done.is_multiple_of(cfg.log_every) || done == cfg.steps {
-            let codes_used = distinct(&out.quantized.codes)?;
-            let lrs: serde_json::Map<String, serde_json::Value> = stats
-                .lrs
-                .iter()
-                .map(|(k, v)| (format!("lr_{k}"), serde_json::json!(v)))
-                .collect();
-            let mut rec = serde_json::json!({
-                "loss": losses.total, "l2": losses.l2, "perceptual": losses.perceptual,
-                "quant": losses.quant, "distill": losses.distill, "gan": losses.gan,
-                "disc": losses.disc, "grad_norm": grad_norm,
-                "samples_per_sec": window.per_sec(), "codes_used": codes_used,
-            });
-            if cfg.restart_dead_codes > 0 {
-                rec["codes_restarted"] = serde_json::json!(restarted);
-            }
-            if let Some(obj) = rec.as_object_mut() {
-                obj.extend(lrs);
-            }
+            let rec = metrics_record(&losses, grad_norm, &window, &out, &stats, restarted, cfg)?;
             log.log(done, &rec)?;
             tracing::debug!(step = done, loss = losses.total, "train tokenizer");
             bar.set_message(progress::message(losses.total, window.per_sec()));

@@ -8,7 +8,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::{layer_norm, linear_b, Init, LayerNorm, LayerNormConfig, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::ops;
+use vqrae_train::ops;
 
 /// The MLP non-linearity, named as Hugging Face configs name it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -23,7 +23,7 @@ pub enum Activation {
 }
 
 impl Activation {
-    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn apply(self, x: &Tensor) -> Result<Tensor> {
         match self {
             Activation::Gelu => x.gelu_erf(),
             Activation::GeluTanh => x.gelu(),
@@ -76,7 +76,7 @@ pub struct BlockNames {
 
 impl BlockNames {
     /// The project's own naming (own ViT encoder and the decoder).
-    pub const OWN: BlockNames = BlockNames {
+    pub(crate) const OWN: BlockNames = BlockNames {
         norm1: "norm1",
         q: "attn.q",
         k: "attn.k",
@@ -157,7 +157,7 @@ impl Mlp {
 
 /// Pre-LN transformer block: `x + ls1 * attn(norm1(x))`, then `x + ls2 * mlp(norm2(x))`.
 #[derive(Clone, Debug)]
-pub struct Block {
+pub(crate) struct Block {
     norm1: LayerNorm,
     attn: Attention,
     ls1: Option<Tensor>,
@@ -212,7 +212,7 @@ impl Block {
 
 /// A stack of blocks under `prefix.{i}`.
 #[derive(Clone, Debug)]
-pub struct Blocks(Vec<Block>);
+pub(crate) struct Blocks(Vec<Block>);
 
 impl Blocks {
     pub fn new(
@@ -232,25 +232,17 @@ impl Blocks {
             .iter()
             .try_fold(x.clone(), |x, b| b.forward(&x, train))
     }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 /// Final layer norm that follows the stack in every architecture here.
-pub fn final_norm(dim: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
+pub(crate) fn final_norm(dim: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
     norm(dim, eps, vb)
 }
 
 /// Patch embedding: a `p x p` stride-`p` convolution (HF stores it as a conv weight), computed as
 /// one matmul over unfolded patches, which is exact, differentiable and fast on every device.
 #[derive(Clone, Debug)]
-pub struct PatchEmbed {
+pub(crate) struct PatchEmbed {
     /// `(d, c * p * p)`: the conv kernel flattened in (c, y, x) order.
     weight: Tensor,
     bias: Tensor,

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use vqrae_tokenizer::checkpoint::read_toml;
+use vqrae_data::fs::read_toml;
 use vqrae_tokenizer::encoder::EncoderConfig;
 use vqrae_tokenizer::pretrain::PretrainConfig;
 use vqrae_tokenizer::train::TrainConfig;

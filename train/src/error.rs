@@ -43,6 +43,9 @@ pub enum TrainError {
     /// A checkpoint directory is unusable.
     #[error("checkpoint {path}: {msg}")]
     Checkpoint { path: PathBuf, msg: String },
+    /// A file helper of `vqrae_data::fs` failed (atomic write, TOML read); names the path.
+    #[error(transparent)]
+    Data(#[from] vqrae_data::DataError),
     /// A metrics log line or record is malformed.
     #[error("metrics log {path}: {msg}")]
     Metrics { path: PathBuf, msg: String },

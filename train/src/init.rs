@@ -31,7 +31,7 @@ fn fnv1a(seed: u64, name: &str) -> u64 {
 }
 
 /// Host values of `init` for `shape`, drawn from a generator seeded by `(seed, name)`.
-pub fn seeded_values(init: Init, shape: &Shape, seed: u64, name: &str) -> Vec<f32> {
+pub(crate) fn seeded_values(init: Init, shape: &Shape, seed: u64, name: &str) -> Vec<f32> {
     let n = shape.elem_count();
     let mut rng = ChaCha8Rng::seed_from_u64(fnv1a(seed, name));
     let normal = |rng: &mut ChaCha8Rng, mean: f64, std: f64| -> Vec<f32> {

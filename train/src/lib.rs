@@ -9,8 +9,11 @@
 //!   bit-exactly. The model's *inference* checkpoint format belongs to the model crates.
 //! - [`metrics`]: a JSONL metrics log that drops the records a resumed run will write again.
 //! - [`progress`]: an `indicatif` progress bar and a throughput counter.
+//! - [`ops`]: the one switch between fused inference kernels and differentiable training ops
+//!   (softmax, layer norm, RMS norm, RoPE), used by every model's layers.
 //! - [`init`]: seeded parameter initialisation ([`init::SeededVarMap`]), shared by the models.
-//! - [`plot`]: training curves of one or more runs to PNG (plotters).
+//! - [`plot`]: training curves of one or more runs to PNG (plotters); [`run_curves`]: those of
+//!   run directories, by metric (`vqrae plot`).
 //!
 //! A training loop with exact resume looks like this:
 //!
@@ -49,9 +52,11 @@ pub mod device;
 pub mod error;
 pub mod init;
 pub mod metrics;
+pub mod ops;
 pub mod optim;
 pub mod plot;
 pub mod progress;
+pub mod run_curves;
 pub mod schedule;
 
 pub use error::{Result, TrainError};

@@ -61,7 +61,7 @@ impl MetricsLog {
                         dropped = total - kept.len(),
                         "truncating the metrics log to step {resume}"
                     );
-                    rewrite(path, &text)?;
+                    vqrae_data::fs::write_atomic(path, text.as_bytes())?;
                 }
             }
             Some(_) => {}
@@ -165,18 +165,6 @@ fn read_lines(path: &Path) -> Result<Vec<Line>> {
         });
     }
     Ok(out)
-}
-
-/// Replaces `path` with `text` atomically (temporary sibling + rename).
-fn rewrite(path: &Path, text: &str) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = File::create(&tmp).map_err(TrainError::io(&tmp))?;
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(TrainError::io(&tmp))?;
-    fs::rename(&tmp, path).map_err(TrainError::io(path))
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ const FONT_PATHS: [&str; 2] = [
 ];
 
 /// Registers a sans-serif font once per process; `false` when none could be loaded.
-pub fn font_ready() -> bool {
+pub(crate) fn font_ready() -> bool {
     static READY: OnceLock<bool> = OnceLock::new();
     *READY.get_or_init(|| {
         let env = std::env::var_os("VQRAE_FONT").map(PathBuf::from);

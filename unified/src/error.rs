@@ -34,22 +34,23 @@ pub enum UnifiedError {
     Lm(Box<vqrae_lm::LmError>),
     #[error(transparent)]
     Understand(Box<vqrae_understand::error::UnderstandError>),
+    /// Boxed, as the tokenizer's: the trainer's error is large.
     #[error(transparent)]
-    Train(#[from] vqrae_train::TrainError),
+    Train(Box<vqrae_train::TrainError>),
     #[error(transparent)]
     Generate(Box<vqrae_generate::GenerateError>),
 }
 
 impl UnifiedError {
     /// The `map_err` of an I/O call on `path`.
-    pub fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
+    pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
         move |source| Self::Io {
             path: path.to_path_buf(),
             source,
         }
     }
 
-    pub fn candle(context: impl Into<String>, source: candle_core::Error) -> Self {
+    pub(crate) fn candle(context: impl Into<String>, source: candle_core::Error) -> Self {
         Self::Candle {
             context: context.into(),
             source,
@@ -72,6 +73,12 @@ impl From<vqrae_lm::LmError> for UnifiedError {
 impl From<vqrae_understand::error::UnderstandError> for UnifiedError {
     fn from(e: vqrae_understand::error::UnderstandError) -> Self {
         Self::Understand(Box::new(e))
+    }
+}
+
+impl From<vqrae_train::TrainError> for UnifiedError {
+    fn from(e: vqrae_train::TrainError) -> Self {
+        Self::Train(Box::new(e))
     }
 }
 

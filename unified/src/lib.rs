@@ -6,7 +6,7 @@
 //! - [`joint`]: phased joint training of that LM on VQA (continuous features) and
 //!   text-to-image (codes), so one checkpoint answers and draws.
 
-pub mod error;
+mod error;
 pub mod joint;
 pub mod model;
 

@@ -17,19 +17,20 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
+use vqrae_data::fs::{write_atomic, write_atomic_with};
+use vqrae_generate::sample::{GenerationConfig, ImageRequest, T2i};
 use vqrae_lm::{Llama, SamplingConfig, TextTokenizer, UnifiedVocab};
 use vqrae_tokenizer::Vqrae;
 use vqrae_understand::answer::Vqa;
 use vqrae_understand::{Projector, ProjectorConfig};
 
 use crate::error::{Result, UnifiedError};
-use vqrae_generate::sample::{GenerationConfig, ImageRequest, T2i};
 
 pub const UNIFIED_FILE: &str = "unified.json";
-pub const TOKENIZER_DIR: &str = "tokenizer";
-pub const LM_DIR: &str = "lm";
-pub const TEXT_TOKENIZER_FILE: &str = "tokenizer.json";
-pub const PROJECTOR_FILE: &str = "projector.safetensors";
+pub(crate) const TOKENIZER_DIR: &str = "tokenizer";
+pub(crate) const LM_DIR: &str = "lm";
+pub(crate) const TEXT_TOKENIZER_FILE: &str = "tokenizer.json";
+pub(crate) const PROJECTOR_FILE: &str = "projector.safetensors";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -110,8 +111,10 @@ impl UnifiedModel {
         })
     }
 
-    /// Writes a model directory from its parts (each file atomically). `tokenizer_dir` is copied.
-    pub fn save_parts(
+    /// Writes a model directory from its parts, each file atomically
+    /// ([`vqrae_data::fs::write_atomic`]), so that a server reloading the directory never reads
+    /// half a file. `tokenizer_dir` is copied unless it is the directory's own.
+    pub(crate) fn save_parts(
         dir: &Path,
         cfg: &UnifiedConfig,
         tokenizer_dir: &Path,
@@ -123,15 +126,16 @@ impl UnifiedModel {
         std::fs::create_dir_all(dir).map_err(UnifiedError::io(dir))?;
         let tok = dir.join(TOKENIZER_DIR);
         if tok.canonicalize().ok() != tokenizer_dir.canonicalize().ok() {
-            std::fs::create_dir_all(&tok).map_err(UnifiedError::io(&tok))?;
             for f in [
                 vqrae_tokenizer::checkpoint::CONFIG_FILE,
                 vqrae_tokenizer::checkpoint::WEIGHTS_FILE,
             ] {
-                let tmp = tok.join(format!(".{f}.tmp"));
-                std::fs::copy(tokenizer_dir.join(f), &tmp)
-                    .map_err(UnifiedError::io(&tokenizer_dir.join(f)))?;
-                std::fs::rename(&tmp, tok.join(f)).map_err(UnifiedError::io(&tok))?;
+                let from = tokenizer_dir.join(f);
+                write_atomic_with(&tok.join(f), |tmp| {
+                    std::fs::copy(&from, tmp)
+                        .map(drop)
+                        .map_err(UnifiedError::io(&from))
+                })?;
             }
         }
         let lm_dir = dir.join(LM_DIR);
@@ -143,18 +147,17 @@ impl UnifiedModel {
         vqrae_lm::model::save_checkpoint(&lm_dir, lm.config(), &cast(lm.tensors())?)?;
         text.save(lm_dir.join(TEXT_TOKENIZER_FILE))?;
         let ppath = dir.join(PROJECTOR_FILE);
-        let tmp = dir.join(format!(".{PROJECTOR_FILE}.tmp"));
-        candle_core::safetensors::save(&cast(projector.clone())?, &tmp)
-            .map_err(|e| UnifiedError::candle(format!("writing {}", ppath.display()), e))?;
-        std::fs::rename(&tmp, &ppath).map_err(UnifiedError::io(&ppath))?;
-        let json = serde_json::to_string_pretty(cfg).map_err(|source| UnifiedError::Json {
-            path: dir.join(UNIFIED_FILE),
-            source,
+        let projector = cast(projector.clone())?;
+        write_atomic_with(&ppath, |tmp| {
+            candle_core::safetensors::save(&projector, tmp)
+                .map_err(|e| UnifiedError::candle(format!("writing {}", ppath.display()), e))
         })?;
         let upath = dir.join(UNIFIED_FILE);
-        let tmp = dir.join(format!(".{UNIFIED_FILE}.tmp"));
-        std::fs::write(&tmp, json + "\n").map_err(UnifiedError::io(&tmp))?;
-        std::fs::rename(&tmp, &upath).map_err(UnifiedError::io(&upath))?;
+        let json = serde_json::to_string_pretty(cfg).map_err(|source| UnifiedError::Json {
+            path: upath.clone(),
+            source,
+        })?;
+        write_atomic(&upath, (json + "\n").as_bytes())?;
         Ok(())
     }
 
@@ -207,7 +210,7 @@ impl UnifiedModel {
     }
 
     /// Pixels of code grids.
-    pub fn decode_codes(&self, codes: &[Vec<u32>]) -> Result<Vec<RgbImage>> {
+    pub(crate) fn decode_codes(&self, codes: &[Vec<u32>]) -> Result<Vec<RgbImage>> {
         Ok(self.tokenizer.decode_codes(codes)?)
     }
 }

@@ -9,58 +9,10 @@ use candle_core::{DType, Device};
 use image::{Rgb, RgbImage};
 use vqrae_generate::sample::{GenerationConfig, ImageRequest};
 use vqrae_lm::SamplingConfig;
-use vqrae_tokenizer::{Vqrae, VqraeConfig};
+use vqrae_test_support::{repo, save_tiny_tokenizer, tiny_joint_config, toy_data, Toy};
+use vqrae_tokenizer::Vqrae;
 use vqrae_unified::joint::{self, JointConfig, JointData};
 use vqrae_unified::model::UnifiedModel;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-const COLORS: [(&str, [u8; 3]); 3] = [
-    ("red", [255, 0, 0]),
-    ("blue", [0, 0, 255]),
-    ("green", [0, 255, 0]),
-];
-
-/// 32 px toy images: a disc or a square of one of three colours.
-/// Images, their captions, and `(image, question, answer)`.
-type Toy = (
-    Vec<RgbImage>,
-    Vec<Option<String>>,
-    Vec<(usize, String, String)>,
-);
-
-fn toy_data(n: usize) -> Toy {
-    let mut images = Vec::new();
-    let mut captions = Vec::new();
-    let mut questions = Vec::new();
-    for i in 0..n {
-        let (name, rgb) = COLORS[i % 3];
-        let square = (i / 3) % 2 == 1;
-        let c = 10 + (i % 5) as i32 * 2;
-        images.push(RgbImage::from_fn(32, 32, |x, y| {
-            let (dx, dy) = (x as i32 - c, y as i32 - c);
-            let inside = if square {
-                dx.abs() < 6 && dy.abs() < 6
-            } else {
-                dx * dx + dy * dy < 36
-            };
-            Rgb(if inside { rgb } else { [245, 245, 240] })
-        }));
-        let shape = if square { "rectangle" } else { "circle" };
-        captions.push(Some(format!("a {name} {shape}")));
-        questions.push((i, "what color is the shape?".to_string(), name.to_string()));
-        questions.push((
-            i,
-            "what shape is in the image?".to_string(),
-            shape.to_string(),
-        ));
-        let yes = if name == "red" { "yes" } else { "no" };
-        questions.push((i, "is there a red shape?".to_string(), yes.to_string()));
-    }
-    (images, captions, questions)
-}
 
 struct Setup {
     _tmp: tempfile::TempDir,
@@ -69,20 +21,18 @@ struct Setup {
     cfg: JointConfig,
 }
 
+/// A tiny tokenizer in `root/tok`, 24 toy images encoded by it, the tiny joint config.
 fn setup() -> Result<Setup> {
     let tmp = tempfile::tempdir()?;
     let root = tmp.path().to_path_buf();
-    let tcfg = VqraeConfig::from_toml_file(&repo().join("configs/tiny.toml"))?;
-    let (tok, vars) = Vqrae::init(&tcfg, None, 0, &Device::Cpu)?;
-    tok.save(&root.join("tok"), &vars)?;
-    let (images, captions, questions) = toy_data(24);
-    let data = JointData::encode(&tok, &images, captions, questions)?;
-    let cfg = JointConfig::from_toml_file(&repo().join("configs/lm/tiny.toml"))?;
+    let tok = save_tiny_tokenizer(&root.join("tok"))?;
+    let toy = toy_data(24);
+    let data = JointData::encode(&tok, &toy.images, toy.captions, toy.questions)?;
     Ok(Setup {
         _tmp: tmp,
         root,
         data,
-        cfg,
+        cfg: tiny_joint_config()?,
     })
 }
 
@@ -150,7 +100,7 @@ fn joint_training_learns_resumes_exactly_and_serves_both_paths() -> Result<()> {
 
     // both paths from the one saved model
     let model = UnifiedModel::load(&a.join("model"), &Device::Cpu, DType::F32)?;
-    let (images, _, _) = toy_data(2);
+    let images = toy_data(2).images;
     let answers = model.ask(
         &images,
         &["what color is the shape?", "what shape is in the image?"],
@@ -200,7 +150,7 @@ fn reasoned_answers_with_twins_train() -> Result<()> {
 
 #[test]
 fn bad_configs_are_clear_errors() -> Result<()> {
-    let cfg = JointConfig::from_toml_file(&repo().join("configs/lm/tiny.toml"))?;
+    let cfg = tiny_joint_config()?;
     let mut zero = cfg.clone();
     zero.phases[0].steps = 0;
     assert!(zero
@@ -249,7 +199,7 @@ fn bad_requests_are_clear_errors() -> Result<()> {
     let long = "a red circle ".repeat(40);
     let too_long = model.generate(&[req(&long)], &gen).unwrap_err().to_string();
     assert!(too_long.contains("context"), "{too_long}");
-    let (images, _, _) = toy_data(1);
+    let images = toy_data(1).images;
     let q = format!("what color is {}?", "the shape ".repeat(60));
     let err = model
         .ask(&images, &[q.as_str()], 4, &SamplingConfig::greedy())
@@ -310,7 +260,11 @@ fn mirrored_phases_need_mirror_codes_and_train_on_them() -> Result<()> {
     assert!(err.to_string().contains("mirror"), "{err}");
 
     let tok = Vqrae::load(&tok_dir, &Device::Cpu, DType::F32)?;
-    let (mut images, captions, questions) = toy_data(24);
+    let Toy {
+        mut images,
+        captions,
+        questions,
+    } = toy_data(24);
     // a left-right symmetric image is its own mirror: the same codes
     images[0] = RgbImage::from_fn(32, 32, |x, y| {
         if (8..24).contains(&x) && (4..12).contains(&y) {
@@ -348,7 +302,11 @@ fn shifted_phases_need_their_copies_and_train_on_them() -> Result<()> {
     assert!(err.to_string().contains("shifted"), "{err}");
 
     let tok = Vqrae::load(&tok_dir, &Device::Cpu, DType::F32)?;
-    let (images, captions, questions) = toy_data(24);
+    let Toy {
+        images,
+        captions,
+        questions,
+    } = toy_data(24);
     let data = JointData::encode(&tok, &images, captions.clone(), questions.clone())?
         .with_shifted_copies(&tok, &images, 2, 5)?;
     assert_eq!(data.shifted_codes.len(), 2 * data.codes.len());
@@ -386,7 +344,11 @@ fn scene_phases_need_scenes_train_on_them_and_keep_the_text_tokenizer() -> Resul
     assert!(err.to_string().contains("scenes"), "{err}");
 
     let tok = Vqrae::load(&tok_dir, &Device::Cpu, DType::F32)?;
-    let (images, captions, questions) = toy_data(24);
+    let Toy {
+        images,
+        captions,
+        questions,
+    } = toy_data(24);
     // two-object toy scenes with words the easy-VQA-like corpus never holds
     let scenes: Vec<RgbImage> = images.iter().take(6).cloned().collect();
     let scene_captions: Vec<String> = (0..6)

@@ -10,7 +10,11 @@ use axum::response::{IntoResponse, Response};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-pub async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub(crate) async fn require_key(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
     let Some(key) = state.cfg.api_key.as_deref() else {
         return next.run(req).await;
     };

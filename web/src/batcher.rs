@@ -26,7 +26,7 @@ use crate::error::{ApiError, ServeError};
 use crate::metrics::Metrics;
 
 /// A job that runs on the model worker with the model borrowed.
-pub type ModelFn = Box<dyn FnOnce(&UnifiedModel) + Send + 'static>;
+pub(crate) type ModelFn = Box<dyn FnOnce(&UnifiedModel) + Send + 'static>;
 
 type GenReply = oneshot::Sender<Result<Vec<RgbImage>, ApiError>>;
 
@@ -44,20 +44,20 @@ enum Job {
 /// The handle requests use to reach the model. Cheap to clone; the worker stops once every
 /// clone is dropped and the queue is empty.
 #[derive(Clone)]
-pub struct Engine {
+pub(crate) struct Engine {
     tx: SyncSender<Job>,
     retry_after: u64,
     metrics: Arc<Metrics>,
 }
 
 /// The model worker thread.
-pub struct Worker {
+pub(crate) struct Worker {
     handle: JoinHandle<()>,
 }
 
 impl Worker {
     /// Waits for the worker to finish the queued jobs (after every [`Engine`] is dropped).
-    pub fn join(self) -> Result<(), ServeError> {
+    pub(crate) fn join(self) -> Result<(), ServeError> {
         self.handle.join().map_err(|_| ServeError::Worker)
     }
 }
@@ -68,7 +68,7 @@ fn worker_failed() -> ApiError {
 
 impl Engine {
     /// Starts the worker thread, which owns `model`.
-    pub fn start(
+    pub(crate) fn start(
         model: UnifiedModel,
         cfg: &BatchConfig,
         metrics: Arc<Metrics>,
@@ -119,7 +119,7 @@ impl Engine {
     }
 
     /// Generates one image per request, batched with other requests of the same settings.
-    pub async fn generate(
+    pub(crate) async fn generate(
         &self,
         requests: Vec<ImageRequest>,
         cfg: GenerationConfig,
@@ -135,7 +135,7 @@ impl Engine {
 
     /// Queues `f` to run on the model worker; the receiver gets its result (or is dropped if
     /// `f` panics). Refused at once when the queue is full.
-    pub fn submit<R, F>(&self, f: F) -> Result<oneshot::Receiver<R>, ApiError>
+    pub(crate) fn submit<R, F>(&self, f: F) -> Result<oneshot::Receiver<R>, ApiError>
     where
         R: Send + 'static,
         F: FnOnce(&UnifiedModel) -> R + Send + 'static,
@@ -148,7 +148,7 @@ impl Engine {
     }
 
     /// Runs `f` on the model worker and waits for it.
-    pub async fn call<R, F>(&self, f: F) -> Result<R, ApiError>
+    pub(crate) async fn call<R, F>(&self, f: F) -> Result<R, ApiError>
     where
         R: Send + 'static,
         F: FnOnce(&UnifiedModel) -> Result<R, ApiError> + Send + 'static,

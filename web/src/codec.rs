@@ -15,7 +15,11 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 
 /// The bytes of an image given as a `data:image/...;base64,` URL, or (when `bare_base64`) as
 /// plain base64.
-pub fn image_bytes(source: &str, param: &str, bare_base64: bool) -> Result<Vec<u8>, ApiError> {
+pub(crate) fn image_bytes(
+    source: &str,
+    param: &str,
+    bare_base64: bool,
+) -> Result<Vec<u8>, ApiError> {
     let s = source.trim();
     let lower: String = s.chars().take(16).collect::<String>().to_ascii_lowercase();
     if lower.starts_with("http://") || lower.starts_with("https://") {
@@ -74,7 +78,11 @@ pub fn image_bytes(source: &str, param: &str, bare_base64: bool) -> Result<Vec<u
 
 /// Decodes an image as RGB, refusing one whose header claims more than `max_pixels` pixels
 /// before decoding any of it.
-pub fn decode_image(bytes: &[u8], max_pixels: u64, param: &str) -> Result<RgbImage, ApiError> {
+pub(crate) fn decode_image(
+    bytes: &[u8],
+    max_pixels: u64,
+    param: &str,
+) -> Result<RgbImage, ApiError> {
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| ApiError::invalid(param, format!("Cannot read the image: {e}")))?;
@@ -105,7 +113,7 @@ pub fn decode_image(bytes: &[u8], max_pixels: u64, param: &str) -> Result<RgbIma
 }
 
 /// PNG bytes of an image.
-pub fn png(img: &RgbImage) -> Result<Vec<u8>, ApiError> {
+pub(crate) fn png(img: &RgbImage) -> Result<Vec<u8>, ApiError> {
     let mut out = Vec::new();
     img.write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
         .map_err(|e| ApiError::internal(format!("encoding a PNG: {e}")))?;

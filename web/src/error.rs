@@ -16,17 +16,17 @@ use vqrae_unified::UnifiedError;
 /// An error response. `kind` is OpenAI's `type` (`invalid_request_error`, `server_error`, ...).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
-    pub kind: &'static str,
-    pub param: Option<String>,
-    pub code: Option<&'static str>,
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
+    pub(crate) kind: &'static str,
+    pub(crate) param: Option<String>,
+    pub(crate) code: Option<&'static str>,
     /// Seconds, sent as `Retry-After`.
-    pub retry_after: Option<u64>,
+    pub(crate) retry_after: Option<u64>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             message: message.into(),
@@ -38,25 +38,25 @@ impl ApiError {
     }
 
     /// 400: a value the server cannot use.
-    pub fn invalid(param: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(param: &str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message).param(param)
     }
 
     /// 400 about the request as a whole.
-    pub fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
     }
 
-    pub fn unauthorized(message: impl Into<String>) -> Self {
+    pub(crate) fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "invalid_request_error", message)
             .code("invalid_api_key")
     }
 
-    pub fn not_found(message: impl Into<String>) -> Self {
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "invalid_request_error", message).code("not_found")
     }
 
-    pub fn model_not_found(id: &str, served: &str) -> Self {
+    pub(crate) fn model_not_found(id: &str, served: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "invalid_request_error",
@@ -67,7 +67,7 @@ impl ApiError {
     }
 
     /// 503 with Retry-After: the model's queue is full.
-    pub fn overloaded(retry_after: u64) -> Self {
+    pub(crate) fn overloaded(retry_after: u64) -> Self {
         let mut e = Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "server_error",
@@ -78,22 +78,22 @@ impl ApiError {
         e
     }
 
-    pub fn internal(message: impl Into<String>) -> Self {
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
     }
 
-    pub fn param(mut self, param: &str) -> Self {
+    pub(crate) fn param(mut self, param: &str) -> Self {
         self.param = Some(param.to_string());
         self
     }
 
-    pub fn code(mut self, code: &'static str) -> Self {
+    pub(crate) fn code(mut self, code: &'static str) -> Self {
         self.code = Some(code);
         self
     }
 
     /// The JSON body.
-    pub fn body(&self) -> serde_json::Value {
+    pub(crate) fn body(&self) -> serde_json::Value {
         json!({"error": {
             "message": self.message,
             "type": self.kind,
@@ -104,7 +104,7 @@ impl ApiError {
 
     /// A model error: the client's fault (a prompt past the context, a bad sampling value) is
     /// a 400, anything else a 500 whose details go to the log, not to the client.
-    pub fn from_model(e: UnifiedError) -> Self {
+    pub(crate) fn from_model(e: UnifiedError) -> Self {
         if let Some(msg) = user_error(&e) {
             return Self::bad_request(msg);
         }
@@ -173,7 +173,7 @@ impl IntoResponse for ApiError {
 
 /// `axum::Json` whose rejections are [`ApiError`]s: 400 for bad JSON or a field of the wrong
 /// type (a negative `n`, a `NaN`), 413 past the body limit, 415 without a JSON content type.
-pub struct ApiJson<T>(pub T);
+pub(crate) struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;

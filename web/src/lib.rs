@@ -23,16 +23,16 @@
 //! # Ok(()) }
 //! ```
 
-pub mod auth;
-pub mod batcher;
+mod auth;
+mod batcher;
 pub mod codec;
 pub mod config;
-pub mod error;
-pub mod metrics;
-pub mod openapi;
-pub mod routes;
-pub mod state;
-pub mod store;
+mod error;
+mod metrics;
+mod openapi;
+mod routes;
+mod state;
+mod store;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -42,7 +42,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use vqrae_unified::model::UnifiedModel;
 
-pub use batcher::{Engine, Worker};
+use batcher::Worker;
 pub use config::ServeConfig;
 pub use error::{ApiError, ServeError};
 pub use state::AppState;

@@ -72,7 +72,7 @@ struct Labelled {
 }
 
 /// Every counter of the server. Cheap to update from any thread.
-pub struct Metrics {
+pub(crate) struct Metrics {
     labelled: Mutex<Labelled>,
     batch_sizes: Mutex<Histogram>,
     queue_depth: AtomicU64,
@@ -87,7 +87,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(queue_capacity: usize) -> Self {
+    pub(crate) fn new(queue_capacity: usize) -> Self {
         Self {
             labelled: Mutex::new(Labelled::default()),
             batch_sizes: Mutex::new(Histogram::new(&BATCH_BUCKETS)),
@@ -103,7 +103,7 @@ impl Metrics {
         }
     }
 
-    pub fn request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+    pub(crate) fn request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
         let mut l = self.labelled.lock().unwrap_or_else(|p| p.into_inner());
         *l.requests
             .entry((method.to_string(), route.to_string(), status))
@@ -114,16 +114,16 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    pub fn request_started(&self) {
+    pub(crate) fn request_started(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn request_finished(&self) {
+    pub(crate) fn request_finished(&self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Counts a request into the model's queue, unless the queue is full.
-    pub fn queue_try_enter(&self) -> bool {
+    pub(crate) fn queue_try_enter(&self) -> bool {
         let cap = self.queue_capacity;
         self.queue_depth
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| {
@@ -133,18 +133,18 @@ impl Metrics {
     }
 
     /// A request left the queue (the model took it up, or it was dropped).
-    pub fn queue_leave(&self) {
+    pub(crate) fn queue_leave(&self) {
         let _ = self
             .queue_depth
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1));
     }
 
-    pub fn queue_depth(&self) -> u64 {
+    pub(crate) fn queue_depth(&self) -> u64 {
         self.queue_depth.load(Ordering::Relaxed)
     }
 
     /// One batched generation forward of `images` images for `requests` requests.
-    pub fn batch(&self, images: usize, requests: usize) {
+    pub(crate) fn batch(&self, images: usize, requests: usize) {
         self.batch_sizes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -154,24 +154,24 @@ impl Metrics {
             .fetch_add(requests as u64, Ordering::Relaxed);
     }
 
-    pub fn images(&self, n: usize) {
+    pub(crate) fn images(&self, n: usize) {
         self.images_generated.fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    pub fn tokens(&self, n: usize) {
+    pub(crate) fn tokens(&self, n: usize) {
         self.tokens_generated.fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    pub fn rejected(&self) {
+    pub(crate) fn rejected(&self) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn panicked(&self) {
+    pub(crate) fn panicked(&self) {
         self.panics.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         let counter = |out: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(

@@ -40,7 +40,7 @@ fn with(mut responses: Value, extra: Value) -> Value {
     responses
 }
 
-pub fn spec(state: &AppState) -> Value {
+pub(crate) fn spec(state: &AppState) -> Value {
     let m = &state.model;
     let l = &state.cfg.limits;
     let size = m.size();

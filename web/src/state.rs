@@ -14,36 +14,36 @@ use crate::store::ImageStore;
 
 /// Facts about the served model that handlers need without touching it.
 #[derive(Clone, Debug)]
-pub struct ModelInfo {
-    pub id: String,
+pub(crate) struct ModelInfo {
+    pub(crate) id: String,
     /// Unix seconds: when the model directory was written.
-    pub created: u64,
+    pub(crate) created: u64,
     /// Square image side, pixels (the only `size` generation takes).
-    pub image_size: usize,
+    pub(crate) image_size: usize,
     /// Token grid (rows, cols) of an image.
-    pub grid: (usize, usize),
+    pub(crate) grid: (usize, usize),
     /// The LM's context, tokens.
-    pub context: usize,
-    pub codebook_size: usize,
+    pub(crate) context: usize,
+    pub(crate) codebook_size: usize,
 }
 
 impl ModelInfo {
     /// `"64x64"`.
-    pub fn size(&self) -> String {
+    pub(crate) fn size(&self) -> String {
         format!("{0}x{0}", self.image_size)
     }
 }
 
 #[derive(Clone)]
 pub struct AppState {
-    pub cfg: Arc<ServeConfig>,
-    pub model: Arc<ModelInfo>,
-    pub engine: Engine,
-    pub metrics: Arc<Metrics>,
-    pub store: Arc<ImageStore>,
+    pub(crate) cfg: Arc<ServeConfig>,
+    pub(crate) model: Arc<ModelInfo>,
+    pub(crate) engine: Engine,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) store: Arc<ImageStore>,
 }
 
-pub fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -52,7 +52,7 @@ pub fn unix_now() -> u64 {
 
 impl AppState {
     /// Validates `cfg` and starts the model worker, which takes `model`.
-    pub fn new(cfg: ServeConfig, model: UnifiedModel) -> Result<(Self, Worker), ServeError> {
+    pub(crate) fn new(cfg: ServeConfig, model: UnifiedModel) -> Result<(Self, Worker), ServeError> {
         cfg.validate()?;
         let created = std::fs::metadata(cfg.model.join(UNIFIED_FILE))
             .and_then(|m| m.modified())
@@ -85,7 +85,17 @@ impl AppState {
     }
 
     /// A request's `model`, if given, must be the served one.
-    pub fn check_model(&self, requested: Option<&str>) -> Result<(), ApiError> {
+    /// Runs `f` on the model worker, in the queue with every other model call: the way extra
+    /// routes ([`crate::Server::bind_with`]) reach the model.
+    pub async fn call_model<R, F>(&self, f: F) -> Result<R, ApiError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&UnifiedModel) -> Result<R, ApiError> + Send + 'static,
+    {
+        self.engine.call(f).await
+    }
+
+    pub(crate) fn check_model(&self, requested: Option<&str>) -> Result<(), ApiError> {
         match requested.map(str::trim) {
             None | Some("") => Ok(()),
             Some(id) if id == self.model.id => Ok(()),

@@ -9,7 +9,7 @@ use axum::body::Bytes;
 
 use crate::config::StoreConfig;
 
-pub struct ImageStore {
+pub(crate) struct ImageStore {
     ttl: Duration,
     max: usize,
     inner: Mutex<Inner>,
@@ -23,7 +23,7 @@ struct Inner {
 }
 
 impl ImageStore {
-    pub fn new(cfg: &StoreConfig) -> Self {
+    pub(crate) fn new(cfg: &StoreConfig) -> Self {
         Self {
             ttl: Duration::from_secs(cfg.ttl_secs),
             max: cfg.max_images,
@@ -31,12 +31,12 @@ impl ImageStore {
         }
     }
 
-    pub fn ttl(&self) -> Duration {
+    pub(crate) fn ttl(&self) -> Duration {
         self.ttl
     }
 
     /// Keeps a PNG; returns its id (32 hex digits, random).
-    pub fn put(&self, png: Vec<u8>) -> String {
+    pub(crate) fn put(&self, png: Vec<u8>) -> String {
         let id = format!("{:032x}", rand::random::<u128>());
         let now = Instant::now();
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -52,7 +52,7 @@ impl ImageStore {
     }
 
     /// The PNG of `id`, if it is still kept.
-    pub fn get(&self, id: &str) -> Option<Bytes> {
+    pub(crate) fn get(&self, id: &str) -> Option<Bytes> {
         let now = Instant::now();
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         Self::expire(&mut inner, now, self.ttl);

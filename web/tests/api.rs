@@ -34,8 +34,7 @@ fn test_routes(started: Arc<AtomicUsize>) -> Router<AppState> {
         let started = started.clone();
         async move {
             state
-                .engine
-                .call(move |_| {
+                .call_model(move |_| {
                     started.fetch_add(1, Ordering::SeqCst);
                     std::thread::sleep(Duration::from_millis(800));
                     Ok(())
@@ -49,8 +48,7 @@ fn test_routes(started: Arc<AtomicUsize>) -> Router<AppState> {
     }
     async fn model_panic(State(state): State<AppState>) -> Result<&'static str, ApiError> {
         state
-            .engine
-            .call(|_| -> Result<(), ApiError> { panic!("injected model panic") })
+            .call_model(|_| -> Result<(), ApiError> { panic!("injected model panic") })
             .await?;
         Ok("unreachable")
     }

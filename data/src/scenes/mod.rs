@@ -9,7 +9,7 @@ mod render;
 mod text;
 
 pub use render::render;
-pub use text::{caption, number_word, questions, SceneQuestion, Skill};
+pub use text::{caption, questions, SceneQuestion, Skill};
 
 use std::fmt;
 
@@ -31,7 +31,7 @@ pub enum Shape {
 }
 
 impl Shape {
-    pub const ALL: [Shape; 3] = [Shape::Circle, Shape::Square, Shape::Triangle];
+    pub(crate) const ALL: [Shape; 3] = [Shape::Circle, Shape::Square, Shape::Triangle];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -41,7 +41,7 @@ impl Shape {
         }
     }
 
-    pub fn plural(self) -> &'static str {
+    pub(crate) fn plural(self) -> &'static str {
         match self {
             Shape::Circle => "circles",
             Shape::Square => "squares",
@@ -200,14 +200,14 @@ pub struct Object {
 
 impl Object {
     /// "red circle".
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!("{} {}", color_name(self.color), self.shape)
     }
 }
 
 /// The colour's name, or "unknown" for an index outside [`COLORS`] (possible only in a
 /// hand-written scene).
-pub fn color_name(index: usize) -> &'static str {
+pub(crate) fn color_name(index: usize) -> &'static str {
     COLORS.get(index).copied().unwrap_or("unknown")
 }
 
@@ -283,9 +283,9 @@ fn snap(c: f32, s: f32) -> f32 {
 }
 
 /// Seed of the training scenes of [`SceneDataset::split`].
-pub const TRAIN_SEED: u64 = 0x5ce7e;
+pub(crate) const TRAIN_SEED: u64 = 0x5ce7e;
 /// Seed of the held-out scenes of [`SceneDataset::split`].
-pub const TEST_SEED: u64 = 0x7e57;
+pub(crate) const TEST_SEED: u64 = 0x7e57;
 /// Scenes in each split of the data sets built from [`SceneDataset::split`]: as many as
 /// easy-VQA has images.
 pub const TRAIN_SCENES: usize = 4000;

@@ -11,7 +11,7 @@ use super::{color_name, Object, Scene, Shape};
 const MARGIN: f32 = 0.1;
 
 /// "zero" to "twelve"; digits beyond.
-pub fn number_word(n: usize) -> String {
+pub(crate) fn number_word(n: usize) -> String {
     const WORDS: [&str; 13] = [
         "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
         "eleven", "twelve",

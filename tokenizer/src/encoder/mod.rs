@@ -18,9 +18,9 @@ use candle_core::{Result, Tensor};
 use candle_nn::{Init, LayerNorm, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::ops;
 use crate::pos_embed::{resize_grid, sincos_2d, ResizeScale};
 use crate::vit::{final_norm, BlockConfig, BlockNames, Blocks, PatchEmbed};
+use vqrae_train::ops;
 
 /// Which encoder a tokenizer uses, with its architecture's hyper-parameters.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -65,7 +65,7 @@ impl EncoderConfig {
         }
     }
 
-    pub fn patch_size(&self) -> usize {
+    pub(crate) fn patch_size(&self) -> usize {
         match self {
             EncoderConfig::Vit(c) => c.patch_size,
             EncoderConfig::Dinov2(c) => c.patch_size,
@@ -163,7 +163,7 @@ impl VitEncoder {
     }
 
     /// Tokens before the patch tokens in the output (the class token).
-    pub fn prefix_tokens(&self) -> usize {
+    pub(crate) fn prefix_tokens(&self) -> usize {
         usize::from(self.cls.is_some())
     }
 

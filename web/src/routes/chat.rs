@@ -23,49 +23,49 @@ use vqrae_unified::UnifiedError;
 
 use crate::codec;
 use crate::error::{ApiError, ApiJson};
-use crate::routes::{check_range, check_text};
+use crate::routes::{check_text, sampling};
 use crate::state::{unix_now, AppState};
 
 #[derive(Clone, Debug, Deserialize)]
-pub struct ChatRequest {
+pub(crate) struct ChatRequest {
     #[serde(default)]
-    pub model: Option<String>,
-    pub messages: Vec<Message>,
+    pub(crate) model: Option<String>,
+    pub(crate) messages: Vec<Message>,
     #[serde(default)]
-    pub max_tokens: Option<usize>,
+    pub(crate) max_tokens: Option<usize>,
     /// OpenAI's newer name for `max_tokens`.
     #[serde(default)]
-    pub max_completion_tokens: Option<usize>,
+    pub(crate) max_completion_tokens: Option<usize>,
     /// Default 0: greedy, the model's best answer.
     #[serde(default)]
-    pub temperature: Option<f64>,
+    pub(crate) temperature: Option<f64>,
     #[serde(default)]
-    pub top_p: Option<f64>,
+    pub(crate) top_p: Option<f64>,
     /// An extension.
     #[serde(default)]
-    pub top_k: Option<usize>,
+    pub(crate) top_k: Option<usize>,
     #[serde(default)]
-    pub seed: Option<u64>,
+    pub(crate) seed: Option<u64>,
     #[serde(default)]
-    pub stream: Option<bool>,
+    pub(crate) stream: Option<bool>,
     #[serde(default)]
-    pub stream_options: Option<StreamOptions>,
+    pub(crate) stream_options: Option<StreamOptions>,
     #[serde(default)]
-    pub n: Option<usize>,
+    pub(crate) n: Option<usize>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
-pub struct StreamOptions {
+pub(crate) struct StreamOptions {
     #[serde(default)]
-    pub include_usage: bool,
+    pub(crate) include_usage: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]
-pub struct Message {
-    pub role: String,
+pub(crate) struct Message {
+    pub(crate) role: String,
     /// A string, or an array of `{"type": "text"}` / `{"type": "image_url"}` parts.
     #[serde(default)]
-    pub content: Value,
+    pub(crate) content: Value,
 }
 
 /// One question about one image, and how to answer it.
@@ -161,18 +161,6 @@ fn parse(state: &AppState, req: &ChatRequest) -> Result<Question, ApiError> {
         ));
     }
     let temperature = req.temperature.unwrap_or(0.0);
-    check_range("temperature", temperature, 0.0, 10.0)?;
-    if let Some(p) = req.top_p {
-        if !(p > 0.0 && p <= 1.0) {
-            return Err(ApiError::invalid(
-                "top_p",
-                format!("top_p must be in (0, 1], got {p}"),
-            ));
-        }
-    }
-    if req.top_k == Some(0) {
-        return Err(ApiError::invalid("top_k", "top_k must be at least 1"));
-    }
     let seed = req.seed.unwrap_or_else(|| {
         if temperature == 0.0 {
             0
@@ -180,17 +168,13 @@ fn parse(state: &AppState, req: &ChatRequest) -> Result<Question, ApiError> {
             rand::random::<u64>()
         }
     });
+    let sampling = sampling(temperature, req.top_k, req.top_p, seed)?;
     Ok(Question {
         image_url,
         image_param,
         question,
         max_tokens,
-        sampling: SamplingConfig {
-            temperature,
-            top_k: req.top_k,
-            top_p: req.top_p,
-            seed,
-        },
+        sampling,
     })
 }
 
@@ -353,7 +337,7 @@ fn usage(f: &Finished) -> Value {
     })
 }
 
-pub async fn completions(
+pub(crate) async fn completions(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {

@@ -6,43 +6,42 @@ use axum::http::HeaderMap;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use vqrae_generate::sample::{GenerationConfig, ImageRequest};
-use vqrae_lm::SamplingConfig;
 
 use crate::codec;
 use crate::error::{ApiError, ApiJson};
-use crate::routes::{check_range, check_text, ImageData, ImagesResponse, ResponseFormat};
+use crate::routes::{check_range, check_text, sampling, ImageData, ImagesResponse, ResponseFormat};
 use crate::state::{unix_now, AppState};
 
 /// Classifier-free guidance scale when a request does not say (as `vqrae generate`).
-pub const DEFAULT_GUIDANCE: f64 = 3.0;
+pub(crate) const DEFAULT_GUIDANCE: f64 = 3.0;
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
-pub struct GenerationRequest {
-    pub prompt: String,
+pub(crate) struct GenerationRequest {
+    pub(crate) prompt: String,
     #[serde(default)]
-    pub model: Option<String>,
+    pub(crate) model: Option<String>,
     /// Images to generate, 1..=8 (`limits.max_images`); default 1.
     #[serde(default)]
-    pub n: Option<usize>,
+    pub(crate) n: Option<usize>,
     /// `"WxH"`: only the model's own size (or `"auto"`).
     #[serde(default)]
-    pub size: Option<String>,
+    pub(crate) size: Option<String>,
     /// `b64_json` (default) or `url`.
     #[serde(default)]
-    pub response_format: Option<String>,
+    pub(crate) response_format: Option<String>,
     /// Seed of the first image; image `i` uses `seed + i`. Default: random.
     #[serde(default)]
-    pub seed: Option<u64>,
+    pub(crate) seed: Option<u64>,
     #[serde(default)]
-    pub guidance_scale: Option<f64>,
+    pub(crate) guidance_scale: Option<f64>,
     #[serde(default)]
-    pub temperature: Option<f64>,
+    pub(crate) temperature: Option<f64>,
     #[serde(default)]
-    pub top_k: Option<usize>,
+    pub(crate) top_k: Option<usize>,
     #[serde(default)]
-    pub top_p: Option<f64>,
+    pub(crate) top_p: Option<f64>,
     #[serde(default)]
-    pub negative_prompt: Option<String>,
+    pub(crate) negative_prompt: Option<String>,
 }
 
 /// The validated batch-ready form of a request.
@@ -78,19 +77,9 @@ fn plan(state: &AppState, req: GenerationRequest) -> Result<Plan, ApiError> {
     let format = ResponseFormat::parse(req.response_format.as_deref())?;
     let guidance = req.guidance_scale.unwrap_or(DEFAULT_GUIDANCE);
     check_range("guidance_scale", guidance, 0.0, 50.0)?;
-    let temperature = req.temperature.unwrap_or(1.0);
-    check_range("temperature", temperature, 0.0, 10.0)?;
-    if let Some(p) = req.top_p {
-        if !(p > 0.0 && p <= 1.0) {
-            return Err(ApiError::invalid(
-                "top_p",
-                format!("top_p must be in (0, 1], got {p}"),
-            ));
-        }
-    }
-    if req.top_k == Some(0) {
-        return Err(ApiError::invalid("top_k", "top_k must be at least 1"));
-    }
+    // every image has its own seed (in its ImageRequest); this one is unused, and kept
+    // equal so that requests differing only in seeds share batches
+    let sampling = sampling(req.temperature.unwrap_or(1.0), req.top_k, req.top_p, 0)?;
     let negative = match req.negative_prompt.as_deref() {
         Some(s) if !s.trim().is_empty() => {
             Some(check_text(s, "negative_prompt", limits.max_prompt_chars)?.to_string())
@@ -107,23 +96,13 @@ fn plan(state: &AppState, req: GenerationRequest) -> Result<Plan, ApiError> {
         .collect();
     Ok(Plan {
         requests,
-        cfg: GenerationConfig {
-            guidance,
-            // every image has its own seed (in its ImageRequest); this one is unused, and kept
-            // equal so that requests differing only in seeds share batches
-            sampling: SamplingConfig {
-                temperature,
-                top_k: req.top_k,
-                top_p: req.top_p,
-                seed: 0,
-            },
-        },
+        cfg: GenerationConfig { guidance, sampling },
         format,
         prompt,
     })
 }
 
-pub async fn generations(
+pub(crate) async fn generations(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiJson(req): ApiJson<GenerationRequest>,

@@ -12,11 +12,11 @@ use crate::state::AppState;
 
 const INDEX_HTML: &str = include_str!("../../static/index.html");
 
-pub async fn index() -> Html<&'static str> {
+pub(crate) async fn index() -> Html<&'static str> {
     Html(INDEX_HTML)
 }
 
-pub async fn health(State(state): State<AppState>) -> Json<Value> {
+pub(crate) async fn health(State(state): State<AppState>) -> Json<Value> {
     Json(json!({
         "status": "ok",
         "model": state.model.id,
@@ -37,11 +37,11 @@ fn model_object(state: &AppState) -> Value {
     })
 }
 
-pub async fn models(State(state): State<AppState>) -> Json<Value> {
+pub(crate) async fn models(State(state): State<AppState>) -> Json<Value> {
     Json(json!({"object": "list", "data": [model_object(&state)]}))
 }
 
-pub async fn model(
+pub(crate) async fn model(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -49,7 +49,7 @@ pub async fn model(
     Ok(Json(model_object(&state)))
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -60,12 +60,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-pub async fn openapi(State(state): State<AppState>) -> Json<Value> {
+pub(crate) async fn openapi(State(state): State<AppState>) -> Json<Value> {
     Json(openapi::spec(&state))
 }
 
 /// `GET /files/images/<id>.png`: a generated image kept for `response_format: "url"`.
-pub async fn image_file(
+pub(crate) async fn image_file(
     State(state): State<AppState>,
     Path(file): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -83,7 +83,7 @@ pub async fn image_file(
         .into_response())
 }
 
-pub async fn not_found(method: Method, uri: Uri) -> ApiError {
+pub(crate) async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::not_found(format!(
         "Unknown route {method} {}; see /openapi.json",
         uri.path()

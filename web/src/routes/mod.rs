@@ -1,10 +1,10 @@
 //! The router: routes, auth, metrics, request ids, logs, body limits, panics caught, and every
 //! error in OpenAI's shape.
 
-pub mod chat;
-pub mod images;
-pub mod meta;
-pub mod tokenize;
+pub(crate) mod chat;
+pub(crate) mod images;
+pub(crate) mod meta;
+pub(crate) mod tokenize;
 
 use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +27,7 @@ use tower_http::request_id::{
 };
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
+use vqrae_lm::SamplingConfig;
 
 use crate::auth;
 use crate::codec;
@@ -36,7 +37,7 @@ use crate::state::AppState;
 
 /// The whole application. `extra` routes (tests, embedding programs) sit behind the same auth,
 /// metrics, panic catching and error shaping as the API.
-pub fn router(state: AppState, extra: Router<AppState>) -> Router {
+pub(crate) fn router(state: AppState, extra: Router<AppState>) -> Router {
     let limit = state.cfg.limits.max_body_bytes;
     let protected = Router::new()
         .route("/v1/images/generations", post(images::generations))
@@ -207,7 +208,11 @@ async fn openai_error_shape(resp: Response) -> Response {
 // ---- shared by the handlers ----
 
 /// A prompt or question: trimmed, not empty, at most `max_chars` characters.
-pub fn check_text<'a>(s: &'a str, param: &str, max_chars: usize) -> Result<&'a str, ApiError> {
+pub(crate) fn check_text<'a>(
+    s: &'a str,
+    param: &str,
+    max_chars: usize,
+) -> Result<&'a str, ApiError> {
     let t = s.trim();
     if t.is_empty() {
         return Err(ApiError::invalid(
@@ -227,7 +232,7 @@ pub fn check_text<'a>(s: &'a str, param: &str, max_chars: usize) -> Result<&'a s
 }
 
 /// `lo <= v <= hi` (NaN fails).
-pub fn check_range(param: &str, v: f64, lo: f64, hi: f64) -> Result<(), ApiError> {
+pub(crate) fn check_range(param: &str, v: f64, lo: f64, hi: f64) -> Result<(), ApiError> {
     if v >= lo && v <= hi {
         Ok(())
     } else {
@@ -238,15 +243,36 @@ pub fn check_range(param: &str, v: f64, lo: f64, hi: f64) -> Result<(), ApiError
     }
 }
 
+/// The sampling settings of a request: the server caps the temperature, the LM's own check
+/// ([`SamplingConfig::check`]) judges the rest, so the API and the CLI refuse the same values.
+pub(crate) fn sampling(
+    temperature: f64,
+    top_k: Option<usize>,
+    top_p: Option<f64>,
+    seed: u64,
+) -> Result<SamplingConfig, ApiError> {
+    check_range("temperature", temperature, 0.0, 10.0)?;
+    let cfg = SamplingConfig {
+        temperature,
+        top_k,
+        top_p,
+        seed,
+    };
+    match cfg.check() {
+        Some(bad) => Err(ApiError::invalid(bad.param, bad.message)),
+        None => Ok(cfg),
+    }
+}
+
 /// `response_format` of image responses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ResponseFormat {
+pub(crate) enum ResponseFormat {
     B64Json,
     Url,
 }
 
 impl ResponseFormat {
-    pub fn parse(s: Option<&str>) -> Result<Self, ApiError> {
+    pub(crate) fn parse(s: Option<&str>) -> Result<Self, ApiError> {
         match s.map(str::trim) {
             None | Some("b64_json") => Ok(Self::B64Json),
             Some("url") => Ok(Self::Url),
@@ -260,28 +286,28 @@ impl ResponseFormat {
 
 /// OpenAI's images response.
 #[derive(Clone, Debug, Serialize)]
-pub struct ImagesResponse {
-    pub created: u64,
-    pub data: Vec<ImageData>,
+pub(crate) struct ImagesResponse {
+    pub(crate) created: u64,
+    pub(crate) data: Vec<ImageData>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
-pub struct ImageData {
+pub(crate) struct ImageData {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub b64_json: Option<String>,
+    pub(crate) b64_json: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
+    pub(crate) url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub revised_prompt: Option<String>,
+    pub(crate) revised_prompt: Option<String>,
     /// The seed that drew this image (an extension: the same request with it gives the same
     /// image).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub seed: Option<u64>,
+    pub(crate) seed: Option<u64>,
 }
 
 impl ImageData {
     /// A PNG as base64, or kept in the image store and given as a URL.
-    pub fn new(
+    pub(crate) fn new(
         state: &AppState,
         headers: &HeaderMap,
         format: ResponseFormat,

@@ -14,40 +14,40 @@ use crate::routes::{ImageData, ImagesResponse, ResponseFormat};
 use crate::state::{unix_now, AppState};
 
 #[derive(Clone, Debug, Deserialize)]
-pub struct TokenizeRequest {
+pub(crate) struct TokenizeRequest {
     /// `data:image/png;base64,...` or bare base64.
-    pub image: String,
+    pub(crate) image: String,
     #[serde(default)]
-    pub model: Option<String>,
+    pub(crate) model: Option<String>,
     /// Also return the continuous features (`N x d` floats).
     #[serde(default)]
-    pub include_features: bool,
+    pub(crate) include_features: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct TokenizeResponse {
-    pub object: &'static str,
-    pub model: String,
+pub(crate) struct TokenizeResponse {
+    pub(crate) object: &'static str,
+    pub(crate) model: String,
     /// The side the image was resized to.
-    pub image_size: usize,
+    pub(crate) image_size: usize,
     /// `[rows, cols]`.
-    pub grid: [usize; 2],
+    pub(crate) grid: [usize; 2],
     /// Row-major, `rows x cols` codebook indices.
-    pub codes: Vec<Vec<u32>>,
-    pub codebook_size: usize,
+    pub(crate) codes: Vec<Vec<u32>>,
+    pub(crate) codebook_size: usize,
     /// `[N, d]`: tokens and feature width of the continuous path.
-    pub features_shape: [usize; 2],
+    pub(crate) features_shape: [usize; 2],
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub features: Option<Vec<Vec<f32>>>,
+    pub(crate) features: Option<Vec<Vec<f32>>>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
-pub struct ReconstructionRequest {
-    pub image: String,
+pub(crate) struct ReconstructionRequest {
+    pub(crate) image: String,
     #[serde(default)]
-    pub model: Option<String>,
+    pub(crate) model: Option<String>,
     #[serde(default)]
-    pub response_format: Option<String>,
+    pub(crate) response_format: Option<String>,
 }
 
 async fn load(state: &AppState, source: String) -> Result<RgbImage, ApiError> {
@@ -71,7 +71,7 @@ fn model_err(e: impl Into<UnifiedError>) -> ApiError {
     ApiError::from_model(e.into())
 }
 
-pub async fn tokenize(
+pub(crate) async fn tokenize(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<TokenizeRequest>,
 ) -> Result<Json<TokenizeResponse>, ApiError> {
@@ -129,7 +129,7 @@ pub async fn tokenize(
     }))
 }
 
-pub async fn reconstructions(
+pub(crate) async fn reconstructions(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiJson(req): ApiJson<ReconstructionRequest>,

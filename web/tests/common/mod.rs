@@ -1,11 +1,10 @@
-//! Test support: a tiny unified model (trained for two steps, built once per test binary), a
-//! real server on a free port, and a small HTTP client on hyper.
+//! Test support: the shared tiny unified model (`vqrae-test-support`), a real server on a free
+//! port, and a small HTTP client on hyper.
 
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
@@ -17,112 +16,19 @@ use hyper::{HeaderMap, Method, Request};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
-use image::{Rgb, RgbImage};
+use image::RgbImage;
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use vqrae_tokenizer::{Vqrae, VqraeConfig};
-use vqrae_unified::joint::{self, JointConfig, JointData};
 use vqrae_unified::model::UnifiedModel;
 use vqrae_web::{AppState, ServeConfig, ServeError, Server};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-const COLORS: [(&str, [u8; 3]); 3] = [
-    ("red", [255, 0, 0]),
-    ("blue", [0, 0, 255]),
-    ("green", [0, 255, 0]),
-];
-
-/// A 32 px toy image: a disc or a square of one of three colours (as generate/tests/joint.rs).
-pub fn toy_image(i: usize) -> RgbImage {
-    let (_, rgb) = COLORS[i % 3];
-    let square = (i / 3) % 2 == 1;
-    let c = 10 + (i % 5) as i32 * 2;
-    RgbImage::from_fn(32, 32, |x, y| {
-        let (dx, dy) = (x as i32 - c, y as i32 - c);
-        let inside = if square {
-            dx.abs() < 6 && dy.abs() < 6
-        } else {
-            dx * dx + dy * dy < 36
-        };
-        Rgb(if inside { rgb } else { [245, 245, 240] })
-    })
-}
-
-type Toy = (
-    Vec<RgbImage>,
-    Vec<Option<String>>,
-    Vec<(usize, String, String)>,
-);
-
-fn toy_data(n: usize) -> Toy {
-    let mut images = Vec::new();
-    let mut captions = Vec::new();
-    let mut questions = Vec::new();
-    for i in 0..n {
-        let (name, _) = COLORS[i % 3];
-        let shape = if (i / 3) % 2 == 1 {
-            "rectangle"
-        } else {
-            "circle"
-        };
-        images.push(toy_image(i));
-        captions.push(Some(format!("a {name} {shape}")));
-        questions.push((i, "what color is the shape?".to_string(), name.to_string()));
-        questions.push((
-            i,
-            "what shape is in the image?".to_string(),
-            shape.to_string(),
-        ));
-    }
-    (images, captions, questions)
-}
-
-fn build_model(root: &Path) -> Result<PathBuf> {
-    let tcfg = VqraeConfig::from_toml_file(&repo().join("configs/tiny.toml"))?;
-    let (tok, vars) = Vqrae::init(&tcfg, None, 0, &Device::Cpu)?;
-    let tok_dir = root.join("tok");
-    tok.save(&tok_dir, &vars)?;
-    let (images, captions, questions) = toy_data(12);
-    let data = JointData::encode(&tok, &images, captions, questions)?;
-    let mut cfg = JointConfig::from_toml_file(&repo().join("configs/lm/tiny.toml"))?;
-    cfg.phases.truncate(1);
-    cfg.phases[0].steps = 2;
-    let run = root.join("run");
-    joint::train(&cfg, &data, &tok_dir, &run, &Device::Cpu)?;
-    Ok(run.join("model"))
-}
+pub use vqrae_test_support::toy_image;
 
 /// The tiny model's directory, built once per test binary under cargo's test scratch folder
 /// (earlier runs' folders are removed).
 pub fn model_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let scratch = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        let prefix = "vqrae-web-tiny-";
-        if let Ok(entries) = std::fs::read_dir(scratch) {
-            for e in entries.flatten() {
-                let stale = e.file_name().to_string_lossy().starts_with(prefix)
-                    && e.metadata()
-                        .and_then(|m| m.modified())
-                        .ok()
-                        .and_then(|t| t.elapsed().ok())
-                        .is_some_and(|age| age > Duration::from_secs(3600));
-                if stale {
-                    let _ = std::fs::remove_dir_all(e.path());
-                }
-            }
-        }
-        let root = scratch.join(format!("{prefix}{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        match build_model(&root) {
-            Ok(dir) => dir,
-            Err(e) => panic!("building the tiny test model failed: {e:#}"),
-        }
-    })
+    vqrae_test_support::shared_tiny_model(Path::new(env!("CARGO_TARGET_TMPDIR")), "vqrae-web-tiny-")
 }
 
 pub fn load_model() -> Result<UnifiedModel> {

@@ -1,0 +1,68 @@
+//! Growing the vocabulary of a trained LM ([`Llama::grow_vocab`]): new rows for the image
+//! codes and markers of the unified vocabulary, chosen so that text decoding is unchanged.
+
+use candle_core::{DType, Tensor};
+
+use crate::error::{LmError, Result};
+use crate::model::Llama;
+
+impl Llama {
+    /// New embedding (and untied `lm_head`) tensors for a vocabulary grown to `new_vocab`, by HF
+    /// name; the other tensors are unchanged (take them from [`Self::tensors`]).
+    ///
+    /// The old rows are kept bit for bit. A new embedding row is the mean of the old rows plus
+    /// seeded noise of 1% of their spread (the noise tells new tokens apart). A new `lm_head` row
+    /// is exactly the mean of the old rows, so its logit is the mean of the old logits: the first
+    /// `V_old` logits are unchanged and the new ones never exceed the old maximum, so greedy text
+    /// decoding is unchanged (HF `resize_token_embeddings(mean_resizing=True)` does the same).
+    /// With tied embeddings the head rows are the noisy embedding rows, so only the first
+    /// `V_old` logits are guaranteed unchanged.
+    pub fn grow_vocab(&self, new_vocab: usize, seed: u64) -> Result<Vec<(String, Tensor)>> {
+        let old = self.cfg.vocab_size;
+        if new_vocab < old || new_vocab > u32::MAX as usize {
+            return Err(LmError::Config(format!(
+                "grow_vocab: new size {new_vocab} must be between the current {old} and u32::MAX"
+            )));
+        }
+        let grow = |table: &Tensor, noise_seed: Option<u64>| -> candle_core::Result<Tensor> {
+            let n = new_vocab - old;
+            if n == 0 {
+                return Ok(table.clone());
+            }
+            let d = self.cfg.hidden_size;
+            let f = table.to_dtype(DType::F32)?;
+            let mean = f.mean_keepdim(0)?; // (1, d)
+            let mut rows = mean.broadcast_as((n, d))?.contiguous()?;
+            if let Some(seed) = noise_seed {
+                let spread = f
+                    .broadcast_sub(&mean)?
+                    .sqr()?
+                    .mean_all()?
+                    .to_scalar::<f32>()?
+                    .sqrt();
+                let noise = vqrae_train::init::seeded_randn(
+                    (n, d),
+                    0.0,
+                    0.01 * spread as f64,
+                    seed,
+                    table.device(),
+                )?;
+                rows = (rows + noise)?;
+            }
+            Tensor::cat(&[table, &rows.to_dtype(table.dtype())?], 0)
+        };
+        let mut out = vec![(
+            "model.embed_tokens.weight".to_string(),
+            grow(&self.embed_tokens, Some(seed))
+                .map_err(|e| LmError::candle("grow_vocab: embedding", e))?,
+        )];
+        if !self.cfg.tie_word_embeddings {
+            out.push((
+                "lm_head.weight".to_string(),
+                grow(self.lm_head.weight(), None)
+                    .map_err(|e| LmError::candle("grow_vocab: lm_head", e))?,
+            ));
+        }
+        Ok(out)
+    }
+}

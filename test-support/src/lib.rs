@@ -1,0 +1,30 @@
+//! vqrae-test-support: the tiny models and toy data that tests across the workspace share, in
+//! one copy (a dev-dependency only; not published).
+//!
+//! - [`toy`]: 32 px toy images (a disc or a square of one of three colours) with captions and
+//!   questions;
+//! - [`easy_vqa`]: those toy images installed as a miniature easy-VQA under a data root;
+//! - [`tiny`]: the tiny tokenizer and joint LM configs (`configs/tiny.toml`,
+//!   `configs/lm/tiny.toml`), a saved tiny tokenizer, and a tiny unified model trained for a
+//!   few steps, built once per test binary.
+//!
+//! Errors are `anyhow`: these helpers run in tests only, where a failure is reported, not
+//! handled.
+
+pub mod easy_vqa;
+pub mod tiny;
+pub mod toy;
+
+use std::path::{Path, PathBuf};
+
+pub use easy_vqa::mini_easy_vqa;
+pub use tiny::{
+    save_tiny_tokenizer, shared_tiny_model, tiny_joint_config, tiny_tokenizer_config,
+    train_tiny_model,
+};
+pub use toy::{toy_data, toy_image, Toy, COLORS};
+
+/// The workspace root (where `configs/` is).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}

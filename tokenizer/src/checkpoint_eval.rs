@@ -1,0 +1,172 @@
+//! A tokenizer checkpoint measured on a data set's split (`vqrae eval-tokenizer`): the figures
+//! of [`crate::eval`], the feature cosine against a reference encoder, and a grid of originals
+//! and reconstructions.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use image::RgbImage;
+use serde::Serialize;
+use vqrae_data::easy_vqa::Split;
+use vqrae_data::image_io::{grid, resize, save_png};
+use vqrae_data::labelled::Dataset;
+
+use crate::encoder::{hf_encoder_config, load_hf_encoder, VitEncoder};
+use crate::error::{Result, TokenizerError};
+use crate::eval::{evaluate, EvalReport};
+use crate::model::Vqrae;
+
+/// What to evaluate, on what.
+#[derive(Clone, Debug)]
+pub struct CheckpointEval {
+    /// Tokenizer checkpoint directory.
+    pub model: PathBuf,
+    pub dataset: Dataset,
+    pub split: Split,
+    /// Encoder the features are compared with (the original, before stage 2).
+    pub reference: Option<PathBuf>,
+    /// Write a grid of originals (odd rows) and reconstructions (even rows) here.
+    pub grid: Option<PathBuf>,
+    /// A seeded random subset of the split (seed 0; 0: the whole split).
+    pub limit: usize,
+    /// Images per forward pass.
+    pub batch: usize,
+}
+
+/// The report of [`evaluate_checkpoint`]. Print it through [`CheckpointReport::json`].
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckpointReport {
+    pub dataset: &'static str,
+    pub model: PathBuf,
+    pub report: EvalReport,
+    pub split: String,
+}
+
+impl CheckpointReport {
+    /// As JSON with every object's keys sorted (`serde_json`'s map): the order the report has
+    /// always been printed and written in, the nested figures included.
+    pub fn json(&self) -> Result<serde_json::Value> {
+        serde_json::to_value(self).map_err(|source| TokenizerError::Config {
+            path: self.model.clone(),
+            source,
+        })
+    }
+}
+
+/// Images per grid row (originals, then their reconstructions).
+const GRID_COLUMNS: usize = 8;
+/// Reconstructions kept for the grid.
+const GRID_IMAGES: usize = 16;
+
+/// Loads the checkpoint and its data, evaluates, and writes the grid if asked.
+pub fn evaluate_checkpoint(
+    e: &CheckpointEval,
+    root: &Path,
+    device: &Device,
+) -> Result<CheckpointReport> {
+    let model = Vqrae::load(&e.model, device, DType::F32)?;
+    let reference = match &e.reference {
+        Some(dir) => Some(reference_encoder(&model, dir, device)?),
+        None => None,
+    };
+    let data = e.dataset.load(root, e.split, e.limit, 0)?;
+    let (report, recs) = evaluate(
+        &model,
+        &data.images,
+        reference.as_ref(),
+        e.batch,
+        GRID_IMAGES,
+    )?;
+    if let Some(path) = &e.grid {
+        let s = model.config().image_size as u32;
+        save_png(
+            &originals_over_reconstructions(&data.images, &recs, s),
+            path,
+        )?;
+    }
+    Ok(CheckpointReport {
+        dataset: e.dataset.name(),
+        model: e.model.clone(),
+        report,
+        split: e.split.to_string(),
+    })
+}
+
+/// The encoder in `dir`, which must have the model's encoder architecture.
+fn reference_encoder(model: &Vqrae, dir: &Path, device: &Device) -> Result<VitEncoder> {
+    let cfg = hf_encoder_config(&dir.join("config.json"))?;
+    if cfg != model.config().encoder {
+        return Err(TokenizerError::Invalid(format!(
+            "reference encoder {} has another architecture than the model's",
+            dir.display()
+        )));
+    }
+    Ok(load_hf_encoder(dir, device, DType::F32)?.encoder)
+}
+
+/// Rows of up to [`GRID_COLUMNS`] originals (resized to `size`), each followed by a row of
+/// their reconstructions.
+fn originals_over_reconstructions(images: &[RgbImage], recs: &[RgbImage], size: u32) -> RgbImage {
+    let mut cells = Vec::new();
+    for row in recs.chunks(GRID_COLUMNS) {
+        let start = cells.len() / 2;
+        cells.extend((start..start + row.len()).map(|i| resize(&images[i], size, size)));
+        cells.extend(row.iter().cloned());
+    }
+    grid(&cells, GRID_COLUMNS, 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_is_measured_on_its_split_with_a_grid() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|source| TokenizerError::Io {
+            path: "tempdir".into(),
+            source,
+        })?;
+        let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/tiny.toml");
+        let model = dir.path().join("tok");
+        crate::runs::init_checkpoint(&tiny, None, 2, &model, &Device::Cpu)?;
+        let e = CheckpointEval {
+            model: model.clone(),
+            dataset: Dataset::Scenes,
+            split: Split::Test,
+            reference: None,
+            grid: Some(dir.path().join("grid.png")),
+            limit: 10,
+            batch: 4,
+        };
+        let r = evaluate_checkpoint(&e, Path::new("/nonexistent"), &Device::Cpu)?;
+        assert_eq!(
+            (r.report.images, r.dataset, r.split.as_str()),
+            (10, "procedural scenes", "test")
+        );
+        assert!(r.report.feature_cosine.is_none());
+        // 10 reconstructions: 8 originals over theirs, then 2 and 2 in one last row of 8 cells
+        let g = vqrae_data::image_io::load_rgb(&dir.path().join("grid.png"))?;
+        let s = 32 + 2;
+        assert_eq!(g.dimensions(), (8 * s + 2, 3 * s + 2));
+        let text = serde_json::to_string(&r.json()?).unwrap_or_default();
+        let at = |k: &str| text.find(&format!("\"{k}\"")).unwrap_or(usize::MAX);
+        let keys = [
+            "dataset",
+            "model",
+            "codebook_size",
+            "images",
+            "psnr",
+            "split",
+        ];
+        assert!(keys.windows(2).all(|w| at(w[0]) < at(w[1])), "{text}");
+        // a reference encoder of another architecture is refused
+        let other = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/siglip_tiny");
+        let bad = CheckpointEval {
+            reference: Some(other),
+            ..e
+        };
+        let err = evaluate_checkpoint(&bad, Path::new("/nonexistent"), &Device::Cpu).map(|_| ());
+        assert!(err.is_err_and(|e| e.to_string().contains("another architecture")));
+        Ok(())
+    }
+}

@@ -1,0 +1,294 @@
+//! The tokenizer's training runs as the command line starts them: from config files, on a data
+//! set of the data root. `vqrae init`, `pretrain-encoder` and `train-tokenizer` are these
+//! functions behind flags.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use vqrae_data::easy_vqa::Split;
+use vqrae_data::fs::read_toml;
+use vqrae_data::image_io::resize;
+use vqrae_data::labelled::Dataset;
+
+use crate::encoder::{hf_encoder_config, hf_tensors, EncoderConfig};
+use crate::error::{Result, TokenizerError};
+use crate::init::SeededVarMap;
+use crate::model::{Vqrae, VqraeConfig};
+use crate::pretrain::{pretrain_encoder, PretrainConfig, PretrainSummary};
+use crate::quantizer::{QuantizerConfig, QuantizerKind};
+use crate::train::{train, write_teacher, TrainConfig, TrainSummary};
+
+/// Writes an untrained checkpoint of the config file `config` to `out`, its encoder taken from
+/// `encoder` (an encoder directory whose config must match) when given.
+pub fn init_checkpoint(
+    config: &Path,
+    encoder: Option<&Path>,
+    seed: u64,
+    out: &Path,
+    device: &Device,
+) -> Result<()> {
+    let cfg = VqraeConfig::from_toml_file(config)?;
+    let (model, vars) = Vqrae::init(&cfg, encoder, seed, device)?;
+    model.save(out, &vars)
+}
+
+/// Semantic pretraining of the project's own ViT encoder on a data set's training split.
+#[derive(Clone, Debug)]
+pub struct EncoderPretraining {
+    /// Encoder config (TOML with `arch = "vit"` and the own ViT's fields).
+    pub encoder_config: PathBuf,
+    /// Training hyper-parameters (TOML, [`PretrainConfig`]); its defaults when `None`.
+    pub train_config: Option<PathBuf>,
+    pub dataset: Dataset,
+    /// A seeded random subset of the training split (0: all of it).
+    pub limit: usize,
+    /// The encoder directory written.
+    pub out: PathBuf,
+}
+
+/// Pretrains the encoder `p` describes on the images and label columns of its data set.
+pub fn pretrain_encoder_run(
+    p: &EncoderPretraining,
+    root: &Path,
+    device: &Device,
+) -> Result<PretrainSummary> {
+    let enc_cfg: EncoderConfig = read_toml(&p.encoder_config)?;
+    enc_cfg.spec().map_err(TokenizerError::Invalid)?;
+    let cfg: PretrainConfig = match &p.train_config {
+        Some(path) => read_toml(path)?,
+        None => PretrainConfig::default(),
+    };
+    let data = p.dataset.load(root, Split::Train, p.limit, cfg.seed)?;
+    pretrain_encoder(&enc_cfg, &data.images, &data.columns, &cfg, &p.out, device)
+}
+
+/// Changes to a fresh model's quantizer, for the codebook sweeps.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QuantizerOverrides {
+    /// Codebook width `e`.
+    pub dim: Option<usize>,
+    /// Codebook size `k`.
+    pub codebook_size: Option<usize>,
+    pub kind: Option<QuantizerKind>,
+    /// Look codes up by cosine ([`QuantizerConfig::l2_normalize`]); `false` keeps the config's.
+    pub l2_normalize: bool,
+}
+
+impl QuantizerOverrides {
+    /// Whether these change nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    fn apply(&self, q: &mut QuantizerConfig) {
+        q.dim = self.dim.unwrap_or(q.dim);
+        q.codebook_size = self.codebook_size.unwrap_or(q.codebook_size);
+        q.kind = self.kind.unwrap_or(q.kind);
+        q.l2_normalize |= self.l2_normalize;
+    }
+}
+
+/// Where a tokenizer's training starts. Only a fresh model takes quantizer overrides: a
+/// checkpoint keeps its own config.
+#[derive(Clone, Debug)]
+pub enum TokenizerStart {
+    /// A fresh model of a config file (TOML), its encoder optionally from an encoder directory
+    /// (Hugging Face or `pretrain-encoder` output).
+    Fresh {
+        config: PathBuf,
+        encoder: Option<PathBuf>,
+        overrides: QuantizerOverrides,
+    },
+    /// The weights of a tokenizer checkpoint (stage 2 starts from stage 1's `RUN/model`).
+    Checkpoint(PathBuf),
+}
+
+/// One run of tokenizer training (stage 1 or 2, as its training config says), resumable.
+#[derive(Clone, Debug)]
+pub struct TokenizerTraining {
+    pub start: TokenizerStart,
+    /// Training config (TOML, [`TrainConfig`]).
+    pub train_config: PathBuf,
+    pub dataset: Dataset,
+    /// A seeded random subset of the training split (0: all of it).
+    pub limit: usize,
+    /// Run directory: training checkpoints, `metrics.jsonl`, `model/`.
+    pub run: PathBuf,
+    /// Stage 2: distil to this encoder directory instead of a copy of the starting encoder.
+    /// Read when the run starts; a resumed run keeps its own.
+    pub teacher: Option<PathBuf>,
+}
+
+/// Trains (or resumes) the run `t` describes on its data set's training split, resized to the
+/// model's resolution.
+pub fn train_tokenizer_run(
+    t: &TokenizerTraining,
+    root: &Path,
+    device: &Device,
+) -> Result<TrainSummary> {
+    let cfg = TrainConfig::from_toml_file(&t.train_config)?;
+    let ((model, vars), fresh) = start_model(&t.start, cfg.seed, device)?;
+    if let Some(dir) = &t.teacher {
+        set_teacher(&model, &t.run, dir, cfg.stage)?;
+    }
+    let data = t.dataset.load(root, Split::Train, t.limit, cfg.seed)?;
+    let s = model.config().image_size as u32;
+    let images: Vec<_> = data.images.iter().map(|i| resize(i, s, s)).collect();
+    train(&model, &vars, &images, &cfg, &t.run, fresh, device)
+}
+
+/// The model a run starts from, and whether it is fresh (only then may its codebook be
+/// initialised from the data).
+fn start_model(
+    start: &TokenizerStart,
+    seed: u64,
+    device: &Device,
+) -> Result<((Vqrae, SeededVarMap), bool)> {
+    match start {
+        TokenizerStart::Checkpoint(dir) => {
+            Ok((Vqrae::init_from_checkpoint(dir, seed, device)?, false))
+        }
+        TokenizerStart::Fresh {
+            config,
+            encoder,
+            overrides,
+        } => {
+            let mut mcfg = VqraeConfig::from_toml_file(config)?;
+            overrides.apply(&mut mcfg.quantizer);
+            mcfg.validate()?;
+            Ok((Vqrae::init(&mcfg, encoder.as_deref(), seed, device)?, true))
+        }
+    }
+}
+
+/// Makes the encoder in `dir` the stage-2 teacher of the run in `run_dir`, unless the run
+/// already has one (a resumed run keeps its own).
+fn set_teacher(model: &Vqrae, run_dir: &Path, dir: &Path, stage: u8) -> Result<()> {
+    if stage != 2 {
+        return Err(TokenizerError::Invalid(
+            "a teacher encoder (--teacher) is for stage 2 (stage 1 has the encoder frozen: it \
+             is the teacher)"
+                .into(),
+        ));
+    }
+    let hf = hf_encoder_config(&dir.join("config.json"))?;
+    if hf != model.config().encoder {
+        return Err(TokenizerError::Invalid(format!(
+            "teacher encoder {} has another architecture than the model's",
+            dir.display()
+        )));
+    }
+    let tensors = hf_tensors(dir, &hf)?;
+    if !write_teacher(run_dir, &tensors)? {
+        tracing::info!(run = %run_dir.display(), "the run already has its teacher; --teacher is ignored");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo(path: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+    }
+
+    fn write(path: &Path, text: &str) -> Result<()> {
+        std::fs::write(path, text).map_err(|source| TokenizerError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    #[test]
+    fn overrides_change_only_what_they_name() {
+        let mut q = QuantizerConfig::default();
+        let before = q.clone();
+        QuantizerOverrides::default().apply(&mut q);
+        assert_eq!(q, before);
+        assert!(QuantizerOverrides::default().is_empty());
+        let o = QuantizerOverrides {
+            dim: Some(12),
+            kind: Some(QuantizerKind::Vq),
+            ..Default::default()
+        };
+        assert!(!o.is_empty());
+        o.apply(&mut q);
+        assert_eq!((q.dim, q.kind), (12, QuantizerKind::Vq));
+        assert_eq!(q.codebook_size, before.codebook_size);
+    }
+
+    #[test]
+    fn pretrain_then_train_both_stages_on_the_scenes() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|source| TokenizerError::Io {
+            path: "tempdir".into(),
+            source,
+        })?;
+        let p = |name: &str| dir.path().join(name);
+        // the scenes are made, not installed: no data root is read
+        let root = Path::new("/nonexistent");
+        write(
+            &p("pre.toml"),
+            "steps = 2\nbatch_size = 4\n[lr]\npeak_lr = 1e-3\nmin_lr = 1e-4\nwarmup_steps = 1\n\
+             total_steps = 2\n",
+        )?;
+        let pretraining = EncoderPretraining {
+            encoder_config: repo("configs/encoder/tiny.toml"),
+            train_config: Some(p("pre.toml")),
+            dataset: Dataset::Scenes,
+            limit: 8,
+            out: p("enc"),
+        };
+        let summary = pretrain_encoder_run(&pretraining, root, &Device::Cpu)?;
+        assert_eq!(summary.steps, 2);
+        let stage = |n: u8| {
+            format!(
+                "stage = {n}\nsteps = 2\nbatch_size = 4\ncheckpoint_every = 1\nlog_every = 1\n\
+                 [decoder_lr]\npeak_lr = 1e-3\nmin_lr = 1e-4\nwarmup_steps = 1\ntotal_steps = 2\n"
+            )
+        };
+        write(&p("s1.toml"), &stage(1))?;
+        write(&p("s2.toml"), &stage(2))?;
+        let mut run = TokenizerTraining {
+            start: TokenizerStart::Fresh {
+                config: repo("configs/tiny.toml"),
+                encoder: Some(p("enc")),
+                overrides: QuantizerOverrides {
+                    codebook_size: Some(40),
+                    ..Default::default()
+                },
+            },
+            train_config: p("s1.toml"),
+            dataset: Dataset::Scenes,
+            limit: 8,
+            run: p("run1"),
+            teacher: Some(p("enc")),
+        };
+        let err = train_tokenizer_run(&run, root, &Device::Cpu).map(|_| ());
+        assert!(err.is_err_and(|e| e.to_string().contains("stage 2")));
+        run.teacher = None;
+        let s1 = train_tokenizer_run(&run, root, &Device::Cpu)?;
+        assert_eq!(s1.steps, 2);
+        let model = Vqrae::load(&s1.model_dir, &Device::Cpu, candle_core::DType::F32)?;
+        assert_eq!(model.config().quantizer.codebook_size, 40);
+        let run2 = TokenizerTraining {
+            start: TokenizerStart::Checkpoint(s1.model_dir.clone()),
+            train_config: p("s2.toml"),
+            run: p("run2"),
+            teacher: Some(p("enc")),
+            ..run
+        };
+        let s2 = train_tokenizer_run(&run2, root, &Device::Cpu)?;
+        assert!(s2.model_dir.join("model.safetensors").is_file());
+        assert!(p("run2/teacher.safetensors").is_file());
+        init_checkpoint(
+            &repo("configs/tiny.toml"),
+            None,
+            1,
+            &p("init"),
+            &Device::Cpu,
+        )?;
+        assert!(p("init/config.json").is_file());
+        Ok(())
+    }
+}
