@@ -3,6 +3,7 @@
 # and the converted DINOv2-small), then runs every test of the workspace. `.ci/run` calls this.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+python3 scripts/check_layout.py    # the layout limits of docs/ARCHITECTURE.md, in a second
 scripts/setup-data.sh
 scripts/convert-dinov2.sh
 scripts/install-browser.sh

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::{data_root, fails_with, ok, repo, s, vqrae};
 
@@ -204,7 +204,16 @@ fn help_explains_every_command() {
 #[test]
 fn pretrain_train_two_stages_and_evaluate_on_real_images() {
     let tmp = tempfile::tempdir().unwrap();
-    let p = |name: &str| tmp.path().join(name);
+    let enc = pretrain_tiny_encoder(tmp.path());
+    let (run1, run2) = train_two_stages(tmp.path(), &enc);
+    evaluate_and_probe(tmp.path(), &enc, &run2);
+    plot_both_runs(tmp.path(), &run1, &run2);
+    quantizer_overrides_need_a_fresh_model(tmp.path(), &run1);
+}
+
+/// `pretrain-encoder` on 64 easy-VQA images; the encoder directory.
+fn pretrain_tiny_encoder(tmp: &Path) -> PathBuf {
+    let p = |name: &str| tmp.join(name);
     std::fs::write(
         p("pre.toml"),
         "steps = 6\nbatch_size = 8\ncolour_weight = 1.0\n[lr]\npeak_lr = 1e-3\nmin_lr = 1e-4\nwarmup_steps = 2\ntotal_steps = 6\n",
@@ -222,6 +231,13 @@ fn pretrain_train_two_stages_and_evaluate_on_real_images() {
         "-o",
         s(&enc),
     ]);
+    enc
+}
+
+/// Stage 1 on easy-VQA + scenes from the pretrained encoder, then stage 2 from its model;
+/// writes `s1.toml` / `s2.toml` beside the runs.
+fn train_two_stages(tmp: &Path, enc: &Path) -> (PathBuf, PathBuf) {
+    let p = |name: &str| tmp.join(name);
     let stage = |n: u8| {
         format!(
             "stage = {n}\nsteps = 4\nbatch_size = 8\ncheckpoint_every = 2\nlog_every = 1\n\
@@ -236,7 +252,7 @@ fn pretrain_train_two_stages_and_evaluate_on_real_images() {
         "--config",
         "configs/tiny.toml",
         "--encoder",
-        s(&enc),
+        s(enc),
         "--train",
         s(&p("s1.toml")),
         // a seeded subset of easy-VQA and the procedural scenes together
@@ -260,13 +276,18 @@ fn pretrain_train_two_stages_and_evaluate_on_real_images() {
         "--run",
         s(&run2),
     ]);
+    (run1, run2)
+}
+
+fn evaluate_and_probe(tmp: &Path, enc: &Path, run2: &Path) {
+    let p = |name: &str| tmp.join(name);
     let grid = p("grid.png");
     let out = ok(&[
         "eval-tokenizer",
         "--model",
         s(&run2.join("model")),
         "--reference",
-        s(&enc),
+        s(enc),
         "--limit",
         "32",
         "--grid",
@@ -302,15 +323,18 @@ fn pretrain_train_two_stages_and_evaluate_on_real_images() {
     };
     // the trained encoder loads like any encoder directory, and so does the encoder of a
     // tokenizer checkpoint (after stage 2: the trained one)
-    probe(&enc);
+    probe(enc);
     probe(&run2.join("model"));
-    let curves = p("curves.png");
+}
+
+fn plot_both_runs(tmp: &Path, run1: &Path, run2: &Path) {
+    let curves = tmp.join("curves.png");
     ok(&[
         "plot",
         "--run",
-        s(&run1),
+        s(run1),
         "--run",
-        s(&run2),
+        s(run2),
         "--keys",
         "loss,l2,distill",
         "-o",
@@ -318,18 +342,14 @@ fn pretrain_train_two_stages_and_evaluate_on_real_images() {
     ]);
     assert!(std::fs::metadata(&curves).unwrap().len() > 1000);
     fails_with(
-        &[
-            "plot",
-            "--run",
-            s(&run1),
-            "--keys",
-            "nope",
-            "-o",
-            s(&curves),
-        ],
+        &["plot", "--run", s(run1), "--keys", "nope", "-o", s(&curves)],
         "nope",
     );
-    // the sweep overrides change a fresh model's quantizer, and only a fresh one's
+}
+
+/// The sweep overrides change a fresh model's quantizer, and only a fresh one's.
+fn quantizer_overrides_need_a_fresh_model(tmp: &Path, run1: &Path) {
+    let p = |name: &str| tmp.join(name);
     let run3 = p("run3");
     ok(&[
         "train-tokenizer",
@@ -374,7 +394,7 @@ fn pretrain_train_two_stages_and_evaluate_on_real_images() {
             "--train",
             s(&p("s1.toml")),
             "--run",
-            s(&run1),
+            s(run1),
         ],
         "--config",
     );

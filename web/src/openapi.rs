@@ -41,10 +41,6 @@ fn with(mut responses: Value, extra: Value) -> Value {
 }
 
 pub(crate) fn spec(state: &AppState) -> Value {
-    let m = &state.model;
-    let l = &state.cfg.limits;
-    let size = m.size();
-    let api_errors = ["400", "401", "404", "413", "503"];
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -58,117 +54,131 @@ pub(crate) fn spec(state: &AppState) -> Value {
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                 "description": "Only when the server runs with --api-key / VQRAE_API_KEY."}},
-            "schemas": {
-                "Error": {"type": "object", "required": ["error"], "properties": {"error": {
-                    "type": "object", "required": ["message", "type"], "properties": {
-                        "message": {"type": "string"},
-                        "type": {"type": "string", "examples": ["invalid_request_error", "server_error"]},
-                        "param": {"type": ["string", "null"]},
-                        "code": {"type": ["string", "null"]}}}}},
-                "ImageGenerationRequest": {"type": "object", "required": ["prompt"], "properties": {
-                    "prompt": {"type": "string", "maxLength": l.max_prompt_chars, "examples": ["a blue rectangle"]},
-                    "model": {"type": "string", "examples": [m.id]},
-                    "n": {"type": "integer", "minimum": 1, "maximum": l.max_images, "default": 1},
-                    "size": {"type": "string", "enum": [size, "auto"], "default": size},
-                    "response_format": {"type": "string", "enum": ["b64_json", "url"], "default": "b64_json"},
-                    "seed": {"type": "integer", "minimum": 0, "description": "Seed of the first image; image i uses seed + i. Default: random."},
-                    "guidance_scale": {"type": "number", "minimum": 0, "maximum": 50, "default": crate::routes::images::DEFAULT_GUIDANCE, "description": "Classifier-free guidance; 1 turns it off."},
-                    "temperature": {"type": "number", "minimum": 0, "maximum": 10, "default": 1.0},
-                    "top_k": {"type": "integer", "minimum": 1},
-                    "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-                    "negative_prompt": {"type": "string", "description": "What to steer away from instead of the empty prompt."}}},
-                "ImagesResponse": {"type": "object", "required": ["created", "data"], "properties": {
-                    "created": {"type": "integer"},
-                    "data": {"type": "array", "items": {"type": "object", "properties": {
-                        "b64_json": {"type": "string", "description": "PNG, base64"},
-                        "url": {"type": "string", "description": "A short-lived URL of the PNG on this server"},
-                        "revised_prompt": {"type": "string"},
-                        "seed": {"type": "integer"}}}}}},
-                "ChatCompletionRequest": {"type": "object", "required": ["messages"], "properties": {
-                    "model": {"type": "string", "examples": [m.id]},
-                    "messages": {"type": "array", "maxItems": l.max_messages, "items": {"$ref": "#/components/schemas/ChatMessage"},
-                        "description": "The question is the last user message's text; the image the last image_url part (a data: URL; http(s):// and file:// URLs are refused)."},
-                    "max_tokens": {"type": "integer", "minimum": 1, "maximum": l.max_tokens, "default": l.default_max_tokens},
-                    "max_completion_tokens": {"type": "integer", "minimum": 1, "maximum": l.max_tokens},
-                    "temperature": {"type": "number", "minimum": 0, "maximum": 10, "default": 0, "description": "0: greedy (the default here)."},
-                    "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-                    "top_k": {"type": "integer", "minimum": 1},
-                    "seed": {"type": "integer", "minimum": 0},
-                    "n": {"type": "integer", "enum": [1]},
-                    "stream": {"type": "boolean", "default": false, "description": "Server-sent events of chat.completion.chunk objects, then data: [DONE]."},
-                    "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}}}},
-                "ChatMessage": {"type": "object", "required": ["role"], "properties": {
-                    "role": {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool"]},
-                    "content": {"oneOf": [
-                        {"type": "string"},
-                        {"type": "array", "items": {"oneOf": [
-                            {"type": "object", "required": ["type", "text"], "properties": {
-                                "type": {"const": "text"}, "text": {"type": "string"}}},
-                            {"type": "object", "required": ["type", "image_url"], "properties": {
-                                "type": {"const": "image_url"},
-                                "image_url": {"type": "object", "required": ["url"], "properties": {
-                                    "url": {"type": "string", "examples": ["data:image/png;base64,iVBORw0KGgo..."]}}}}}]}}]}}},
-                "ChatCompletion": {"type": "object", "properties": {
-                    "id": {"type": "string"}, "object": {"const": "chat.completion"},
-                    "created": {"type": "integer"}, "model": {"type": "string"},
-                    "choices": {"type": "array", "items": {"type": "object", "properties": {
-                        "index": {"type": "integer"},
-                        "message": {"type": "object", "properties": {"role": {"const": "assistant"}, "content": {"type": "string"}}},
-                        "finish_reason": {"type": "string", "enum": ["stop", "length"]}}}},
-                    "usage": {"type": "object", "properties": {
-                        "prompt_tokens": {"type": "integer"}, "completion_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}}}}},
-                "ImageInput": {"type": "object", "required": ["image"], "properties": {
-                    "image": {"type": "string", "description": "data:image/...;base64,... or bare base64 (PNG, JPEG, GIF, BMP, WebP)"},
-                    "model": {"type": "string"}}},
-                "TokenizeRequest": {"allOf": [{"$ref": "#/components/schemas/ImageInput"}, {"type": "object", "properties": {
-                    "include_features": {"type": "boolean", "default": false}}}]},
-                "TokenizeResponse": {"type": "object", "properties": {
-                    "object": {"const": "image.tokens"}, "model": {"type": "string"},
-                    "image_size": {"type": "integer"},
-                    "grid": {"type": "array", "items": {"type": "integer"}, "description": "[rows, cols]"},
-                    "codes": {"type": "array", "items": {"type": "array", "items": {"type": "integer"}}, "description": "rows x cols codebook indices"},
-                    "codebook_size": {"type": "integer"},
-                    "features_shape": {"type": "array", "items": {"type": "integer"}, "description": "[N, d]"},
-                    "features": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}}},
-                "ReconstructionRequest": {"allOf": [{"$ref": "#/components/schemas/ImageInput"}, {"type": "object", "properties": {
-                    "response_format": {"type": "string", "enum": ["b64_json", "url"], "default": "b64_json"}}}]}
-            }
+            "schemas": schemas(state),
         },
         "security": [{"bearer": []}],
-        "paths": {
-            "/v1/images/generations": {"post": {
-                "summary": "Generate images from a prompt (OpenAI-compatible, with sampling extensions)",
-                "description": format!("Images are {size}. Concurrent requests with equal sampling settings share batched forward passes."),
-                "requestBody": json_body("ImageGenerationRequest"),
-                "responses": with(error_responses(&api_errors), json!({"200": ok_json("ImagesResponse", "The images")}))}},
-            "/v1/chat/completions": {"post": {
-                "summary": "Answer a question about an image (OpenAI-compatible)",
-                "requestBody": json_body("ChatCompletionRequest"),
-                "responses": with(error_responses(&api_errors), json!({"200": {
-                    "description": "The answer; with stream: true, text/event-stream of chat.completion.chunk objects ending with data: [DONE]",
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletion"}},
-                        "text/event-stream": {"schema": {"type": "string"}}}}}))}},
-            "/v1/images/tokenize": {"post": {
-                "summary": "An image's discrete codes grid and continuous feature shape",
-                "requestBody": json_body("TokenizeRequest"),
-                "responses": with(error_responses(&api_errors), json!({"200": ok_json("TokenizeResponse", "Codes and feature shape")}))}},
-            "/v1/images/reconstructions": {"post": {
-                "summary": "An image encoded to codes and decoded back to pixels",
-                "requestBody": json_body("ReconstructionRequest"),
-                "responses": with(error_responses(&api_errors), json!({"200": ok_json("ImagesResponse", "The reconstruction")}))}},
-            "/v1/models": {"get": {"summary": "The served model", "responses": with(error_responses(&["401"]), json!({"200": {"description": "{object: list, data: [model]}"}}))}},
-            "/v1/models/{id}": {"get": {"summary": "One model", "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "responses": with(error_responses(&["401", "404"]), json!({"200": {"description": "The model object"}}))}},
-            "/files/images/{file}": {"get": {"summary": "A generated image kept for response_format: url (expires)", "security": [],
-                "parameters": [{"name": "file", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "responses": with(error_responses(&["404"]), json!({"200": {"description": "PNG", "content": {"image/png": {}}}}))}},
-            "/health": {"get": {"summary": "Liveness and queue depth", "security": [], "responses": {"200": {"description": "{status: ok, ...}"}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics: requests, latency, queue depth, batch sizes, images and tokens generated",
-                "responses": with(error_responses(&["401"]), json!({"200": {"description": "Prometheus text format", "content": {"text/plain": {}}}}))}},
-            "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3.1"}}}},
-            "/": {"get": {"summary": "A small web page: prompt to images, image and question to answer", "security": [],
-                "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}}}}
-        }
+        "paths": paths(&state.model.size()),
+    })
+}
+
+/// The request and response bodies, with the served model's limits.
+fn schemas(state: &AppState) -> Value {
+    let m = &state.model;
+    let l = &state.cfg.limits;
+    let size = m.size();
+    json!({
+        "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+            "type": "object", "required": ["message", "type"], "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string", "examples": ["invalid_request_error", "server_error"]},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]}}}}},
+        "ImageGenerationRequest": {"type": "object", "required": ["prompt"], "properties": {
+            "prompt": {"type": "string", "maxLength": l.max_prompt_chars, "examples": ["a blue rectangle"]},
+            "model": {"type": "string", "examples": [m.id]},
+            "n": {"type": "integer", "minimum": 1, "maximum": l.max_images, "default": 1},
+            "size": {"type": "string", "enum": [size, "auto"], "default": size},
+            "response_format": {"type": "string", "enum": ["b64_json", "url"], "default": "b64_json"},
+            "seed": {"type": "integer", "minimum": 0, "description": "Seed of the first image; image i uses seed + i. Default: random."},
+            "guidance_scale": {"type": "number", "minimum": 0, "maximum": 50, "default": crate::routes::images::DEFAULT_GUIDANCE, "description": "Classifier-free guidance; 1 turns it off."},
+            "temperature": {"type": "number", "minimum": 0, "maximum": 10, "default": 1.0},
+            "top_k": {"type": "integer", "minimum": 1},
+            "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+            "negative_prompt": {"type": "string", "description": "What to steer away from instead of the empty prompt."}}},
+        "ImagesResponse": {"type": "object", "required": ["created", "data"], "properties": {
+            "created": {"type": "integer"},
+            "data": {"type": "array", "items": {"type": "object", "properties": {
+                "b64_json": {"type": "string", "description": "PNG, base64"},
+                "url": {"type": "string", "description": "A short-lived URL of the PNG on this server"},
+                "revised_prompt": {"type": "string"},
+                "seed": {"type": "integer"}}}}}},
+        "ChatCompletionRequest": {"type": "object", "required": ["messages"], "properties": {
+            "model": {"type": "string", "examples": [m.id]},
+            "messages": {"type": "array", "maxItems": l.max_messages, "items": {"$ref": "#/components/schemas/ChatMessage"},
+                "description": "The question is the last user message's text; the image the last image_url part (a data: URL; http(s):// and file:// URLs are refused)."},
+            "max_tokens": {"type": "integer", "minimum": 1, "maximum": l.max_tokens, "default": l.default_max_tokens},
+            "max_completion_tokens": {"type": "integer", "minimum": 1, "maximum": l.max_tokens},
+            "temperature": {"type": "number", "minimum": 0, "maximum": 10, "default": 0, "description": "0: greedy (the default here)."},
+            "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+            "top_k": {"type": "integer", "minimum": 1},
+            "seed": {"type": "integer", "minimum": 0},
+            "n": {"type": "integer", "enum": [1]},
+            "stream": {"type": "boolean", "default": false, "description": "Server-sent events of chat.completion.chunk objects, then data: [DONE]."},
+            "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}}}},
+        "ChatMessage": {"type": "object", "required": ["role"], "properties": {
+            "role": {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool"]},
+            "content": {"oneOf": [
+                {"type": "string"},
+                {"type": "array", "items": {"oneOf": [
+                    {"type": "object", "required": ["type", "text"], "properties": {
+                        "type": {"const": "text"}, "text": {"type": "string"}}},
+                    {"type": "object", "required": ["type", "image_url"], "properties": {
+                        "type": {"const": "image_url"},
+                        "image_url": {"type": "object", "required": ["url"], "properties": {
+                            "url": {"type": "string", "examples": ["data:image/png;base64,iVBORw0KGgo..."]}}}}}]}}]}}},
+        "ChatCompletion": {"type": "object", "properties": {
+            "id": {"type": "string"}, "object": {"const": "chat.completion"},
+            "created": {"type": "integer"}, "model": {"type": "string"},
+            "choices": {"type": "array", "items": {"type": "object", "properties": {
+                "index": {"type": "integer"},
+                "message": {"type": "object", "properties": {"role": {"const": "assistant"}, "content": {"type": "string"}}},
+                "finish_reason": {"type": "string", "enum": ["stop", "length"]}}}},
+            "usage": {"type": "object", "properties": {
+                "prompt_tokens": {"type": "integer"}, "completion_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}}}}},
+        "ImageInput": {"type": "object", "required": ["image"], "properties": {
+            "image": {"type": "string", "description": "data:image/...;base64,... or bare base64 (PNG, JPEG, GIF, BMP, WebP)"},
+            "model": {"type": "string"}}},
+        "TokenizeRequest": {"allOf": [{"$ref": "#/components/schemas/ImageInput"}, {"type": "object", "properties": {
+            "include_features": {"type": "boolean", "default": false}}}]},
+        "TokenizeResponse": {"type": "object", "properties": {
+            "object": {"const": "image.tokens"}, "model": {"type": "string"},
+            "image_size": {"type": "integer"},
+            "grid": {"type": "array", "items": {"type": "integer"}, "description": "[rows, cols]"},
+            "codes": {"type": "array", "items": {"type": "array", "items": {"type": "integer"}}, "description": "rows x cols codebook indices"},
+            "codebook_size": {"type": "integer"},
+            "features_shape": {"type": "array", "items": {"type": "integer"}, "description": "[N, d]"},
+            "features": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}}},
+        "ReconstructionRequest": {"allOf": [{"$ref": "#/components/schemas/ImageInput"}, {"type": "object", "properties": {
+            "response_format": {"type": "string", "enum": ["b64_json", "url"], "default": "b64_json"}}}]}
+    })
+}
+
+/// The endpoints; `size` is the one image size the model draws.
+fn paths(size: &str) -> Value {
+    let api_errors = ["400", "401", "404", "413", "503"];
+    json!({
+        "/v1/images/generations": {"post": {
+            "summary": "Generate images from a prompt (OpenAI-compatible, with sampling extensions)",
+            "description": format!("Images are {size}. Concurrent requests with equal sampling settings share batched forward passes."),
+            "requestBody": json_body("ImageGenerationRequest"),
+            "responses": with(error_responses(&api_errors), json!({"200": ok_json("ImagesResponse", "The images")}))}},
+        "/v1/chat/completions": {"post": {
+            "summary": "Answer a question about an image (OpenAI-compatible)",
+            "requestBody": json_body("ChatCompletionRequest"),
+            "responses": with(error_responses(&api_errors), json!({"200": {
+                "description": "The answer; with stream: true, text/event-stream of chat.completion.chunk objects ending with data: [DONE]",
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletion"}},
+                    "text/event-stream": {"schema": {"type": "string"}}}}}))}},
+        "/v1/images/tokenize": {"post": {
+            "summary": "An image's discrete codes grid and continuous feature shape",
+            "requestBody": json_body("TokenizeRequest"),
+            "responses": with(error_responses(&api_errors), json!({"200": ok_json("TokenizeResponse", "Codes and feature shape")}))}},
+        "/v1/images/reconstructions": {"post": {
+            "summary": "An image encoded to codes and decoded back to pixels",
+            "requestBody": json_body("ReconstructionRequest"),
+            "responses": with(error_responses(&api_errors), json!({"200": ok_json("ImagesResponse", "The reconstruction")}))}},
+        "/v1/models": {"get": {"summary": "The served model", "responses": with(error_responses(&["401"]), json!({"200": {"description": "{object: list, data: [model]}"}}))}},
+        "/v1/models/{id}": {"get": {"summary": "One model", "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+            "responses": with(error_responses(&["401", "404"]), json!({"200": {"description": "The model object"}}))}},
+        "/files/images/{file}": {"get": {"summary": "A generated image kept for response_format: url (expires)", "security": [],
+            "parameters": [{"name": "file", "in": "path", "required": true, "schema": {"type": "string"}}],
+            "responses": with(error_responses(&["404"]), json!({"200": {"description": "PNG", "content": {"image/png": {}}}}))}},
+        "/health": {"get": {"summary": "Liveness and queue depth", "security": [], "responses": {"200": {"description": "{status: ok, ...}"}}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics: requests, latency, queue depth, batch sizes, images and tokens generated",
+            "responses": with(error_responses(&["401"]), json!({"200": {"description": "Prometheus text format", "content": {"text/plain": {}}}}))}},
+        "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+        "/": {"get": {"summary": "A small web page: prompt to images, image and question to answer", "security": [],
+            "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}}}}
     })
 }

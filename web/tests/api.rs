@@ -150,7 +150,13 @@ async fn images_generations_give_pngs_urls_and_repeatable_seeds() -> Result<()> 
     );
     c.get("/files/images/0123.png").await?.expect_error(404);
 
-    // bad values: 400 in OpenAI's shape, naming the parameter
+    refuses_bad_generation_requests(c).await?;
+    server.stop().await
+}
+
+/// Bad values: 400 in OpenAI's shape naming the parameter; a prompt past the context; an
+/// unknown model 404.
+async fn refuses_bad_generation_requests(c: &Client) -> Result<()> {
     let bad = [
         (
             json!({"prompt": "a red circle", "size": "1024x1024"}),
@@ -213,7 +219,7 @@ async fn images_generations_give_pngs_urls_and_repeatable_seeds() -> Result<()> 
         .await?
         .expect_error(404);
     assert_eq!(e["code"], "model_not_found");
-    server.stop().await
+    Ok(())
 }
 
 fn ask_body(image: &str, question: &str) -> Value {

@@ -378,7 +378,19 @@ async fn drive(b: &Browser<'_>, base: &str, upload: &Path, shots: &Path) -> Resu
     )
     .await?;
 
-    // text to image
+    let (image_natural, image_shown, image_empty) = generate_on_page(b, shots).await?;
+    let answer = ask_on_page(b, upload, shots).await?;
+    Ok(Outcome {
+        image_natural,
+        image_shown,
+        image_empty,
+        answer,
+    })
+}
+
+/// Text to image: two images of "a red circle"; their natural size, and the shares of the
+/// image box that show the image and the placeholder.
+async fn generate_on_page(b: &Browser<'_>, shots: &Path) -> Result<((u64, u64), f64, f64)> {
     b.type_into("#prompt", "a red circle").await?;
     b.type_into("#n", "2").await?;
     b.type_into("#seed", "7").await?;
@@ -422,7 +434,11 @@ async fn drive(b: &Browser<'_>, base: &str, upload: &Path, shots: &Path) -> Resu
     let (image_shown, image_empty) =
         compare_shown(&shot, content_box(b, "#images img").await?, &generated)?;
 
-    // ask about an uploaded image
+    Ok((image_natural, image_shown, image_empty))
+}
+
+/// Asks about an uploaded image; the answer the page shows.
+async fn ask_on_page(b: &Browser<'_>, upload: &Path, shots: &Path) -> Result<String> {
     b.choose_file("#file", upload).await?;
     b.wait_for(
         "the upload's preview",
@@ -452,12 +468,7 @@ async fn drive(b: &Browser<'_>, base: &str, upload: &Path, shots: &Path) -> Resu
     b.js(r#"document.getElementById("answer").scrollIntoView({block: "center"}); return 0;"#)
         .await?;
     b.screenshot(&shots.join("answer.png")).await?;
-    Ok(Outcome {
-        image_natural,
-        image_shown,
-        image_empty,
-        answer,
-    })
+    Ok(answer)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
