@@ -47,7 +47,7 @@ part_train() {
 part_eval() {
     "$BIN" eval-vqa --model "$MODEL" --json "$OUT/vqa.json" >/dev/null
     # easy-VQA's 24 captions and 100 held-out procedural scenes' (judged per skill)
-    "$BIN" eval-t2i --model "$MODEL" --referee "$REFEREE" --cfg 1,2,3,5 --scenes 100 \
+    "$BIN" eval-t2i --model "$MODEL" --referee "$REFEREE" --guidance 1,2,3,5 --scenes 100 \
         --grids "$OUT" --json "$OUT/t2i.json" >/dev/null
     # the README's figures (need Pillow): a red circle, a green rectangle, a blue triangle, a
     # yellow circle, a teal rectangle, a black triangle; the first eight scenes (their full grids,
@@ -57,7 +57,7 @@ part_eval() {
         "$OUT/samples-scenes-cfg2.png"
     rm -f "$OUT"/scenes-grid-cfg*.png
     # the same at four times the images, on seeds no setting was chosen on
-    "$BIN" eval-t2i --model "$MODEL" --referee "$REFEREE" --cfg 1,2,3,5 -n 32 --first-seed 100 \
+    "$BIN" eval-t2i --model "$MODEL" --referee "$REFEREE" --guidance 1,2,3,5 -n 32 --first-seed 100 \
         --json "$OUT/t2i-fresh-seeds.json" >/dev/null
 }
 

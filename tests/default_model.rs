@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::vqrae;
+use common::{ok, s, vqrae};
 
 fn json_of(args: &[&str]) -> serde_json::Value {
     let out = vqrae(args);
@@ -32,7 +32,7 @@ fn default_model_generates_what_it_is_asked_above_chance() {
         MODEL,
         "--referee",
         "models/referee-easyvqa",
-        "--cfg",
+        "--guidance",
         "3",
         "-n",
         "2",
@@ -51,6 +51,28 @@ fn default_model_generates_what_it_is_asked_above_chance() {
         let rate = scenes["by_guidance"]["3"][skill].as_f64().expect("a rate");
         assert!((0.0..=1.0).contains(&rate), "{skill}: {rate}");
     }
+}
+
+#[test]
+fn the_guidance_flag_and_its_older_spelling_draw_the_same_images() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let draw = |flag: &str, out: &str| {
+        let dir = tmp.path().join(out);
+        ok(&[
+            "generate",
+            "a blue rectangle",
+            "-n",
+            "1",
+            flag,
+            "2",
+            "--seed",
+            "5",
+            "-o",
+            s(&dir),
+        ]);
+        std::fs::read(dir.join("0.png")).expect("0.png")
+    };
+    assert_eq!(draw("--guidance", "a"), draw("--cfg", "b"));
 }
 
 #[test]

@@ -42,7 +42,7 @@ pub fn color_index(name: &str) -> Option<usize> {
 }
 
 /// Index of a shape name in [`SHAPES`].
-pub fn shape_index(name: &str) -> Option<usize> {
+pub(crate) fn shape_index(name: &str) -> Option<usize> {
     SHAPES.iter().position(|s| *s == name)
 }
 
@@ -55,7 +55,8 @@ pub enum Split {
 }
 
 impl Split {
-    pub const ALL: [Split; 2] = [Split::Train, Split::Test];
+    #[cfg(test)]
+    pub(crate) const ALL: [Split; 2] = [Split::Train, Split::Test];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -462,7 +463,7 @@ fn decide(votes: &[u32], ruled_out: &[bool]) -> Option<usize> {
 /// a rectangle if those fill their bounding box, else a triangle if they are lopsided
 /// (easy-VQA triangles point up, so most of their area is in the lower half of the box),
 /// else a circle. Checked against every question-labelled image in the tests.
-pub fn infer_from_pixels(img: &RgbImage) -> (Option<usize>, Option<usize>) {
+pub(crate) fn infer_from_pixels(img: &RgbImage) -> (Option<usize>, Option<usize>) {
     let mut counts = [0usize; COLORS.len()];
     for p in img.pixels() {
         if let Some(c) = PALETTE.iter().position(|rgb| *rgb == p.0) {

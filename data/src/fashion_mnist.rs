@@ -10,7 +10,7 @@ use crate::easy_vqa::Split;
 use crate::error::{DataError, Result};
 
 /// Class names, indexed by label.
-pub const CLASSES: [&str; 10] = [
+pub(crate) const CLASSES: [&str; 10] = [
     "T-shirt/top",
     "Trouser",
     "Pullover",
@@ -129,7 +129,8 @@ impl FashionMnist {
     }
 
     /// The class name of image `i`.
-    pub fn class_name(&self, i: usize) -> Option<&'static str> {
+    #[cfg(test)]
+    pub(crate) fn class_name(&self, i: usize) -> Option<&'static str> {
         CLASSES.get(usize::from(*self.labels.get(i)?)).copied()
     }
 }

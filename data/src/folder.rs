@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{DataError, Result};
 
 /// File extensions treated as images (compared case-insensitively).
-pub const IMAGE_EXTENSIONS: [&str; 6] = ["png", "jpg", "jpeg", "bmp", "gif", "webp"];
+pub(crate) const IMAGE_EXTENSIONS: [&str; 6] = ["png", "jpg", "jpeg", "bmp", "gif", "webp"];
 
 /// True if the path has one of [`IMAGE_EXTENSIONS`].
 pub(crate) fn is_image_path(path: &Path) -> bool {
@@ -17,7 +17,7 @@ pub(crate) fn is_image_path(path: &Path) -> bool {
 /// All image files under `dir`, recursively, sorted. Hidden entries (names starting with
 /// '.') are skipped, and symlinked folders are not followed (they could loop); symlinked
 /// files are listed.
-pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
     if !dir.is_dir() {
         return Err(DataError::io(
             dir,

@@ -44,7 +44,7 @@ struct Line {
 /// Reads a JSONL file. Blank lines are skipped; relative image paths are resolved against
 /// the folder of the JSONL file (the file is usually shipped next to its images). Errors
 /// name the file and the 1-based line.
-pub fn read_jsonl(path: &Path) -> Result<Vec<Record>> {
+pub(crate) fn read_jsonl(path: &Path) -> Result<Vec<Record>> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
     let base = path.parent().unwrap_or(Path::new(""));
     let mut records = Vec::new();
@@ -100,7 +100,8 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<Record>> {
 }
 
 /// Writes records, one per line, atomically. Image paths are written as they are.
-pub fn write_jsonl(path: &Path, records: &[Record]) -> Result<()> {
+#[cfg(test)]
+pub(crate) fn write_jsonl(path: &Path, records: &[Record]) -> Result<()> {
     let mut out = String::new();
     for r in records {
         let line = serde_json::to_string(r).map_err(|e| DataError::Invalid {

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use crate::error::{DataError, Result};
 
 /// The setup script (idempotent: on an installed root it only checks and prints its summary).
-pub const SETUP_SCRIPT: &str = include_str!("../../scripts/setup-data.sh");
+pub(crate) const SETUP_SCRIPT: &str = include_str!("../../scripts/setup-data.sh");
 
 /// Installs easy-VQA and Fashion-MNIST into `root` (created if missing), or checks an
 /// installed root. The script's output goes to this process's stdout and stderr.

@@ -23,7 +23,8 @@ impl Normalize {
         std: [0.5; 3],
     };
     /// Leaves pixels in [0, 1].
-    pub const UNIT: Normalize = Normalize {
+    #[cfg(test)]
+    pub(crate) const UNIT: Normalize = Normalize {
         mean: [0.0; 3],
         std: [1.0; 3],
     };

@@ -1,19 +1,16 @@
 //! The `eval-vqa` and `eval-t2i` procedures with a tiny unified model on a miniature easy-VQA
 //! installation: the reports count what they should and print the keys they always have.
 
-mod common;
-
 use std::path::Path;
 
 use anyhow::Result;
 use candle_core::{DType, Device};
-use common::mini_easy_vqa;
 use vqrae_data::easy_vqa::{load_split, Split};
 use vqrae_eval::referee::{Referee, RefereeConfig};
 use vqrae_eval::t2i::{self, T2iOptions};
 use vqrae_eval::vqa::{self, VqaOptions};
 use vqrae_lm::SamplingConfig;
-use vqrae_test_support::shared_tiny_model;
+use vqrae_test_support::{mini_easy_vqa, shared_tiny_model};
 use vqrae_train::init::SeededVarMap;
 use vqrae_unified::model::UnifiedModel;
 

@@ -1,18 +1,15 @@
 //! The `train-referee` and `eval-referee` procedures on a miniature easy-VQA installation.
 
-mod common;
-
 use std::path::Path;
 
 use anyhow::Result;
 use candle_core::Device;
-use common::mini_easy_vqa;
 use vqrae_data::easy_vqa::Split;
 use vqrae_eval::referee::{
     evaluate_on_real, read_qualification, train_and_qualify, EvalRefereeOptions, Referee,
     TrainRefereeOptions,
 };
-use vqrae_test_support::save_tiny_tokenizer;
+use vqrae_test_support::{mini_easy_vqa, save_tiny_tokenizer};
 
 /// A referee config small enough to train in a moment.
 fn tiny_config(dir: &Path) -> Result<std::path::PathBuf> {

@@ -30,7 +30,7 @@ pub fn content_box(img: &RgbImage) -> Option<(u32, u32, u32, u32)> {
 }
 
 /// `img` moved by `(dx, dy)` pixels, the uncovered area filled with `fill`.
-pub fn translate(img: &RgbImage, dx: i64, dy: i64, fill: Rgb<u8>) -> RgbImage {
+pub(crate) fn translate(img: &RgbImage, dx: i64, dy: i64, fill: Rgb<u8>) -> RgbImage {
     let (w, h) = img.dimensions();
     RgbImage::from_fn(w, h, |x, y| {
         let (sx, sy) = (x as i64 - dx, y as i64 - dy);

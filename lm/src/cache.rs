@@ -90,11 +90,6 @@ impl KvCache {
         self.len == 0
     }
 
-    /// Capacity in columns.
-    pub fn max_len(&self) -> usize {
-        self.max_len
-    }
-
     /// Columns still free.
     pub fn remaining(&self) -> usize {
         self.max_len - self.len

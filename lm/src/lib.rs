@@ -35,8 +35,6 @@ pub use cache::KvCache;
 pub use config::{LlamaConfig, LmShape};
 pub use error::{LmError, Result};
 pub use model::Llama;
-pub use sampler::{
-    cfg_logits, restrict_to_range, split_cfg_batch, InvalidSampling, Sampler, SamplingConfig,
-};
+pub use sampler::{restrict_to_range, split_cfg_batch, InvalidSampling, Sampler, SamplingConfig};
 pub use text::TextTokenizer;
 pub use vocab::UnifiedVocab;

@@ -259,7 +259,7 @@ fn by_rank(a: &(u32, f32), b: &(u32, f32)) -> Ordering {
 /// dtype in and out. Scale 1 returns `cond` exactly (no guidance; `u + (c - u)` would round),
 /// scale 0 the unconditional logits, larger scales push further from the unconditional ones.
 /// Apply it to raw logits, before [`restrict_to_range`] (see the module docs).
-pub fn cfg_logits(cond: &Tensor, uncond: &Tensor, scale: f64) -> Result<Tensor> {
+pub(crate) fn cfg_logits(cond: &Tensor, uncond: &Tensor, scale: f64) -> Result<Tensor> {
     if cond.shape() != uncond.shape() {
         return Err(LmError::Config(format!(
             "guidance needs conditional and unconditional logits of one shape, got {:?} and {:?}",

@@ -126,7 +126,7 @@ impl UnifiedVocab {
     }
 
     /// The LM id of image code `code`.
-    pub fn code_to_id(&self, code: u32) -> Result<u32> {
+    pub(crate) fn code_to_id(&self, code: u32) -> Result<u32> {
         if code as usize >= self.codes {
             return Err(LmError::Config(format!(
                 "image code {code} is outside the codebook of {} codes",

@@ -2,10 +2,13 @@
 //! paths, GQA against explicitly repeated kv heads, growing the vocabulary, checkpoints, and
 //! the errors a caller can run into.
 
+mod common;
+
 use std::collections::HashMap;
 
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device, IndexOp, Tensor, D};
+use common::max_diff;
 use vqrae_lm::checkpoint::{save_checkpoint, tensor_shapes};
 use vqrae_lm::{Llama, LlamaConfig};
 use vqrae_train::init::SeededVarMap;
@@ -38,16 +41,6 @@ fn ids(rows: &[&[u32]]) -> Result<Tensor> {
     let t = rows[0].len();
     let flat: Vec<u32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
     Ok(Tensor::from_vec(flat, (rows.len(), t), &Device::Cpu)?)
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
-    ensure!(
-        a.dims() == b.dims(),
-        "shapes {:?} vs {:?}",
-        a.dims(),
-        b.dims()
-    );
-    Ok((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?)
 }
 
 const PROMPT: [&[u32]; 2] = [

@@ -2,10 +2,13 @@
 //! (written by `scripts/lm_fixtures.py`): the full forward, the cached prefill + decode path, and
 //! left-padded batches must all reproduce the reference logits.
 
+mod common;
+
 use std::path::PathBuf;
 
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device, IndexOp, Tensor};
+use common::max_diff;
 use vqrae_lm::checkpoint::tensor_shapes;
 use vqrae_lm::{Llama, LlamaConfig};
 
@@ -26,16 +29,6 @@ fn load_io(name: &str) -> Result<(Tensor, Tensor)> {
     let ids = io.get("input_ids").context("input_ids")?;
     let logits = io.get("logits").context("logits")?;
     Ok((ids.to_dtype(DType::U32)?, logits.clone()))
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
-    ensure!(
-        a.dims() == b.dims(),
-        "shapes {:?} vs {:?}",
-        a.dims(),
-        b.dims()
-    );
-    Ok((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?)
 }
 
 #[test]

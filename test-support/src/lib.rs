@@ -18,10 +18,7 @@ pub mod toy;
 use std::path::{Path, PathBuf};
 
 pub use easy_vqa::mini_easy_vqa;
-pub use tiny::{
-    save_tiny_tokenizer, shared_tiny_model, tiny_joint_config, tiny_tokenizer_config,
-    train_tiny_model,
-};
+pub use tiny::{save_tiny_tokenizer, shared_tiny_model, tiny_joint_config};
 pub use toy::{toy_data, toy_image, Toy, COLORS};
 
 /// The workspace root (where `configs/` is).

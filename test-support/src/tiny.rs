@@ -13,7 +13,7 @@ use crate::repo;
 use crate::toy::toy_data;
 
 /// The tiny tokenizer's config (`configs/tiny.toml`: 32 px images, a 4 x 4 grid, 64 codes).
-pub fn tiny_tokenizer_config() -> Result<VqraeConfig> {
+pub(crate) fn tiny_tokenizer_config() -> Result<VqraeConfig> {
     Ok(VqraeConfig::from_toml_file(
         &repo().join("configs/tiny.toml"),
     )?)
@@ -36,7 +36,7 @@ pub fn save_tiny_tokenizer(dir: &Path) -> Result<Vqrae> {
 /// A tiny unified model under `root`: a tiny tokenizer (`root/tok`) and the tiny joint
 /// config's first phase, shortened to `steps`, on `images` toy images (`root/run`). Returns
 /// the model directory.
-pub fn train_tiny_model(root: &Path, images: usize, steps: u64) -> Result<PathBuf> {
+pub(crate) fn train_tiny_model(root: &Path, images: usize, steps: u64) -> Result<PathBuf> {
     let tok_dir = root.join("tok");
     let tok = save_tiny_tokenizer(&tok_dir)?;
     let toy = toy_data(images);

@@ -122,13 +122,7 @@ mod tests {
 
     #[test]
     fn a_checkpoint_is_measured_on_its_split_with_a_grid() -> Result<()> {
-        let dir = tempfile::tempdir().map_err(|source| TokenizerError::Io {
-            path: "tempdir".into(),
-            source,
-        })?;
-        let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/tiny.toml");
-        let model = dir.path().join("tok");
-        crate::runs::init_checkpoint(&tiny, None, 2, &model, &Device::Cpu)?;
+        let (dir, model) = crate::runs::testing::tiny_checkpoint()?;
         let e = CheckpointEval {
             model: model.clone(),
             dataset: Dataset::Scenes,

@@ -237,13 +237,7 @@ mod tests {
 
     #[test]
     fn probes_of_a_checkpoints_encoder_and_of_a_random_one_on_the_scenes() -> Result<()> {
-        let dir = tempfile::tempdir().map_err(|source| TokenizerError::Io {
-            path: "tempdir".into(),
-            source,
-        })?;
-        let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/tiny.toml");
-        let model = dir.path().join("tok");
-        crate::runs::init_checkpoint(&tiny, None, 2, &model, &Device::Cpu)?;
+        let (_dir, model) = crate::runs::testing::tiny_checkpoint()?;
         let req = ProbeRequest {
             encoder: model,
             datasets: vec![Dataset::Scenes],

@@ -90,10 +90,7 @@ mod tests {
 
     #[test]
     fn features_of_image_files_are_written_with_their_shapes() -> Result<()> {
-        let dir = tempfile::tempdir().map_err(|e| TokenizerError::Io {
-            path: "tempdir".into(),
-            source: e,
-        })?;
+        let dir = crate::runs::testing::tempdir()?;
         let img = dir.path().join("a.png");
         save_png(
             &image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([x as u8 * 6, y as u8 * 8, 90])),

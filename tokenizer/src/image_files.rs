@@ -65,10 +65,7 @@ mod tests {
         let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/tiny.toml");
         let cfg = crate::VqraeConfig::from_toml_file(&tiny)?;
         let (model, _) = Vqrae::init(&cfg, None, 3, &Device::Cpu)?;
-        let dir = tempfile::tempdir().map_err(|source| TokenizerError::Io {
-            path: "tempdir".into(),
-            source,
-        })?;
+        let dir = crate::runs::testing::tempdir()?;
         let img = dir.path().join("a.png");
         save_png(
             &image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([x as u8 * 4, y as u8 * 4, 7])),

@@ -61,26 +61,29 @@ fn reflect(i: isize, n: usize) -> usize {
     m as usize
 }
 
-/// Separable Gaussian filter of a `h x w` plane.
+/// Separable Gaussian filter of a `h x w` plane: along x, then along y.
 fn blur(plane: &[f64], h: usize, w: usize, taps: &[f64]) -> Vec<f64> {
+    let tmp = filter_axis(plane, h, w, taps, true);
+    filter_axis(&tmp, h, w, taps, false)
+}
+
+/// One pass of the separable filter over a `h x w` plane, along x or along y: each sample
+/// becomes the taps' weighted sum of its reflected neighbours on that axis.
+fn filter_axis(plane: &[f64], h: usize, w: usize, taps: &[f64], along_x: bool) -> Vec<f64> {
     let r = RADIUS as isize;
-    let mut tmp = vec![0.0; h * w];
-    for y in 0..h {
-        for x in 0..w {
-            tmp[y * w + x] = taps
-                .iter()
-                .enumerate()
-                .map(|(k, t)| t * plane[y * w + reflect(x as isize + k as isize - r, w)])
-                .sum();
-        }
-    }
+    // the axis' length and the distance between its neighbouring samples in `plane`
+    let (len, stride) = if along_x { (w, 1) } else { (h, w) };
     let mut out = vec![0.0; h * w];
     for y in 0..h {
         for x in 0..w {
+            // the sample's position on the axis, and where its line starts
+            let (pos, start) = if along_x { (x, y * w) } else { (y, x) };
             out[y * w + x] = taps
                 .iter()
                 .enumerate()
-                .map(|(k, t)| t * tmp[reflect(y as isize + k as isize - r, h) * w + x])
+                .map(|(k, t)| {
+                    t * plane[start + reflect(pos as isize + k as isize - r, len) * stride]
+                })
                 .sum();
         }
     }

@@ -80,7 +80,7 @@ impl Default for PretrainConfig {
 /// Soft figure-ground mask of an image, row-major, in `[0, 1]`: the background is the image's
 /// most frequent colour, and a pixel's value is its colour distance to the background relative
 /// to the farthest pixel's (anti-aliased edges get fractions). Uniform images are all ground.
-pub fn figure_ground(img: &RgbImage) -> Vec<f32> {
+pub(crate) fn figure_ground(img: &RgbImage) -> Vec<f32> {
     let mut counts = std::collections::HashMap::new();
     for p in img.pixels() {
         *counts.entry(p.0).or_insert(0u32) += 1;
@@ -149,7 +149,7 @@ pub struct PretrainSummary {
 }
 
 /// Pretrains an encoder of `cfg` on `images` (resized to its resolution) and saves it to `out`.
-pub fn pretrain_encoder(
+pub(crate) fn pretrain_encoder(
     enc_cfg: &EncoderConfig,
     images: &[RgbImage],
     columns: &[LabelColumn],

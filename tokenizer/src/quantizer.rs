@@ -112,7 +112,7 @@ impl Quantizer {
     }
 
     /// The current codewords `(k, e)` (unit length with `l2_normalize`).
-    pub fn codewords(&self) -> Result<Tensor> {
+    pub(crate) fn codewords(&self) -> Result<Tensor> {
         let cw = match &self.map {
             Some(w) => w.forward(&self.codebook)?,
             None => self.codebook.clone(),
@@ -151,7 +151,7 @@ impl Quantizer {
     /// (k-means-style seeding). Without it, codewords and inputs start on different scales and a
     /// few codewords take every input: the collapse the first easy-VQA run showed.
     /// Returns `(name, value)` pairs relative to the quantizer.
-    pub fn data_init(&self, z: &Tensor, seed: u64) -> Result<Vec<(String, Tensor)>> {
+    pub(crate) fn data_init(&self, z: &Tensor, seed: u64) -> Result<Vec<(String, Tensor)>> {
         let z = z.detach().to_dtype(DType::F32)?;
         let (m, e) = z.dims2()?;
         if m == 0 || e != self.cfg.dim {
@@ -245,7 +245,7 @@ impl Quantizer {
     ///
     /// Returns the number of entries restarted and the new `codebook` tensor, or `None` when no
     /// entry is dead or none was used.
-    pub fn split_dead_codes(
+    pub(crate) fn split_dead_codes(
         &self,
         usage: &[f32],
         rms: f64,

@@ -185,6 +185,36 @@ fn set_teacher(model: &Vqrae, run_dir: &Path, dir: &Path, stage: u8) -> Result<(
     Ok(())
 }
 
+/// What the procedures' unit tests share: a temporary directory, and one holding a tiny
+/// untrained checkpoint.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::{Path, PathBuf};
+
+    use candle_core::Device;
+    use tempfile::TempDir;
+
+    use crate::error::{Result, TokenizerError};
+
+    /// A fresh temporary directory.
+    pub(crate) fn tempdir() -> Result<TempDir> {
+        tempfile::tempdir().map_err(|source| TokenizerError::Io {
+            path: "tempdir".into(),
+            source,
+        })
+    }
+
+    /// A temporary directory and its `tok`: an untrained checkpoint of `configs/tiny.toml`
+    /// (seed 2).
+    pub(crate) fn tiny_checkpoint() -> Result<(TempDir, PathBuf)> {
+        let dir = tempdir()?;
+        let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/tiny.toml");
+        let model = dir.path().join("tok");
+        super::init_checkpoint(&tiny, None, 2, &model, &Device::Cpu)?;
+        Ok((dir, model))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,10 +250,7 @@ mod tests {
 
     #[test]
     fn pretrain_then_train_both_stages_on_the_scenes() -> Result<()> {
-        let dir = tempfile::tempdir().map_err(|source| TokenizerError::Io {
-            path: "tempdir".into(),
-            source,
-        })?;
+        let dir = testing::tempdir()?;
         let p = |name: &str| dir.path().join(name);
         // the scenes are made, not installed: no data root is read
         let root = Path::new("/nonexistent");

@@ -24,7 +24,7 @@ use crate::error::{Context, Result, TrainError};
 use crate::schedule::LrSchedule;
 
 /// Name of the step counter in [`AdamW::state_tensors`].
-pub const STEP_KEY: &str = "step";
+pub(crate) const STEP_KEY: &str = "step";
 
 /// AdamW's constants. The learning rate lives in each group's schedule.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use plotters::chart::SeriesAnno;
 use plotters::prelude::*;
 use serde_json::Value;
 
@@ -78,9 +79,44 @@ fn draw_err(e: impl std::fmt::Display) -> TrainError {
     TrainError::Config(format!("plotting: {e}"))
 }
 
+/// The smallest and largest x and y of `points`: `(x0, x1, y0, y1)`.
+fn bounds<'a>(points: impl IntoIterator<Item = &'a (f64, f64)>) -> (f64, f64, f64, f64) {
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in points {
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
+    (x0, x1, y0, y1)
+}
+
+/// The margin above and below the y range `y0..y1`: 5% of it.
+fn y_pad(y0: f64, y1: f64) -> f64 {
+    ((y1 - y0) * 0.05).max(1e-9)
+}
+
+/// Names a drawn series in the legend, by a short line in its colour.
+fn legend_entry(drawn: &mut SeriesAnno<'_, BitMapBackend<'_>>, label: &str, color: RGBColor) {
+    drawn
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+}
+
+/// Draws the legend box of `chart`'s labelled series at `position`.
+fn draw_legend<'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, CT>,
+    position: SeriesLabelPosition,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(draw_err)
+}
+
 /// Draws `panels` (a title and its lines each) stacked vertically into a PNG at `out`,
 /// `width` pixels wide and 260 pixels per panel. Panels without points are skipped.
-pub fn plot_panels(panels: &[(String, Vec<Series>)], out: &Path, width: u32) -> Result<()> {
+pub(crate) fn plot_panels(panels: &[(String, Vec<Series>)], out: &Path, width: u32) -> Result<()> {
     let panels: Vec<_> = panels
         .iter()
         .filter(|(_, s)| s.iter().any(|s| !s.points.is_empty()))
@@ -96,15 +132,11 @@ pub fn plot_panels(panels: &[(String, Vec<Series>)], out: &Path, width: u32) -> 
     let root = BitMapBackend::new(out, (width, height)).into_drawing_area();
     root.fill(&WHITE).map_err(draw_err)?;
     for (area, (title, lines)) in root.split_evenly((panels.len(), 1)).iter().zip(&panels) {
-        let all = lines.iter().flat_map(|s| s.points.iter());
-        let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-        for &(x, y) in all {
-            (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
-        }
+        let (x0, mut x1, y0, y1) = bounds(lines.iter().flat_map(|s| s.points.iter()));
         if x1 <= x0 {
             x1 = x0 + 1.0;
         }
-        let pad = ((y1 - y0) * 0.05).max(1e-9);
+        let pad = y_pad(y0, y1);
         let mut builder = ChartBuilder::on(area);
         builder.margin(10);
         if text {
@@ -135,18 +167,12 @@ pub fn plot_panels(panels: &[(String, Vec<Series>)], out: &Path, width: u32) -> 
                 .draw_series(LineSeries::new(s.points.iter().copied(), &color))
                 .map_err(draw_err)?;
             if text {
-                drawn
-                    .label(s.label.as_str())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+                legend_entry(drawn, &s.label, color);
             }
         }
         if text && lines.len() > 1 {
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()
-                .map_err(draw_err)?;
+            // plotters' default place
+            draw_legend(&mut chart, SeriesLabelPosition::MiddleRight)?;
         }
     }
     root.present().map_err(draw_err)?;
@@ -195,13 +221,10 @@ pub fn plot_log_x(axes: &Axes, series: &[XySeries], out: &Path, size: (u32, u32)
         ));
     }
     create_parent(out)?;
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in &all {
-        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
-    }
+    let (x0, x1, y0, y1) = bounds(&all);
     // a margin of a fifth of a decade on x and 5% on y keeps end points off the frame
     let (x0, x1) = (x0 / 1.6, x1 * 1.6);
-    let pad = ((y1 - y0) * 0.05).max(1e-9);
+    let pad = y_pad(y0, y1);
     let text = font_ready();
     let root = BitMapBackend::new(out, size).into_drawing_area();
     root.fill(&WHITE).map_err(draw_err)?;
@@ -254,19 +277,11 @@ pub fn plot_log_x(axes: &Axes, series: &[XySeries], out: &Path, size: (u32, u32)
                 .map_err(draw_err)?,
         };
         if text && !s.label.is_empty() {
-            drawn
-                .label(s.label.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+            legend_entry(drawn, &s.label, color);
         }
     }
     if text {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(draw_err)?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     }
     root.present().map_err(draw_err)?;
     Ok(())

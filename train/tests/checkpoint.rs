@@ -42,6 +42,17 @@ fn step(vars: &HashMap<String, Var>, opt: &mut AdamW) {
     opt.step(&loss.backward().unwrap()).unwrap();
 }
 
+/// A run directory holding the checkpoint of step 1 (one optimizer step from `vars(1.0)`,
+/// keeping 2), with those vars and their optimizer.
+fn saved_step_1() -> (tempfile::TempDir, HashMap<String, Var>, AdamW) {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vars(1.0);
+    let mut o = opt(&v);
+    step(&v, &mut o);
+    checkpoint::save(dir.path(), 1, &v, &o, &json!({}), 2).unwrap();
+    (dir, v, o)
+}
+
 fn w(vars: &HashMap<String, Var>) -> Vec<f32> {
     vars["w"].flatten_all().unwrap().to_vec1().unwrap()
 }
@@ -156,12 +167,8 @@ fn save_load_and_keep_last_k() {
 
 #[test]
 fn killed_writes_leave_the_last_good_checkpoint() {
-    let run = tempfile::tempdir().unwrap();
-    let run = run.path();
-    let v = vars(1.0);
-    let mut o = opt(&v);
-    step(&v, &mut o);
-    checkpoint::save(run, 1, &v, &o, &json!({}), 2).unwrap();
+    let (dir, v, mut o) = saved_step_1();
+    let run = dir.path();
     step(&v, &mut o);
     checkpoint::save(run, 2, &v, &o, &json!({}), 2).unwrap();
     let good = w(&v);
@@ -232,12 +239,8 @@ fn killed_writes_leave_the_last_good_checkpoint() {
 
 #[test]
 fn load_is_strict_and_changes_nothing_on_mismatch() {
-    let run = tempfile::tempdir().unwrap();
-    let run = run.path();
-    let v = vars(1.0);
-    let mut o = opt(&v);
-    step(&v, &mut o);
-    checkpoint::save(run, 1, &v, &o, &json!({}), 2).unwrap();
+    let (dir, _, _) = saved_step_1();
+    let run = dir.path();
 
     let check = |target: HashMap<String, Var>, name: &str| {
         let mut to = AdamW::new(

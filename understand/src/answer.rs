@@ -22,7 +22,7 @@ pub struct Vqa<'a> {
 
 impl Vqa<'_> {
     /// Prompt embeddings `(B, L, D)` and left padding for `features (B, N, d)` and questions.
-    pub fn prompt_embeds(
+    pub(crate) fn prompt_embeds(
         &self,
         features: &Tensor,
         questions: &[&str],

@@ -15,7 +15,7 @@ use vqrae_data::easy_vqa::COLORS;
 use crate::counterfactual::named_attribute;
 
 /// What separates the stated attribute from the conclusion.
-pub const SO: &str = ", so ";
+pub(crate) const SO: &str = ", so ";
 
 /// The reasoned form of a yes/no `answer` to `question` about an image of `color` and `shape`,
 /// or `None` when there is none: the answer is not yes/no, or the question names no attribute

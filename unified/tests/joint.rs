@@ -11,12 +11,14 @@ use vqrae_generate::sample::{GenerationConfig, ImageRequest};
 use vqrae_lm::SamplingConfig;
 use vqrae_test_support::{repo, save_tiny_tokenizer, tiny_joint_config, toy_data, Toy};
 use vqrae_tokenizer::Vqrae;
-use vqrae_unified::joint::{self, JointConfig, JointData};
+use vqrae_unified::joint::{self, JointConfig, JointData, JointSummary};
 use vqrae_unified::model::UnifiedModel;
 
 struct Setup {
     _tmp: tempfile::TempDir,
     root: PathBuf,
+    /// The tokenizer directory, `root/tok`.
+    tok: PathBuf,
     data: JointData,
     cfg: JointConfig,
 }
@@ -25,15 +27,39 @@ struct Setup {
 fn setup() -> Result<Setup> {
     let tmp = tempfile::tempdir()?;
     let root = tmp.path().to_path_buf();
-    let tok = save_tiny_tokenizer(&root.join("tok"))?;
+    let tok_dir = root.join("tok");
+    let tok = save_tiny_tokenizer(&tok_dir)?;
     let toy = toy_data(24);
     let data = JointData::encode(&tok, &toy.images, toy.captions, toy.questions)?;
     Ok(Setup {
         _tmp: tmp,
         root,
+        tok: tok_dir,
         data,
         cfg: tiny_joint_config()?,
     })
+}
+
+impl Setup {
+    /// Trains `cfg` on `data` with the tiny tokenizer into the run directory `root/<run>`.
+    fn train(&self, cfg: &JointConfig, data: &JointData, run: &str) -> Result<JointSummary> {
+        let run = self.root.join(run);
+        Ok(joint::train(cfg, data, &self.tok, &run, &Device::Cpu)?)
+    }
+
+    /// Training `cfg` on the plain toy data into `root/<run>` fails (`why` it must, when it
+    /// does not) with an error that names `word`.
+    fn assert_refused(&self, cfg: &JointConfig, run: &str, why: &str, word: &str) {
+        let err = self.train(cfg, &self.data, run).expect_err(why).to_string();
+        assert!(err.contains(word), "{err}");
+    }
+
+    /// The tiny tokenizer and the 24 toy images, captions and questions the data encodes, to
+    /// encode again with more.
+    fn tokenizer_and_toys(&self) -> Result<(Vqrae, Toy)> {
+        let tok = Vqrae::load(&self.tok, &Device::Cpu, DType::F32)?;
+        Ok((tok, toy_data(24)))
+    }
 }
 
 fn weights(dir: &Path) -> Result<Vec<(String, Vec<f32>)>> {
@@ -70,11 +96,10 @@ fn losses(run: &Path, key: &str) -> Result<Vec<f64>> {
 #[test]
 fn joint_training_learns_resumes_exactly_and_serves_both_paths() -> Result<()> {
     let s = setup()?;
-    let tok = s.root.join("tok");
 
     // uninterrupted
     let a = s.root.join("a");
-    let summary = joint::train(&s.cfg, &s.data, &tok, &a, &Device::Cpu)?;
+    let summary = s.train(&s.cfg, &s.data, "a")?;
     assert_eq!(summary.steps, 30);
     let t2i = losses(&a, "loss_t2i")?;
     assert!(
@@ -88,13 +113,13 @@ fn joint_training_learns_resumes_exactly_and_serves_both_paths() -> Result<()> {
     let b = s.root.join("b");
     let mut first_two = s.cfg.clone();
     first_two.phases.truncate(2);
-    joint::train(&first_two, &s.data, &tok, &b, &Device::Cpu)?;
-    joint::train(&s.cfg, &s.data, &tok, &b, &Device::Cpu)?;
+    s.train(&first_two, &s.data, "b")?;
+    s.train(&s.cfg, &s.data, "b")?;
     assert_eq!(weights(&a.join("model"))?, weights(&b.join("model"))?);
 
     // killed mid-phase: drop the final checkpoint, resume from step 25
     std::fs::remove_dir_all(b.join("state").join("step-30"))?;
-    let resumed = joint::train(&s.cfg, &s.data, &tok, &b, &Device::Cpu)?;
+    let resumed = s.train(&s.cfg, &s.data, "b")?;
     assert_eq!(resumed.resumed_from, Some(25));
     assert_eq!(weights(&a.join("model"))?, weights(&b.join("model"))?);
 
@@ -141,9 +166,8 @@ fn reasoned_answers_with_twins_train() -> Result<()> {
         counterfactual_vqa: true,
         ..joint
     }];
-    let run = s.root.join("reasoned");
-    joint::train(&cfg, &s.data, &s.root.join("tok"), &run, &Device::Cpu)?;
-    let vqa = losses(&run, "loss_vqa")?;
+    s.train(&cfg, &s.data, "reasoned")?;
+    let vqa = losses(&s.root.join("reasoned"), "loss_vqa")?;
     assert!(vqa.last() < vqa.first(), "VQA loss did not fall: {vqa:?}");
     Ok(())
 }
@@ -179,12 +203,11 @@ fn bad_configs_are_clear_errors() -> Result<()> {
 #[test]
 fn bad_requests_are_clear_errors() -> Result<()> {
     let s = setup()?;
-    let run = s.root.join("run");
     let mut cfg = s.cfg.clone();
     cfg.phases.truncate(1);
     cfg.phases[0].steps = 1;
-    joint::train(&cfg, &s.data, &s.root.join("tok"), &run, &Device::Cpu)?;
-    let model = UnifiedModel::load(&run.join("model"), &Device::Cpu, DType::F32)?;
+    s.train(&cfg, &s.data, "run")?;
+    let model = UnifiedModel::load(&s.root.join("run/model"), &Device::Cpu, DType::F32)?;
     let gen = GenerationConfig {
         guidance: 2.0,
         sampling: SamplingConfig::default(),
@@ -251,41 +274,36 @@ fn every_shipped_lm_config_parses_and_its_schedules_end_with_their_phase() -> Re
 #[test]
 fn mirrored_phases_need_mirror_codes_and_train_on_them() -> Result<()> {
     let s = setup()?;
-    let tok_dir = s.root.join("tok");
     let mut cfg = generation_only(&s.cfg, 4);
     cfg.phases[0].mirror_t2i = true;
     assert!(cfg.uses_mirrors());
-    let err = joint::train(&cfg, &s.data, &tok_dir, &s.root.join("m0"), &Device::Cpu)
-        .expect_err("a mirrored phase without mirror codes must be refused");
-    assert!(err.to_string().contains("mirror"), "{err}");
+    s.assert_refused(
+        &cfg,
+        "m0",
+        "a mirrored phase without mirror codes must be refused",
+        "mirror",
+    );
 
-    let tok = Vqrae::load(&tok_dir, &Device::Cpu, DType::F32)?;
-    let Toy {
-        mut images,
-        captions,
-        questions,
-    } = toy_data(24);
+    let (tok, mut toy) = s.tokenizer_and_toys()?;
     // a left-right symmetric image is its own mirror: the same codes
-    images[0] = RgbImage::from_fn(32, 32, |x, y| {
+    toy.images[0] = RgbImage::from_fn(32, 32, |x, y| {
         if (8..24).contains(&x) && (4..12).contains(&y) {
             Rgb([255, 0, 0])
         } else {
             Rgb([255, 255, 255])
         }
     });
-    let data =
-        JointData::encode(&tok, &images, captions, questions)?.with_mirrors(&tok, &images)?;
+    let data = JointData::encode(&tok, &toy.images, toy.captions, toy.questions)?
+        .with_mirrors(&tok, &toy.images)?;
     assert_eq!(data.mirror_codes.len(), data.codes.len());
     assert_eq!(data.mirror_codes[0], data.codes[0]);
-    let summary = joint::train(&cfg, &data, &tok_dir, &s.root.join("m1"), &Device::Cpu)?;
-    assert_eq!(summary.steps, 4);
+    assert_eq!(s.train(&cfg, &data, "m1")?.steps, 4);
     Ok(())
 }
 
 #[test]
 fn shifted_phases_need_their_copies_and_train_on_them() -> Result<()> {
     let s = setup()?;
-    let tok_dir = s.root.join("tok");
     let mut cfg = generation_only(&s.cfg, 4);
     cfg.phases[0].shifted_copies = 2;
     cfg.validate()?;
@@ -297,18 +315,21 @@ fn shifted_phases_need_their_copies_and_train_on_them() -> Result<()> {
         .validate()
         .expect_err("shifted copies in a phase without text-to-image must be refused");
     assert!(err.to_string().contains("shifted_copies"), "{err}");
-    let err = joint::train(&cfg, &s.data, &tok_dir, &s.root.join("s0"), &Device::Cpu)
-        .expect_err("a shifted phase without shifted copies must be refused");
-    assert!(err.to_string().contains("shifted"), "{err}");
+    s.assert_refused(
+        &cfg,
+        "s0",
+        "a shifted phase without shifted copies must be refused",
+        "shifted",
+    );
 
-    let tok = Vqrae::load(&tok_dir, &Device::Cpu, DType::F32)?;
-    let Toy {
-        images,
-        captions,
-        questions,
-    } = toy_data(24);
-    let data = JointData::encode(&tok, &images, captions.clone(), questions.clone())?
-        .with_shifted_copies(&tok, &images, 2, 5)?;
+    let (tok, toy) = s.tokenizer_and_toys()?;
+    let data = JointData::encode(
+        &tok,
+        &toy.images,
+        toy.captions.clone(),
+        toy.questions.clone(),
+    )?
+    .with_shifted_copies(&tok, &toy.images, 2, 5)?;
     assert_eq!(data.shifted_codes.len(), 2 * data.codes.len());
     // the copies are moved: most differ from the original's codes
     let moved = (0..data.codes.len())
@@ -316,21 +337,19 @@ fn shifted_phases_need_their_copies_and_train_on_them() -> Result<()> {
         .count();
     assert!(moved > data.codes.len() / 2, "{moved} copies moved");
     // copy c of image i depends on (seed, c, i) only: asking for one copy gives the first
-    let one = JointData::encode(&tok, &images, captions, questions)?
-        .with_shifted_copies(&tok, &images, 1, 5)?;
+    let one = JointData::encode(&tok, &toy.images, toy.captions, toy.questions)?
+        .with_shifted_copies(&tok, &toy.images, 1, 5)?;
     assert_eq!(
         one.shifted_codes[..],
         data.shifted_codes[..data.codes.len()]
     );
-    let summary = joint::train(&cfg, &data, &tok_dir, &s.root.join("s1"), &Device::Cpu)?;
-    assert_eq!(summary.steps, 4);
+    assert_eq!(s.train(&cfg, &data, "s1")?.steps, 4);
     Ok(())
 }
 
 #[test]
 fn scene_phases_need_scenes_train_on_them_and_keep_the_text_tokenizer() -> Result<()> {
     let s = setup()?;
-    let tok_dir = s.root.join("tok");
     let mut cfg = generation_only(&s.cfg, 4);
     cfg.phases[0].scene_t2i_batch = 3;
     let err = cfg
@@ -339,40 +358,36 @@ fn scene_phases_need_scenes_train_on_them_and_keep_the_text_tokenizer() -> Resul
     assert!(err.to_string().contains("scenes"), "{err}");
     cfg.scenes = 6;
     cfg.validate()?;
-    let err = joint::train(&cfg, &s.data, &tok_dir, &s.root.join("c0"), &Device::Cpu)
-        .expect_err("a scene phase without encoded scenes must be refused");
-    assert!(err.to_string().contains("scenes"), "{err}");
+    s.assert_refused(
+        &cfg,
+        "c0",
+        "a scene phase without encoded scenes must be refused",
+        "scenes",
+    );
 
-    let tok = Vqrae::load(&tok_dir, &Device::Cpu, DType::F32)?;
-    let Toy {
-        images,
-        captions,
-        questions,
-    } = toy_data(24);
+    let (tok, toy) = s.tokenizer_and_toys()?;
     // two-object toy scenes with words the easy-VQA-like corpus never holds
-    let scenes: Vec<RgbImage> = images.iter().take(6).cloned().collect();
+    let scenes: Vec<RgbImage> = toy.images.iter().take(6).cloned().collect();
     let scene_captions: Vec<String> = (0..6)
         .map(|i| format!("{} squares left of a zebra", i % 3 + 1))
         .collect();
-    let data = JointData::encode(&tok, &images, captions, questions)?.with_scenes(
+    let data = JointData::encode(&tok, &toy.images, toy.captions, toy.questions)?.with_scenes(
         &tok,
         &scenes,
         scene_captions,
     )?;
     assert_eq!(data.scene_codes.len(), 6);
+    assert_eq!(s.train(&cfg, &data, "c1")?.steps, 4);
     let run = s.root.join("c1");
-    let summary = joint::train(&cfg, &data, &tok_dir, &run, &Device::Cpu)?;
-    assert_eq!(summary.steps, 4);
     let scene_losses = losses(&run, "loss_scenes")?;
     assert!(!scene_losses.is_empty(), "no scene loss logged");
     // the scene captions stay out of the BPE's corpus: the same text tokenizer as without them
-    let plain = s.root.join("c2");
     let mut no_scenes = cfg.clone();
     no_scenes.phases[0].scene_t2i_batch = 0;
-    joint::train(&no_scenes, &s.data, &tok_dir, &plain, &Device::Cpu)?;
+    s.train(&no_scenes, &s.data, "c2")?;
     assert_eq!(
         std::fs::read_to_string(run.join("tokenizer.json"))?,
-        std::fs::read_to_string(plain.join("tokenizer.json"))?
+        std::fs::read_to_string(s.root.join("c2").join("tokenizer.json"))?
     );
     Ok(())
 }

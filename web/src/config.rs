@@ -149,7 +149,7 @@ impl ServeConfig {
     }
 
     /// The model id: `model_id`, or the model directory's name.
-    pub fn resolved_model_id(&self) -> String {
+    pub(crate) fn resolved_model_id(&self) -> String {
         if !self.model_id.trim().is_empty() {
             return self.model_id.trim().to_string();
         }

@@ -141,7 +141,7 @@ impl Server {
 }
 
 /// Resolves on SIGTERM or Ctrl-C (SIGINT).
-pub async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::warn!("cannot listen for Ctrl-C: {e}");

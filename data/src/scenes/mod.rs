@@ -102,7 +102,7 @@ impl Default for SceneConfig {
 
 /// Most objects a scene may hold: beyond this, placement fails often and counts stop being
 /// something a small model can be asked about.
-pub const MAX_OBJECTS: usize = 8;
+pub(crate) const MAX_OBJECTS: usize = 8;
 
 /// Gap in pixels kept between object bounding boxes, so shapes never touch.
 const GAP: f32 = 2.0;
@@ -159,7 +159,7 @@ impl SceneConfig {
 
     /// A valid configuration close to this one: unknown colours dropped (the default palette
     /// if none is left), counts and sizes clamped into range.
-    pub fn sanitized(&self) -> SceneConfig {
+    pub(crate) fn sanitized(&self) -> SceneConfig {
         let default = SceneConfig::default();
         let mut c = self.clone();
         c.colors.retain(|name| color_index(name).is_some());
@@ -288,8 +288,8 @@ pub(crate) const TRAIN_SEED: u64 = 0x5ce7e;
 pub(crate) const TEST_SEED: u64 = 0x7e57;
 /// Scenes in each split of the data sets built from [`SceneDataset::split`]: as many as
 /// easy-VQA has images.
-pub const TRAIN_SCENES: usize = 4000;
-pub const TEST_SCENES: usize = 1000;
+pub(crate) const TRAIN_SCENES: usize = 4000;
+pub(crate) const TEST_SCENES: usize = 1000;
 
 /// A fixed set of scenes: scene `i` is `generate(&cfg, seeds[i])`, so any one can be
 /// regenerated from its seed alone.

@@ -20,6 +20,28 @@ fn tap(o: usize, k: usize, stride: usize, size: usize) -> Option<usize> {
     (o * stride + k).checked_sub(1).filter(|&i| i < size)
 }
 
+/// Calls `f(o, i, t)` for every output position `o = oy * wo + ox` of a 3x3 convolution with
+/// padding 1 and stride `s` over an `h x w` image and each of its taps `t = ky * 3 + kx` that
+/// falls inside the image, at input position `i = iy * w + ix`; in that (row-major) order.
+fn for_each_tap(h: usize, w: usize, s: usize, mut f: impl FnMut(usize, usize, usize)) {
+    let (ho, wo) = (conv_out(h, s), conv_out(w, s));
+    for oy in 0..ho {
+        for ox in 0..wo {
+            for ky in 0..3 {
+                let Some(iy) = tap(oy, ky, s, h) else {
+                    continue;
+                };
+                for kx in 0..3 {
+                    let Some(ix) = tap(ox, kx, s, w) else {
+                        continue;
+                    };
+                    f(oy * wo + ox, iy * w + ix, ky * 3 + kx);
+                }
+            }
+        }
+    }
+}
+
 fn f32_contiguous<'a>(
     storage: &'a candle_core::CpuStorage,
     layout: &candle_core::Layout,
@@ -55,25 +77,12 @@ impl candle_core::CustomOp1 for Im2Col3x3 {
         let mut dst = vec![0f32; b * ho * wo * k];
         for (n, out) in dst.chunks_mut(ho * wo * k).enumerate() {
             let img = &src[n * h * w * c..(n + 1) * h * w * c];
-            for oy in 0..ho {
-                for ox in 0..wo {
-                    let row = &mut out[(oy * wo + ox) * k..(oy * wo + ox + 1) * k];
-                    for ky in 0..3 {
-                        let Some(iy) = tap(oy, ky, s, h) else {
-                            continue;
-                        };
-                        for kx in 0..3 {
-                            let Some(ix) = tap(ox, kx, s, w) else {
-                                continue;
-                            };
-                            let pixel = &img[(iy * w + ix) * c..(iy * w + ix + 1) * c];
-                            for (ch, &v) in pixel.iter().enumerate() {
-                                row[ch * 9 + ky * 3 + kx] = v;
-                            }
-                        }
-                    }
+            for_each_tap(h, w, s, |o, i, t| {
+                let row = &mut out[o * k..(o + 1) * k];
+                for (ch, &v) in img[i * c..(i + 1) * c].iter().enumerate() {
+                    row[ch * 9 + t] = v;
                 }
-            }
+            });
         }
         Ok((candle_core::CpuStorage::F32(dst), (b, ho, wo, k).into()))
     }
@@ -124,25 +133,12 @@ impl candle_core::CustomOp1 for Col2Im3x3 {
         let mut dst = vec![0f32; b * h * w * c];
         for (n, img) in dst.chunks_mut(h * w * c).enumerate() {
             let cols = &src[n * ho * wo * k..(n + 1) * ho * wo * k];
-            for oy in 0..ho {
-                for ox in 0..wo {
-                    let row = &cols[(oy * wo + ox) * k..(oy * wo + ox + 1) * k];
-                    for ky in 0..3 {
-                        let Some(iy) = tap(oy, ky, s, h) else {
-                            continue;
-                        };
-                        for kx in 0..3 {
-                            let Some(ix) = tap(ox, kx, s, w) else {
-                                continue;
-                            };
-                            let pixel = &mut img[(iy * w + ix) * c..(iy * w + ix + 1) * c];
-                            for (ch, v) in pixel.iter_mut().enumerate() {
-                                *v += row[ch * 9 + ky * 3 + kx];
-                            }
-                        }
-                    }
+            for_each_tap(h, w, s, |o, i, t| {
+                let row = &cols[o * k..(o + 1) * k];
+                for (ch, v) in img[i * c..(i + 1) * c].iter_mut().enumerate() {
+                    *v += row[ch * 9 + t];
                 }
-            }
+            });
         }
         Ok((candle_core::CpuStorage::F32(dst), (b, h, w, c).into()))
     }

@@ -126,7 +126,7 @@ pub(crate) fn mmap(path: &Path) -> Result<MmapedSafetensors> {
 }
 
 /// The encoder tensors of an HF directory by their names without the checkpoint's prefix.
-pub fn hf_tensors(dir: &Path, cfg: &EncoderConfig) -> Result<HashMap<String, Tensor>> {
+pub(crate) fn hf_tensors(dir: &Path, cfg: &EncoderConfig) -> Result<HashMap<String, Tensor>> {
     let weights = dir.join("model.safetensors");
     let st = mmap(&weights)?;
     let prefix = detect_prefix(&st, cfg).ok_or_else(|| TokenizerError::Checkpoint {

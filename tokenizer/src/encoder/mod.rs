@@ -9,8 +9,9 @@ mod own;
 mod siglip;
 
 pub use dinov2::Dinov2Config;
+pub(crate) use hf::hf_tensors;
 pub(crate) use hf::mmap;
-pub use hf::{hf_encoder_config, hf_tensors, load_hf_encoder, HfEncoder};
+pub use hf::{hf_encoder_config, load_hf_encoder, HfEncoder};
 pub use own::{OwnVitConfig, PosEmbedKind};
 pub use siglip::SiglipVisionConfig;
 
