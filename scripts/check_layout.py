@@ -89,8 +89,10 @@ def scan(path):
 
 def main():
     root = Path(__file__).resolve().parent.parent
-    files = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True,
-                           check=True).stdout.split()
+    # tracked and new (not ignored) files, as the working tree has them
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                           cwd=root, capture_output=True, text=True, check=True).stdout.split()
+    files = sorted({f for f in files if (root / f).is_file()})
     breaches = []
     rust = [f for f in files if f.endswith(".rs")]
     bin_lines = sum(len((root / f).read_text().splitlines()) for f in rust if f.startswith("src/"))

@@ -2,7 +2,8 @@
 # Installs the data sets vqrae-rs uses into the data root, ${VQRAE_DATA:-<repo>/.data}:
 #   easy-vqa/       easy-VQA 1.0 (PyPI wheel `easy-vqa`, its easy_vqa/data/ folder)
 #   fashion-mnist/  symlink to /usr/share/datasets/fashion-mnist (Debian dataset-fashion-mnist)
-# Idempotent: a second run only checks and prints the one-line summary.
+# Idempotent: a second run only checks and prints the one-line summary. The DINOv2-small that
+# `vqrae features` uses is not installed here: scripts/convert-dinov2.sh converts it.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)"
@@ -125,3 +126,7 @@ install_fashion_mnist
 fm="$root/fashion-mnist"
 [ -L "$fm" ] && fm_where=" -> $(readlink "$fm")" || fm_where=""
 echo "vqrae data in $root: easy-vqa $(count_png "$root/easy-vqa/train/images")/$(count_png "$root/easy-vqa/test/images") images, fashion-mnist ${#FASHION_FILES[@]} files$fm_where"
+# The converted DINOv2-small is not a data set and needs a venv and the repository's converter:
+# say how to get it rather than leave `vqrae features` to find out.
+[ -f "$root/models/dinov2-small/model.safetensors" ] \
+    || say "DINOv2-small (vqrae features, probe) is a separate step: scripts/convert-dinov2.sh (PyPI, ~90 MB)"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command of vqrae-rs, on a fresh machine: installs what the tests need (the data sets
-# and the converted DINOv2-small), then runs every test of the workspace. `.ci/run` calls this.
+# and the converted DINOv2-small), then runs every test of the workspace and every command the
+# README shows. `.ci/run` calls this.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 python3 scripts/check_layout.py    # the layout limits of docs/ARCHITECTURE.md, in a second
@@ -9,3 +10,4 @@ scripts/convert-dinov2.sh
 scripts/install-browser.sh
 cargo test --workspace --all-targets
 cargo test --workspace --doc
+scripts/readme-commands.sh         # every command the README shows, as written

@@ -3,6 +3,7 @@
 
 mod commands;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -109,6 +110,8 @@ fn main() -> Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // colour codes only for a terminal: in a file or a journal they are noise
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let data_root = cli.data.unwrap_or_else(vqrae_data::default_root);

@@ -96,6 +96,44 @@ fn init_tokenize_reconstruct_on_a_real_image() {
 }
 
 #[test]
+fn tokenize_and_reconstruct_take_the_shipped_unified_model_directory() {
+    // the README's examples: a unified model directory means its tokenizer/, and the shipped
+    // model is the default
+    let tmp = tempfile::tempdir().unwrap();
+    let img = "examples/red-triangle.png";
+    let out = ok(&["tokenize", "--model", "models/vqrae-easyvqa", img]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["grid"], serde_json::json!([8, 8]));
+    assert_eq!(out, ok(&["tokenize", img]), "the default model");
+    assert_eq!(
+        out,
+        ok(&["tokenize", "--model", "models/vqrae-easyvqa/tokenizer", img])
+    );
+    let png = tmp.path().join("rec.png");
+    ok(&[
+        "reconstruct",
+        "--model",
+        "models/vqrae-easyvqa",
+        img,
+        "-o",
+        s(&png),
+    ]);
+    let rec = image::open(&png).unwrap();
+    assert_eq!((rec.width(), rec.height()), (64, 64));
+    fails_with(
+        &[
+            "features",
+            "--encoder",
+            s(&tmp.path().join("none")),
+            img,
+            "-o",
+            s(&png),
+        ],
+        "scripts/convert-dinov2.sh",
+    );
+}
+
+#[test]
 fn features_of_a_hugging_face_encoder() {
     let tmp = tempfile::tempdir().unwrap();
     let enc = repo().join("tokenizer/tests/fixtures/siglip_tiny");
@@ -130,6 +168,31 @@ fn features_of_a_hugging_face_encoder() {
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["features"], serde_json::json!([1, 256, 32]));
     assert_eq!(v["grid"], serde_json::json!([16, 16]));
+}
+
+#[test]
+fn tokenize_refuses_hostile_images_with_a_message() {
+    // issue 22: a 67108864 x 1 PNG (inside the 64-Mpixel file limit) once asked the resize for
+    // 64 GiB and aborted; a GIF whose frame is larger than its screen was decoded whole
+    use vqrae_data::hostile_images::{gif_with_frame, png, PNG_GREY};
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tok");
+    ok(&["init", "--config", "configs/tiny.toml", "-o", s(&model)]);
+    let wide = tmp.path().join("wide.png");
+    std::fs::write(&wide, png(67_108_864, 1, PNG_GREY, 8)).unwrap();
+    fails_with(&["tokenize", "--model", s(&model), s(&wide)], "67108864x1");
+    let gif = tmp.path().join("liar.gif");
+    std::fs::write(&gif, gif_with_frame((64, 64), (11_000, 11_000))).unwrap();
+    fails_with(
+        &["tokenize", "--model", s(&model), s(&gif)],
+        "more than its header announces",
+    );
+    // as elongated as allowed (64:1) and 1024 times wider than the model's 32 px: tokenized,
+    // resized in memory that follows the output
+    let strip = tmp.path().join("strip.png");
+    std::fs::write(&strip, png(32_768, 512, PNG_GREY, 8)).unwrap();
+    let out = ok(&["tokenize", "--model", s(&model), s(&strip)]);
+    assert!(out.contains("\"grid\""), "{out}");
 }
 
 #[test]

@@ -31,6 +31,17 @@ pub enum DataError {
         max: u64,
     },
 
+    /// An image refused before (or while) decoding for its shape or its decoding cost: a side
+    /// longer than allowed, too elongated, a decoded buffer larger than allowed, or a decoder
+    /// asked to allocate more than its header announced (a GIF frame beyond its screen).
+    #[error("{source_name}: image is {width}x{height}: {why}")]
+    ImageRefused {
+        source_name: String,
+        width: u32,
+        height: u32,
+        why: String,
+    },
+
     /// An image that could not be decoded or encoded (corrupt, truncated, unsupported variant).
     #[error("{source_name}: {source}")]
     Image {

@@ -1,63 +1,175 @@
-//! Image files: loading with size limits checked before any pixel is decoded, atomic PNG
-//! saving, resizing and tiling into grids.
+//! Image files: loading with size limits checked before any pixel is decoded (and enforced by
+//! the decoder for what a header does not announce), atomic PNG saving, resizing and tiling
+//! into grids.
 
 use std::io::Cursor;
 use std::path::Path;
 
-use image::imageops::{self, FilterType};
-use image::{ImageFormat, ImageReader, Limits, Rgb, RgbImage};
+use image::imageops;
+use image::{
+    DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits, Rgb, RgbImage,
+};
 
 use crate::error::{DataError, Result};
 
-/// The largest image (width x height) that will be decoded. A small compressed file can
-/// claim a huge size (a decompression bomb), so dimensions are read from the header first.
+/// The largest image (width x height) a file may hold. A small compressed file can claim a
+/// huge size (a decompression bomb), so dimensions are read from the header first.
 pub(crate) const MAX_PIXELS: u64 = 64 * 1024 * 1024;
 
-/// Loads an image file as 8-bit RGB (alpha dropped, grey replicated, 16-bit reduced).
+/// What decoding one image may cost. Everything but `max_alloc` is checked from the header
+/// before any pixel is decoded; the header's decoded size is checked against `max_alloc` too,
+/// and the decoder itself is then held to `max_alloc`, `max_side` x `max_side` (the `image`
+/// crate's `Limits`), which catches what a header does not announce: a GIF whose frame is
+/// larger than its logical screen.
+///
+/// Worst case for one decode: `max_alloc` in the decoder plus `3 x max_pixels` for the RGB
+/// copy (when the file is not 8-bit RGB), plus the decoder's own working buffers, which
+/// `image` does not count (see docs/SERVING.md, "Image limits").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Most pixels, width x height.
+    pub max_pixels: u64,
+    /// Longest side, pixels.
+    pub max_side: u32,
+    /// Most long side / short side: an image is squashed to a square model input, where a
+    /// 16,777,216 x 1 strip means nothing.
+    pub max_aspect: u32,
+    /// Most bytes the decoder may allocate for pixels: its output in the file's own sample
+    /// format (16-bit RGBA is 8 bytes a pixel) plus any frame buffer.
+    pub max_alloc: u64,
+}
+
+impl DecodeLimits {
+    /// Bytes a pixel of the allowed image may take in the decoder: 8-bit RGBA.
+    pub const ALLOC_BYTES_PER_PIXEL: u64 = 4;
+    /// Room for a small image's metadata chunks (PNG counts them against the same limit).
+    pub const MIN_ALLOC: u64 = 4 * 1024 * 1024;
+
+    /// The limits of files read from disk (`vqrae tokenize`, data sets): 64 Mpixel, sides up
+    /// to 32,768, aspect up to 64:1, 256 MiB in the decoder.
+    pub const FILES: DecodeLimits = DecodeLimits::new(MAX_PIXELS, 32_768, 64);
+
+    /// Limits for `max_pixels`, `max_side` and `max_aspect`, with a decoder allocation sized to
+    /// the allowed image: 8-bit RGBA (4 bytes a pixel), at least [`Self::MIN_ALLOC`]. A 16-bit
+    /// image is refused at its full pixel limit and accepted at half of it.
+    pub const fn new(max_pixels: u64, max_side: u32, max_aspect: u32) -> Self {
+        let alloc = max_pixels.saturating_mul(Self::ALLOC_BYTES_PER_PIXEL);
+        Self {
+            max_pixels,
+            max_side,
+            max_aspect,
+            max_alloc: if alloc < Self::MIN_ALLOC {
+                Self::MIN_ALLOC
+            } else {
+                alloc
+            },
+        }
+    }
+
+    /// Why a header's `width x height` (decoding to `bytes`) is refused, or `None`.
+    fn refuse(&self, width: u32, height: u32, bytes: u64) -> Option<String> {
+        let (long, short) = (width.max(height), width.min(height));
+        if long > self.max_side {
+            return Some(format!(
+                "a side of {long} pixels is longer than the {} allowed",
+                self.max_side
+            ));
+        }
+        if short > 0 && u64::from(long) > u64::from(self.max_aspect) * u64::from(short) {
+            return Some(format!(
+                "it is more elongated than the {}:1 allowed",
+                self.max_aspect
+            ));
+        }
+        (bytes > self.max_alloc).then(|| {
+            format!(
+                "decoding it takes {bytes} bytes (16-bit samples or alpha count), more than the \
+                 {} allowed; send an 8-bit image or a smaller one",
+                self.max_alloc
+            )
+        })
+    }
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        Self::FILES
+    }
+}
+
+/// Loads an image file as 8-bit RGB (alpha dropped, grey replicated, 16-bit reduced), within
+/// [`DecodeLimits::FILES`].
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    decode_named(&bytes, &path.display().to_string())
+    decode_named(&bytes, &path.display().to_string(), &DecodeLimits::FILES)
 }
 
 /// Decodes an in-memory image (an upload, say) as 8-bit RGB, with the same limits as
 /// [`load_rgb`].
 pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage> {
-    decode_named(bytes, "<memory>")
+    decode_rgb_within(bytes, &DecodeLimits::FILES)
 }
 
-fn decode_named(bytes: &[u8], name: &str) -> Result<RgbImage> {
+/// Decodes an in-memory image as 8-bit RGB within `limits`.
+pub fn decode_rgb_within(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
+    decode_named(bytes, "<memory>", limits)
+}
+
+fn decode_named(bytes: &[u8], name: &str, lim: &DecodeLimits) -> Result<RgbImage> {
     let image_err = |source| DataError::Image {
         source_name: name.to_string(),
         source,
     };
-    let reader = || -> Result<ImageReader<Cursor<&[u8]>>> {
-        let r = ImageReader::new(Cursor::new(bytes))
-            .with_guessed_format()
-            .map_err(|e| DataError::io(name, e))?;
-        if r.format().is_none() {
-            return Err(DataError::NotAnImage {
-                source_name: name.to_string(),
-            });
-        }
-        Ok(r)
-    };
+    let mut reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| DataError::io(name, e))?;
+    if reader.format().is_none() {
+        return Err(DataError::NotAnImage {
+            source_name: name.to_string(),
+        });
+    }
+    // The allocation limit goes in first: PNG's decoder takes it at construction (for its
+    // metadata chunks and row buffers). Sides are checked below, with a clearer message.
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(lim.max_alloc);
+    reader.limits(limits.clone());
     // Header only: cheap, and lets us refuse before allocating anything.
-    let (width, height) = reader()?.into_dimensions().map_err(image_err)?;
-    if u64::from(width) * u64::from(height) > MAX_PIXELS {
+    let mut decoder = reader.into_decoder().map_err(image_err)?;
+    let (width, height) = decoder.dimensions();
+    if u64::from(width) * u64::from(height) > lim.max_pixels {
         return Err(DataError::ImageTooLarge {
             source_name: name.to_string(),
             width,
             height,
-            max: MAX_PIXELS,
+            max: lim.max_pixels,
         });
     }
-    let mut r = reader()?;
-    // Belt and braces: the decoder's own allocation limit, room for 16-bit RGBA.
-    let mut limits = Limits::default();
-    limits.max_alloc = Some(MAX_PIXELS * 8);
-    r.limits(limits);
-    let img = r.decode().map_err(image_err)?;
-    Ok(img.into_rgb8())
+    let refused = |why| DataError::ImageRefused {
+        source_name: name.to_string(),
+        width,
+        height,
+        why,
+    };
+    if let Some(why) = lim.refuse(width, height, decoder.total_bytes()) {
+        return Err(refused(why));
+    }
+    // What `ImageReader::decode` does, with the sides limited as well: the output buffer is
+    // reserved from the budget, and the decoder may allocate only what is left.
+    limits.max_image_width = Some(lim.max_side);
+    limits.max_image_height = Some(lim.max_side);
+    let decoded = limits
+        .reserve(decoder.total_bytes())
+        .and_then(|()| decoder.set_limits(limits))
+        .and_then(|()| DynamicImage::from_decoder(decoder));
+    match decoded {
+        Ok(img) => Ok(img.into_rgb8()),
+        Err(ImageError::Limits(e)) => Err(refused(format!(
+            "its decoder needed more than the {} bytes allowed ({e}): the data holds more than \
+             its header announces",
+            lim.max_alloc
+        ))),
+        Err(e) => Err(image_err(e)),
+    }
 }
 
 /// Saves as PNG atomically: writes a temporary file in the same folder and renames it, so
@@ -72,12 +184,12 @@ pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
     crate::fs::write_atomic(path, &bytes)
 }
 
-/// Resizes with Catmull-Rom filtering; returns a clone when the size already matches.
+/// Resizes with Catmull-Rom filtering; returns a clone when the size already matches. Memory
+/// follows the output, not the input's longest side: an input more than 256 times wider than
+/// the output is box-averaged down first (see the `resample` module); every other input gives
+/// exactly `image::imageops::resize`'s result.
 pub fn resize(img: &RgbImage, w: u32, h: u32) -> RgbImage {
-    if img.dimensions() == (w, h) {
-        return img.clone();
-    }
-    imageops::resize(img, w, h, FilterType::CatmullRom)
+    crate::resample::resize(img, w, h)
 }
 
 /// Tiles images left to right, top to bottom, `cols` per row (at least 1), with `pad` pixels
@@ -207,6 +319,96 @@ mod tests {
             ),
             "{err:?}"
         );
+    }
+
+    fn refused(bytes: &[u8], limits: &DecodeLimits) -> (u32, u32, String) {
+        match decode_rgb_within(bytes, limits) {
+            Err(DataError::ImageRefused {
+                width, height, why, ..
+            }) => (width, height, why),
+            other => panic!("expected ImageRefused, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn long_sides_and_elongated_images_are_refused_from_the_header() {
+        use crate::hostile_images::{png, PNG_GREY};
+        // Inside the pixel limit, yet each once asked the resize for gigabytes.
+        let files = DecodeLimits::FILES;
+        for (w, h) in [(16_777_216, 1), (67_108_864, 1), (4_194_304, 4)] {
+            let (rw, rh, why) = refused(&png(w, h, PNG_GREY, 8), &files);
+            assert_eq!((rw, rh), (w, h));
+            assert!(why.contains("longer than the 32768 allowed"), "{why}");
+        }
+        let (_, _, why) = refused(&png(32_768, 16, PNG_GREY, 8), &files);
+        assert!(why.contains("64:1"), "{why}");
+        let (_, _, why) = refused(&png(16, 2048, PNG_GREY, 8), &files);
+        assert!(why.contains("64:1"), "{why}");
+        // Just inside: 64:1 and the longest side.
+        assert_eq!(
+            decode_rgb_within(&png(1024, 16, PNG_GREY, 8), &files)
+                .unwrap()
+                .dimensions(),
+            (1024, 16)
+        );
+        assert_eq!(
+            decode_rgb_within(&png(32_768, 512, PNG_GREY, 8), &files)
+                .unwrap()
+                .dimensions(),
+            (32_768, 512)
+        );
+        // The message names the file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wide.png");
+        std::fs::write(&path, png(16_777_216, 1, PNG_GREY, 8)).unwrap();
+        let msg = load_rgb(&path).unwrap_err().to_string();
+        assert!(
+            msg.contains("wide.png") && msg.contains("16777216x1"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_gif_frame_larger_than_its_screen_is_refused_by_the_decoder() {
+        use crate::hostile_images::gif_with_frame;
+        let liar = gif_with_frame((64, 64), (11_000, 11_000));
+        for limits in [
+            DecodeLimits::FILES,
+            DecodeLimits::new(4096 * 4096, 16_384, 64),
+        ] {
+            let (w, h, why) = refused(&liar, &limits);
+            assert_eq!((w, h), (64, 64));
+            assert!(why.contains("more than its header announces"), "{why}");
+        }
+        // An honest GIF of the same screen decodes.
+        let honest = gif_with_frame((64, 64), (64, 64));
+        assert_eq!(decode_rgb(&honest).unwrap(), RgbImage::new(64, 64));
+        // A smaller frame inside the screen too (the decoder's extra frame buffer).
+        let inner = gif_with_frame((64, 64), (10, 20));
+        assert_eq!(decode_rgb(&inner).unwrap(), RgbImage::new(64, 64));
+    }
+
+    #[test]
+    fn sixteen_bit_images_count_their_bytes() {
+        use crate::hostile_images::{png, PNG_RGB, PNG_RGBA};
+        // The allowed image in 8-bit RGBA: 16 MiB for 2048 x 2048.
+        let limits = DecodeLimits::new(2048 * 2048, 16_384, 64);
+        assert_eq!(limits.max_alloc, 2048 * 2048 * 4);
+        let (_, _, why) = refused(&png(2048, 2048, PNG_RGB, 16), &limits);
+        assert!(
+            why.contains("16-bit") && why.contains("25165824 bytes"),
+            "{why}"
+        );
+        let img = decode_rgb_within(&png(2048, 2048, PNG_RGBA, 8), &limits).unwrap();
+        assert_eq!(img.dimensions(), (2048, 2048));
+        let img = decode_rgb_within(&png(1400, 1400, PNG_RGBA, 16), &limits).unwrap();
+        assert_eq!(img.dimensions(), (1400, 1400));
+        // Small limits keep room for metadata.
+        assert_eq!(
+            DecodeLimits::new(64 * 64, 64, 1).max_alloc,
+            DecodeLimits::MIN_ALLOC
+        );
+        assert_eq!(DecodeLimits::FILES.max_alloc, 256 * 1024 * 1024);
     }
 
     fn crc32(bytes: &[u8]) -> u32 {

@@ -8,7 +8,8 @@
 //! - [`labelled`]: the data sets as images with label columns (pretraining, probes, tokenizer
 //!   training and evaluation).
 //! - [`folder`] and [`jsonl`]: data a user brings (an image folder; caption / QA records).
-//! - [`image_io`]: safe image loading (size limits before decoding), atomic saving, resizing,
+//! - [`image_io`]: safe image loading (size, shape and allocation limits, checked before
+//!   decoding and enforced by the decoder), atomic saving, resizing in output-sized memory,
 //!   grids; [`tensor`]: images <-> normalised candle tensors.
 //! - [`fs`]: atomic file writes and directory copies, TOML reading, for every crate.
 //! - [`batch`]: seeded shuffles and an epoch sampler that can resume mid-epoch.
@@ -23,10 +24,12 @@ pub mod error;
 pub mod fashion_mnist;
 pub mod folder;
 pub mod fs;
+pub mod hostile_images;
 pub mod image_io;
 pub mod jsonl;
 pub mod labelled;
 pub mod overview;
+pub(crate) mod resample;
 pub mod scenes;
 pub mod setup;
 pub mod tensor;

@@ -19,6 +19,7 @@ use vqrae_lm::batch::{Example, TrainBatch};
 use vqrae_lm::{Llama, LlamaConfig, TextTokenizer, UnifiedVocab};
 use vqrae_train::checkpoint;
 use vqrae_train::init::SeededVarMap;
+use vqrae_train::lock::RunLock;
 use vqrae_train::metrics::MetricsLog;
 use vqrae_train::optim::{clip_grad_norm, AdamW, ParamGroup};
 use vqrae_train::progress;
@@ -222,7 +223,8 @@ pub fn train(
         );
         return Ok(Some(Trained { lm, result }));
     }
-    std::fs::create_dir_all(run_dir).map_err(ScalingError::io(run_dir))?;
+    // one trainer per run directory until this returns (creates the directory)
+    let _lock = RunLock::acquire(run_dir)?;
     let n = llama_cfg.non_embedding_params();
 
     let map = SeededVarMap::new(cfg.seed);

@@ -109,6 +109,12 @@ fn an_interrupted_run_resumes_to_the_same_weights_and_curve() -> anyhow::Result<
     let a = run::train(&inputs, size, &whole, &dev, None)?.expect("finished");
     // stop after step 7 (checkpointed there, between the regular checkpoints at 5 and 10)
     assert!(run::train(&inputs, size, &parts, &dev, Some(7))?.is_none());
+    // while another trainer holds the run directory, a second one is refused at once
+    let held = vqrae_train::lock::RunLock::acquire(&parts)?;
+    let err = run::train(&inputs, size, &parts, &dev, None).err();
+    let msg = err.map(|e| e.to_string()).unwrap_or_default();
+    assert!(msg.contains("in use by another trainer"), "{msg}");
+    drop(held);
     let b = run::train(&inputs, size, &parts, &dev, None)?.expect("finished");
 
     let weights = |d: &std::path::Path| -> anyhow::Result<Vec<u8>> {

@@ -11,6 +11,7 @@ use vqrae_data::setup::setup;
 #[derive(Subcommand)]
 pub enum DataCommand {
     /// Install easy-VQA (PyPI) and Fashion-MNIST (Debian) into the data root. Idempotent.
+    /// (The DINOv2-small of `features` is a separate step: scripts/convert-dinov2.sh.)
     Setup,
     /// Summarise the installed data sets, optionally writing a grid of sample images.
     Show {

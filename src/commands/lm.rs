@@ -2,15 +2,18 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use candle_core::{DType, Device};
 use clap::Args;
 use vqrae_data::easy_vqa::{load_split, Split};
 use vqrae_data::fs::copy_dir;
-use vqrae_data::image_io::{grid, load_rgb, save_png};
-use vqrae_generate::sample::{GenerationConfig, ImageRequest};
+use vqrae_data::image_io::load_rgb;
+use vqrae_generate::sample::GenerationConfig;
 use vqrae_lm::SamplingConfig;
 use vqrae_tokenizer::Vqrae;
+use vqrae_train::lock::RunLock;
+use vqrae_understand::reasoning::conclusion;
+use vqrae_unified::image_files::{check_count, generate_files, ImageBatchRequest};
 use vqrae_unified::joint::{self, JointConfig, JointData};
 use vqrae_unified::model::UnifiedModel;
 
@@ -38,10 +41,12 @@ pub struct TrainLmArgs {
 
 pub fn train_lm(a: TrainLmArgs, root: &Path, device: &Device) -> Result<()> {
     let cfg = JointConfig::from_toml_file(&a.config)?;
+    // a second trainer on the run fails here, before encoding the data
+    let lock = RunLock::acquire(&a.run)?;
     let ds = load_split(root, Split::Train)?;
     let tokenizer = Vqrae::load(&a.tokenizer, device, DType::F32)?;
     let data = JointData::from_easy_vqa(&cfg, &ds, a.limit, &tokenizer)?;
-    let summary = joint::train(&cfg, &data, &a.tokenizer, &a.run, device)?;
+    let summary = joint::train_locked(&cfg, &data, &a.tokenizer, &lock, device)?;
     if let Some(out) = &a.out {
         copy_dir(&summary.model_dir, out)
             .with_context(|| format!("copying the model to {}", out.display()))?;
@@ -61,18 +66,29 @@ pub struct AskArgs {
     /// Longest answer, in tokens.
     #[arg(long, default_value_t = 16)]
     max_tokens: usize,
+    /// Also print the whole answer of a yes/no question, its reasoning ("red, so no"), on a
+    /// second line; the first is always the conclusion ("no").
+    #[arg(long)]
+    reasoning: bool,
 }
 
 pub fn ask(a: AskArgs, device: &Device) -> Result<()> {
     let model = UnifiedModel::load(&a.model.model, device, default_dtype(device))?;
+    if let Some(Err(ood)) = model.card.as_ref().map(|c| c.check_question(&a.question)) {
+        eprintln!("warning: out of distribution: {ood}");
+    }
     let image = load_rgb(&a.image)?;
-    let answer = model.ask(
+    let answers = model.ask(
         &[image],
         &[a.question.as_str()],
         a.max_tokens,
         &SamplingConfig::greedy(),
     )?;
-    println!("{}", answer.first().map(String::as_str).unwrap_or(""));
+    let answer = answers.first().map(String::as_str).unwrap_or("");
+    println!("{}", conclusion(answer));
+    if a.reasoning {
+        println!("{answer}");
+    }
     Ok(())
 }
 
@@ -82,12 +98,14 @@ pub struct GenerateArgs {
     model: ModelArgs,
     /// The caption to draw, e.g. "a blue rectangle".
     prompt: String,
-    /// Number of images.
+    /// Number of images, 1 to 10,000; drawn 32 per forward pass, each batch's PNGs written as
+    /// it finishes; grid.png shows the first 64.
     #[arg(short, default_value_t = 4)]
     n: usize,
-    /// Classifier-free guidance scale (1: no guidance); `--cfg` is an older spelling.
-    #[arg(long, visible_alias = "cfg", default_value_t = 3.0)]
-    guidance: f64,
+    /// Classifier-free guidance scale (1: no guidance); `--cfg` is an older spelling
+    /// [default: the model card's measured best, else 2].
+    #[arg(long, visible_alias = "cfg")]
+    guidance: Option<f64>,
     /// Seed of the first image; image i uses seed + i.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -102,30 +120,22 @@ pub struct GenerateArgs {
 }
 
 pub fn generate(a: GenerateArgs, device: &Device) -> Result<()> {
-    if a.n == 0 {
-        bail!("-n must be at least 1");
-    }
+    check_count(a.n)?;
     let model = UnifiedModel::load(&a.model.model, device, default_dtype(device))?;
+    if let Some(Err(ood)) = model.card.as_ref().map(|c| c.check_caption(&a.prompt)) {
+        eprintln!("warning: out of distribution: {ood}");
+    }
     let cfg = GenerationConfig {
-        guidance: a.guidance,
+        guidance: a.guidance.unwrap_or_else(|| model.default_guidance()),
         sampling: a.sampling.config(a.seed),
     };
-    let requests: Vec<ImageRequest> = (0..a.n as u64)
-        .map(|i| ImageRequest {
-            caption: a.prompt.clone(),
-            negative: a.negative_prompt.clone(),
-            seed: a.seed.wrapping_add(i),
-        })
-        .collect();
-    let images = model.generate(&requests, &cfg)?;
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    for (i, img) in images.iter().enumerate() {
-        save_png(img, &a.out.join(format!("{i}.png")))?;
-    }
-    save_png(
-        &grid(&images, images.len().min(8), 2),
-        &a.out.join("grid.png"),
-    )?;
-    println!("{} images in {}", images.len(), a.out.display());
+    let req = ImageBatchRequest {
+        caption: a.prompt,
+        negative: a.negative_prompt,
+        n: a.n,
+        seed: a.seed,
+    };
+    let files = generate_files(&model, &req, &cfg, &a.out)?;
+    println!("{} images in {}", files.images, files.dir.display());
     Ok(())
 }

@@ -3,11 +3,11 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Result};
 use candle_core::Device;
 use clap::Args;
 use vqrae_unified::model::UnifiedModel;
-use vqrae_web::config::{ServeConfig, API_KEY_ENV};
+use vqrae_web::config::{OodPolicy, ServeConfig, API_KEY_ENV};
 
 use crate::commands::default_dtype;
 
@@ -52,6 +52,20 @@ pub struct ServeArgs {
     /// Largest uploaded image, pixels (width x height) [default: 4096 x 4096].
     #[arg(long)]
     max_image_pixels: Option<u64>,
+    /// Seconds a request's headers may take from their first byte (from the connection's
+    /// opening, for its first request); past it the connection closes [default: 10].
+    #[arg(long)]
+    header_read_timeout: Option<f64>,
+    /// Seconds a keep-alive connection with nothing in flight stays open [default: 60].
+    #[arg(long)]
+    idle_timeout: Option<f64>,
+    /// Seconds the requests in flight get to finish after SIGTERM or Ctrl-C; connections
+    /// still open then are closed and the server exits [default: 30].
+    #[arg(long)]
+    shutdown_timeout: Option<f64>,
+    /// Prompts and questions outside the model card: `refuse` (400) or `warn` [default: refuse].
+    #[arg(long)]
+    ood: Option<OodPolicy>,
 }
 
 fn config(a: ServeArgs) -> Result<ServeConfig> {
@@ -92,20 +106,32 @@ fn config(a: ServeArgs) -> Result<ServeConfig> {
     if let Some(v) = a.max_image_pixels {
         cfg.limits.max_image_pixels = v;
     }
+    if let Some(v) = a.header_read_timeout {
+        cfg.timeouts.header_read_secs = v;
+    }
+    if let Some(v) = a.idle_timeout {
+        cfg.timeouts.idle_secs = v;
+    }
+    if let Some(v) = a.shutdown_timeout {
+        cfg.timeouts.shutdown_secs = v;
+    }
+    if let Some(v) = a.ood {
+        cfg.ood = v;
+    }
     cfg.validate()?;
     Ok(cfg)
 }
 
 pub fn run(a: ServeArgs, device: &Device) -> Result<()> {
     let cfg = config(a)?;
-    let model =
-        UnifiedModel::load(&cfg.model, device, default_dtype(device)).with_context(|| {
-            format!(
-                "loading the model from {} (a directory written by `vqrae train-lm`; pass --model \
-             to serve another)",
-                cfg.model.display()
-            )
-        })?;
+    // the first line names the file that failed, not only the directory
+    let model = UnifiedModel::load(&cfg.model, device, default_dtype(device)).map_err(|e| {
+        anyhow!(
+            "loading the model from {}: {e} (a directory written by `vqrae train-lm`; pass \
+             --model to serve another)",
+            cfg.model.display()
+        )
+    })?;
     vqrae_web::run(cfg, model)?;
     Ok(())
 }

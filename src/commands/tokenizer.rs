@@ -4,14 +4,15 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{ensure, Result};
 use candle_core::Device;
 use clap::Args;
 use vqrae_tokenizer::features::export_features;
-use vqrae_tokenizer::image_files::{image_codes, reconstruct_file};
+use vqrae_tokenizer::image_files::{image_codes, reconstruct_file, tokenizer_dir};
 use vqrae_tokenizer::runs::init_checkpoint;
 use vqrae_tokenizer::Vqrae;
 
+use super::args::DEFAULT_MODEL;
 use super::default_dtype;
 
 #[derive(Args)]
@@ -34,6 +35,12 @@ pub struct FeaturesArgs {
 }
 
 pub fn features(a: FeaturesArgs, device: &Device) -> Result<()> {
+    // the encoder the docs' examples name is made by a script that data setup does not run
+    ensure!(
+        a.encoder.exists(),
+        "no encoder at {}: scripts/convert-dinov2.sh writes DINOv2-small to .data/models/dinov2-small",
+        a.encoder.display()
+    );
     let summary = export_features(&a.encoder, &a.images, &a.out, a.resolution, device)?;
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())
@@ -62,15 +69,15 @@ pub fn init(a: InitArgs, device: &Device) -> Result<()> {
 
 #[derive(Args)]
 pub struct TokenizeArgs {
-    /// Tokenizer checkpoint directory.
-    #[arg(long)]
+    /// Tokenizer checkpoint directory, or a unified model directory (its `tokenizer/`).
+    #[arg(long, default_value = DEFAULT_MODEL)]
     model: PathBuf,
     #[arg(required = true)]
     images: Vec<PathBuf>,
 }
 
 pub fn tokenize(a: TokenizeArgs, device: &Device) -> Result<()> {
-    let model = Vqrae::load(&a.model, device, default_dtype(device))?;
+    let model = Vqrae::load(&tokenizer_dir(&a.model), device, default_dtype(device))?;
     for path in &a.images {
         println!("{}", serde_json::to_string(&image_codes(&model, path)?)?);
     }
@@ -79,8 +86,8 @@ pub fn tokenize(a: TokenizeArgs, device: &Device) -> Result<()> {
 
 #[derive(Args)]
 pub struct ReconstructArgs {
-    /// Tokenizer checkpoint directory.
-    #[arg(long)]
+    /// Tokenizer checkpoint directory, or a unified model directory (its `tokenizer/`).
+    #[arg(long, default_value = DEFAULT_MODEL)]
     model: PathBuf,
     image: PathBuf,
     /// Output PNG.
@@ -89,7 +96,7 @@ pub struct ReconstructArgs {
 }
 
 pub fn reconstruct(a: ReconstructArgs, device: &Device) -> Result<()> {
-    let model = Vqrae::load(&a.model, device, default_dtype(device))?;
+    let model = Vqrae::load(&tokenizer_dir(&a.model), device, default_dtype(device))?;
     reconstruct_file(&model, &a.image, &a.out)?;
     println!("wrote {}", a.out.display());
     Ok(())

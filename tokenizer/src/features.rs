@@ -12,6 +12,7 @@ use vqrae_train::device::default_dtype;
 
 use crate::encoder::load_hf_encoder;
 use crate::error::{Result, TokenizerError};
+use crate::model::check_resolution;
 
 /// What [`export_features`] wrote. The fields are in alphabetical order: the order of the
 /// command's JSON line, which was a `serde_json::json!` object (sorted keys) before this type.
@@ -42,7 +43,11 @@ pub fn export_features(
     let dtype = default_dtype(device);
     let hf = load_hf_encoder(encoder_dir, device, dtype)?;
     let pre = match resolution {
-        Some(r) => hf.preprocess.at_resolution(r),
+        Some(r) => {
+            check_resolution("--resolution", r as usize, hf.config.patch_size())
+                .map_err(TokenizerError::Invalid)?;
+            hf.preprocess.at_resolution(r)
+        }
         None => hf.preprocess,
     };
     let images = images
@@ -121,6 +126,26 @@ mod tests {
         let at = |k: &str| line.find(&format!("\"{k}\"")).unwrap_or(usize::MAX);
         let keys = ["arch", "features", "grid", "images", "input_size", "out"];
         assert!(keys.windows(2).all(|w| at(w[0]) < at(w[1])), "{line}");
+        // a resolution is a whole number of patches (4 px here) and at most 1024 px
+        for (bad, why) in [
+            (100_000, "1024"),
+            (2048, "1024"),
+            (63, "multiple of 4"),
+            (0, "multiple"),
+        ] {
+            let r = export_features(
+                &fixture("dinov2_tiny"),
+                std::slice::from_ref(&img),
+                &out,
+                Some(bad),
+                &Device::Cpu,
+            );
+            assert!(
+                r.as_ref().is_err_and(|e| e.to_string().contains(why)),
+                "{bad}: {:?}",
+                r.map(|s| s.input_size)
+            );
+        }
         let missing = export_features(dir.path(), &[img], &out, None, &Device::Cpu);
         assert!(missing.is_err_and(|e| e.to_string().contains("config.json")));
         Ok(())

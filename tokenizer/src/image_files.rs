@@ -6,8 +6,26 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use vqrae_data::image_io::{load_rgb, save_png};
 
+use crate::checkpoint::CONFIG_FILE;
 use crate::error::{Result, TokenizerError};
 use crate::model::Vqrae;
+
+/// The folder of a unified model directory (`vqrae-unified`) that holds its tokenizer; named
+/// here because this crate sits below `vqrae-unified` and cannot ask it.
+pub(crate) const UNIFIED_TOKENIZER_DIR: &str = "tokenizer";
+
+/// The tokenizer checkpoint a `--model` directory names: the directory itself when it holds a
+/// tokenizer's `config.json`, else its `tokenizer/` folder when that holds one (a unified model
+/// directory such as `models/vqrae-easyvqa`, whose tokenizer the commands then use), else the
+/// directory unchanged, so that loading it reports what is missing there.
+pub fn tokenizer_dir(model: &Path) -> PathBuf {
+    let nested = model.join(UNIFIED_TOKENIZER_DIR);
+    if !model.join(CONFIG_FILE).is_file() && nested.join(CONFIG_FILE).is_file() {
+        nested
+    } else {
+        model.to_path_buf()
+    }
+}
 
 /// The codes of one image file and the shape of its continuous features. The fields are in
 /// alphabetical order: the order of the command's JSON lines, which were `serde_json::json!`
@@ -58,7 +76,7 @@ pub fn reconstruct_file(model: &Vqrae, image: &Path, out: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{DType, Device};
 
     #[test]
     fn an_image_file_has_a_grid_of_codes_and_reconstructs_to_png() -> Result<()> {
@@ -88,6 +106,32 @@ mod tests {
             (cfg.image_size as u32, cfg.image_size as u32)
         );
         assert!(image_codes(&model, &dir.path().join("none.png")).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn a_unified_model_directory_names_its_tokenizer() -> Result<()> {
+        let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+        let unified = models.join("vqrae-easyvqa");
+        assert_eq!(tokenizer_dir(&unified), unified.join("tokenizer"));
+        let plain = models.join("tokenizer-easyvqa");
+        assert_eq!(
+            tokenizer_dir(&plain),
+            plain,
+            "a tokenizer directory is itself"
+        );
+        let dir = crate::runs::testing::tempdir()?;
+        assert_eq!(
+            tokenizer_dir(dir.path()),
+            dir.path(),
+            "nothing there: unchanged"
+        );
+        assert!(Vqrae::load(&tokenizer_dir(dir.path()), &Device::Cpu, DType::F32).is_err());
+        // the shipped model's tokenizer encodes the shipped sample image
+        let model = Vqrae::load(&tokenizer_dir(&unified), &Device::Cpu, DType::F32)?;
+        let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/red-triangle.png");
+        let c = image_codes(&model, &sample)?;
+        assert_eq!(c.grid, [8, 8]);
         Ok(())
     }
 }

@@ -61,13 +61,8 @@ impl VqraeConfig {
             .block()
             .validate()
             .map_err(TokenizerError::Invalid)?;
-        let p = self.encoder.patch_size();
-        if self.image_size < p {
-            return Err(TokenizerError::Invalid(format!(
-                "image_size {} is smaller than the encoder patch {p}",
-                self.image_size
-            )));
-        }
+        check_resolution("image_size", self.image_size, self.encoder.patch_size())
+            .map_err(TokenizerError::Invalid)?;
         if self.quantizer.codebook_size == 0 || self.quantizer.dim == 0 {
             return Err(TokenizerError::Invalid(
                 "codebook size and dim must be positive".into(),
@@ -75,6 +70,30 @@ impl VqraeConfig {
         }
         Ok(())
     }
+}
+
+/// Largest square resolution (pixels a side) a tokenizer config or `vqrae features
+/// --resolution` may ask for: 1024 px is 5,329 tokens at DINOv2's patch 14, whose attention
+/// scores already take ~110 MB a head on the CPU; four times that in pixels is sixteen times
+/// the memory.
+pub const MAX_RESOLUTION: usize = 1024;
+
+/// Refuses a resolution that is not a whole number of `patch`-pixel patches (the encoder would
+/// silently drop the remainder) or is over [`MAX_RESOLUTION`]; `what` names the setting.
+pub fn check_resolution(what: &str, size: usize, patch: usize) -> std::result::Result<(), String> {
+    if patch == 0 || size < patch || !size.is_multiple_of(patch) {
+        return Err(format!(
+            "{what} {size} is not a whole number of the encoder's {patch}-pixel patches (a \
+             positive multiple of {patch}, e.g. {})",
+            (size / patch.max(1)).max(1) * patch
+        ));
+    }
+    if size > MAX_RESOLUTION {
+        return Err(format!(
+            "{what} {size} is over the largest supported resolution, {MAX_RESOLUTION} px"
+        ));
+    }
+    Ok(())
 }
 
 /// What `encode` gives: both outputs of the one encoder.

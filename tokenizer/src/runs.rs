@@ -9,6 +9,7 @@ use vqrae_data::easy_vqa::Split;
 use vqrae_data::fs::read_toml;
 use vqrae_data::image_io::resize;
 use vqrae_data::labelled::Dataset;
+use vqrae_train::lock::RunLock;
 
 use crate::encoder::{hf_encoder_config, hf_tensors, EncoderConfig};
 use crate::error::{Result, TokenizerError};
@@ -16,7 +17,7 @@ use crate::init::SeededVarMap;
 use crate::model::{Vqrae, VqraeConfig};
 use crate::pretrain::{pretrain_encoder, PretrainConfig, PretrainSummary};
 use crate::quantizer::{QuantizerConfig, QuantizerKind};
-use crate::train::{train, write_teacher, TrainConfig, TrainSummary};
+use crate::train::{train_locked, write_teacher, TrainConfig, TrainSummary};
 
 /// Writes an untrained checkpoint of the config file `config` to `out`, its encoder taken from
 /// `encoder` (an encoder directory whose config must match) when given.
@@ -127,6 +128,8 @@ pub fn train_tokenizer_run(
     device: &Device,
 ) -> Result<TrainSummary> {
     let cfg = TrainConfig::from_toml_file(&t.train_config)?;
+    // before anything is written into the run: a second trainer fails here, at once
+    let _lock = RunLock::acquire(&t.run)?;
     let ((model, vars), fresh) = start_model(&t.start, cfg.seed, device)?;
     if let Some(dir) = &t.teacher {
         set_teacher(&model, &t.run, dir, cfg.stage)?;
@@ -134,7 +137,7 @@ pub fn train_tokenizer_run(
     let data = t.dataset.load(root, Split::Train, t.limit, cfg.seed)?;
     let s = model.config().image_size as u32;
     let images: Vec<_> = data.images.iter().map(|i| resize(i, s, s)).collect();
-    train(&model, &vars, &images, &cfg, &t.run, fresh, device)
+    train_locked(&model, &vars, &images, &cfg, &t.run, fresh, device)
 }
 
 /// The model a run starts from, and whether it is fresh (only then may its codebook be
@@ -246,6 +249,82 @@ mod tests {
         o.apply(&mut q);
         assert_eq!((q.dim, q.kind), (12, QuantizerKind::Vq));
         assert_eq!(q.codebook_size, before.codebook_size);
+    }
+
+    /// A stage-1 run of the tiny config on 8 scenes, its training config written into `dir`.
+    fn scenes_run(dir: &Path, run: &str) -> Result<TokenizerTraining> {
+        let train = dir.join("s1.toml");
+        write(
+            &train,
+            "stage = 1\nsteps = 1\nbatch_size = 4\n[decoder_lr]\npeak_lr = 1e-3\n\
+             min_lr = 1e-4\nwarmup_steps = 1\ntotal_steps = 1\n",
+        )?;
+        Ok(TokenizerTraining {
+            start: TokenizerStart::Fresh {
+                config: repo("configs/tiny.toml"),
+                encoder: None,
+                overrides: QuantizerOverrides::default(),
+            },
+            train_config: train,
+            dataset: Dataset::Scenes,
+            limit: 8,
+            run: dir.join(run),
+            teacher: None,
+        })
+    }
+
+    #[test]
+    fn a_second_trainer_on_the_run_fails_at_once_naming_it() -> Result<()> {
+        let dir = testing::tempdir()?;
+        let t = scenes_run(dir.path(), "run")?;
+        let held = RunLock::acquire(&t.run)?;
+        let err = train_tokenizer_run(&t, Path::new("/nonexistent"), &Device::Cpu).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("in use by another trainer"), "{msg}");
+        assert!(msg.contains(&t.run.display().to_string()), "{msg}");
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
+        assert!(!t.run.join("metrics.jsonl").exists(), "nothing written");
+        drop(held);
+        // released with its handle: the run trains now, and frees the lock when it returns
+        train_tokenizer_run(&t, Path::new("/nonexistent"), &Device::Cpu)?;
+        RunLock::acquire(&t.run)?;
+        Ok(())
+    }
+
+    #[test]
+    fn a_truncated_teacher_is_named() -> Result<()> {
+        let dir = testing::tempdir()?;
+        let t = scenes_run(dir.path(), "run")?;
+        train_tokenizer_run(&t, Path::new("/nonexistent"), &Device::Cpu)?;
+        let teacher = t.run.join("teacher.safetensors");
+        let bytes = std::fs::read(&teacher).map_err(|source| TokenizerError::Io {
+            path: teacher.clone(),
+            source,
+        })?;
+        let cut = |n: usize| -> Result<String> {
+            std::fs::write(&teacher, &bytes[..n]).map_err(|source| TokenizerError::Io {
+                path: teacher.clone(),
+                source,
+            })?;
+            // a fresh start in the same run (its state removed) reads the run's teacher
+            let _ = std::fs::remove_dir_all(t.run.join("state"));
+            Ok(
+                train_tokenizer_run(&t, Path::new("/nonexistent"), &Device::Cpu)
+                    .map(|_| ())
+                    .unwrap_err()
+                    .to_string(),
+            )
+        };
+        // cut inside the tensors and inside the header
+        for n in [bytes.len() - 100, 20] {
+            let msg = cut(n)?;
+            assert!(msg.contains(&teacher.display().to_string()), "{msg}");
+            assert!(msg.contains("teacher encoder is unreadable"), "{msg}");
+        }
+        Ok(())
     }
 
     #[test]

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use vqrae_data::batch::EpochSampler;
 use vqrae_data::fs::read_toml;
 use vqrae_train::checkpoint::{self, var_map_vars};
+use vqrae_train::lock::RunLock;
 use vqrae_train::metrics::MetricsLog;
 use vqrae_train::optim::{clip_grad_norm, AdamW, AdamWConfig, ParamGroup, StepStats};
 use vqrae_train::progress;
@@ -457,11 +458,21 @@ fn run_teacher(
     // before it began): after a resume the saved encoder of stage 2 has moved, so the teacher
     // always comes from the run's own copy on disk, written here on a run's first start.
     write_teacher(run_dir, &encoder_copies(vars)?)?;
-    let t = candle_core::safetensors::load(run_dir.join(TEACHER_FILE), device)?;
-    Ok(VitEncoder::new(
+    let path = run_dir.join(TEACHER_FILE);
+    let damaged = |e: candle_core::Error| TokenizerError::Checkpoint {
+        path: path.clone(),
+        msg: format!(
+            "the run's teacher encoder is unreadable ({}); remove it and pass --teacher with the \
+             encoder the run started from (or start a fresh run directory)",
+            crate::error::plain(e)
+        ),
+    };
+    let t = candle_core::safetensors::load(&path, device).map_err(damaged)?;
+    VitEncoder::new(
         &model.config().encoder,
         VarBuilder::from_tensors(t, DType::F32, device),
-    )?)
+    )
+    .map_err(damaged)
 }
 
 /// One line of `metrics.jsonl`.
@@ -498,8 +509,23 @@ fn metrics_record(
 /// Trains `model` (whose variables are `vars`) on `images` in `run_dir`: resumes from the last
 /// training checkpoint there, writes `metrics.jsonl`, and saves the final model to `run_dir/model`.
 /// `fresh` says the model was just initialised (not loaded from a tokenizer checkpoint): only
-/// then may its codebook be initialised from the data.
+/// then may its codebook be initialised from the data. Holds the run directory's lock
+/// ([`RunLock`]) throughout: a second trainer on `run_dir` fails at once.
 pub fn train(
+    model: &Vqrae,
+    vars: &SeededVarMap,
+    images: &[RgbImage],
+    cfg: &TrainConfig,
+    run_dir: &Path,
+    fresh: bool,
+    device: &Device,
+) -> Result<TrainSummary> {
+    let _lock = RunLock::acquire(run_dir)?;
+    train_locked(model, vars, images, cfg, run_dir, fresh, device)
+}
+
+/// [`train`] for a caller that already holds `run_dir`'s lock.
+pub(crate) fn train_locked(
     model: &Vqrae,
     vars: &SeededVarMap,
     images: &[RgbImage],

@@ -58,3 +58,38 @@ fn every_shipped_config_parses_and_validates() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn sizes_that_do_not_divide_into_patches_or_are_too_large_are_refused() -> Result<()> {
+    let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/tiny.toml");
+    let text = std::fs::read_to_string(&tiny)?;
+    let dir = tempfile::tempdir()?;
+    let with_size = |size: &str| -> Result<String> {
+        let p = dir.path().join("c.toml");
+        // the tokenizer's input size (the first image_size line; the encoder's comes later)
+        std::fs::write(&p, text.replacen("image_size = 32", size, 1))?;
+        Ok(VqraeConfig::from_toml_file(&p)
+            .map(|_| String::new())
+            .unwrap_or_else(|e| e.to_string()))
+    };
+    // 30 px with patch 8 was silently 24 px (a 3 x 3 grid)
+    let msg = with_size("image_size = 30")?;
+    assert!(
+        msg.contains("image_size 30") && msg.contains("multiple of 8"),
+        "{msg}"
+    );
+    let msg = with_size("image_size = 4")?;
+    assert!(msg.contains("multiple of 8"), "{msg}");
+    let msg = with_size("image_size = 2048")?;
+    assert!(msg.contains("1024"), "{msg}");
+    assert_eq!(with_size("image_size = 1024")?, "");
+    assert_eq!(with_size("image_size = 40")?, "");
+    // the own ViT encoder's size too
+    let enc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/encoder/tiny.toml"),
+    )?;
+    let cfg: EncoderConfig = toml::from_str(&enc.replace("image_size = 32", "image_size = 30"))?;
+    let msg = cfg.spec().map(|_| ()).unwrap_err();
+    assert!(msg.contains("encoder image_size 30"), "{msg}");
+    Ok(())
+}

@@ -12,7 +12,12 @@
 //! writing leaves only a temporary directory, which [`latest`] ignores and the next [`save`]
 //! removes. Older checkpoints are pruned only after the new one is in place. [`latest`] also
 //! checks each candidate (the safetensors headers against the file sizes, the trainer JSON)
-//! and falls back to an older checkpoint if the newest is damaged.
+//! and falls back to an older checkpoint if the newest is damaged. A checkpoint can also be
+//! intact on disk yet hold NaN or infinite weights (a run that diverged just before saving);
+//! [`load`] refuses it ([`TrainError::NonFinite`]) before changing anything, and
+//! [`load_latest`] / [`load_latest_with`] then skip it with a warning naming its directory and
+//! resume from the previous checkpoint (an error when none is finite). The skipped checkpoint
+//! stays on disk for inspection and is replaced when the run reaches its step again.
 //!
 //! This is not the model's inference checkpoint format, which the model crates own.
 
@@ -22,7 +27,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
@@ -253,7 +258,8 @@ fn parse_step_dir(name: &str) -> Option<u64> {
     (format!("{STEP_PREFIX}{step}") == name).then_some(step)
 }
 
-/// The newest complete checkpoint directory of a run, if any.
+/// The newest complete checkpoint directory of a run, if any. Complete means intact on disk;
+/// whether its tensors are finite is [`load`]'s check (see [`load_latest`]).
 pub fn latest(run_dir: &Path) -> Result<Option<PathBuf>> {
     Ok(list(run_dir)?.pop().map(|(_, dir)| dir))
 }
@@ -350,6 +356,7 @@ pub fn load(
                 format!("shape {:?}, the model's is {:?}", t.dims(), var.dims()),
             ));
         }
+        check_finite(&model_path, name, t)?;
         if t.dtype() != var.dtype() {
             tracing::warn!(
                 name = name.as_str(),
@@ -373,6 +380,11 @@ pub fn load(
     let opt_path = dir.join(OPTIMIZER_FILE);
     let opt_state = candle_core::safetensors::load(&opt_path, &Device::Cpu)
         .ctx(|| format!("reading {}", opt_path.display()))?;
+    let mut opt_names: Vec<&String> = opt_state.keys().collect();
+    opt_names.sort();
+    for name in opt_names {
+        check_finite(&opt_path, name, &opt_state[name])?;
+    }
     opt.load_state(&opt_state).map_err(|e| match e {
         TrainError::StateMismatch { name, msg, .. } => TrainError::StateMismatch {
             what: opt_path.display().to_string(),
@@ -388,14 +400,119 @@ pub fn load(
     Ok((trainer.step, trainer.extra))
 }
 
+/// Checks that a loaded tensor holds no NaN or infinity (integer tensors always pass).
+fn check_finite(path: &Path, name: &str, t: &Tensor) -> Result<()> {
+    let what = || format!("checking {name} of {}", path.display());
+    let finite = match t.dtype() {
+        DType::F64 => t
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f64>())
+            .ctx(what)?
+            .iter()
+            .all(|x| x.is_finite()),
+        d if d.is_float() => t
+            .flatten_all()
+            .and_then(|t| t.to_dtype(DType::F32))
+            .and_then(|t| t.to_vec1::<f32>())
+            .ctx(what)?
+            .iter()
+            .all(|x| x.is_finite()),
+        _ => true,
+    };
+    if finite {
+        Ok(())
+    } else {
+        Err(TrainError::NonFinite {
+            path: path.to_path_buf(),
+            name: name.to_string(),
+        })
+    }
+}
+
 /// Loads the newest complete checkpoint of `run_dir` (see [`load`]); `None` when there is none.
+/// A checkpoint with NaN or infinite tensors is skipped with a warning for the one before it;
+/// when every checkpoint is, the error says so.
 pub fn load_latest(
     run_dir: &Path,
     vars: &HashMap<String, Var>,
     opt: &mut AdamW,
 ) -> Result<Option<(u64, serde_json::Value)>> {
-    match latest(run_dir)? {
-        Some(dir) => load(&dir, vars, opt).map(Some),
-        None => Ok(None),
+    newest_loadable(run_dir, |dir| Ok::<_, TrainError>(load(dir, vars, opt)))
+}
+
+/// A checkpoint [`load_latest_with`] resumed from.
+pub struct Resumed {
+    pub dir: PathBuf,
+    pub step: u64,
+    pub extra: serde_json::Value,
+    /// The optimizer `optimizer_for` built, with the checkpoint's state loaded.
+    pub opt: AdamW,
+}
+
+/// [`load_latest`] for a trainer whose optimizer depends on the checkpoint (the joint trainer's
+/// phases): `optimizer_for` builds it from a candidate's directory and trainer state, then the
+/// checkpoint is loaded into `vars` and it. Non-finite checkpoints are skipped as there.
+pub fn load_latest_with<E: From<TrainError>>(
+    run_dir: &Path,
+    vars: &HashMap<String, Var>,
+    mut optimizer_for: impl FnMut(&Path, &TrainerState) -> std::result::Result<AdamW, E>,
+) -> std::result::Result<Option<Resumed>, E> {
+    newest_loadable(run_dir, |dir| {
+        let trainer = read_trainer(&dir.join(TRAINER_FILE))?;
+        let mut opt = optimizer_for(dir, &trainer)?;
+        Ok(load(dir, vars, &mut opt).map(|(step, extra)| Resumed {
+            dir: dir.to_path_buf(),
+            step,
+            extra,
+            opt,
+        }))
+    })
+}
+
+/// Runs `attempt` on the run's complete checkpoints, newest first, until one loads. An outer
+/// error stops at once; an inner [`TrainError::NonFinite`] skips to the previous checkpoint
+/// with a warning naming the skipped directory; any other inner error stops.
+fn newest_loadable<T, E: From<TrainError>>(
+    run_dir: &Path,
+    mut attempt: impl FnMut(&Path) -> std::result::Result<Result<T>, E>,
+) -> std::result::Result<Option<T>, E> {
+    let mut skipped: Vec<String> = Vec::new();
+    for (_, dir) in list(run_dir)?.into_iter().rev() {
+        match attempt(&dir)? {
+            Ok(t) => {
+                if !skipped.is_empty() {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        skipped = skipped.join(", "),
+                        "resumed from an older checkpoint: the newer ones hold NaN or infinite \
+                         weights"
+                    );
+                }
+                return Ok(Some(t));
+            }
+            Err(e @ TrainError::NonFinite { .. }) => {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    "skipping a checkpoint with non-finite weights ({e}); falling back to the \
+                     previous one"
+                );
+                skipped.push(dir.display().to_string());
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
+    if skipped.is_empty() {
+        return Ok(None);
+    }
+    let state = run_dir.join(STATE_DIR);
+    Err(TrainError::Checkpoint {
+        msg: format!(
+            "every checkpoint holds NaN or infinite weights ({}); the run diverged before its \
+             first finite save: remove {} to start it afresh, or lower the learning rate",
+            skipped.join(", "),
+            state.display()
+        ),
+        path: state,
+    }
+    .into())
 }

@@ -43,6 +43,16 @@ pub enum TrainError {
     /// A checkpoint directory is unusable.
     #[error("checkpoint {path}: {msg}")]
     Checkpoint { path: PathBuf, msg: String },
+    /// A checkpoint's tensor holds NaN or infinity (its header was intact, so it loaded):
+    /// resuming from it would stop at the first step with a non-finite gradient.
+    #[error("checkpoint {path}: tensor {name} holds NaN or infinite values")]
+    NonFinite { path: PathBuf, name: String },
+    /// Another trainer holds the run directory's lock ([`crate::lock::RunLock`]).
+    #[error(
+        "run directory {dir} is in use by another trainer ({holder}); wait for it to finish or \
+         stop it, or train in another directory"
+    )]
+    RunLocked { dir: PathBuf, holder: String },
     /// A file helper of `vqrae_data::fs` failed (atomic write, TOML read); names the path.
     #[error(transparent)]
     Data(#[from] vqrae_data::DataError),

@@ -7,6 +7,8 @@
 //! - [`checkpoint`]: training-state checkpoints (`state/step-<N>/` in a run directory: model
 //!   variables, optimizer state, trainer JSON), written atomically, the last K kept, resumed
 //!   bit-exactly. The model's *inference* checkpoint format belongs to the model crates.
+//! - [`lock`]: one trainer per run directory (an OS lock on `RUN/run.lock`, held for the run's
+//!   life, released when the process ends however it ends).
 //! - [`metrics`]: a JSONL metrics log that drops the records a resumed run will write again.
 //! - [`progress`]: an `indicatif` progress bar and a throughput counter.
 //! - [`ops`]: the one switch between fused inference kernels and differentiable training ops
@@ -51,6 +53,7 @@ pub mod checkpoint;
 pub mod device;
 pub mod error;
 pub mod init;
+pub mod lock;
 pub mod metrics;
 pub mod ops;
 pub mod optim;

@@ -318,3 +318,105 @@ fn load_is_strict_and_changes_nothing_on_mismatch() {
         None
     );
 }
+
+/// What a test's tracing subscriber wrote.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// Runs `f` with the log captured; returns its result and the log text.
+fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
+    let cap = Captured::default();
+    let sub = tracing_subscriber::fmt()
+        .with_writer(cap.clone())
+        .with_ansi(false)
+        .finish();
+    let out = tracing::subscriber::with_default(sub, f);
+    let text = String::from_utf8_lossy(&cap.0.lock().unwrap()).into_owned();
+    (out, text)
+}
+
+/// Rewrites one tensor of a checkpoint file with NaN, keeping the file intact (its header
+/// matches its size), as a run that diverged just before saving leaves it.
+fn poison(file: &Path, name: &str) {
+    let mut tensors = candle_core::safetensors::load(file, &CPU).unwrap();
+    let t = &tensors[name];
+    let nan = candle_core::Tensor::full(f32::NAN, t.shape(), &CPU).unwrap();
+    tensors.insert(name.to_string(), nan);
+    candle_core::safetensors::save(&tensors, file).unwrap();
+}
+
+#[test]
+fn a_checkpoint_with_nan_weights_falls_back_to_the_previous_one() {
+    let (dir, v, mut o) = saved_step_1();
+    let run = dir.path();
+    let good = w(&v);
+    step(&v, &mut o);
+    checkpoint::save(run, 2, &v, &o, &json!({"at": 2}), 2).unwrap();
+    let step2 = checkpoint::step_dir(run, 2);
+    poison(&step2.join(MODEL_FILE), "w");
+    // the damage is inside the tensors: the listing still sees two complete checkpoints
+    assert_eq!(steps_on_disk(run), vec![1, 2]);
+
+    let fresh = vars(0.0);
+    let mut fo = opt(&fresh);
+    let (loaded, log) = logged(|| checkpoint::load_latest(run, &fresh, &mut fo));
+    let (s, _) = loaded.unwrap().unwrap();
+    assert_eq!(s, 1, "resumed from the checkpoint before the poisoned one");
+    assert_eq!(w(&fresh), good);
+    assert_eq!(fo.step_count(), 1);
+    assert!(log.contains("WARN"), "{log}");
+    assert!(log.contains(&step2.display().to_string()), "{log}");
+    assert!(log.contains("NaN or infinite"), "{log}");
+    assert!(
+        step2.is_dir(),
+        "the skipped checkpoint stays for inspection"
+    );
+
+    // The optimizer's state is checked too, and the trainer-built-optimizer variant skips alike.
+    poison(&checkpoint::step_dir(run, 1).join(OPTIMIZER_FILE), "m.w");
+    let fresh = vars(0.0);
+    let mut built = 0;
+    let err = checkpoint::load_latest_with(run, &fresh, |_, _| {
+        built += 1;
+        Ok::<_, TrainError>(opt(&fresh))
+    })
+    .err()
+    .unwrap();
+    assert_eq!(built, 2, "both checkpoints were tried");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("every checkpoint holds NaN or infinite"),
+        "{msg}"
+    );
+    assert!(msg.contains("step-1") && msg.contains("step-2"), "{msg}");
+    assert_eq!(
+        w(&fresh),
+        vec![0.0; 6],
+        "nothing loaded from a poisoned checkpoint"
+    );
+
+    // load refuses a poisoned checkpoint directly, naming the file and the tensor.
+    let err = checkpoint::load(&step2, &fresh, &mut opt(&fresh)).unwrap_err();
+    assert!(
+        matches!(&err, TrainError::NonFinite { name, .. } if name == "w"),
+        "{err}"
+    );
+    assert!(err.to_string().contains(MODEL_FILE), "{err}");
+}

@@ -6,6 +6,7 @@
 //! DIR/tokenizer/               the VQRAE tokenizer checkpoint (config.json, model.safetensors)
 //! DIR/lm/                      HF LlamaForCausalLM (config.json, model.safetensors, tokenizer.json)
 //! DIR/projector.safetensors    the 2-layer MLP (linear_1, linear_2)
+//! DIR/card.json                optional: what the model knows ([`ModelCard`])
 //! ```
 //! The `lm/` folder loads in `transformers` as it is; only the embedding rows past the text
 //! vocabulary (codes, markers) mean something to vqrae alone.
@@ -24,6 +25,7 @@ use vqrae_tokenizer::Vqrae;
 use vqrae_understand::answer::Vqa;
 use vqrae_understand::{Projector, ProjectorConfig};
 
+use crate::card::ModelCard;
 use crate::error::{Result, UnifiedError};
 
 pub const UNIFIED_FILE: &str = "unified.json";
@@ -48,6 +50,8 @@ pub struct UnifiedModel {
     pub lm: Llama,
     pub projector: Projector,
     pub text: TextTokenizer,
+    /// What the model knows (`card.json`), when its directory has a card.
+    pub card: Option<ModelCard>,
 }
 
 impl UnifiedModel {
@@ -67,33 +71,56 @@ impl UnifiedModel {
         let mut lm = Llama::load(&dir.join(LM_DIR), device, dtype)?;
         lm.fuse_for_inference()?;
         let text = TextTokenizer::from_file(dir.join(LM_DIR).join(TEXT_TOKENIZER_FILE))?;
-        let check = |what: &str, got: usize, want: usize| {
+        // each message names the file of the part and the file it disagrees with
+        let check_against = |says: &Path, what: &str, got: usize, want: usize| {
             if got == want {
                 Ok(())
             } else {
                 Err(UnifiedError::Config(format!(
-                    "{}: {what} is {got}, {UNIFIED_FILE} says {want}",
-                    dir.display()
+                    "{what} is {got}, {} says {want}",
+                    says.display()
                 )))
             }
         };
+        let check = |what: &str, got: usize, want: usize| check_against(&path, what, got, want);
+        let in_file = |what: &str, parts: &[&str]| {
+            let file = parts.iter().fold(dir.to_path_buf(), |p, part| p.join(part));
+            format!("{what} ({})", file.display())
+        };
         check(
-            "the LM's vocabulary",
+            &in_file("the LM's vocabulary", &[LM_DIR, "config.json"]),
             lm.config().vocab_size,
             cfg.vocab.size(),
         )?;
         check(
-            "the text tokenizer's vocabulary",
+            &in_file(
+                "the text tokenizer's vocabulary",
+                &[LM_DIR, TEXT_TOKENIZER_FILE],
+            ),
             text.vocab_size(),
             cfg.vocab.text,
         )?;
+        let tok_config = [TOKENIZER_DIR, "config.json"];
         check(
-            "the tokenizer's codebook",
+            &in_file("the tokenizer's codebook", &tok_config),
             tokenizer.config().quantizer.codebook_size,
             cfg.vocab.codes,
         )?;
         let (gh, gw) = tokenizer.config().grid();
-        check("the tokenizer's grid", gh * gw, cfg.image_tokens)?;
+        check(
+            &in_file("the tokenizer's grid", &tok_config),
+            gh * gw,
+            cfg.image_tokens,
+        )?;
+        let card = ModelCard::load(dir)?;
+        if let Some(card) = &card {
+            check_against(
+                &dir.join(crate::card::CARD_FILE),
+                &in_file("the tokenizer's image size", &tok_config),
+                tokenizer.config().image_size,
+                card.image_size,
+            )?;
+        }
         let ppath = dir.join(PROJECTOR_FILE);
         let tensors = candle_core::safetensors::load(&ppath, device)
             .map_err(|e| UnifiedError::candle(format!("reading {}", ppath.display()), e))?;
@@ -108,7 +135,18 @@ impl UnifiedModel {
             lm,
             projector,
             text,
+            card,
         })
+    }
+
+    /// The guidance scale text-to-image uses when not told: the card's measured one, else
+    /// [`vqrae_generate::sample::DEFAULT_GUIDANCE`].
+    pub fn default_guidance(&self) -> f64 {
+        self.card
+            .as_ref()
+            .map_or(vqrae_generate::sample::DEFAULT_GUIDANCE, |c| {
+                c.defaults.guidance.value
+            })
     }
 
     /// Writes a model directory from its parts, each file atomically
@@ -205,7 +243,18 @@ impl UnifiedModel {
         requests: &[ImageRequest],
         cfg: &GenerationConfig,
     ) -> Result<Vec<RgbImage>> {
-        let codes = self.t2i().sample_codes(requests, cfg)?;
+        self.generate_with(requests, cfg, |_| {})
+    }
+
+    /// [`UnifiedModel::generate`], calling `on_codes` with the codes sampled so far after every
+    /// step ([`T2i::sample_codes_with`]): the server's streamed previews decode them.
+    pub fn generate_with(
+        &self,
+        requests: &[ImageRequest],
+        cfg: &GenerationConfig,
+        on_codes: impl FnMut(&[Vec<u32>]),
+    ) -> Result<Vec<RgbImage>> {
+        let codes = self.t2i().sample_codes_with(requests, cfg, on_codes)?;
         self.decode_codes(&codes)
     }
 

@@ -391,3 +391,61 @@ fn scene_phases_need_scenes_train_on_them_and_keep_the_text_tokenizer() -> Resul
     );
     Ok(())
 }
+
+/// Rewrites every float tensor of a checkpoint's model file with NaN, keeping the file intact
+/// on disk (header and size agree), as a run that diverged just before saving leaves it.
+fn poison(step_dir: &Path) -> Result<()> {
+    let file = step_dir.join(vqrae_train::checkpoint::MODEL_FILE);
+    let tensors = candle_core::safetensors::load(&file, &Device::Cpu)?;
+    let poisoned = tensors
+        .into_iter()
+        .map(|(k, t)| {
+            let t = if t.dtype().is_float() {
+                candle_core::Tensor::full(f32::NAN, t.shape(), &Device::Cpu)?.to_dtype(t.dtype())?
+            } else {
+                t
+            };
+            Ok((k, t))
+        })
+        .collect::<Result<std::collections::HashMap<_, _>>>()?;
+    candle_core::safetensors::save(&poisoned, &file)?;
+    Ok(())
+}
+
+#[test]
+fn a_nan_checkpoint_is_skipped_and_a_second_trainer_refused() -> Result<()> {
+    let s = setup()?;
+    let cfg = generation_only(&s.cfg, 10);
+    let whole = s.train(&cfg, &s.data, "whole")?;
+    let run = s.root.join("run");
+    s.train(&cfg, &s.data, "run")?;
+
+    // the newest checkpoint holds NaN weights: the run resumes from the one before and ends
+    // where an uninterrupted run does
+    poison(&run.join("state/step-10"))?;
+    let resumed = s.train(&cfg, &s.data, "run")?;
+    assert_eq!(resumed.resumed_from, Some(5));
+    assert_eq!(weights(&whole.model_dir)?, weights(&resumed.model_dir)?);
+
+    // every checkpoint poisoned: a clear error naming them
+    poison(&run.join("state/step-5"))?;
+    poison(&run.join("state/step-10"))?;
+    let err = s.train(&cfg, &s.data, "run").unwrap_err().to_string();
+    assert!(
+        err.contains("every checkpoint holds NaN or infinite"),
+        "{err}"
+    );
+    assert!(err.contains("step-5") && err.contains("step-10"), "{err}");
+
+    // another trainer holds the run: refused at once, naming the directory and the holder
+    let held = vqrae_train::lock::RunLock::acquire(&run)?;
+    let err = s.train(&cfg, &s.data, "run").unwrap_err().to_string();
+    assert!(err.contains("in use by another trainer"), "{err}");
+    assert!(err.contains(&run.display().to_string()), "{err}");
+    assert!(
+        err.contains(&format!("pid {}", std::process::id())),
+        "{err}"
+    );
+    drop(held);
+    Ok(())
+}

@@ -5,6 +5,11 @@
 //! [`GenerationConfig`]; every image keeps its own seed), up to `max_batch` images, and runs one
 //! forward for all of them. Other jobs (answers, tokenizing) are closures run one at a time.
 //!
+//! A streamed generation ([`Engine::generate_streamed`]) is batched the same way; the worker
+//! sends it [`Preview`]s while the batch samples: partial images decoded at the row boundaries
+//! it asked for. Only a batch holding a streamed request looks at its codes between steps, so
+//! the plain path runs as before.
+//!
 //! The queue holds at most `queue_capacity` waiting requests; past it [`Engine`] refuses at once
 //! (503 with Retry-After) instead of growing. A panic in the model is caught: the requests of
 //! that job get a 500 and the worker goes on.
@@ -17,7 +22,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use image::RgbImage;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 use vqrae_generate::sample::{GenerationConfig, ImageRequest};
 use vqrae_unified::model::UnifiedModel;
 
@@ -34,7 +39,30 @@ struct GenJob {
     requests: Vec<ImageRequest>,
     cfg: GenerationConfig,
     reply: GenReply,
+    /// Some for a streamed request.
+    previews: Option<Previews>,
 }
+
+/// What the worker sends a streamed generation while its codes are sampled.
+#[derive(Debug)]
+pub(crate) enum Preview {
+    /// The first code of every image is drawn (the prompt fit the context): `prompt_tokens`
+    /// is the prompt's length in text tokens.
+    Started { prompt_tokens: usize },
+    /// Partial image `index` of each of the request's images: the rows sampled so far, the
+    /// rest grey ([`partial_images`]).
+    Partial { index: usize, images: Vec<RgbImage> },
+}
+
+/// When a streamed generation wants its partial images, and where they go.
+pub(crate) struct Previews {
+    /// Codes sampled per image after which partial `i` is decoded (`steps[i]`, ascending).
+    pub(crate) steps: Vec<usize>,
+    pub(crate) tx: tokio_mpsc::UnboundedSender<Preview>,
+}
+
+/// Grey (the middle of the pixel range) where a partial image has no codes yet.
+const BLANK: [u8; 3] = [128, 128, 128];
 
 enum Job {
     Generate(GenJob),
@@ -129,8 +157,28 @@ impl Engine {
             requests,
             cfg,
             reply,
+            previews: None,
         }))?;
         rx.await.map_err(|_| worker_failed())?
+    }
+
+    /// Queues a streamed generation (refused at once when the queue is full): `previews`
+    /// receives [`Preview`]s as the codes are sampled, the receiver returned the final images,
+    /// the same as [`Engine::generate`] gives for the same requests.
+    pub(crate) fn generate_streamed(
+        &self,
+        requests: Vec<ImageRequest>,
+        cfg: GenerationConfig,
+        previews: Previews,
+    ) -> Result<oneshot::Receiver<Result<Vec<RgbImage>, ApiError>>, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.enqueue(Job::Generate(GenJob {
+            requests,
+            cfg,
+            reply,
+            previews: Some(previews),
+        }))?;
+        Ok(rx)
     }
 
     /// Queues `f` to run on the model worker; the receiver gets its result (or is dropped if
@@ -235,8 +283,14 @@ fn run_generate(model: &UnifiedModel, group: Vec<GenJob>, metrics: &Metrics) {
         .collect();
     metrics.batch(all.len(), group.len());
     let started = Instant::now();
+    let streamed = group.iter().any(|g| g.previews.is_some());
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        model.generate(&all, &cfg).map_err(ApiError::from_model)
+        if streamed {
+            model.generate_with(&all, &cfg, |codes| send_previews(model, &group, codes))
+        } else {
+            model.generate(&all, &cfg)
+        }
+        .map_err(ApiError::from_model)
     }));
     match outcome {
         Ok(Ok(images)) if images.len() == all.len() => {
@@ -286,4 +340,74 @@ fn run_generate(model: &UnifiedModel, group: Vec<GenJob>, metrics: &Metrics) {
             }
         }
     }
+}
+
+/// After a sampling step of a batch: tells each streamed request in `group` that sampling has
+/// begun (after the first step) and sends the partial images it asked for at this step.
+/// `codes` holds the batch's codes so far, the group's requests in order.
+fn send_previews(model: &UnifiedModel, group: &[GenJob], codes: &[Vec<u32>]) {
+    let step = codes.first().map_or(0, Vec::len);
+    let mut offset = 0;
+    for g in group {
+        let n = g.requests.len();
+        let mine = codes.get(offset..offset + n).unwrap_or_default();
+        offset += n;
+        let Some(p) = &g.previews else { continue };
+        if p.tx.is_closed() {
+            continue; // the client went away: its final image is still made, as batched
+        }
+        if step == 1 {
+            let prompt_tokens = g
+                .requests
+                .first()
+                .and_then(|r| model.text.encode(&r.caption).ok())
+                .map_or(0, |t| t.len());
+            let _ = p.tx.send(Preview::Started { prompt_tokens });
+        }
+        let Some(index) = p.steps.iter().position(|&s| s == step) else {
+            continue;
+        };
+        match partial_images(model, mine) {
+            Ok(images) => {
+                let _ = p.tx.send(Preview::Partial { index, images });
+            }
+            // a preview is a courtesy: the final image still comes
+            Err(e) => tracing::warn!(error = %e, "decoding a partial image failed; skipped"),
+        }
+    }
+}
+
+/// Partial images of code grids sampled so far (row-major, every grid equally long): the
+/// decoder sees each grid completed with its own first code (top-left; the background in the
+/// shipped data), and every pixel row of a grid row not sampled yet is painted [`BLANK`]. So a
+/// preview shows the finished rows as the decoder will draw them, given what is still to
+/// come, and grey below: the image fills in from the top. A partially sampled row counts as
+/// not sampled.
+fn partial_images(
+    model: &UnifiedModel,
+    codes: &[Vec<u32>],
+) -> Result<Vec<RgbImage>, vqrae_unified::UnifiedError> {
+    let (rows, cols) = model.cfg.grid;
+    let total = rows * cols;
+    let full: Vec<Vec<u32>> = codes
+        .iter()
+        .map(|c| {
+            let mut c = c.clone();
+            let fill = c.first().copied().unwrap_or(0);
+            c.resize(total, fill);
+            c
+        })
+        .collect();
+    let done_rows = codes.first().map_or(0, |c| c.len() / cols.max(1)).min(rows);
+    let mut images = model.tokenizer.decode_codes(&full)?;
+    for img in &mut images {
+        let h = img.height() as usize;
+        let from = (h * done_rows / rows.max(1)) as u32;
+        for y in from..img.height() {
+            for x in 0..img.width() {
+                img.put_pixel(x, y, image::Rgb(BLANK));
+            }
+        }
+    }
+    Ok(images)
 }

@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +35,11 @@ pub struct ServeConfig {
     pub limits: Limits,
     pub batch: BatchConfig,
     pub images: StoreConfig,
+    pub timeouts: Timeouts,
+    /// What to do with a prompt or question outside the model card's vocabulary and question
+    /// forms: refuse it with a 400 that says what the model knows (the default), or answer it
+    /// with a warning. A model without a card is never checked.
+    pub ood: OodPolicy,
 }
 
 impl Default for ServeConfig {
@@ -48,6 +54,42 @@ impl Default for ServeConfig {
             limits: Limits::default(),
             batch: BatchConfig::default(),
             images: StoreConfig::default(),
+            timeouts: Timeouts::default(),
+            ood: OodPolicy::default(),
+        }
+    }
+}
+
+/// [`ServeConfig::ood`]: `"refuse"` or `"warn"`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OodPolicy {
+    /// 400, `code: "out_of_distribution"`.
+    #[default]
+    Refuse,
+    /// Answered; the response carries `warnings` and an `x-vqrae-warning` header.
+    Warn,
+}
+
+impl OodPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Refuse => "refuse",
+            Self::Warn => "warn",
+        }
+    }
+}
+
+impl std::str::FromStr for OodPolicy {
+    type Err = ServeError;
+
+    fn from_str(s: &str) -> Result<Self, ServeError> {
+        match s.trim() {
+            "refuse" => Ok(Self::Refuse),
+            "warn" => Ok(Self::Warn),
+            other => Err(ServeError::Config(format!(
+                "ood must be \"refuse\" or \"warn\", got {other:?}"
+            ))),
         }
     }
 }
@@ -61,6 +103,15 @@ pub struct Limits {
     /// Largest uploaded image, width x height, checked from the header before decoding (a
     /// small file can claim a huge size: a decompression bomb).
     pub max_image_pixels: u64,
+    /// Longest side of an uploaded image, pixels (checked from the header).
+    pub max_image_side: u32,
+    /// Most long side / short side of an uploaded image (checked from the header): the model
+    /// squashes every image to a square, and a 16,777,216 x 1 strip means nothing to it.
+    pub max_image_aspect: u32,
+    /// Most images decoded at once. Decoding runs before the model's queue, so the queue's
+    /// back-pressure does not bound it: past this many, requests wait for a decoder (and get
+    /// 503 with Retry-After after 10 s of waiting).
+    pub max_concurrent_decodes: usize,
     /// Longest prompt, question or negative prompt, in characters. The model's context is
     /// checked as well, in tokens.
     pub max_prompt_chars: usize,
@@ -79,12 +130,28 @@ impl Default for Limits {
         Self {
             max_body_bytes: 8 * 1024 * 1024,
             max_image_pixels: 4096 * 4096,
+            max_image_side: 16_384,
+            max_image_aspect: 64,
+            max_concurrent_decodes: 2,
             max_prompt_chars: 1000,
             max_images: 8,
             max_tokens: 64,
             default_max_tokens: 16,
             max_messages: 64,
         }
+    }
+}
+
+impl Limits {
+    /// What decoding one upload may cost: the pixel, side and aspect limits, and a decoder
+    /// allocation of 4 bytes a pixel of `max_image_pixels` (64 MiB by default: 8-bit RGBA at
+    /// the full size; a 16-bit image is accepted up to half the pixels).
+    pub fn decode_limits(&self) -> vqrae_data::image_io::DecodeLimits {
+        vqrae_data::image_io::DecodeLimits::new(
+            self.max_image_pixels,
+            self.max_image_side,
+            self.max_image_aspect,
+        )
     }
 }
 
@@ -132,6 +199,71 @@ impl Default for StoreConfig {
     }
 }
 
+/// How long the server waits on clients, seconds. Without them a client that connects and
+/// says nothing, or trickles its headers a byte at a time, holds a connection (and SIGTERM)
+/// for as long as it likes.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timeouts {
+    /// A request's head (request line and headers) must be complete this long after its first
+    /// byte arrived (after the connection opened, for its first request); past it the
+    /// connection is closed.
+    pub header_read_secs: f64,
+    /// A keep-alive connection with no request in flight is closed after this long without a
+    /// byte from the client.
+    pub idle_secs: f64,
+    /// After SIGTERM or Ctrl-C the requests in flight (streams included) get this long to
+    /// finish; connections still open then are closed and the server stops.
+    pub shutdown_secs: f64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            header_read_secs: 10.0,
+            idle_secs: 60.0,
+            shutdown_secs: 30.0,
+        }
+    }
+}
+
+/// The longest any timeout may be, seconds (a day).
+const MAX_TIMEOUT_SECS: f64 = 86_400.0;
+
+impl Timeouts {
+    pub(crate) fn header_read(&self) -> Duration {
+        secs(self.header_read_secs)
+    }
+
+    pub(crate) fn idle(&self) -> Duration {
+        secs(self.idle_secs)
+    }
+
+    pub(crate) fn shutdown(&self) -> Duration {
+        secs(self.shutdown_secs)
+    }
+
+    fn validate(&self) -> Result<(), ServeError> {
+        for (name, v) in [
+            ("timeouts.header_read_secs", self.header_read_secs),
+            ("timeouts.idle_secs", self.idle_secs),
+            ("timeouts.shutdown_secs", self.shutdown_secs),
+        ] {
+            if !(v > 0.0 && v <= MAX_TIMEOUT_SECS) {
+                return Err(ServeError::Config(format!(
+                    "{name} must be a number of seconds in (0, {MAX_TIMEOUT_SECS}], got {v}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Seconds as a [`Duration`]; validated values never fail, anything else is clamped.
+fn secs(v: f64) -> Duration {
+    Duration::try_from_secs_f64(v.clamp(0.0, MAX_TIMEOUT_SECS)).unwrap_or(Duration::ZERO)
+}
+
 impl ServeConfig {
     pub fn from_toml_file(path: &Path) -> Result<Self, ServeError> {
         let text = std::fs::read_to_string(path).map_err(|source| ServeError::Io {
@@ -172,6 +304,13 @@ impl ServeConfig {
         if l.max_image_pixels == 0 {
             return bad("limits.max_image_pixels must be at least 1".into());
         }
+        if l.max_image_side == 0 || l.max_image_aspect == 0 || l.max_concurrent_decodes == 0 {
+            return bad(format!(
+                "limits.max_image_side, limits.max_image_aspect and limits.max_concurrent_decodes \
+                 must be at least 1, got {}, {} and {}",
+                l.max_image_side, l.max_image_aspect, l.max_concurrent_decodes
+            ));
+        }
         if l.max_prompt_chars == 0 || l.max_images == 0 || l.max_tokens == 0 {
             return bad(
                 "limits.max_prompt_chars, limits.max_images and limits.max_tokens must be at least 1"
@@ -203,6 +342,7 @@ impl ServeConfig {
         if self.images.max_images == 0 || self.images.ttl_secs == 0 {
             return bad("images.ttl_secs and images.max_images must be at least 1".into());
         }
+        self.timeouts.validate()?;
         if matches!(&self.api_key, Some(k) if k.trim().is_empty()) {
             return bad("api_key is empty: leave it unset to turn auth off".into());
         }
@@ -230,6 +370,25 @@ mod tests {
     }
 
     #[test]
+    fn image_limits_must_be_positive_and_size_the_decoder() {
+        let l = Limits::default().decode_limits();
+        assert_eq!(
+            (l.max_pixels, l.max_side, l.max_aspect),
+            (4096 * 4096, 16_384, 64)
+        );
+        assert_eq!(l.max_alloc, 64 * 1024 * 1024);
+        for set in [
+            |l: &mut Limits| l.max_image_side = 0,
+            |l: &mut Limits| l.max_image_aspect = 0,
+            |l: &mut Limits| l.max_concurrent_decodes = 0,
+        ] {
+            let mut cfg = ServeConfig::default();
+            set(&mut cfg.limits);
+            assert!(cfg.validate().is_err(), "{:?}", cfg.limits);
+        }
+    }
+
+    #[test]
     fn the_shipped_config_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/serve.toml");
         let cfg = ServeConfig::from_toml_file(&path).expect("configs/serve.toml");
@@ -253,5 +412,30 @@ mod tests {
         };
         assert!(cfg.validate().is_err());
         assert!(toml::from_str::<ServeConfig>("prot = 1").is_err());
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e9] {
+            let mut cfg = ServeConfig::default();
+            cfg.timeouts.idle_secs = bad;
+            assert!(cfg.validate().is_err(), "idle_secs = {bad}");
+        }
+    }
+
+    #[test]
+    fn ood_is_refuse_unless_told() {
+        assert_eq!(ServeConfig::default().ood, OodPolicy::Refuse);
+        let cfg: ServeConfig = toml::from_str("ood = \"warn\"").expect("toml");
+        assert_eq!(cfg.ood, OodPolicy::Warn);
+        assert!(toml::from_str::<ServeConfig>("ood = \"ignore\"").is_err());
+        assert_eq!("warn".parse::<OodPolicy>().ok(), Some(OodPolicy::Warn));
+        assert!("loud".parse::<OodPolicy>().is_err());
+    }
+
+    #[test]
+    fn timeouts_take_whole_and_fractional_seconds() {
+        let cfg: ServeConfig =
+            toml::from_str("[timeouts]\nheader_read_secs = 5\nidle_secs = 0.25").expect("toml");
+        assert_eq!(cfg.timeouts.header_read(), Duration::from_secs(5));
+        assert_eq!(cfg.timeouts.idle(), Duration::from_millis(250));
+        assert_eq!(cfg.timeouts.shutdown(), Duration::from_secs(30));
+        cfg.validate().expect("valid");
     }
 }

@@ -13,6 +13,8 @@ use vqrae_lm::LmError;
 use vqrae_understand::error::UnderstandError;
 use vqrae_unified::UnifiedError;
 
+use crate::logging::{self, for_log};
+
 /// An error response. `kind` is OpenAI's `type` (`invalid_request_error`, `server_error`, ...).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ApiError {
@@ -108,7 +110,7 @@ impl ApiError {
         if let Some(msg) = user_error(&e) {
             return Self::bad_request(msg);
         }
-        tracing::error!(error = %e, "model error");
+        tracing::error!(error = %for_log(&e.to_string()), "model error");
         Self::internal(format!("The model failed on this request: {e}"))
     }
 }
@@ -153,10 +155,15 @@ impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
-            tracing::warn!(status = self.status.as_u16(), message = %self.message, "error response");
+        let status = self.status.as_u16();
+        let message = for_log(&self.message);
+        if self.status == StatusCode::SERVICE_UNAVAILABLE && self.code == Some("queue_full") {
+            // back-pressure, not a failure: summarised, at most a line a second
+            logging::queue_full_refused();
+        } else if self.status.is_server_error() {
+            tracing::warn!(status, %message, "error response");
         } else {
-            tracing::debug!(status = self.status.as_u16(), message = %self.message, "error response");
+            tracing::debug!(status, %message, "error response");
         }
         let mut resp = (self.status, axum::Json(self.body())).into_response();
         if let Some(secs) = self.retry_after {

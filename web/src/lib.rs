@@ -12,6 +12,8 @@
 //! Requests reach the model through [`batcher::Engine`]: one worker thread owns the model and a
 //! bounded queue; concurrent generation requests with equal settings share one batched forward.
 //! Past the queue's capacity requests get 503 with Retry-After. Every error has OpenAI's shape.
+//! Connections are served on hyper with header-read and idle timeouts and a shutdown deadline
+//! (`ServeConfig::timeouts`); user text is escaped before it reaches the log.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -27,7 +29,9 @@ mod auth;
 mod batcher;
 pub mod codec;
 pub mod config;
+mod connection;
 mod error;
+mod logging;
 mod metrics;
 mod openapi;
 mod routes;
@@ -44,12 +48,13 @@ use vqrae_unified::model::UnifiedModel;
 
 use batcher::Worker;
 pub use config::ServeConfig;
+use config::Timeouts;
 pub use error::{ApiError, ServeError};
 pub use state::AppState;
 
-/// How long shutdown waits for the model worker to finish its queue once the last connection
-/// has closed.
-const WORKER_DRAIN: Duration = Duration::from_secs(120);
+/// How long shutdown waits for the model worker at least, even past the shutdown deadline (once
+/// every connection has closed it has nothing left to answer and stops at once).
+const WORKER_STOP: Duration = Duration::from_secs(1);
 
 /// A bound, not yet serving server.
 pub struct Server {
@@ -57,6 +62,7 @@ pub struct Server {
     router: Router,
     worker: Worker,
     addr: SocketAddr,
+    timeouts: Timeouts,
 }
 
 impl Server {
@@ -92,12 +98,14 @@ impl Server {
             state.cfg.batch.queue_capacity,
             state.cfg.batch.max_batch,
         );
+        let timeouts = state.cfg.timeouts;
         let router = routes::router(state, extra);
         Ok(Self {
             listener,
             router,
             worker,
             addr,
+            timeouts,
         })
     }
 
@@ -106,8 +114,9 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves, then stops accepting connections, finishes the
-    /// requests in flight (streams included), lets the model worker finish its queue, and
-    /// returns.
+    /// requests in flight (streams included) for at most the shutdown deadline
+    /// (`timeouts.shutdown_secs`), closes the connections still open then, lets the model
+    /// worker stop, and returns.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -116,21 +125,14 @@ impl Server {
             listener,
             router,
             worker,
-            addr,
+            addr: _,
+            timeouts,
         } = self;
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down: finishing the requests in flight");
-            })
-            .await
-            .map_err(|source| ServeError::Io {
-                what: format!("serving on {addr}"),
-                source,
-            })?;
+        let deadline = connection::serve(listener, router, timeouts, shutdown).await;
         // the router and its handles on the model are gone: the worker drains and stops
         let join = tokio::task::spawn_blocking(move || worker.join());
-        match tokio::time::timeout(WORKER_DRAIN, join).await {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left.max(WORKER_STOP), join).await {
             Ok(Ok(r)) => r?,
             Ok(Err(_)) => return Err(ServeError::Worker),
             Err(_) => tracing::warn!("the model worker did not stop in time; leaving it"),
@@ -179,8 +181,12 @@ pub fn run(cfg: ServeConfig, model: UnifiedModel) -> Result<(), ServeError> {
             what: "starting the async runtime".into(),
             source,
         })?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         let server = Server::bind(cfg, model).await?;
         server.run(shutdown_signal()).await
-    })
+    });
+    // a model worker left running past the deadline must not hold the process: dropping the
+    // runtime would wait for the blocking task that joins it
+    rt.shutdown_background();
+    result
 }

@@ -8,7 +8,7 @@ fn error_responses(codes: &[&str]) -> Value {
     let mut out = serde_json::Map::new();
     for &c in codes {
         let what = match c {
-            "400" => "Invalid request (a bad value, size, image or URL)",
+            "400" => "Invalid request (a bad value, size, image or URL; a prompt or question outside the model card: code out_of_distribution)",
             "401" => "Missing or wrong API key (when the server has one)",
             "404" => "Unknown model or route",
             "413" => "Request body too large",
@@ -80,18 +80,35 @@ fn schemas(state: &AppState) -> Value {
             "size": {"type": "string", "enum": [size, "auto"], "default": size},
             "response_format": {"type": "string", "enum": ["b64_json", "url"], "default": "b64_json"},
             "seed": {"type": "integer", "minimum": 0, "description": "Seed of the first image; image i uses seed + i. Default: random."},
-            "guidance_scale": {"type": "number", "minimum": 0, "maximum": 50, "default": crate::routes::images::DEFAULT_GUIDANCE, "description": "Classifier-free guidance; 1 turns it off."},
+            "guidance_scale": {"type": "number", "minimum": 0, "maximum": 50, "default": m.guidance, "description": "Classifier-free guidance; 1 turns it off. Default: the model card's measured best (GET /v1/models, defaults.guidance_scale)."},
             "temperature": {"type": "number", "minimum": 0, "maximum": 10, "default": 1.0},
             "top_k": {"type": "integer", "minimum": 1},
             "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-            "negative_prompt": {"type": "string", "description": "What to steer away from instead of the empty prompt."}}},
+            "negative_prompt": {"type": "string", "description": "What to steer away from instead of the empty prompt."},
+            "stream": {"type": "boolean", "default": false, "description": "Server-sent events as the codes are sampled: image_generation.partial_image events, then one image_generation.completed per image (b64_json only). Errors found before sampling begins are plain JSON errors."},
+            "partial_images": {"type": "integer", "minimum": 0, "maximum": m.grid.0.max(3), "default": 0, "description": "With stream: partial images per image, spread over the rows of codes (the rows not sampled yet are grey). Ignored without stream."}}},
+        "ImageGenStreamEvent": {"type": "object", "required": ["type", "b64_json", "created_at", "size", "image_index"], "properties": {
+            "type": {"type": "string", "enum": ["image_generation.partial_image", "image_generation.completed"]},
+            "b64_json": {"type": "string", "description": "PNG, base64"},
+            "partial_image_index": {"type": "integer", "description": "0-based; partial events only"},
+            "image_index": {"type": "integer", "description": "Which of the n images (an extension)"},
+            "seed": {"type": "integer", "description": "The image's seed (an extension)"},
+            "created_at": {"type": "integer"},
+            "size": {"type": "string"},
+            "quality": {"const": "auto"}, "background": {"const": "opaque"}, "output_format": {"const": "png"},
+            "usage": {"type": "object", "description": "completed events only, per image", "properties": {
+                "input_tokens": {"type": "integer"}, "output_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"},
+                "input_tokens_details": {"type": "object", "properties": {"text_tokens": {"type": "integer"}, "image_tokens": {"type": "integer"}}}}}}},
         "ImagesResponse": {"type": "object", "required": ["created", "data"], "properties": {
             "created": {"type": "integer"},
             "data": {"type": "array", "items": {"type": "object", "properties": {
                 "b64_json": {"type": "string", "description": "PNG, base64"},
                 "url": {"type": "string", "description": "A short-lived URL of the PNG on this server"},
                 "revised_prompt": {"type": "string"},
-                "seed": {"type": "integer"}}}}}},
+                "seed": {"type": "integer"}}}},
+            "warnings": {"$ref": "#/components/schemas/Warnings"}}},
+        "Warnings": {"type": "array", "items": {"type": "string"},
+            "description": "Only under the server option ood = \"warn\": the prompt or question is outside the model card (the response also carries the header x-vqrae-warning: out_of_distribution)."},
         "ChatCompletionRequest": {"type": "object", "required": ["messages"], "properties": {
             "model": {"type": "string", "examples": [m.id]},
             "messages": {"type": "array", "maxItems": l.max_messages, "items": {"$ref": "#/components/schemas/ChatMessage"},
@@ -121,10 +138,23 @@ fn schemas(state: &AppState) -> Value {
             "created": {"type": "integer"}, "model": {"type": "string"},
             "choices": {"type": "array", "items": {"type": "object", "properties": {
                 "index": {"type": "integer"},
-                "message": {"type": "object", "properties": {"role": {"const": "assistant"}, "content": {"type": "string"}}},
+                "message": {"type": "object", "properties": {"role": {"const": "assistant"},
+                    "content": {"type": "string", "description": "The answer; for a yes/no question its conclusion (\"no\")."},
+                    "reasoning_content": {"type": "string", "description": "Yes/no questions only: the model's whole answer, the image's colour or shape and then the conclusion (\"red, so no\"). Streamed as delta.reasoning_content before delta.content."}}},
                 "finish_reason": {"type": "string", "enum": ["stop", "length"]}}}},
             "usage": {"type": "object", "properties": {
-                "prompt_tokens": {"type": "integer"}, "completion_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}}}}},
+                "prompt_tokens": {"type": "integer"}, "completion_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}}},
+            "warnings": {"$ref": "#/components/schemas/Warnings"}}},
+        "Model": {"type": "object", "properties": {
+            "id": {"type": "string", "description": "The served model's id; requests may also name it \"default\"."},
+            "object": {"const": "model"}, "created": {"type": "integer"}, "owned_by": {"type": "string"},
+            "image_size": {"type": "integer"}, "grid": {"type": "array", "items": {"type": "integer"}},
+            "context_length": {"type": "integer"},
+            "defaults": {"type": "object", "properties": {
+                "guidance_scale": {"type": "number", "description": "What image generation uses when a request does not say"},
+                "source": {"type": "string", "enum": ["card", "built-in"]}}},
+            "out_of_distribution": {"type": "string", "enum": ["refuse", "warn"], "description": "What the server does with a prompt or question outside the card"},
+            "card": {"type": ["object", "null"], "description": "The model card (card.json in the model directory): training data, image size, caption vocabulary (articles, colors, shapes, scene_words, examples), question kinds with their forms and examples, measured defaults with their reports, held-out figures; null when the model has none (then nothing is checked)"}}},
         "ImageInput": {"type": "object", "required": ["image"], "properties": {
             "image": {"type": "string", "description": "data:image/...;base64,... or bare base64 (PNG, JPEG, GIF, BMP, WebP)"},
             "model": {"type": "string"}}},
@@ -151,7 +181,11 @@ fn paths(size: &str) -> Value {
             "summary": "Generate images from a prompt (OpenAI-compatible, with sampling extensions)",
             "description": format!("Images are {size}. Concurrent requests with equal sampling settings share batched forward passes."),
             "requestBody": json_body("ImageGenerationRequest"),
-            "responses": with(error_responses(&api_errors), json!({"200": ok_json("ImagesResponse", "The images")}))}},
+            "responses": with(error_responses(&api_errors), json!({"200": {
+                "description": "The images; with stream: true, text/event-stream of `event: image_generation.partial_image` and `event: image_generation.completed` (data: ImageGenStreamEvent), or `event: error` (data: Error) on a failure after the stream began",
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/ImagesResponse"}},
+                    "text/event-stream": {"schema": {"$ref": "#/components/schemas/ImageGenStreamEvent"}}}}}))}},
         "/v1/chat/completions": {"post": {
             "summary": "Answer a question about an image (OpenAI-compatible)",
             "requestBody": json_body("ChatCompletionRequest"),
@@ -168,9 +202,9 @@ fn paths(size: &str) -> Value {
             "summary": "An image encoded to codes and decoded back to pixels",
             "requestBody": json_body("ReconstructionRequest"),
             "responses": with(error_responses(&api_errors), json!({"200": ok_json("ImagesResponse", "The reconstruction")}))}},
-        "/v1/models": {"get": {"summary": "The served model", "responses": with(error_responses(&["401"]), json!({"200": {"description": "{object: list, data: [model]}"}}))}},
-        "/v1/models/{id}": {"get": {"summary": "One model", "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
-            "responses": with(error_responses(&["401", "404"]), json!({"200": {"description": "The model object"}}))}},
+        "/v1/models": {"get": {"summary": "The served model, with its card", "responses": with(error_responses(&["401"]), json!({"200": {"description": "{object: list, data: [Model]}"}}))}},
+        "/v1/models/{id}": {"get": {"summary": "One model (its id or \"default\")", "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+            "responses": with(error_responses(&["401", "404"]), json!({"200": ok_json("Model", "The model object")}))}},
         "/files/images/{file}": {"get": {"summary": "A generated image kept for response_format: url (expires)", "security": [],
             "parameters": [{"name": "file", "in": "path", "required": true, "schema": {"type": "string"}}],
             "responses": with(error_responses(&["404"]), json!({"200": {"description": "PNG", "content": {"image/png": {}}}}))}},

@@ -4,10 +4,14 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use axum::http::HeaderValue;
+use axum::response::Response;
+use vqrae_unified::card::{ModelCard, OutOfDistribution};
 use vqrae_unified::model::{UnifiedModel, UNIFIED_FILE};
 
 use crate::batcher::{Engine, Worker};
-use crate::config::ServeConfig;
+use crate::codec::Decoders;
+use crate::config::{OodPolicy, ServeConfig};
 use crate::error::{ApiError, ServeError};
 use crate::metrics::Metrics;
 use crate::store::ImageStore;
@@ -25,6 +29,28 @@ pub(crate) struct ModelInfo {
     /// The LM's context, tokens.
     pub(crate) context: usize,
     pub(crate) codebook_size: usize,
+    /// Guidance scale when a request does not say: the card's measured one, else
+    /// [`vqrae_generate::sample::DEFAULT_GUIDANCE`].
+    pub(crate) guidance: f64,
+    /// What the model knows; `None`: no card, nothing is checked.
+    pub(crate) card: Option<ModelCard>,
+}
+
+/// The name any request may give the served model by (a common client habit), besides its id.
+pub(crate) const MODEL_ALIAS: &str = "default";
+
+/// The header of a response that carries `warnings` (its value names the kind, the JSON body
+/// says more).
+pub(crate) const WARNING_HEADER: &str = "x-vqrae-warning";
+/// The kind of warning (and the 400's `code`) for input outside the model card.
+pub(crate) const OOD_CODE: &str = "out_of_distribution";
+
+/// Marks a response that carries warnings with [`WARNING_HEADER`].
+pub(crate) fn mark_warned(resp: &mut Response, warnings: &[String]) {
+    if !warnings.is_empty() {
+        resp.headers_mut()
+            .insert(WARNING_HEADER, HeaderValue::from_static(OOD_CODE));
+    }
 }
 
 impl ModelInfo {
@@ -41,6 +67,8 @@ pub struct AppState {
     pub(crate) engine: Engine,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) store: Arc<ImageStore>,
+    /// Decodes uploaded images, a few at a time.
+    pub(crate) decoders: Arc<Decoders>,
 }
 
 pub(crate) fn unix_now() -> u64 {
@@ -68,10 +96,17 @@ impl AppState {
             grid: model.cfg.grid,
             context: model.lm.config().max_position_embeddings,
             codebook_size: model.cfg.vocab.codes,
+            guidance: model.default_guidance(),
+            card: model.card.clone(),
         };
         let metrics = Arc::new(Metrics::new(cfg.batch.queue_capacity));
         let (engine, worker) = Engine::start(model, &cfg.batch, metrics.clone())?;
         let store = Arc::new(ImageStore::new(&cfg.images));
+        let decoders = Arc::new(Decoders::new(
+            &cfg.limits,
+            cfg.batch.retry_after_secs,
+            info.image_size,
+        ));
         Ok((
             Self {
                 cfg: Arc::new(cfg),
@@ -79,12 +114,12 @@ impl AppState {
                 engine,
                 metrics,
                 store,
+                decoders,
             },
             worker,
         ))
     }
 
-    /// A request's `model`, if given, must be the served one.
     /// Runs `f` on the model worker, in the queue with every other model call: the way extra
     /// routes ([`crate::Server::bind_with`]) reach the model.
     pub async fn call_model<R, F>(&self, f: F) -> Result<R, ApiError>
@@ -95,11 +130,58 @@ impl AppState {
         self.engine.call(f).await
     }
 
+    /// A request's `model`, if given, must be the served one or [`MODEL_ALIAS`].
     pub(crate) fn check_model(&self, requested: Option<&str>) -> Result<(), ApiError> {
         match requested.map(str::trim) {
             None | Some("") => Ok(()),
-            Some(id) if id == self.model.id => Ok(()),
+            Some(id) if id == self.model.id || id == MODEL_ALIAS => Ok(()),
             Some(id) => Err(ApiError::model_not_found(id, &self.model.id)),
+        }
+    }
+
+    /// A text-to-image prompt against the model card: `Ok(None)` when the model knows its words
+    /// (or has no card), `Ok(Some(warning))` when it does not and the server answers anyway
+    /// (`ood = "warn"`), else a 400 on `param` that says what the model knows.
+    pub(crate) fn check_caption(
+        &self,
+        prompt: &str,
+        param: &str,
+    ) -> Result<Option<String>, ApiError> {
+        match &self.model.card {
+            Some(card) => self.judge(card.check_caption(prompt), param),
+            None => Ok(None),
+        }
+    }
+
+    /// A question against the model card's question forms, as [`AppState::check_caption`].
+    pub(crate) fn check_question(
+        &self,
+        question: &str,
+        param: &str,
+    ) -> Result<Option<String>, ApiError> {
+        match &self.model.card {
+            Some(card) => self.judge(card.check_question(question), param),
+            None => Ok(None),
+        }
+    }
+
+    fn judge(
+        &self,
+        verdict: Result<(), OutOfDistribution>,
+        param: &str,
+    ) -> Result<Option<String>, ApiError> {
+        let Err(ood) = verdict else {
+            return Ok(None);
+        };
+        match self.cfg.ood {
+            OodPolicy::Refuse => Err(ApiError::invalid(
+                param,
+                format!("Out of distribution: {ood} GET /v1/models shows the model card."),
+            )
+            .code(OOD_CODE)),
+            OodPolicy::Warn => Ok(Some(format!(
+                "Out of distribution, answered anyway (the server runs with ood = \"warn\"): {ood}"
+            ))),
         }
     }
 }

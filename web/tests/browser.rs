@@ -334,6 +334,11 @@ async fn start_server() -> Result<Running> {
         }
         None => (common::model_dir().to_path_buf(), "tiny".to_string()),
     };
+    serve(dir, id).await
+}
+
+/// The server on the model directory `dir`, named `id` (empty: the directory's name).
+async fn serve(dir: PathBuf, id: String) -> Result<Running> {
     let cfg = ServeConfig {
         model: dir.clone(),
         model_id: id,
@@ -545,5 +550,248 @@ async fn the_page_generates_an_image_and_answers_a_question_in_chromium() -> Res
         100.0 * out.image_shown,
         out.answer
     );
+    Ok(())
+}
+
+/// chromedriver and Chromium, or a panic that says how to install them.
+fn browser_binaries() -> (PathBuf, PathBuf) {
+    let missing = |what: &str, var: &str| {
+        format!(
+            "{what} is not installed (or not on PATH; {var} names another): the browser test \
+             needs Chromium and chromedriver. Install them with `{INSTALL}` (apt: chromium, \
+             chromium-driver)."
+        )
+    };
+    let chromedriver = find_binary("CHROMEDRIVER", &["chromedriver"])
+        .unwrap_or_else(|| panic!("{}", missing("chromedriver", "CHROMEDRIVER")));
+    let chromium = find_binary(
+        "CHROMIUM",
+        &["chromium", "chromium-browser", "google-chrome"],
+    )
+    .unwrap_or_else(|| panic!("{}", missing("Chromium", "CHROMIUM")));
+    (chromedriver, chromium)
+}
+
+/// The grey of the rows a partial image has no codes for yet.
+const BLANK: [u8; 3] = [128, 128, 128];
+
+/// Generates one image on the page while a MutationObserver records every `src` the first
+/// `<img>` had: the srcs in order (the partial images, then the final one) and the page's
+/// count of partials shown (`#images[data-partials]`).
+async fn watch_preview(b: &Browser<'_>, base: &str) -> Result<(Vec<String>, String)> {
+    b.goto(&format!("{base}/")).await?;
+    b.wait_for(
+        "the page to reach the server",
+        r#"const s = document.getElementById("status").textContent;
+           return s.startsWith("model ") ? s : null;"#,
+        30,
+    )
+    .await?;
+    b.js(r#"window.vqraeSrcs = [];
+            const box = document.getElementById("images");
+            new MutationObserver((records) => {
+              for (const r of records) {
+                if (r.attributeName === "src" && r.target === box.querySelector("img")) {
+                  window.vqraeSrcs.push(r.oldValue);
+                }
+              }
+            }).observe(box, { subtree: true, attributes: true, attributeFilter: ["src"],
+                              attributeOldValue: true });
+            return 0;"#)
+        .await?;
+    b.type_into("#prompt", "a blue circle").await?;
+    b.type_into("#n", "1").await?;
+    b.type_into("#seed", "5").await?;
+    b.click("#genbtn").await?;
+    let done = b
+        .wait_for(
+            "the streamed image to finish",
+            r#"const err = document.getElementById("generr").textContent;
+               if (err) return "error: " + err;
+               if (document.getElementById("genbtn").disabled) return null;
+               const img = document.querySelector('#images img');
+               return img && img.complete && img.naturalWidth > 0 ? "ok" : null;"#,
+            120,
+        )
+        .await?;
+    ensure!(done == "ok", "generating on the page failed: {done}");
+    let v = b
+        .js(
+            r#"return [window.vqraeSrcs, document.querySelector('#images img').src,
+                       document.getElementById("images").dataset.partials];"#,
+        )
+        .await?;
+    // each record holds the value before it; the last value is the current one
+    let mut srcs: Vec<String> = v[0]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_owned))
+        .collect();
+    srcs.push(v[1].as_str().unwrap_or_default().to_string());
+    Ok((srcs, v[2].as_str().unwrap_or_default().to_string()))
+}
+
+fn inline_png(src: &str) -> Result<RgbImage> {
+    let b64 = src
+        .strip_prefix("data:image/png;base64,")
+        .ok_or_else(|| anyhow!("the <img> is not an inline PNG: {src:.80}"))?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64)?;
+    Ok(image::load_from_memory(&bytes)?.to_rgb8())
+}
+
+fn row_is_blank(img: &RgbImage, y: u32) -> bool {
+    (0..img.width()).all(|x| img.get_pixel(x, y).0 == BLANK)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_the_image_filling_in_in_chromium() -> Result<()> {
+    let (chromedriver, chromium) = browser_binaries();
+    let server = start_server().await?;
+    let base = format!("http://{}", server.addr);
+    let driver = Driver::start(&chromedriver).await?;
+    let browser = Browser::open(&driver, &chromium).await?;
+    let seen = watch_preview(&browser, &base).await;
+    let closed = browser.close().await;
+    drop(driver);
+    let _ = server.shutdown.send(());
+    server.task.await??;
+    let (srcs, partials) = seen?;
+    closed?;
+
+    // the page asks for 3 partials: the <img> showed each, then the final image
+    assert_eq!(partials, "3", "partials the page counted");
+    assert_eq!(
+        srcs.len(),
+        4,
+        "the first <img>'s srcs: 3 partials and the final image"
+    );
+    let mut distinct = srcs.clone();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 4, "every update showed a new image");
+    let first = inline_png(&srcs[0])?;
+    let last = inline_png(&srcs[3])?;
+    assert_eq!(first.dimensions(), last.dimensions());
+    // the first partial has a quarter of the rows or fewer: its lower half is grey
+    let h = first.height();
+    assert!(
+        (h / 2..h).all(|y| row_is_blank(&first, y)),
+        "the first partial's lower half is not blank"
+    );
+    assert!(
+        !row_is_blank(&first, 0),
+        "the first partial shows its first row"
+    );
+    assert!(
+        !row_is_blank(&last, h - 1),
+        "the final image is drawn to the bottom"
+    );
+    Ok(())
+}
+
+/// The page on the shipped model (which has a model card): the card panel shows the caption
+/// vocabulary, the question kinds and the measured guidance, which the generate form takes as
+/// its default; example prompts and questions fill the fields when clicked; a yes/no question
+/// shows its conclusion as the answer and its reasoning beside it.
+async fn check_card(b: &Browser<'_>, base: &str, upload: &Path, shots: &Path) -> Result<Value> {
+    b.goto(&format!("{base}/")).await?;
+    b.wait_for(
+        "the model card",
+        r#"return document.getElementById("card").hidden ? null : "shown";"#,
+        30,
+    )
+    .await?;
+    b.click("#card-prompts button:nth-of-type(3)").await?;
+    b.click("#card-asks button:nth-of-type(3)").await?;
+    b.choose_file("#file", upload).await?;
+    b.wait_for(
+        "the upload's preview",
+        r#"const p = document.getElementById("preview");
+           return p.complete && p.naturalWidth > 0;"#,
+        30,
+    )
+    .await?;
+    b.click("#askbtn").await?;
+    let done = b
+        .wait_for(
+            "the answer",
+            r#"const err = document.getElementById("askerr").textContent;
+               if (err) return "error: " + err;
+               return document.getElementById("askbtn").disabled ? null : "ok";"#,
+            120,
+        )
+        .await?;
+    ensure!(done == "ok", "asking on the page failed: {done}");
+    b.js(r#"document.getElementById("card").scrollIntoView(); return 0;"#)
+        .await?;
+    b.screenshot(&shots.join("card.png")).await?;
+    b.js(r##"const t = (id) => document.getElementById(id).textContent;
+            return {words: t("card-words"), questions: t("card-questions"),
+                    guidance: t("card-guidance"), prompts: document.querySelectorAll("#card-prompts button").length,
+                    guidance_input: document.getElementById("guidance").value,
+                    prompt: document.getElementById("prompt").value,
+                    question: document.getElementById("question").value,
+                    answer: t("answer"), reasoning: t("reasoning")};"##)
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_the_model_card_in_chromium() -> Result<()> {
+    let (chromedriver, chromium) = browser_binaries();
+    let shots = shots_dir();
+    std::fs::create_dir_all(&shots)?;
+    // the upload: a red disc on white at the shipped model's size
+    let upload = shots.join("upload-card.png");
+    RgbImage::from_fn(64, 64, |x, y| {
+        let (dx, dy) = (x as f32 - 32.0, y as f32 - 32.0);
+        image::Rgb(if dx * dx + dy * dy <= 324.0 {
+            [255, 0, 0]
+        } else {
+            [255, 255, 255]
+        })
+    })
+    .save(&upload)?;
+    let server = serve(repo().join("models/vqrae-easyvqa"), String::new()).await?;
+    let base = format!("http://{}", server.addr);
+    let card = Client::new(server.addr).get("/v1/models").await?.json()["data"][0]["card"].clone();
+    let driver = Driver::start(&chromedriver).await?;
+    let browser = Browser::open(&driver, &chromium).await?;
+    let shown = check_card(&browser, &base, &upload, &shots).await;
+    let closed = browser.close().await;
+    drop(driver);
+    let _ = server.shutdown.send(());
+    server.task.await??;
+    let shown = shown?;
+    closed?;
+
+    let text = |k: &str| shown[k].as_str().unwrap_or_default().to_string();
+    for word in ["red", "teal", "rectangle", "triangle", "left"] {
+        assert!(text("words").contains(word), "caption words: {shown}");
+    }
+    for kind in ["color", "shape", "yes/no"] {
+        assert!(text("questions").contains(kind), "question kinds: {shown}");
+    }
+    assert!(text("guidance").contains("t2i-fresh-seeds.json"), "{shown}");
+    assert_eq!(
+        shown["prompts"],
+        json!(card["captions"]["examples"].as_array().map(Vec::len))
+    );
+    assert_eq!(
+        text("guidance_input"),
+        "2",
+        "the form's guidance is the card's"
+    );
+    // the third example prompt and question were clicked into the fields
+    assert_eq!(shown["prompt"], card["captions"]["examples"][2], "{shown}");
+    let questions: Vec<Value> = card["questions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|k| k["examples"].as_array().cloned().unwrap_or_default())
+        .collect();
+    assert_eq!(shown["question"], questions[2], "{shown}");
+    // "is there a red shape?" about a red disc: "yes", with its reasoning
+    assert_eq!(text("answer"), "yes", "{shown}");
+    assert_eq!(text("reasoning"), "reasoning: red, so yes", "{shown}");
     Ok(())
 }

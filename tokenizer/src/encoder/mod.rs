@@ -46,6 +46,11 @@ impl EncoderConfig {
         if spec.patch == 0 || spec.depth == 0 {
             return Err("encoder patch size and depth must be positive".into());
         }
+        // the own ViT's position grid is image_size / patch: a remainder would be dropped
+        // (Hugging Face configs keep their upstream sizes; their preprocessing crops)
+        if let EncoderConfig::Vit(c) = self {
+            crate::model::check_resolution("encoder image_size", c.image_size, c.patch_size)?;
+        }
         Ok(spec)
     }
 

@@ -29,4 +29,4 @@ mod train;
 
 pub use config::{JointConfig, Phase};
 pub use data::JointData;
-pub use train::{train, JointSummary};
+pub use train::{train, train_locked, JointSummary};

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use vqrae_lm::{LlamaConfig, TextTokenizer, UnifiedVocab};
 use vqrae_tokenizer::Vqrae;
 use vqrae_train::checkpoint;
+use vqrae_train::lock::RunLock;
 use vqrae_train::metrics::MetricsLog;
 use vqrae_train::optim::{clip_grad_norm, AdamW};
 use vqrae_train::progress;
@@ -37,7 +38,8 @@ pub struct JointSummary {
 }
 
 /// Trains (or resumes) a joint run in `run_dir` on `data` encoded by the tokenizer at
-/// `tokenizer_dir`, and writes the unified model to `run_dir/model`.
+/// `tokenizer_dir`, and writes the unified model to `run_dir/model`. Holds the run directory's
+/// lock ([`RunLock`]) throughout: a second trainer on `run_dir` fails at once.
 pub fn train(
     cfg: &JointConfig,
     data: &JointData,
@@ -45,9 +47,22 @@ pub fn train(
     run_dir: &Path,
     device: &Device,
 ) -> Result<JointSummary> {
+    let lock = RunLock::acquire(run_dir)?;
+    train_locked(cfg, data, tokenizer_dir, &lock, device)
+}
+
+/// [`train`] in the run directory of `lock`, taken by the caller before the slow work that
+/// precedes training (encoding the data), so that a second trainer fails before it starts.
+pub fn train_locked(
+    cfg: &JointConfig,
+    data: &JointData,
+    tokenizer_dir: &Path,
+    lock: &RunLock,
+    device: &Device,
+) -> Result<JointSummary> {
+    let run_dir = lock.dir();
     cfg.validate()?;
     let started = Instant::now();
-    std::fs::create_dir_all(run_dir).map_err(UnifiedError::io(run_dir))?;
     let tokenizer = Vqrae::load(tokenizer_dir, device, DType::F32)?;
     let codebook = tokenizer.config().quantizer.codebook_size;
     let grid = tokenizer.config().grid();
@@ -150,45 +165,44 @@ struct Resume {
     current: Option<(usize, AdamW)>,
 }
 
-/// Loads the newest checkpoint of `run_dir` into `all_vars`, if there is one. Its step decides
-/// the phase; a checkpoint at a phase's end is loaded with that phase's optimizer, then the
-/// next phase starts with a fresh one.
+/// Loads the newest checkpoint of `run_dir` into `all_vars`, if there is one (one with NaN or
+/// infinite weights is skipped for the one before it, with a warning). Its step decides the
+/// phase; a checkpoint at a phase's end is loaded with that phase's optimizer, then the next
+/// phase starts with a fresh one.
 fn resume(
     cfg: &JointConfig,
     run_dir: &Path,
     parts: &Parts,
     all_vars: &HashMap<String, Var>,
 ) -> Result<Resume> {
-    let mut out = Resume {
-        start: 0,
-        resumed_from: None,
-        current: None,
+    let mut saved_phase = 0;
+    let resumed = checkpoint::load_latest_with(run_dir, all_vars, |dir, trainer| {
+        let (i, phase) = trainer.extra["phase"]
+            .as_u64()
+            .and_then(|i| cfg.phases.get(i as usize).map(|ph| (i as usize, ph)))
+            .ok_or_else(|| {
+                UnifiedError::Config(format!(
+                    "{}: its phase is missing or not in this config",
+                    dir.join(checkpoint::TRAINER_FILE).display()
+                ))
+            })?;
+        saved_phase = i;
+        parts.optimizer(phase, &cfg.adamw)
+    })?;
+    let Some(checkpoint::Resumed { step, opt, .. }) = resumed else {
+        return Ok(Resume {
+            start: 0,
+            resumed_from: None,
+            current: None,
+        });
     };
-    let Some(dir) = checkpoint::latest(run_dir)? else {
-        return Ok(out);
-    };
-    let p = dir.join(checkpoint::TRAINER_FILE);
-    let text = std::fs::read_to_string(&p).map_err(UnifiedError::io(&p))?;
-    let trainer: checkpoint::TrainerState =
-        serde_json::from_str(&text).map_err(|source| UnifiedError::Json { path: p, source })?;
-    let saved = trainer.extra["phase"]
-        .as_u64()
-        .and_then(|i| cfg.phases.get(i as usize).map(|ph| (i as usize, ph)))
-        .ok_or_else(|| {
-            UnifiedError::Config(format!(
-                "{}: its phase is missing or not in this config",
-                dir.display()
-            ))
-        })?;
-    let mut opt = parts.optimizer(saved.1, &cfg.adamw)?;
-    let (step, _) = checkpoint::load(&dir, all_vars, &mut opt)?;
-    out.start = step;
-    out.resumed_from = Some(step);
     // mid-phase: go on with the loaded optimizer; at a phase's end the next starts afresh
-    if cfg.phase_at(step).map(|(i, _)| i) == Some(saved.0) {
-        out.current = Some((saved.0, opt));
-    }
-    Ok(out)
+    let mid_phase = cfg.phase_at(step).map(|(i, _)| i) == Some(saved_phase);
+    Ok(Resume {
+        start: step,
+        resumed_from: Some(step),
+        current: mid_phase.then_some((saved_phase, opt)),
+    })
 }
 
 /// What the loop of a run reads.

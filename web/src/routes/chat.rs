@@ -4,6 +4,14 @@
 //!
 //! The model answers one question about one image: the question is the text of the last user
 //! message, the image the last `image_url` part in the conversation (a `data:` URL).
+//!
+//! A yes/no question is answered with reasons ("red, so no": the image's own colour or shape,
+//! then the conclusion); the message's `content` is the conclusion ("no") and its
+//! `reasoning_content` the whole answer, where OpenAI-compatible servers (vLLM, DeepSeek) put
+//! reasoning. Streamed, the answer's pieces come as `delta.reasoning_content` and the conclusion
+//! as one `delta.content` after them. Other questions' answers are the `content`, as they are.
+//! A question outside the model card's forms is refused (400 on `messages`) or, under
+//! `ood = "warn"`, answered with `warnings`.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -17,14 +25,15 @@ use image::RgbImage;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
+use vqrae_data::easy_vqa::QuestionKind;
 use vqrae_lm::SamplingConfig;
+use vqrae_understand::reasoning::conclusion;
 use vqrae_unified::model::UnifiedModel;
 use vqrae_unified::UnifiedError;
 
-use crate::codec;
 use crate::error::{ApiError, ApiJson};
 use crate::routes::{check_text, sampling};
-use crate::state::{unix_now, AppState};
+use crate::state::{mark_warned, unix_now, AppState};
 
 #[derive(Clone, Debug, Deserialize)]
 pub(crate) struct ChatRequest {
@@ -75,6 +84,10 @@ struct Question {
     question: String,
     max_tokens: usize,
     sampling: SamplingConfig,
+    /// A yes/no question: its answer is reasoned, its conclusion the content.
+    reasoned: bool,
+    /// A question outside the model card, answered under `ood = "warn"`.
+    warnings: Vec<String>,
 }
 
 fn parse(state: &AppState, req: &ChatRequest) -> Result<Question, ApiError> {
@@ -140,6 +153,10 @@ fn parse(state: &AppState, req: &ChatRequest) -> Result<Question, ApiError> {
         limits.max_prompt_chars,
     )?
     .to_string();
+    let warnings: Vec<String> = state
+        .check_question(&question, "messages")?
+        .into_iter()
+        .collect();
     let Some((image_url, image_param)) = image else {
         return Err(ApiError::invalid(
             "messages",
@@ -169,12 +186,15 @@ fn parse(state: &AppState, req: &ChatRequest) -> Result<Question, ApiError> {
         }
     });
     let sampling = sampling(temperature, req.top_k, req.top_p, seed)?;
+    let reasoned = QuestionKind::of(&question) == QuestionKind::YesNo;
     Ok(Question {
         image_url,
         image_param,
         question,
         max_tokens,
         sampling,
+        reasoned,
+        warnings,
     })
 }
 
@@ -234,15 +254,8 @@ fn parts(content: &Value, i: usize) -> Result<Parts, ApiError> {
 
 /// The image of a question, decoded off the async threads.
 async fn load_image(state: &AppState, q: &Question) -> Result<RgbImage, ApiError> {
-    let url = q.image_url.clone();
-    let param = q.image_param.clone();
-    let max = state.cfg.limits.max_image_pixels;
-    tokio::task::spawn_blocking(move || {
-        let bytes = codec::image_bytes(&url, &param, false)?;
-        codec::decode_image(&bytes, max, &param)
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("decoding the image: {e}")))?
+    let (url, param) = (q.image_url.clone(), q.image_param.clone());
+    state.decoders.load(url, param, false).await
 }
 
 /// Turns the decoded answer-so-far into the new pieces a stream sends. The whole answer is
@@ -343,10 +356,19 @@ pub(crate) async fn completions(
 ) -> Result<Response, ApiError> {
     let q = parse(&state, &req)?;
     let image = load_image(&state, &q).await?;
-    tracing::info!(question = %q.question, stream = req.stream.unwrap_or(false), "ask");
+    tracing::info!(
+        question = %crate::logging::for_log(&q.question),
+        stream = req.stream.unwrap_or(false),
+        "ask"
+    );
     let id = format!("chatcmpl-{:024x}", rand::random::<u128>() >> 32);
-    let created = unix_now();
-    let model_id = state.model.id.clone();
+    let reply = Reply {
+        id,
+        created: unix_now(),
+        model_id: state.model.id.clone(),
+        reasoned: q.reasoned,
+        warnings: q.warnings.clone(),
+    };
     let Question {
         question,
         max_tokens,
@@ -354,86 +376,147 @@ pub(crate) async fn completions(
         ..
     } = q;
     let metrics = state.metrics.clone();
-    if !req.stream.unwrap_or(false) {
-        let done = state
-            .engine
-            .call(move |m| {
-                let f = answer(m, image, &question, max_tokens, &sampling, |_| {})?;
-                metrics.tokens(f.completion_tokens);
-                Ok(f)
-            })
-            .await?;
-        return Ok(Json(json!({
-            "id": id,
+    let job = move |m: &UnifiedModel, on_delta: &mut dyn FnMut(&str)| {
+        let f = answer(m, image, &question, max_tokens, &sampling, on_delta)?;
+        metrics.tokens(f.completion_tokens);
+        Ok(f)
+    };
+    let mut resp = if req.stream.unwrap_or(false) {
+        let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
+        streamed(&state, reply.clone(), include_usage, job)?
+    } else {
+        let done = state.engine.call(move |m| job(m, &mut |_| {})).await?;
+        Json(reply.completion(&done)).into_response()
+    };
+    mark_warned(&mut resp, &reply.warnings);
+    Ok(resp)
+}
+
+/// What every response (or chunk) of one request repeats.
+#[derive(Clone)]
+struct Reply {
+    id: String,
+    created: u64,
+    model_id: String,
+    /// A yes/no question: `content` is the conclusion, `reasoning_content` the whole answer.
+    reasoned: bool,
+    warnings: Vec<String>,
+}
+
+impl Reply {
+    /// The `chat.completion` of a finished answer.
+    fn completion(&self, done: &Finished) -> Value {
+        let mut message = json!({"role": "assistant", "content": done.text, "refusal": null});
+        if self.reasoned {
+            message["content"] = json!(conclusion(&done.text));
+            message["reasoning_content"] = json!(done.text);
+        }
+        let mut body = json!({
+            "id": self.id,
             "object": "chat.completion",
-            "created": created,
-            "model": model_id,
+            "created": self.created,
+            "model": self.model_id,
             "system_fingerprint": null,
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": done.text, "refusal": null},
+                "message": message,
                 "logprobs": null,
                 "finish_reason": done.finish_reason,
             }],
-            "usage": usage(&done),
-        }))
-        .into_response());
+            "usage": usage(done),
+        });
+        if !self.warnings.is_empty() {
+            body["warnings"] = json!(self.warnings);
+        }
+        body
     }
 
-    // streaming: the worker sends the answer's pieces down a channel as they come; queued (or
-    // refused with 503) before the response starts, so a full queue is still a plain error
-    let (tx, rx) = mpsc::unbounded_channel::<Piece>();
-    state.engine.submit(move |m| {
-        let sent = tx.clone();
-        let result = answer(m, image, &question, max_tokens, &sampling, |delta| {
-            let _ = sent.send(Piece::Delta(delta.to_string()));
-        });
-        let _ = tx.send(match result {
-            Ok(f) => {
-                metrics.tokens(f.completion_tokens);
-                Piece::Done(f)
-            }
-            Err(e) => Piece::Failed(e),
-        });
-    })?;
-    let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
-    let chunk = move |delta: Value, finish: Option<&str>| {
+    /// One `chat.completion.chunk`.
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> Value {
         json!({
-            "id": id,
+            "id": self.id,
             "object": "chat.completion.chunk",
-            "created": created,
-            "model": model_id,
+            "created": self.created,
+            "model": self.model_id,
             "system_fingerprint": null,
             "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
         })
-    };
+    }
+
+    /// The delta of a piece of the answer as it is generated.
+    fn piece(&self, text: String) -> Value {
+        if self.reasoned {
+            json!({"reasoning_content": text})
+        } else {
+            json!({"content": text})
+        }
+    }
+
+    /// What follows the last piece: the conclusion of a reasoned answer, the finish reason,
+    /// the usage if asked for, `[DONE]`.
+    fn finish(&self, f: &Finished, include_usage: bool, pending: &mut VecDeque<String>) {
+        let end = conclusion(&f.text);
+        if self.reasoned && !end.is_empty() {
+            pending.push_back(self.chunk(json!({"content": end}), None).to_string());
+        }
+        pending.push_back(self.chunk(json!({}), Some(f.finish_reason)).to_string());
+        if include_usage {
+            let mut last = self.chunk(json!({}), None);
+            last["choices"] = json!([]);
+            last["usage"] = usage(f);
+            pending.push_back(last.to_string());
+        }
+        pending.push_back("[DONE]".to_string());
+    }
+}
+
+/// Answers as server-sent events: the worker sends the answer's pieces down a channel as they
+/// come; queued (or refused with 503) before the response starts, so a full queue is still a
+/// plain error.
+fn streamed<J>(
+    state: &AppState,
+    reply: Reply,
+    include_usage: bool,
+    job: J,
+) -> Result<Response, ApiError>
+where
+    J: FnOnce(&UnifiedModel, &mut dyn FnMut(&str)) -> Result<Finished, ApiError> + Send + 'static,
+{
+    let (tx, rx) = mpsc::unbounded_channel::<Piece>();
+    state.engine.submit(move |m| {
+        let sent = tx.clone();
+        let result = job(m, &mut |delta| {
+            let _ = sent.send(Piece::Delta(delta.to_string()));
+        });
+        let _ = tx.send(match result {
+            Ok(f) => Piece::Done(f),
+            Err(e) => Piece::Failed(e),
+        });
+    })?;
+    let mut first = reply.chunk(json!({"role": "assistant", "content": ""}), None);
+    if !reply.warnings.is_empty() {
+        first["warnings"] = json!(reply.warnings);
+    }
     let mut pending = VecDeque::new();
-    pending.push_back(chunk(json!({"role": "assistant", "content": ""}), None).to_string());
+    pending.push_back(first.to_string());
     let events = stream::unfold(
-        (rx, pending, false, chunk),
-        move |(mut rx, mut pending, mut finished, chunk)| async move {
+        (rx, pending, false, reply),
+        move |(mut rx, mut pending, mut finished, reply)| async move {
             loop {
                 if let Some(data) = pending.pop_front() {
                     let event = Ok::<Event, Infallible>(Event::default().data(data));
-                    return Some((event, (rx, pending, finished, chunk)));
+                    return Some((event, (rx, pending, finished, reply)));
                 }
                 if finished {
                     return None;
                 }
                 finished = match rx.recv().await {
                     Some(Piece::Delta(text)) => {
-                        pending.push_back(chunk(json!({"content": text}), None).to_string());
+                        pending.push_back(reply.chunk(reply.piece(text), None).to_string());
                         false
                     }
                     Some(Piece::Done(f)) => {
-                        pending.push_back(chunk(json!({}), Some(f.finish_reason)).to_string());
-                        if include_usage {
-                            let mut last = chunk(json!({}), None);
-                            last["choices"] = json!([]);
-                            last["usage"] = usage(&f);
-                            pending.push_back(last.to_string());
-                        }
-                        pending.push_back("[DONE]".to_string());
+                        reply.finish(&f, include_usage, &mut pending);
                         true
                     }
                     Some(Piece::Failed(e)) => {
@@ -466,7 +549,54 @@ enum Piece {
 
 #[cfg(test)]
 mod tests {
-    use super::Deltas;
+    use super::{Deltas, Finished, Reply, VecDeque};
+    use serde_json::{json, Value};
+
+    fn reply(reasoned: bool) -> Reply {
+        Reply {
+            id: "chatcmpl-1".into(),
+            created: 0,
+            model_id: "m".into(),
+            reasoned,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn finished(text: &str) -> Finished {
+        Finished {
+            text: text.into(),
+            finish_reason: "stop",
+            prompt_tokens: 1,
+            completion_tokens: 3,
+        }
+    }
+
+    #[test]
+    fn a_reasoned_answer_is_its_conclusion_with_the_reasoning_beside_it() {
+        let m = &reply(true).completion(&finished("red, so no"))["choices"][0]["message"];
+        assert_eq!(m["content"], "no");
+        assert_eq!(m["reasoning_content"], "red, so no");
+        let m = &reply(false).completion(&finished("red"))["choices"][0]["message"];
+        assert_eq!(m["content"], "red");
+        assert!(m.get("reasoning_content").is_none());
+
+        // streamed: pieces as reasoning, then the conclusion as content before the finish
+        let r = reply(true);
+        assert_eq!(
+            r.piece("red, so".into()),
+            json!({"reasoning_content": "red, so"})
+        );
+        let mut pending = VecDeque::new();
+        r.finish(&finished("red, so no"), false, &mut pending);
+        let chunks: Vec<Value> = pending
+            .iter()
+            .filter(|d| *d != "[DONE]")
+            .map(|d| serde_json::from_str(d).expect("JSON"))
+            .collect();
+        assert_eq!(chunks[0]["choices"][0]["delta"], json!({"content": "no"}));
+        assert_eq!(chunks[1]["choices"][0]["finish_reason"], "stop");
+        assert_eq!(reply(false).piece("red".into()), json!({"content": "red"}));
+    }
 
     #[test]
     fn deltas_hold_back_partial_characters() {

@@ -3,6 +3,7 @@
 
 use axum::extract::State;
 use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use vqrae_generate::sample::{GenerationConfig, ImageRequest};
@@ -10,10 +11,9 @@ use vqrae_generate::sample::{GenerationConfig, ImageRequest};
 use crate::codec;
 use crate::error::{ApiError, ApiJson};
 use crate::routes::{check_range, check_text, sampling, ImageData, ImagesResponse, ResponseFormat};
-use crate::state::{unix_now, AppState};
+use crate::state::{mark_warned, unix_now, AppState};
 
-/// Classifier-free guidance scale when a request does not say (as `vqrae generate`).
-pub(crate) const DEFAULT_GUIDANCE: f64 = 3.0;
+mod stream;
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub(crate) struct GenerationRequest {
@@ -42,6 +42,13 @@ pub(crate) struct GenerationRequest {
     pub(crate) top_p: Option<f64>,
     #[serde(default)]
     pub(crate) negative_prompt: Option<String>,
+    /// Server-sent events: partial images as the codes arrive, then the final image
+    /// (`stream.rs`).
+    #[serde(default)]
+    pub(crate) stream: Option<bool>,
+    /// Partial images a stream sends before the final one.
+    #[serde(default)]
+    pub(crate) partial_images: Option<usize>,
 }
 
 /// The validated batch-ready form of a request.
@@ -50,12 +57,19 @@ struct Plan {
     cfg: GenerationConfig,
     format: ResponseFormat,
     prompt: String,
+    /// What the client should know about its request (a prompt outside the model card under
+    /// `ood = "warn"`); sent as `warnings` and the `x-vqrae-warning` header.
+    warnings: Vec<String>,
 }
 
 fn plan(state: &AppState, req: GenerationRequest) -> Result<Plan, ApiError> {
     state.check_model(req.model.as_deref())?;
     let limits = &state.cfg.limits;
     let prompt = check_text(&req.prompt, "prompt", limits.max_prompt_chars)?.to_string();
+    let warnings: Vec<String> = state
+        .check_caption(&prompt, "prompt")?
+        .into_iter()
+        .collect();
     let n = req.n.unwrap_or(1);
     if n == 0 || n > limits.max_images {
         return Err(ApiError::invalid(
@@ -75,7 +89,8 @@ fn plan(state: &AppState, req: GenerationRequest) -> Result<Plan, ApiError> {
         }
     }
     let format = ResponseFormat::parse(req.response_format.as_deref())?;
-    let guidance = req.guidance_scale.unwrap_or(DEFAULT_GUIDANCE);
+    // the model card's measured default (or the built-in one): `state.model.guidance`
+    let guidance = req.guidance_scale.unwrap_or(state.model.guidance);
     check_range("guidance_scale", guidance, 0.0, 50.0)?;
     // every image has its own seed (in its ImageRequest); this one is unused, and kept
     // equal so that requests differing only in seeds share batches
@@ -99,6 +114,7 @@ fn plan(state: &AppState, req: GenerationRequest) -> Result<Plan, ApiError> {
         cfg: GenerationConfig { guidance, sampling },
         format,
         prompt,
+        warnings,
     })
 }
 
@@ -106,15 +122,22 @@ pub(crate) async fn generations(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiJson(req): ApiJson<GenerationRequest>,
-) -> Result<Json<ImagesResponse>, ApiError> {
+) -> Result<Response, ApiError> {
+    let (streamed, partial_images) = (req.stream.unwrap_or(false), req.partial_images);
     let plan = plan(&state, req)?;
     let seeds: Vec<u64> = plan.requests.iter().map(|r| r.seed).collect();
     tracing::info!(
-        prompt = %plan.prompt,
+        prompt = %crate::logging::for_log(&plan.prompt),
         n = seeds.len(),
         seed = seeds.first().copied().unwrap_or(0),
         "generate"
     );
+    let warnings = plan.warnings.clone();
+    if streamed {
+        let mut resp = stream::respond(&state, plan, partial_images).await?;
+        mark_warned(&mut resp, &warnings);
+        return Ok(resp);
+    }
     let images = state.engine.generate(plan.requests, plan.cfg).await?;
     let mut data = Vec::with_capacity(images.len());
     for (img, seed) in images.iter().zip(seeds) {
@@ -124,8 +147,15 @@ pub(crate) async fn generations(
         item.seed = Some(seed);
         data.push(item);
     }
-    Ok(Json(ImagesResponse {
+    let mut body = serde_json::to_value(ImagesResponse {
         created: unix_now(),
         data,
-    }))
+    })
+    .map_err(|e| ApiError::internal(format!("writing the response: {e}")))?;
+    if !warnings.is_empty() {
+        body["warnings"] = serde_json::json!(warnings);
+    }
+    let mut resp = Json(body).into_response();
+    mark_warned(&mut resp, &warnings);
+    Ok(resp)
 }

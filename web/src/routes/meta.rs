@@ -34,6 +34,12 @@ fn model_object(state: &AppState) -> Value {
         "image_size": state.model.image_size,
         "grid": [state.model.grid.0, state.model.grid.1],
         "context_length": state.model.context,
+        "defaults": {
+            "guidance_scale": state.model.guidance,
+            "source": if state.model.card.is_some() { "card" } else { "built-in" },
+        },
+        "out_of_distribution": state.cfg.ood.as_str(),
+        "card": state.model.card,
     })
 }
 

@@ -9,7 +9,7 @@ pub(crate) mod tokenize;
 use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -21,6 +21,7 @@ use axum::Router;
 use serde::Serialize;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
@@ -32,6 +33,7 @@ use vqrae_lm::SamplingConfig;
 use crate::auth;
 use crate::codec;
 use crate::error::ApiError;
+use crate::logging::for_log;
 use crate::metrics::Metrics;
 use crate::state::AppState;
 
@@ -80,18 +82,30 @@ pub(crate) fn router(state: AppState, extra: Router<AppState>) -> Router {
                                 .unwrap_or("-");
                             tracing::info_span!(
                                 "request",
-                                id = %id,
-                                method = %req.method(),
-                                path = %req.uri().path(),
+                                id = %for_log(id),
+                                method = %for_log(req.method().as_str()),
+                                path = %for_log(req.uri().path()),
                             )
                         })
                         .on_request(())
-                        .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                        .on_response(DefaultOnResponse::new().level(Level::INFO))
+                        .on_failure(on_failure),
                 )
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(map_response(openai_error_shape)),
         )
         .with_state(state)
+}
+
+/// 5xx responses and failed bodies at ERROR, as tower-http does, but not a 503: a full queue
+/// is back-pressure, summarised at WARN (`logging::queue_full_refused`).
+fn on_failure(class: ServerErrorsFailureClass, latency: Duration, _: &tracing::Span) {
+    if matches!(class, ServerErrorsFailureClass::StatusCode(s) if s == StatusCode::SERVICE_UNAVAILABLE)
+    {
+        return;
+    }
+    let latency_ms = latency.as_millis() as u64;
+    tracing::error!(classification = %for_log(&class.to_string()), latency_ms, "response failed");
 }
 
 /// Request ids `<random prefix>-<counter>`, unless the client sent its own `x-request-id`.
@@ -126,7 +140,7 @@ fn panic_response(metrics: &Metrics, panic: Box<dyn Any + Send + 'static>) -> Re
         .map(String::as_str)
         .or_else(|| panic.downcast_ref::<&str>().copied())
         .unwrap_or("(no message)");
-    tracing::error!(panic = %what, "a handler panicked; answering 500");
+    tracing::error!(panic = %for_log(what), "a handler panicked; answering 500");
     ApiError::internal("The server hit an internal error handling this request.").into_response()
 }
 

@@ -51,13 +51,7 @@ pub(crate) struct ReconstructionRequest {
 }
 
 async fn load(state: &AppState, source: String) -> Result<RgbImage, ApiError> {
-    let max = state.cfg.limits.max_image_pixels;
-    tokio::task::spawn_blocking(move || {
-        let bytes = codec::image_bytes(&source, "image", true)?;
-        codec::decode_image(&bytes, max, "image")
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("decoding the image: {e}")))?
+    state.decoders.load(source, "image".into(), true).await
 }
 
 struct Tokens {

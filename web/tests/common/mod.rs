@@ -1,7 +1,7 @@
 //! Test support: the shared tiny unified model (`vqrae-test-support`), a real server on a free
 //! port, and a small HTTP client on hyper.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::net::SocketAddr;
 use std::path::Path;
