@@ -106,3 +106,31 @@ fn bad_input_is_a_clear_error() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+#[test]
+fn ask_warns_about_an_image_the_model_cannot_see_and_answers() {
+    // the sample sheet: 48 generated images in one picture, 15.7 dB through the tokenizer
+    let warned = vqrae(&[
+        "ask",
+        "docs/results/lm/samples-cfg2.png",
+        "what color is the shape?",
+    ]);
+    let stderr = String::from_utf8_lossy(&warned.stderr);
+    assert!(warned.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("out of distribution") && stderr.contains("does not look like"),
+        "{stderr}"
+    );
+    assert!(!warned.stdout.is_empty());
+    let plain = vqrae(&[
+        "ask",
+        "examples/red-triangle.png",
+        "what color is the shape?",
+    ]);
+    let stderr = String::from_utf8_lossy(&plain.stderr);
+    assert!(
+        plain.status.success() && !stderr.contains("out of distribution"),
+        "{stderr}"
+    );
+    assert_eq!(String::from_utf8_lossy(&plain.stdout).trim(), "red");
+}

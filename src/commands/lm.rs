@@ -78,6 +78,9 @@ pub fn ask(a: AskArgs, device: &Device) -> Result<()> {
         eprintln!("warning: out of distribution: {ood}");
     }
     let image = load_rgb(&a.image)?;
+    if let Some(Err(ood)) = model.check_images(std::slice::from_ref(&image))?.pop() {
+        eprintln!("warning: out of distribution: {ood}");
+    }
     let answers = model.ask(
         &[image],
         &[a.question.as_str()],

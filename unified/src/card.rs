@@ -14,6 +14,10 @@
 //!   word for word, where `{color}` and `{shape}` stand for any of the caption vocabulary's
 //!   colours and shapes.
 //!
+//! - an **image** (asked about) is known when the model's own tokenizer reconstructs it at
+//!   [`Images::min_reconstruction_psnr`] or better ([`crate::fidelity`]): a measured threshold
+//!   below nearly every held-out test image, far above noise, photos and charts.
+//!
 //! Words are compared lowercased (the text tokenizer lowercases too); whitespace separates them,
 //! and each of `, . ? ! ; :` is a word of its own.
 
@@ -52,6 +56,9 @@ pub struct ModelCard {
     /// The kinds of question it answers, with their forms.
     pub questions: Vec<QuestionForm>,
     pub defaults: Defaults,
+    /// The image check; a card without it checks no image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<Images>,
     /// Held-out figures, each with its report.
     #[serde(default)]
     pub figures: Vec<Figure>,
@@ -98,6 +105,17 @@ pub struct Defaults {
     pub guidance: Measured,
 }
 
+/// What images the model knows, and the measured check of them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Images {
+    /// The images it was trained on, in words (for an error message).
+    pub description: String,
+    /// Lowest reconstruction PSNR (dB) through the model's own tokenizer of an image it is
+    /// asked about; `why` quotes the measured distributions that chose it.
+    pub min_reconstruction_psnr: Measured,
+}
+
 /// A default and the measurement that chose it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -127,6 +145,12 @@ pub enum OutOfDistribution {
     Caption { unknown: Vec<String>, knows: String },
     /// A question of none of the forms.
     Question { question: String, knows: String },
+    /// An image the model's tokenizer reconstructs worse than the card's threshold.
+    Image {
+        psnr: f64,
+        min_psnr: f64,
+        knows: String,
+    },
 }
 
 impl fmt::Display for OutOfDistribution {
@@ -148,6 +172,16 @@ impl fmt::Display for OutOfDistribution {
             Self::Question { question, knows } => write!(
                 f,
                 "{question:?} is not one of the questions this model was trained on. {knows}"
+            ),
+            Self::Image {
+                psnr,
+                min_psnr,
+                knows,
+            } => write!(
+                f,
+                "the image does not look like what this model knows: its tokenizer reconstructs \
+                 it at {psnr:.1} dB PSNR, below the {min_psnr:.1} dB that the images it knows \
+                 reach. {knows}"
             ),
         }
     }
@@ -263,6 +297,23 @@ impl ModelCard {
         }
     }
 
+    /// `Ok` when an image's reconstruction PSNR (dB, [`crate::fidelity`]) is at least the
+    /// card's threshold, or the card has no image check.
+    pub fn check_image_psnr(&self, psnr: f64) -> std::result::Result<(), OutOfDistribution> {
+        let Some(images) = &self.images else {
+            return Ok(());
+        };
+        let min_psnr = images.min_reconstruction_psnr.value;
+        if psnr >= min_psnr {
+            return Ok(());
+        }
+        Err(OutOfDistribution::Image {
+            psnr,
+            min_psnr,
+            knows: format!("It knows {}.", images.description.trim_end_matches('.')),
+        })
+    }
+
     /// What the model draws, for an error message.
     pub fn knows_captions(&self) -> String {
         let c = &self.captions;
@@ -350,6 +401,19 @@ impl ModelCard {
         }
         if g.why.trim().is_empty() || g.report.trim().is_empty() {
             return Err("defaults.guidance needs its measurement (why) and report".into());
+        }
+        if let Some(images) = &self.images {
+            let m = &images.min_reconstruction_psnr;
+            if !(m.value.is_finite() && 0.0 < m.value && m.value <= crate::fidelity::MAX_PSNR) {
+                return Err(format!(
+                    "images.min_reconstruction_psnr.value must be in (0, {}] dB, got {}",
+                    crate::fidelity::MAX_PSNR,
+                    m.value
+                ));
+            }
+            if images.description.trim().is_empty() || m.why.trim().is_empty() {
+                return Err("images needs its description and its measurement (why)".into());
+            }
         }
         for f in &self.figures {
             if !(0.0..=1.0).contains(&f.value) {

@@ -4,6 +4,8 @@
 //! - [`card`]: [`ModelCard`], what a model knows (`card.json` in its directory): caption
 //!   vocabulary, question forms, measured defaults, and the checks of prompts and questions
 //!   against them;
+//! - [`fidelity`]: how faithfully the model's tokenizer reconstructs an image, the card's
+//!   image check, and the summary of its measured distributions;
 //! - [`model`]: [`UnifiedModel`], the directory that joins the VQRAE tokenizer, one LLaMA-style
 //!   LM over the unified vocabulary, the understanding projector and the text tokenizer;
 //! - [`image_files`]: text-to-image into a folder of PNGs (`vqrae generate`), in bounded
@@ -13,6 +15,7 @@
 
 pub mod card;
 mod error;
+pub mod fidelity;
 pub mod image_files;
 pub mod joint;
 pub mod model;

@@ -8,7 +8,7 @@ fn error_responses(codes: &[&str]) -> Value {
     let mut out = serde_json::Map::new();
     for &c in codes {
         let what = match c {
-            "400" => "Invalid request (a bad value, size, image or URL; a prompt or question outside the model card: code out_of_distribution)",
+            "400" => "Invalid request (a bad value, size, image or URL; a prompt, question or asked-about image outside the model card: code out_of_distribution)",
             "401" => "Missing or wrong API key (when the server has one)",
             "404" => "Unknown model or route",
             "413" => "Request body too large",
@@ -108,7 +108,7 @@ fn schemas(state: &AppState) -> Value {
                 "seed": {"type": "integer"}}}},
             "warnings": {"$ref": "#/components/schemas/Warnings"}}},
         "Warnings": {"type": "array", "items": {"type": "string"},
-            "description": "Only under the server option ood = \"warn\": the prompt or question is outside the model card (the response also carries the header x-vqrae-warning: out_of_distribution)."},
+            "description": "Only under the server option ood = \"warn\": the prompt, question or image is outside the model card (the response also carries the header x-vqrae-warning: out_of_distribution)."},
         "ChatCompletionRequest": {"type": "object", "required": ["messages"], "properties": {
             "model": {"type": "string", "examples": [m.id]},
             "messages": {"type": "array", "maxItems": l.max_messages, "items": {"$ref": "#/components/schemas/ChatMessage"},
@@ -153,8 +153,8 @@ fn schemas(state: &AppState) -> Value {
             "defaults": {"type": "object", "properties": {
                 "guidance_scale": {"type": "number", "description": "What image generation uses when a request does not say"},
                 "source": {"type": "string", "enum": ["card", "built-in"]}}},
-            "out_of_distribution": {"type": "string", "enum": ["refuse", "warn"], "description": "What the server does with a prompt or question outside the card"},
-            "card": {"type": ["object", "null"], "description": "The model card (card.json in the model directory): training data, image size, caption vocabulary (articles, colors, shapes, scene_words, examples), question kinds with their forms and examples, measured defaults with their reports, held-out figures; null when the model has none (then nothing is checked)"}}},
+            "out_of_distribution": {"type": "string", "enum": ["refuse", "warn"], "description": "What the server does with a prompt, question or image outside the card"},
+            "card": {"type": ["object", "null"], "description": "The model card (card.json in the model directory): training data, image size, caption vocabulary (articles, colors, shapes, scene_words, examples), question kinds with their forms and examples, measured defaults with their reports, the image check (images.min_reconstruction_psnr), held-out figures; null when the model has none (then nothing is checked)"}}},
         "ImageInput": {"type": "object", "required": ["image"], "properties": {
             "image": {"type": "string", "description": "data:image/...;base64,... or bare base64 (PNG, JPEG, GIF, BMP, WebP)"},
             "model": {"type": "string"}}},

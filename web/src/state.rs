@@ -170,18 +170,30 @@ impl AppState {
         verdict: Result<(), OutOfDistribution>,
         param: &str,
     ) -> Result<Option<String>, ApiError> {
-        let Err(ood) = verdict else {
-            return Ok(None);
-        };
-        match self.cfg.ood {
-            OodPolicy::Refuse => Err(ApiError::invalid(
-                param,
-                format!("Out of distribution: {ood} GET /v1/models shows the model card."),
-            )
-            .code(OOD_CODE)),
-            OodPolicy::Warn => Ok(Some(format!(
-                "Out of distribution, answered anyway (the server runs with ood = \"warn\"): {ood}"
-            ))),
-        }
+        judge(self.cfg.ood, verdict, param)
+    }
+}
+
+/// A verdict of the model card under `policy`: `Ok(None)` when in distribution, else a 400 on
+/// `param` that says what the model knows (`refuse`) or the warning to answer with (`warn`).
+/// Free of [`AppState`] so that the model worker can judge what only the model measures (an
+/// image's reconstruction).
+pub(crate) fn judge(
+    policy: OodPolicy,
+    verdict: Result<(), OutOfDistribution>,
+    param: &str,
+) -> Result<Option<String>, ApiError> {
+    let Err(ood) = verdict else {
+        return Ok(None);
+    };
+    match policy {
+        OodPolicy::Refuse => Err(ApiError::invalid(
+            param,
+            format!("Out of distribution: {ood} GET /v1/models shows the model card."),
+        )
+        .code(OOD_CODE)),
+        OodPolicy::Warn => Ok(Some(format!(
+            "Out of distribution, answered anyway (the server runs with ood = \"warn\"): {ood}"
+        ))),
     }
 }

@@ -81,6 +81,38 @@ fn red_circle() -> RgbImage {
     })
 }
 
+/// A shipped sample image (an easy-VQA test image).
+fn example(name: &str) -> Result<RgbImage> {
+    Ok(vqrae_data::image_io::load_rgb(
+        &vqrae_test_support::repo().join("examples").join(name),
+    )?)
+}
+
+/// Noise, 64x64, from a fixed seed (xorshift).
+fn noise() -> RgbImage {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    RgbImage::from_fn(64, 64, |_, _| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let [r, g, b, ..] = state.to_le_bytes();
+        Rgb([r, g, b])
+    })
+}
+
+/// A greyscale photo-like image: smooth waves of several frequencies, 200x150.
+fn grey_photo() -> RgbImage {
+    RgbImage::from_fn(200, 150, |x, y| {
+        let (x, y) = (x as f64, y as f64);
+        let v = 120.0
+            + 70.0 * (x / 17.0).sin() * (y / 23.0).cos()
+            + 40.0 * ((x + 2.0 * y) / 6.0).sin()
+            + 20.0 * ((x * y).sqrt() / 3.0).cos();
+        let l = v.clamp(0.0, 255.0) as u8;
+        Rgb([l, l, l])
+    })
+}
+
 fn ask(image: &RgbImage, question: &str) -> Value {
     json!({"model": "default", "messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": data_url(image)}},
@@ -353,5 +385,82 @@ async fn default_names_the_served_model_on_every_route() -> Result<()> {
         .await?
         .expect_error(404);
     assert_eq!(e["param"], "model");
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_the_tokenizer_cannot_represent_are_refused_or_warned() -> Result<()> {
+    let server = Shipped::start(OodPolicy::Refuse).await?;
+    let c = &server.client;
+    for (what, img) in [("noise", noise()), ("grey photo", grey_photo())] {
+        for stream in [false, true] {
+            let mut body = ask(&img, "what color is the shape?");
+            body["stream"] = json!(stream);
+            let e = c
+                .post("/v1/chat/completions", &body)
+                .await?
+                .expect_error(400);
+            assert_eq!(e["param"], "messages", "{what}: {e}");
+            assert_eq!(e["code"], "out_of_distribution", "{what}: {e}");
+            let msg = e["message"].as_str().unwrap_or("");
+            for needle in ["does not look like", "dB PSNR", "20.5 dB", "64x64"] {
+                assert!(msg.contains(needle), "{what}: {msg}");
+            }
+        }
+    }
+    // a real easy-VQA test image is answered, without a warning
+    let r = c
+        .post(
+            "/v1/chat/completions",
+            &ask(&example("red-triangle.png")?, "what color is the shape?"),
+        )
+        .await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json().get("warnings").is_none() && r.header("x-vqrae-warning").is_none());
+    assert_eq!(r.json()["choices"][0]["message"]["content"], "red");
+    server.stop().await?;
+
+    let server = Shipped::start(OodPolicy::Warn).await?;
+    let c = &server.client;
+    let r = c
+        .post(
+            "/v1/chat/completions",
+            &ask(&noise(), "what color is the shape?"),
+        )
+        .await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-vqrae-warning"), Some("out_of_distribution"));
+    let v = r.json();
+    assert!(v["choices"][0]["message"]["content"].is_string(), "{v}");
+    let w = v["warnings"][0].as_str().expect("a warning");
+    assert!(
+        w.contains("answered anyway") && w.contains("does not look like"),
+        "{w}"
+    );
+    // an out-of-distribution question about one: both warnings
+    let r = c
+        .post("/v1/chat/completions", &ask(&grey_photo(), "hello"))
+        .await?;
+    assert_eq!(r.json()["warnings"].as_array().map(Vec::len), Some(2));
+    // streamed: the header, and the warning in the first chunk
+    let mut body = ask(&noise(), "what color is the shape?");
+    body["stream"] = json!(true);
+    let r = c.post("/v1/chat/completions", &body).await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-vqrae-warning"), Some("out_of_distribution"));
+    let chunks = sse_chunks(&r);
+    assert!(
+        chunks[0]["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("does not look like")),
+        "{:?}",
+        chunks[0]
+    );
+    assert_eq!(
+        chunks
+            .last()
+            .map(|c| c["choices"][0]["finish_reason"].is_string()),
+        Some(true)
+    );
     server.stop().await
 }

@@ -50,6 +50,24 @@ fn invalid_cards_are_refused_with_what_is_wrong() {
     bad(&|c| c.defaults.guidance.value = f64::NAN, "guidance");
     bad(&|c| c.defaults.guidance.report.clear(), "report");
     bad(&|c| c.source = " ".into(), "source");
+    let psnr = |v: f64| {
+        move |c: &mut ModelCard| {
+            if let Some(i) = c.images.as_mut() {
+                i.min_reconstruction_psnr.value = v;
+            }
+        }
+    };
+    for v in [0.0, -3.0, f64::NAN, f64::INFINITY, 101.0] {
+        bad(&psnr(v), "min_reconstruction_psnr");
+    }
+    bad(
+        &|c| {
+            if let Some(i) = c.images.as_mut() {
+                i.description.clear();
+            }
+        },
+        "description",
+    );
     // a file that is not a card, or has unknown fields, names the file
     let tmp = tempfile::tempdir().expect("tempdir");
     std::fs::write(tmp.path().join(CARD_FILE), "{\"summary\": 1}").expect("write");
@@ -198,4 +216,38 @@ fn the_shipped_guidance_default_is_its_reports_best() {
     for r in &card.reports {
         assert!(repo().join(r).is_file(), "{r}");
     }
+}
+
+/// The image check's threshold is its report's, quoted; an image below it is named with its
+/// PSNR and what the model knows; a card without the check passes every image.
+#[test]
+fn the_shipped_image_check_is_its_reports_threshold() {
+    let mut card = shipped();
+    let images = card.images.clone().expect("the shipped card checks images");
+    let m = &images.min_reconstruction_psnr;
+    assert!(card.reports.contains(&m.report), "{} is listed", m.report);
+    let text = std::fs::read_to_string(repo().join(&m.report)).expect("the report");
+    let report: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(report["calibration"]["threshold"].as_f64(), Some(m.value));
+    let easy = report["calibration"]["groups"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["name"] == "easy-vqa-test"))
+        .expect("the easy-VQA test group");
+    assert_eq!(easy["refused"].as_f64(), Some(0.0));
+    for q in ["min", "p0_5", "median"] {
+        let v = format!("{:.2}", easy["psnr"][q].as_f64().expect("a figure"));
+        assert!(m.why.contains(&v), "{} should quote {q} = {v}", m.why);
+    }
+    assert!(m.why.contains("--example image_ood"), "{}", m.why);
+
+    assert_eq!(card.check_image_psnr(m.value), Ok(()));
+    assert_eq!(card.check_image_psnr(30.0), Ok(()));
+    let e = card.check_image_psnr(7.04).expect_err("noise");
+    assert!(matches!(e, OutOfDistribution::Image { .. }));
+    let msg = e.to_string();
+    for needle in ["7.0 dB", "20.5 dB", "64x64", "one coloured shape"] {
+        assert!(msg.contains(needle), "{msg}");
+    }
+    card.images = None;
+    assert_eq!(card.check_image_psnr(0.0), Ok(()));
 }

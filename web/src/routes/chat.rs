@@ -11,7 +11,10 @@
 //! reasoning. Streamed, the answer's pieces come as `delta.reasoning_content` and the conclusion
 //! as one `delta.content` after them. Other questions' answers are the `content`, as they are.
 //! A question outside the model card's forms is refused (400 on `messages`) or, under
-//! `ood = "warn"`, answered with `warnings`.
+//! `ood = "warn"`, answered with `warnings`; so is an image that the model's own tokenizer
+//! reconstructs below the card's `images.min_reconstruction_psnr` (judged on the model worker
+//! from the encoding the answer uses: the check adds one decode). A streamed answer waits for
+//! that verdict before its response starts, so a refused image is a plain 400 there too.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -20,6 +23,7 @@ use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use candle_core::Tensor;
 use futures_util::stream;
 use image::RgbImage;
 use serde::Deserialize;
@@ -31,9 +35,10 @@ use vqrae_understand::reasoning::conclusion;
 use vqrae_unified::model::UnifiedModel;
 use vqrae_unified::UnifiedError;
 
+use crate::config::OodPolicy;
 use crate::error::{ApiError, ApiJson};
 use crate::routes::{check_text, sampling};
-use crate::state::{mark_warned, unix_now, AppState};
+use crate::state::{judge, mark_warned, unix_now, AppState};
 
 #[derive(Clone, Debug, Deserialize)]
 pub(crate) struct ChatRequest {
@@ -301,16 +306,39 @@ struct Finished {
     completion_tokens: usize,
 }
 
-/// Answers on the model worker; `on_delta` sees the answer's text as it grows.
+/// The image's features and its verdict under the model card's image check (`ood`): a 400
+/// (`refuse`), a warning (`warn`), or `None` when it passes or the card checks no image. Only
+/// the model can measure how well it reconstructs an image, so this runs on the worker, from
+/// the encoding the answer uses.
+fn see(
+    model: &UnifiedModel,
+    image: RgbImage,
+    ood: OodPolicy,
+) -> Result<(Tensor, Option<String>), ApiError> {
+    let Some(card) = model.card.as_ref().filter(|c| c.images.is_some()) else {
+        return Ok((model.features(&[image])?, None));
+    };
+    let (features, psnr) = model.features_and_psnr(&[image])?;
+    let psnr = psnr.first().copied().unwrap_or(0.0);
+    Ok((
+        features,
+        judge(ood, card.check_image_psnr(psnr), "messages")?,
+    ))
+}
+
+/// Answers on the model worker; `emit` gets the image's verdict ([`Piece::Checked`]) first,
+/// then the answer's text as it grows ([`Piece::Delta`]).
 fn answer(
     model: &UnifiedModel,
     image: RgbImage,
     question: &str,
     max_tokens: usize,
     sampling: &SamplingConfig,
-    mut on_delta: impl FnMut(&str),
+    ood: OodPolicy,
+    emit: &mut dyn FnMut(Piece),
 ) -> Result<Finished, ApiError> {
-    let features = model.features(&[image])?;
+    let (features, warning) = see(model, image, ood)?;
+    emit(Piece::Checked(warning));
     let mut ids: Vec<u32> = Vec::new();
     let mut deltas = Deltas::default();
     let answers = model
@@ -319,14 +347,14 @@ fn answer(
             ids.push(id);
             if let Ok(text) = model.text.decode(&ids) {
                 if let Some(delta) = deltas.next(&text) {
-                    on_delta(&delta);
+                    emit(Piece::Delta(delta));
                 }
             }
         })
         .map_err(UnifiedError::from)?;
     let text = answers.into_iter().next().unwrap_or_default();
     if let Some(rest) = deltas.finish(&text) {
-        on_delta(&rest);
+        emit(Piece::Delta(rest));
     }
     let prompt_tokens =
         model.text.encode(question).map(|t| t.len()).unwrap_or(0) + model.cfg.image_tokens;
@@ -376,18 +404,31 @@ pub(crate) async fn completions(
         ..
     } = q;
     let metrics = state.metrics.clone();
-    let job = move |m: &UnifiedModel, on_delta: &mut dyn FnMut(&str)| {
-        let f = answer(m, image, &question, max_tokens, &sampling, on_delta)?;
+    let ood = state.cfg.ood;
+    let job = move |m: &UnifiedModel, emit: &mut dyn FnMut(Piece)| {
+        let f = answer(m, image, &question, max_tokens, &sampling, ood, emit)?;
         metrics.tokens(f.completion_tokens);
         Ok(f)
     };
-    let mut resp = if req.stream.unwrap_or(false) {
+    if req.stream.unwrap_or(false) {
         let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
-        streamed(&state, reply.clone(), include_usage, job)?
-    } else {
-        let done = state.engine.call(move |m| job(m, &mut |_| {})).await?;
-        Json(reply.completion(&done)).into_response()
-    };
+        return streamed(&state, reply, include_usage, job).await;
+    }
+    let (done, warning) = state
+        .engine
+        .call(move |m| {
+            let mut warning = None;
+            let done = job(m, &mut |p| {
+                if let Piece::Checked(w) = p {
+                    warning = w;
+                }
+            })?;
+            Ok((done, warning))
+        })
+        .await?;
+    let mut reply = reply;
+    reply.warnings.extend(warning);
+    let mut resp = Json(reply.completion(&done)).into_response();
     mark_warned(&mut resp, &reply.warnings);
     Ok(resp)
 }
@@ -468,39 +509,84 @@ impl Reply {
         }
         pending.push_back("[DONE]".to_string());
     }
+
+    /// Queues the events of what the worker sent (`None`: it dropped the channel); `true`
+    /// when the answer is over.
+    fn handle(
+        &self,
+        piece: Option<Piece>,
+        include_usage: bool,
+        pending: &mut VecDeque<String>,
+    ) -> bool {
+        match piece {
+            Some(Piece::Checked(_)) => false,
+            Some(Piece::Delta(text)) => {
+                pending.push_back(self.chunk(self.piece(text), None).to_string());
+                false
+            }
+            Some(Piece::Done(f)) => {
+                self.finish(&f, include_usage, pending);
+                true
+            }
+            Some(Piece::Failed(e)) => {
+                pending.push_back(e.body().to_string());
+                pending.push_back("[DONE]".to_string());
+                true
+            }
+            None => {
+                let e = ApiError::internal(
+                    "The model worker failed on this request (see the server log).",
+                );
+                pending.push_back(e.body().to_string());
+                pending.push_back("[DONE]".to_string());
+                true
+            }
+        }
+    }
 }
 
-/// Answers as server-sent events: the worker sends the answer's pieces down a channel as they
-/// come; queued (or refused with 503) before the response starts, so a full queue is still a
-/// plain error.
-fn streamed<J>(
+/// Answers as server-sent events: the worker sends the image's verdict, then the answer's
+/// pieces, down a channel as they come; queued (or refused with 503) before the response
+/// starts, and the response starts after the verdict, so a full queue and a refused image are
+/// still plain errors and a warning is in the headers.
+async fn streamed<J>(
     state: &AppState,
-    reply: Reply,
+    mut reply: Reply,
     include_usage: bool,
     job: J,
 ) -> Result<Response, ApiError>
 where
-    J: FnOnce(&UnifiedModel, &mut dyn FnMut(&str)) -> Result<Finished, ApiError> + Send + 'static,
+    J: FnOnce(&UnifiedModel, &mut dyn FnMut(Piece)) -> Result<Finished, ApiError> + Send + 'static,
 {
-    let (tx, rx) = mpsc::unbounded_channel::<Piece>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Piece>();
     state.engine.submit(move |m| {
         let sent = tx.clone();
-        let result = job(m, &mut |delta| {
-            let _ = sent.send(Piece::Delta(delta.to_string()));
+        let result = job(m, &mut |piece| {
+            let _ = sent.send(piece);
         });
         let _ = tx.send(match result {
             Ok(f) => Piece::Done(f),
             Err(e) => Piece::Failed(e),
         });
     })?;
+    let early = match rx.recv().await {
+        Some(Piece::Checked(warning)) => {
+            reply.warnings.extend(warning);
+            None
+        }
+        Some(Piece::Failed(e)) => return Err(e),
+        other => Some(other),
+    };
     let mut first = reply.chunk(json!({"role": "assistant", "content": ""}), None);
     if !reply.warnings.is_empty() {
         first["warnings"] = json!(reply.warnings);
     }
     let mut pending = VecDeque::new();
     pending.push_back(first.to_string());
+    let finished = early.is_some_and(|p| reply.handle(p, include_usage, &mut pending));
+    let warnings = reply.warnings.clone();
     let events = stream::unfold(
-        (rx, pending, false, reply),
+        (rx, pending, finished, reply),
         move |(mut rx, mut pending, mut finished, reply)| async move {
             loop {
                 if let Some(data) = pending.pop_front() {
@@ -510,38 +596,21 @@ where
                 if finished {
                     return None;
                 }
-                finished = match rx.recv().await {
-                    Some(Piece::Delta(text)) => {
-                        pending.push_back(reply.chunk(reply.piece(text), None).to_string());
-                        false
-                    }
-                    Some(Piece::Done(f)) => {
-                        reply.finish(&f, include_usage, &mut pending);
-                        true
-                    }
-                    Some(Piece::Failed(e)) => {
-                        pending.push_back(e.body().to_string());
-                        pending.push_back("[DONE]".to_string());
-                        true
-                    }
-                    None => {
-                        let e = ApiError::internal(
-                            "The model worker failed on this request (see the server log).",
-                        );
-                        pending.push_back(e.body().to_string());
-                        pending.push_back("[DONE]".to_string());
-                        true
-                    }
-                };
+                finished = reply.handle(rx.recv().await, include_usage, &mut pending);
             }
         },
     );
-    Ok(Sse::new(events)
+    let mut resp = Sse::new(events)
         .keep_alive(KeepAlive::default())
-        .into_response())
+        .into_response();
+    mark_warned(&mut resp, &warnings);
+    Ok(resp)
 }
 
+/// What the model worker sends as it answers.
 enum Piece {
+    /// The image's verdict: a warning under `ood = "warn"`, or none.
+    Checked(Option<String>),
     Delta(String),
     Done(Finished),
     Failed(ApiError),
