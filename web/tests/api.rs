@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +12,10 @@ use axum::extract::State;
 use axum::routing::post;
 use axum::Router;
 use base64::Engine as _;
-use common::{data_url, metric, png, toy_image, Client, TestServer};
+use common::{
+    busy_route, concurrent_generations, data_url, metric, occupy_worker, png, toy_image, Client,
+    TestServer,
+};
 use hyper::Method;
 use image::RgbImage;
 use serde_json::{json, Value};
@@ -30,19 +33,6 @@ fn decode_png(b64: &str) -> RgbImage {
 /// Routes for tests: keep the model worker busy, panic in a handler, panic in the model.
 /// `/test/busy` counts in `started` when the worker takes it up.
 fn test_routes(started: Arc<AtomicUsize>) -> Router<AppState> {
-    let busy = move |State(state): State<AppState>| {
-        let started = started.clone();
-        async move {
-            state
-                .call_model(move |_| {
-                    started.fetch_add(1, Ordering::SeqCst);
-                    std::thread::sleep(Duration::from_millis(800));
-                    Ok(())
-                })
-                .await?;
-            Ok::<_, ApiError>("done")
-        }
-    };
     async fn handler_panic() -> &'static str {
         panic!("injected handler panic")
     }
@@ -52,8 +42,7 @@ fn test_routes(started: Arc<AtomicUsize>) -> Router<AppState> {
             .await?;
         Ok("unreachable")
     }
-    Router::new()
-        .route("/test/busy", post(busy))
+    busy_route(started)
         .route("/test/panic", post(handler_panic))
         .route("/test/model-panic", post(model_panic))
 }
@@ -65,22 +54,6 @@ async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> bool) {
         assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-/// Starts `/test/busy` and waits until the model worker has taken it up (and so holds nothing
-/// else for 800 ms).
-async fn occupy_worker(
-    client: &Client,
-    started: &AtomicUsize,
-) -> tokio::task::JoinHandle<Result<common::Resp>> {
-    let before = started.load(Ordering::SeqCst);
-    let c = client.clone();
-    let busy = tokio::spawn(async move { c.post("/test/busy", &json!({})).await });
-    wait_for("the worker takes up /test/busy", async || {
-        started.load(Ordering::SeqCst) > before
-    })
-    .await;
-    busy
 }
 
 /// Waits until `n` requests wait in the model's queue.
@@ -624,21 +597,9 @@ async fn a_full_queue_answers_503_with_retry_after() -> Result<()> {
 
     // the worker is busy, so requests wait in the queue; two fit, the rest are refused at once
     let busy = occupy_worker(&c, &started).await;
-    let mut tasks = Vec::new();
-    for i in 0..8 {
-        let c = c.clone();
-        tasks.push(tokio::spawn(async move {
-            c.post(
-                "/v1/images/generations",
-                &json!({"prompt": "a green circle", "seed": i}),
-            )
-            .await
-        }));
-    }
     let mut ok = 0;
     let mut refused = 0;
-    for t in tasks {
-        let r = t.await??;
+    for r in concurrent_generations(&c, 8).await? {
         match r.status {
             200 => ok += 1,
             503 => {

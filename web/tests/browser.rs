@@ -442,8 +442,8 @@ async fn generate_on_page(b: &Browser<'_>, shots: &Path) -> Result<((u64, u64), 
     Ok((image_natural, image_shown, image_empty))
 }
 
-/// Asks about an uploaded image; the answer the page shows.
-async fn ask_on_page(b: &Browser<'_>, upload: &Path, shots: &Path) -> Result<String> {
+/// Chooses `upload` in the page's file input and waits for its preview.
+async fn upload_on_page(b: &Browser<'_>, upload: &Path) -> Result<()> {
     b.choose_file("#file", upload).await?;
     b.wait_for(
         "the upload's preview",
@@ -452,7 +452,11 @@ async fn ask_on_page(b: &Browser<'_>, upload: &Path, shots: &Path) -> Result<Str
         30,
     )
     .await?;
-    b.type_into("#question", "what color is the shape?").await?;
+    Ok(())
+}
+
+/// Clicks "ask" and waits for the page's answer (or its error).
+async fn ask_and_wait(b: &Browser<'_>) -> Result<()> {
     b.click("#askbtn").await?;
     let done = b
         .wait_for(
@@ -464,6 +468,14 @@ async fn ask_on_page(b: &Browser<'_>, upload: &Path, shots: &Path) -> Result<Str
         )
         .await?;
     ensure!(done == "ok", "asking on the page failed: {done}");
+    Ok(())
+}
+
+/// Asks about an uploaded image; the answer the page shows.
+async fn ask_on_page(b: &Browser<'_>, upload: &Path, shots: &Path) -> Result<String> {
+    upload_on_page(b, upload).await?;
+    b.type_into("#question", "what color is the shape?").await?;
+    ask_and_wait(b).await?;
     let answer = b
         .js(r#"return document.getElementById("answer").textContent;"#)
         .await?
@@ -478,20 +490,7 @@ async fn ask_on_page(b: &Browser<'_>, upload: &Path, shots: &Path) -> Result<Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_generates_an_image_and_answers_a_question_in_chromium() -> Result<()> {
-    let missing = |what: &str, var: &str| {
-        format!(
-            "{what} is not installed (or not on PATH; {var} names another): the browser test \
-             needs Chromium and chromedriver. Install them with `{INSTALL}` (apt: chromium, \
-             chromium-driver)."
-        )
-    };
-    let chromedriver = find_binary("CHROMEDRIVER", &["chromedriver"])
-        .unwrap_or_else(|| panic!("{}", missing("chromedriver", "CHROMEDRIVER")));
-    let chromium = find_binary(
-        "CHROMIUM",
-        &["chromium", "chromium-browser", "google-chrome"],
-    )
-    .unwrap_or_else(|| panic!("{}", missing("Chromium", "CHROMIUM")));
+    let (chromedriver, chromium) = browser_binaries();
 
     let shots = shots_dir();
     std::fs::create_dir_all(&shots)?;
@@ -703,25 +702,8 @@ async fn check_card(b: &Browser<'_>, base: &str, upload: &Path, shots: &Path) ->
     .await?;
     b.click("#card-prompts button:nth-of-type(3)").await?;
     b.click("#card-asks button:nth-of-type(3)").await?;
-    b.choose_file("#file", upload).await?;
-    b.wait_for(
-        "the upload's preview",
-        r#"const p = document.getElementById("preview");
-           return p.complete && p.naturalWidth > 0;"#,
-        30,
-    )
-    .await?;
-    b.click("#askbtn").await?;
-    let done = b
-        .wait_for(
-            "the answer",
-            r#"const err = document.getElementById("askerr").textContent;
-               if (err) return "error: " + err;
-               return document.getElementById("askbtn").disabled ? null : "ok";"#,
-            120,
-        )
-        .await?;
-    ensure!(done == "ok", "asking on the page failed: {done}");
+    upload_on_page(b, upload).await?;
+    ask_and_wait(b).await?;
     b.js(r#"document.getElementById("card").scrollIntoView(); return 0;"#)
         .await?;
     b.screenshot(&shots.join("card.png")).await?;

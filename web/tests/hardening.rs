@@ -6,20 +6,17 @@ mod common;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use axum::extract::State;
-use axum::routing::post;
-use axum::Router;
-use common::{data_url, toy_image, Client, TestServer};
+use common::{busy_route, concurrent_generations, data_url, occupy_worker, toy_image, TestServer};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use vqrae_web::config::Timeouts;
-use vqrae_web::{ApiError, AppState, ServeConfig};
+use vqrae_web::ServeConfig;
 
 // ---- the log, captured ----
 
@@ -77,43 +74,6 @@ fn timeouts(header_read_secs: f64, idle_secs: f64, shutdown_secs: f64) -> Timeou
         idle_secs,
         shutdown_secs,
     }
-}
-
-/// `/test/busy` holds the model worker for 800 ms and counts in `started` when it begins.
-fn busy_route(started: Arc<AtomicUsize>) -> Router<AppState> {
-    let busy = move |State(state): State<AppState>| {
-        let started = started.clone();
-        async move {
-            state
-                .call_model(move |_| {
-                    started.fetch_add(1, Ordering::SeqCst);
-                    std::thread::sleep(Duration::from_millis(800));
-                    Ok(())
-                })
-                .await?;
-            Ok::<_, ApiError>("done")
-        }
-    };
-    Router::new().route("/test/busy", post(busy))
-}
-
-/// Starts `/test/busy` and waits until the worker has taken it up.
-async fn occupy_worker(
-    c: &Client,
-    started: &AtomicUsize,
-) -> tokio::task::JoinHandle<Result<common::Resp>> {
-    let before = started.load(Ordering::SeqCst);
-    let c = c.clone();
-    let busy = tokio::spawn(async move { c.post("/test/busy", &json!({})).await });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while started.load(Ordering::SeqCst) == before {
-        assert!(
-            Instant::now() < deadline,
-            "the worker never took up /test/busy"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    busy
 }
 
 /// Reads one response (head and a `content-length` body) from a kept-alive connection.
@@ -254,23 +214,8 @@ async fn a_full_queue_is_a_warning_summarised_not_an_error_per_request() -> Resu
     let c = server.client.clone();
 
     let busy = occupy_worker(&c, &started).await;
-    let mut tasks = Vec::new();
-    for seed in 0..8 {
-        let c = c.clone();
-        tasks.push(tokio::spawn(async move {
-            c.post(
-                "/v1/images/generations",
-                &json!({"prompt": "a green circle", "seed": seed}),
-            )
-            .await
-        }));
-    }
-    let mut refused = 0;
-    for t in tasks {
-        if t.await??.status == 503 {
-            refused += 1;
-        }
-    }
+    let answers = concurrent_generations(&c, 8).await?;
+    let refused = answers.iter().filter(|r| r.status == 503).count();
     busy.await??;
     server.stop().await?;
     assert!(refused >= 6, "only {refused} refused");

@@ -10,16 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use axum::extract::State;
-use axum::routing::post;
-use axum::Router;
 use base64::Engine as _;
-use common::{metric, Client, Resp, TestServer};
+use common::{busy_route, metric, Client, Resp, TestServer};
 use image::RgbImage;
 use serde_json::{json, Value};
 use vqrae_generate::sample::{GenerationConfig, ImageRequest};
 use vqrae_lm::SamplingConfig;
-use vqrae_web::{ApiError, AppState};
 
 const PARTIAL: &str = "image_generation.partial_image";
 const COMPLETED: &str = "image_generation.completed";
@@ -270,25 +266,6 @@ async fn errors_before_the_stream_are_plain_json() -> Result<()> {
     let stream = &spec["paths"]["/v1/images/generations"]["post"]["responses"]["200"]["content"];
     assert!(stream.get("text/event-stream").is_some(), "{stream}");
     server.stop().await
-}
-
-/// `/test/busy`: holds the model worker for 800 ms, so that requests sent meanwhile share one
-/// batch.
-fn busy_route(started: Arc<AtomicUsize>) -> Router<AppState> {
-    let busy = move |State(state): State<AppState>| {
-        let started = started.clone();
-        async move {
-            state
-                .call_model(move |_| {
-                    started.fetch_add(1, Ordering::SeqCst);
-                    std::thread::sleep(Duration::from_millis(800));
-                    Ok(())
-                })
-                .await?;
-            Ok::<_, ApiError>("done")
-        }
-    };
-    Router::new().route("/test/busy", post(busy))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,9 +5,13 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
+use axum::extract::State;
+use axum::routing::post;
 use axum::Router;
 use candle_core::{DType, Device};
 use http_body_util::{BodyExt, Full};
@@ -21,7 +25,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use vqrae_unified::model::UnifiedModel;
-use vqrae_web::{AppState, ServeConfig, ServeError, Server};
+use vqrae_web::{ApiError, AppState, ServeConfig, ServeError, Server};
 
 pub use vqrae_test_support::toy_image;
 
@@ -233,4 +237,61 @@ pub fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or_else(|| panic!("metric {name} not in:\n{text}"))
+}
+
+/// `/test/busy` holds the model worker for 800 ms and counts in `started` when it begins: tests
+/// use it to fill the queue, or to make requests sent meanwhile share one batch.
+pub fn busy_route(started: Arc<AtomicUsize>) -> Router<AppState> {
+    let busy = move |State(state): State<AppState>| {
+        let started = started.clone();
+        async move {
+            state
+                .call_model(move |_| {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(800));
+                    Ok(())
+                })
+                .await?;
+            Ok::<_, ApiError>("done")
+        }
+    };
+    Router::new().route("/test/busy", post(busy))
+}
+
+/// Starts `/test/busy` and waits (at most 20 s) until the model worker has taken it up, and so
+/// holds nothing else for 800 ms.
+pub async fn occupy_worker(client: &Client, started: &AtomicUsize) -> JoinHandle<Result<Resp>> {
+    let before = started.load(Ordering::SeqCst);
+    let c = client.clone();
+    let busy = tokio::spawn(async move { c.post("/test/busy", &serde_json::json!({})).await });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while started.load(Ordering::SeqCst) == before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker never took up /test/busy"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    busy
+}
+
+/// `n` generation requests ("a green circle", seeds 0..n) sent at once; their answers in order.
+pub async fn concurrent_generations(client: &Client, n: u64) -> Result<Vec<Resp>> {
+    let tasks: Vec<_> = (0..n)
+        .map(|seed| {
+            let c = client.clone();
+            tokio::spawn(async move {
+                c.post(
+                    "/v1/images/generations",
+                    &serde_json::json!({"prompt": "a green circle", "seed": seed}),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await??);
+    }
+    Ok(out)
 }
