@@ -4,7 +4,7 @@
 - the binary (`src/`) stays thin: under 1,200 lines in all;
 - no library source file has more than 700 lines outside its `#[cfg(test)]` module;
 - no function (library, binary or test) is longer than 120 lines;
-- no file refers to anything outside the repository (`../shared`, `shared/gpu.md`, ...).
+- no file refers to anything outside the repository (a parent folder's files).
 
 Rust is read as text: a function runs from its `fn` line to the line where its braces balance,
 with strings, chars and comments skipped. Prints every breach and exits 1 if there is one.
@@ -17,7 +17,9 @@ from pathlib import Path
 BIN_LINES = 1200
 FILE_LINES = 700
 FN_LINES = 120
-OUTSIDE = re.compile(r"\.\./shared|shared/gpu\.md|shared/scripts")
+# a parent folder's files; spelled in pieces so this line does not match itself
+SHARED = "shared"
+OUTSIDE = re.compile(r"\.\./" + SHARED + "|" + SHARED + r"/(gpu\.md|scripts)")
 FN = re.compile(r"^\s*(pub(\([a-z]+\))?\s+)?(const\s+)?(async\s+)?(unsafe\s+)?fn\s+(\w+)")
 
 
@@ -107,7 +109,7 @@ def main():
             if length > FN_LINES:
                 breaches.append(f"{f}:{start}: fn {name} is {length} lines (limit {FN_LINES})")
     for f in files:
-        if f.endswith((".rs", ".sh", ".md", ".py", ".toml")) and f != "scripts/check_layout.py":
+        if f.endswith((".rs", ".sh", ".md", ".py", ".toml")):
             for n, line in enumerate((root / f).read_text(errors="replace").splitlines(), 1):
                 if OUTSIDE.search(line):
                     breaches.append(f"{f}:{n}: refers outside the repository")

@@ -393,12 +393,12 @@ async fn drive(b: &Browser<'_>, base: &str, upload: &Path, shots: &Path) -> Resu
     })
 }
 
-/// Text to image: two images of "a red circle"; their natural size, and the shares of the
-/// image box that show the image and the placeholder.
-async fn generate_on_page(b: &Browser<'_>, shots: &Path) -> Result<((u64, u64), f64, f64)> {
-    b.type_into("#prompt", "a red circle").await?;
-    b.type_into("#n", "2").await?;
-    b.type_into("#seed", "7").await?;
+/// Fills in the generate form, submits it and waits until every image on the page has loaded
+/// (the final ones, after any streamed previews).
+async fn generate_and_wait(b: &Browser<'_>, prompt: &str, n: u32, seed: u64) -> Result<()> {
+    b.type_into("#prompt", prompt).await?;
+    b.type_into("#n", &n.to_string()).await?;
+    b.type_into("#seed", &seed.to_string()).await?;
     b.click("#genbtn").await?;
     let done = b
         .wait_for(
@@ -407,12 +407,19 @@ async fn generate_on_page(b: &Browser<'_>, shots: &Path) -> Result<((u64, u64), 
                if (err) return "error: " + err;
                if (document.getElementById("genbtn").disabled) return null;
                const imgs = [...document.querySelectorAll('#images img')];
-               if (imgs.length === 0 || !imgs.every((i) => i.complete)) return null;
+               if (imgs.length === 0 || !imgs.every((i) => i.complete && i.naturalWidth > 0)) return null;
                return "ok";"#,
             120,
         )
         .await?;
     ensure!(done == "ok", "generating on the page failed: {done}");
+    Ok(())
+}
+
+/// Text to image: two images of "a red circle"; their natural size, and the shares of the
+/// image box that show the image and the placeholder.
+async fn generate_on_page(b: &Browser<'_>, shots: &Path) -> Result<((u64, u64), f64, f64)> {
+    generate_and_wait(b, "a red circle", 2, 7).await?;
     let natural = b
         .js(r#"const i = document.querySelector('#images img');
                return [i.naturalWidth, i.naturalHeight, document.querySelectorAll('#images img').length];"#)
@@ -598,22 +605,7 @@ async fn watch_preview(b: &Browser<'_>, base: &str) -> Result<(Vec<String>, Stri
                               attributeOldValue: true });
             return 0;"#)
         .await?;
-    b.type_into("#prompt", "a blue circle").await?;
-    b.type_into("#n", "1").await?;
-    b.type_into("#seed", "5").await?;
-    b.click("#genbtn").await?;
-    let done = b
-        .wait_for(
-            "the streamed image to finish",
-            r#"const err = document.getElementById("generr").textContent;
-               if (err) return "error: " + err;
-               if (document.getElementById("genbtn").disabled) return null;
-               const img = document.querySelector('#images img');
-               return img && img.complete && img.naturalWidth > 0 ? "ok" : null;"#,
-            120,
-        )
-        .await?;
-    ensure!(done == "ok", "generating on the page failed: {done}");
+    generate_and_wait(b, "a blue circle", 1, 5).await?;
     let v = b
         .js(
             r#"return [window.vqraeSrcs, document.querySelector('#images img').src,
