@@ -20,12 +20,15 @@
 
 pub mod batch;
 pub mod cache;
+pub mod chat;
 pub mod checkpoint;
 pub mod config;
 pub mod decode_attention;
 pub mod error;
 pub mod fuse;
+pub mod gguf;
 pub mod grow;
+pub mod lora;
 pub mod model;
 pub mod sampler;
 pub mod text;

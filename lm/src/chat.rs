@@ -1,0 +1,1 @@
+//! Chat templates: a model's Jinja template rendered over a conversation.

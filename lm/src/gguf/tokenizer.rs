@@ -1,0 +1,1 @@
+//! The tokenizer stored in a GGUF's metadata, as a `tokenizers` tokenizer.

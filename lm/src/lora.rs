@@ -1,0 +1,1 @@
+//! Low-rank adapters (LoRA) on a frozen base.
