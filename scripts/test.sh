@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 python3 scripts/check_layout.py    # the layout limits of docs/ARCHITECTURE.md, in a second
 scripts/setup-data.sh
-scripts/convert-dinov2.sh
+scripts/setup-models.sh
 scripts/install-browser.sh
 cargo test --workspace --all-targets
 cargo test --workspace --doc
