@@ -31,6 +31,16 @@ pub enum LmError {
     /// A configuration or argument is out of range (sizes, sampling parameters, ids).
     #[error("invalid config: {0}")]
     Config(String),
+    /// A GGUF file is not one this crate can load, or is malformed, truncated or inconsistent
+    /// (the message names the tensor or metadata key where there is one).
+    #[error("GGUF {path}: {msg}")]
+    Gguf { path: PathBuf, msg: String },
+    /// An adapter file (`lora::Adapters`) is unreadable, malformed, or for another base.
+    #[error("adapters {path}: {msg}")]
+    Adapters { path: PathBuf, msg: String },
+    /// A chat template failed to compile or render, or a conversation cannot be encoded with it.
+    #[error("chat template: {0}")]
+    Chat(String),
 }
 
 impl LmError {

@@ -4,60 +4,113 @@
 //! architecture, only how inference multiplies by them; the fused copies are not the training
 //! variables, so a fused model refuses training mode.
 
+use candle_core::quantized::QMatMul;
 use candle_core::{Module, Tensor};
 use candle_nn::Linear;
 
 use crate::error::{LmError, Result};
 use crate::model::Llama;
 
-/// A bias-free projection `x @ W^T` with `W` `(out, in)`. Once [`Self::keep_transposed`] (inference
-/// on the CPU) it also holds a contiguous `(in, out)` copy of `W` and multiplies inputs of more
-/// than one row by it: gemm multiplies 2-32 rows by a contiguous matrix 1.1-4x faster than by the
-/// transposed view of `W` (docs/PERFORMANCE.md); for one row the view, a row of dot products,
-/// is the faster one.
+/// What a [`Proj`] multiplies by: a dense `(out, in)` weight (checkpoints, training, the
+/// dequantized GGUF form), or a GGUF's quantized blocks (`QMatMul`, inference only).
+#[derive(Clone, Debug)]
+enum ProjWeight {
+    Dense(Linear),
+    Quantized(QMatMul),
+}
+
+/// A bias-free projection `x @ W^T` with `W` `(out, in)`, dense or quantized. Once
+/// [`Self::keep_transposed`] (inference on the CPU, dense only) it also holds a contiguous
+/// `(in, out)` copy of `W` and multiplies inputs of more than one row by it: gemm multiplies
+/// 2-32 rows by a contiguous matrix 1.1-4x faster than by the transposed view of `W`
+/// (docs/PERFORMANCE.md); for one row the view, a row of dot products, is the faster one.
 #[derive(Clone, Debug)]
 pub(crate) struct Proj {
-    linear: Linear,
+    weight: ProjWeight,
     transposed: Option<Tensor>,
 }
 
 impl Proj {
     pub(crate) fn new(linear: Linear) -> Self {
         Self {
-            linear,
+            weight: ProjWeight::Dense(linear),
             transposed: None,
         }
     }
 
-    pub(crate) fn weight(&self) -> &Tensor {
-        self.linear.weight()
+    /// A projection over quantized blocks (rows already in HF order, see [`crate::gguf`]).
+    pub(crate) fn quantized(matmul: QMatMul) -> Self {
+        Self {
+            weight: ProjWeight::Quantized(matmul),
+            transposed: None,
+        }
     }
 
+    /// The dense `(out, in)` weight; `None` for a quantized projection (see
+    /// [`Self::dense_weight`]).
+    pub(crate) fn weight(&self) -> Option<&Tensor> {
+        match &self.weight {
+            ProjWeight::Dense(l) => Some(l.weight()),
+            ProjWeight::Quantized(_) => None,
+        }
+    }
+
+    pub(crate) fn is_quantized(&self) -> bool {
+        matches!(self.weight, ProjWeight::Quantized(QMatMul::QTensor(_)))
+    }
+
+    /// The `(out, in)` weight as a dense tensor: the dense weight itself (shared storage), or
+    /// the quantized one dequantized to f32 on its device (a copy).
+    pub(crate) fn dense_weight(&self) -> candle_core::Result<Tensor> {
+        match &self.weight {
+            ProjWeight::Dense(l) => Ok(l.weight().clone()),
+            ProjWeight::Quantized(QMatMul::QTensor(q)) => q.dequantize(&q.device()),
+            ProjWeight::Quantized(QMatMul::Tensor(w) | QMatMul::TensorF16(w)) => Ok(w.clone()),
+        }
+    }
+
+    /// Keeps a contiguous transposed copy of a dense weight; a quantized projection is left
+    /// as it is (candle's quantized matmul lays out its blocks itself).
     fn keep_transposed(&mut self) -> candle_core::Result<()> {
-        self.transposed = Some(self.weight().t()?.contiguous()?);
+        if let ProjWeight::Dense(l) = &self.weight {
+            self.transposed = Some(l.weight().t()?.contiguous()?);
+        }
         Ok(())
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        match &self.transposed {
-            Some(w_t) if x.elem_count() > x.dim(candle_core::D::Minus1)? => x.broadcast_matmul(w_t),
-            _ => self.linear.forward(x),
+        match (&self.weight, &self.transposed) {
+            (ProjWeight::Dense(_), Some(w_t))
+                if x.elem_count() > x.dim(candle_core::D::Minus1)? =>
+            {
+                x.broadcast_matmul(w_t)
+            }
+            (ProjWeight::Dense(l), _) => l.forward(x),
+            // the quantized kernels read their input as one contiguous (rows, in) block
+            (ProjWeight::Quantized(q), _) => q.forward(&x.contiguous()?),
         }
     }
 }
 
-/// The weights of `parts` stacked along the output axis, and each part again as a view into it.
-fn stack(parts: &[&Linear]) -> candle_core::Result<(Proj, Vec<Linear>)> {
-    let weights: Vec<&Tensor> = parts.iter().map(|l| l.weight()).collect();
+/// The weights of `parts` stacked along the output axis, and each part again as a view into it;
+/// `None` when a part is quantized (nothing to stack).
+fn stack(parts: &[&Proj]) -> candle_core::Result<Option<(Proj, Vec<Proj>)>> {
+    let Some(weights) = parts
+        .iter()
+        .map(|p| p.weight())
+        .collect::<Option<Vec<&Tensor>>>()
+    else {
+        return Ok(None);
+    };
     let stacked = Tensor::cat(&weights, 0)?;
     let mut start = 0;
     let mut views = Vec::with_capacity(parts.len());
     for w in weights {
         let n = w.dim(0)?;
-        views.push(Linear::new(stacked.narrow(0, start, n)?, None));
+        views.push(Proj::new(Linear::new(stacked.narrow(0, start, n)?, None)));
         start += n;
     }
-    Ok((Proj::new(Linear::new(stacked, None)), views))
+    Ok(Some((Proj::new(Linear::new(stacked, None)), views)))
 }
 
 impl Llama {
@@ -69,12 +122,19 @@ impl Llama {
     /// keep a contiguous transposed copy, which gemm multiplies faster when more than one row
     /// comes at a time (`Proj`); this doubles the weights' memory there. The stacked and
     /// transposed matrices are copies, not the variables: a fused model refuses training mode.
+    ///
+    /// On a quantized model ([`Self::is_quantized`]) the quantized projections are kept as they
+    /// are (no stacking, no transposed copies: candle's quantized matmul lays out its blocks
+    /// itself), so fusing changes nothing but the flag; such a model refuses training anyway.
     pub fn fuse_for_inference(&mut self) -> Result<()> {
         let cpu = self.device().is_cpu();
         for (l, layer) in self.layers.iter_mut().enumerate() {
             let ctx = |e| LmError::candle(format!("fusing layer {l}"), e);
             let a = &mut layer.self_attn;
-            let (mut qkv, parts) = stack(&[&a.q_proj, &a.k_proj, &a.v_proj]).map_err(ctx)?;
+            let Some((mut qkv, parts)) = stack(&[&a.q_proj, &a.k_proj, &a.v_proj]).map_err(ctx)?
+            else {
+                continue;
+            };
             if let [q, k, v] = parts.as_slice() {
                 (a.q_proj, a.k_proj, a.v_proj) = (q.clone(), k.clone(), v.clone());
             }

@@ -59,7 +59,9 @@ impl Llama {
         if !self.cfg.tie_word_embeddings {
             out.push((
                 "lm_head.weight".to_string(),
-                grow(self.lm_head.weight(), None)
+                self.lm_head
+                    .dense_weight()
+                    .and_then(|w| grow(&w, None))
                     .map_err(|e| LmError::candle("grow_vocab: lm_head", e))?,
             ));
         }

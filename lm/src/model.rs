@@ -6,7 +6,8 @@
 //! the callers need them at a few positions only (the last one during prefill, the image
 //! positions in training); the `(B, T, vocab)` product is often the largest tensor of a step.
 //!
-//! Tensor names are those of Hugging Face `LlamaForCausalLM` ([`Llama::tensors`]); reading and
+//! Tensor names are those of Hugging Face `LlamaForCausalLM` ([`Llama::tensors`], in the
+//! `weights` submodule with the assembly of a quantized model from parts); reading and
 //! writing checkpoints is [`crate::checkpoint`], the inference-only weight fusion is
 //! [`crate::fuse`], and growing the vocabulary is [`crate::grow`].
 //!
@@ -21,7 +22,7 @@
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{Init, Linear, VarBuilder};
 use vqrae_train::ops;
 
@@ -33,6 +34,9 @@ use crate::fuse::Proj;
 /// Kept at its old path for callers outside this crate (`vqrae-unified`); the checkpoint
 /// format lives in [`crate::checkpoint`].
 pub use crate::checkpoint::save_checkpoint;
+
+mod weights;
+pub(crate) use weights::LayerParts;
 
 /// A bias-free linear layer initialised as HF initialises LLaMA (normal, `initializer_range`).
 fn linear(
@@ -72,9 +76,9 @@ struct Rope {
 
 #[derive(Clone, Debug)]
 pub(crate) struct Attention {
-    pub(crate) q_proj: Linear,
-    pub(crate) k_proj: Linear,
-    pub(crate) v_proj: Linear,
+    pub(crate) q_proj: Proj,
+    pub(crate) k_proj: Proj,
+    pub(crate) v_proj: Proj,
     pub(crate) o_proj: Proj,
     /// `[q; k; v]` stacked `(q + 2 kv, hidden)` after [`Llama::fuse_for_inference`]: one matmul
     /// instead of three. The separate projections are then views into it.
@@ -89,15 +93,25 @@ impl Attention {
         let (d, hd) = (cfg.hidden_size, cfg.head_dim());
         let (h, kv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
         Ok(Self {
-            q_proj: linear(d, h * hd, init, vb.pp("q_proj"))?,
-            k_proj: linear(d, kv * hd, init, vb.pp("k_proj"))?,
-            v_proj: linear(d, kv * hd, init, vb.pp("v_proj"))?,
+            q_proj: Proj::new(linear(d, h * hd, init, vb.pp("q_proj"))?),
+            k_proj: Proj::new(linear(d, kv * hd, init, vb.pp("k_proj"))?),
+            v_proj: Proj::new(linear(d, kv * hd, init, vb.pp("v_proj"))?),
             o_proj: Proj::new(linear(h * hd, d, init, vb.pp("o_proj"))?),
             qkv: None,
             heads: h,
             kv_heads: kv,
             head_dim: hd,
         })
+    }
+
+    /// Every projection, in HF order (q, k, v, o).
+    fn projections(&self) -> [(&'static str, &Proj); 4] {
+        [
+            ("self_attn.q_proj", &self.q_proj),
+            ("self_attn.k_proj", &self.k_proj),
+            ("self_attn.v_proj", &self.v_proj),
+            ("self_attn.o_proj", &self.o_proj),
+        ]
     }
 
     fn forward(
@@ -208,6 +222,15 @@ impl Mlp {
             up_proj: Proj::new(linear(d, i, init, vb.pp("up_proj"))?),
             down_proj: Proj::new(linear(i, d, init, vb.pp("down_proj"))?),
         })
+    }
+
+    /// Every projection, in HF order (gate, up, down).
+    fn projections(&self) -> [(&'static str, &Proj); 3] {
+        [
+            ("mlp.gate_proj", &self.gate_proj),
+            ("mlp.up_proj", &self.up_proj),
+            ("mlp.down_proj", &self.down_proj),
+        ]
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
@@ -377,42 +400,6 @@ impl Llama {
         self.embed_tokens.dtype()
     }
 
-    /// Every stored tensor by its HF name (no `lm_head.weight` when tied). When the model was
-    /// built from a `VarMap`, these share storage with its variables.
-    pub fn tensors(&self) -> HashMap<String, Tensor> {
-        let mut out = HashMap::new();
-        out.insert(
-            "model.embed_tokens.weight".to_string(),
-            self.embed_tokens.clone(),
-        );
-        for (l, layer) in self.layers.iter().enumerate() {
-            let p = format!("model.layers.{l}");
-            let a = &layer.self_attn;
-            let m = &layer.mlp;
-            for (name, t) in [
-                ("input_layernorm", &layer.input_layernorm.weight),
-                (
-                    "post_attention_layernorm",
-                    &layer.post_attention_layernorm.weight,
-                ),
-                ("self_attn.q_proj", a.q_proj.weight()),
-                ("self_attn.k_proj", a.k_proj.weight()),
-                ("self_attn.v_proj", a.v_proj.weight()),
-                ("self_attn.o_proj", a.o_proj.weight()),
-                ("mlp.gate_proj", m.gate_proj.weight()),
-                ("mlp.up_proj", m.up_proj.weight()),
-                ("mlp.down_proj", m.down_proj.weight()),
-            ] {
-                out.insert(format!("{p}.{name}.weight"), t.clone());
-            }
-        }
-        out.insert("model.norm.weight".to_string(), self.norm.weight.clone());
-        if !self.cfg.tie_word_embeddings {
-            out.insert("lm_head.weight".to_string(), self.lm_head.weight().clone());
-        }
-        out
-    }
-
     /// An empty [`KvCache`] for this model's shape, dtype and device.
     pub fn new_cache(&self, batch: usize, max_len: usize, left_pad: Vec<usize>) -> Result<KvCache> {
         KvCache::new(
@@ -493,6 +480,13 @@ impl Llama {
         if train && self.fused {
             return Err(LmError::Config(
                 "forward: a model fused for inference cannot train (its weights are copies)".into(),
+            ));
+        }
+        if train && self.is_quantized() {
+            return Err(LmError::Config(
+                "forward: a quantized model cannot train (its projections are quantized blocks \
+                 without gradients); load the GGUF dequantized for training"
+                    .into(),
             ));
         }
         if train && cache.is_some() {

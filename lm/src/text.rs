@@ -74,22 +74,39 @@ impl TextTokenizer {
     /// tokens). Padding and truncation settings in it are dropped: batching pads on its own
     /// (left, with `<pad>`), and a prompt cut short without a word would be a silent bug.
     pub(crate) fn from_tokenizer(mut inner: Tokenizer) -> Result<Self> {
-        inner.with_padding(None);
-        inner
-            .with_truncation(None)
-            .map_err(|e| LmError::Tokenizer(format!("turning off truncation: {e}")))?;
         let specials = [PAD, BOS, EOS].map(|t| AddedToken::from(t, true));
         inner
             .add_special_tokens(specials)
             .map_err(|e| LmError::Tokenizer(format!("adding control tokens: {e}")))?;
-        // A prompt is user input: a literal "<eos>" in it must not end the sequence early.
-        inner.set_encode_special_tokens(true);
         let id = |token: &str| {
             inner
                 .token_to_id(token)
                 .ok_or_else(|| LmError::Tokenizer(format!("control token {token} has no id")))
         };
         let (pad, bos, eos) = (id(PAD)?, id(BOS)?, id(EOS)?);
+        Self::with_control_ids(inner, pad, bos, eos)
+    }
+
+    /// Wraps a tokenizer whose control tokens are already in its vocabulary at known ids (a GGUF's
+    /// own `bos`/`eos`/`pad`, which may share an id): nothing is added, so [`Self::vocab_size`]
+    /// stays the model's embedding size. Each id must be a special token of `inner`, so that
+    /// [`Self::decode`] drops it and [`Self::encode`] never produces it. Padding and truncation
+    /// settings are dropped as in [`Self::from_file`].
+    pub fn with_control_ids(mut inner: Tokenizer, pad: u32, bos: u32, eos: u32) -> Result<Self> {
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| LmError::Tokenizer(format!("turning off truncation: {e}")))?;
+        // A prompt is user input: a literal "<eos>" in it must not end the sequence early.
+        inner.set_encode_special_tokens(true);
+        let added = inner.get_added_tokens_decoder();
+        for (name, id) in [("pad", pad), ("bos", bos), ("eos", eos)] {
+            if !added.get(&id).is_some_and(|t| t.special) {
+                return Err(LmError::Tokenizer(format!(
+                    "{name} id {id} is not a special token of the tokenizer"
+                )));
+            }
+        }
         // The LM's embedding table needs one row per id, and ids need not be contiguous in a
         // hand-edited file, so the size is the largest id + 1 rather than the number of tokens.
         let vocab_size = inner
@@ -197,6 +214,62 @@ impl TextTokenizer {
         Ok(encoding.get_ids().to_vec())
     }
 
+    /// Token ids of `text` where the text of a special token (`<|im_start|>`) becomes that
+    /// token's id. Only for text the program wrote itself (a chat template's markup): a user's
+    /// text goes through [`Self::encode`], where such a spelling stays plain text.
+    pub fn encode_with_special_tokens(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        for segment in self.split_at_special_tokens(text) {
+            match segment {
+                Segment::Text(plain) => ids.extend(self.encode(plain)?),
+                Segment::Special(id) => ids.push(id),
+            }
+        }
+        Ok(ids)
+    }
+
+    /// `text` cut at every occurrence of a special token's text (leftmost, then longest, as
+    /// `tokenizers` matches added tokens), the pieces between left as text.
+    pub(crate) fn split_at_special_tokens<'t>(&self, text: &'t str) -> Vec<Segment<'t>> {
+        let specials: Vec<(String, u32)> = self
+            .inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| t.special && !t.content.is_empty())
+            .map(|(id, t)| (t.content, id))
+            .collect();
+        // Most positions start no special token: test the first byte before the strings.
+        let mut first_bytes = [false; 256];
+        for (content, _) in &specials {
+            first_bytes[usize::from(content.as_bytes()[0])] = true;
+        }
+        let mut segments = Vec::new();
+        let (mut start, mut at) = (0, 0);
+        while let Some(rest) = text.get(at..).filter(|r| !r.is_empty()) {
+            let candidate = first_bytes[usize::from(rest.as_bytes()[0])];
+            let longest = specials
+                .iter()
+                .filter(|(content, _)| candidate && rest.starts_with(content.as_str()))
+                .max_by_key(|(content, _)| content.len());
+            match (longest, rest.chars().next()) {
+                (Some((content, id)), _) => {
+                    if start < at {
+                        segments.push(Segment::Text(&text[start..at]));
+                    }
+                    segments.push(Segment::Special(*id));
+                    at += content.len();
+                    start = at;
+                }
+                (None, Some(c)) => at += c.len_utf8(),
+                (None, None) => break,
+            }
+        }
+        if start < text.len() {
+            segments.push(Segment::Text(&text[start..]));
+        }
+        segments
+    }
+
     /// The text of `ids`, control tokens skipped. An id outside the vocabulary is an error
     /// rather than silently dropped, since it means the ids came from a different model.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
@@ -234,6 +307,15 @@ impl TextTokenizer {
     pub fn inner(&self) -> &Tokenizer {
         &self.inner
     }
+}
+
+/// A piece of text cut at special tokens ([`TextTokenizer::split_at_special_tokens`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Segment<'t> {
+    /// Text without any special token's spelling in it.
+    Text(&'t str),
+    /// A special token, by id.
+    Special(u32),
 }
 
 #[cfg(test)]
@@ -295,6 +377,26 @@ mod tests {
         let ids = tk.encode("stop <eos> here")?;
         assert!(!ids.contains(&tk.eos_id()));
         assert_eq!(tk.decode(&ids)?, "stop <eos> here");
+        Ok(())
+    }
+
+    #[test]
+    fn explicit_control_ids_add_nothing() -> anyhow::Result<()> {
+        let tk = trained(300);
+        let inner = tk.inner().clone();
+        let same = TextTokenizer::with_control_ids(inner.clone(), 2, 1, 2)?;
+        assert_eq!(same.vocab_size(), tk.vocab_size());
+        assert_eq!((same.pad_id(), same.bos_id(), same.eos_id()), (2, 1, 2));
+        // id 10 is an ordinary token, not a control one
+        assert!(TextTokenizer::with_control_ids(inner, 0, 10, 2).is_err());
+        // a control token's spelling is an id only where the program asks for it
+        let ids = tk.encode_with_special_tokens("<bos>a red circle<eos><eos")?;
+        assert_eq!(ids[0], tk.bos_id());
+        let plain = tk.encode("a red circle")?;
+        assert_eq!(&ids[1..=plain.len()], plain.as_slice());
+        assert_eq!(ids[plain.len() + 1], tk.eos_id());
+        assert_eq!(tk.decode(&ids[plain.len() + 2..])?, "<eos");
+        assert_eq!(tk.encode_with_special_tokens("")?, Vec::<u32>::new());
         Ok(())
     }
 

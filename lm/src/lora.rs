@@ -1,1 +1,0 @@
-//! Low-rank adapters (LoRA) on a frozen base.

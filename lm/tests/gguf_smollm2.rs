@@ -1,0 +1,165 @@
+//! The real SmolLM2-135M-Instruct Q4_1 GGUF (installed by `scripts/setup-smollm2.sh`; path
+//! overridable with `VQRAE_SMOLLM2_GGUF`): its config, our quantized model against
+//! candle-transformers' `quantized_llama` on the same file, and the dequantized f32 model
+//! against the quantized one (reported, not asserted equal: Q4_1 flips near-ties).
+
+mod common;
+
+use std::path::PathBuf;
+
+use anyhow::{ensure, Result};
+use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_transformers::models::quantized_llama::ModelWeights;
+use common::max_diff;
+use vqrae_lm::gguf::{write_llama_gguf, GgufFile, GgufWriteOptions};
+use vqrae_lm::{Llama, LlamaConfig};
+
+/// "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging
+/// Face<|im_end|>\n<|im_start|>user\n..." style ids, all below the vocabulary of 49,152.
+const IDS: [u32; 18] = [
+    1, 9690, 198, 2683, 359, 253, 5356, 5646, 11, 3365, 411, 314, 5713, 2, 198, 1, 4093, 198,
+];
+const STEPS: usize = 16;
+
+fn gguf_path() -> Result<PathBuf> {
+    let path = match std::env::var_os("VQRAE_SMOLLM2_GGUF") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../.data/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+    };
+    ensure!(
+        path.is_file(),
+        "{} is missing: run scripts/setup-smollm2.sh (or set VQRAE_SMOLLM2_GGUF)",
+        path.display()
+    );
+    Ok(path)
+}
+
+fn argmax(logits: &Tensor) -> Result<u32> {
+    Ok(logits.flatten_all()?.argmax(0)?.to_scalar::<u32>()?)
+}
+
+/// Last-position logits of the prompt and the greedy continuation, with our KV cache.
+fn ours(model: &Llama) -> Result<(Tensor, Vec<u32>)> {
+    let dev = model.device().clone();
+    let mut cache = model.new_cache(1, IDS.len() + STEPS, vec![0])?;
+    let prompt = Tensor::new(&IDS[..], &dev)?.unsqueeze(0)?;
+    let hidden = model.forward_hidden(&model.embed(&prompt)?, Some(&mut cache), false)?;
+    let last = model
+        .logits(&hidden.i((.., IDS.len() - 1, ..))?)?
+        .flatten_all()?;
+    let mut out = vec![argmax(&last)?];
+    while out.len() < STEPS {
+        let id = Tensor::new(&out[out.len() - 1..], &dev)?.unsqueeze(0)?;
+        let step = model.forward(&model.embed(&id)?, Some(&mut cache), false)?;
+        out.push(argmax(&step)?);
+    }
+    Ok((last, out))
+}
+
+/// The same with candle-transformers' model and cache.
+fn theirs(model: &mut ModelWeights) -> Result<(Tensor, Vec<u32>)> {
+    let prompt = Tensor::new(&IDS[..], &Device::Cpu)?.unsqueeze(0)?;
+    let last = model.forward(&prompt, 0)?.flatten_all()?;
+    let mut out = vec![argmax(&last)?];
+    while out.len() < STEPS {
+        let id = Tensor::new(&out[out.len() - 1..], &Device::Cpu)?.unsqueeze(0)?;
+        let logits = model.forward(&id, IDS.len() + out.len() - 1)?;
+        out.push(argmax(&logits)?);
+    }
+    Ok((last, out))
+}
+
+#[test]
+fn config_is_the_published_shape() -> Result<()> {
+    let gguf = GgufFile::open(gguf_path()?)?;
+    let expected = LlamaConfig {
+        vocab_size: 49_152,
+        hidden_size: 576,
+        intermediate_size: 1536,
+        num_hidden_layers: 30,
+        num_attention_heads: 9,
+        num_key_value_heads: 3,
+        head_dim: None,
+        rms_norm_eps: 1e-5,
+        rope_theta: 100_000.0,
+        max_position_embeddings: 8192,
+        tie_word_embeddings: true,
+        initializer_range: 0.02,
+    };
+    ensure!(gguf.config() == &expected, "{:?}", gguf.config());
+    ensure!(gguf.version() == 3 && gguf.file_size() == 98_362_432);
+    Ok(())
+}
+
+/// The same blocks through the same candle kernels, rows reordered, but the logits are not
+/// bit-equal: candle quantizes every matmul's activations to 8 bits first, and that rounding
+/// turns the ~1e-7 float differences of the two attention implementations (ours: one batched
+/// matmul per KV head group; theirs: `repeat_kv`) into flipped roundings. Measured on these 18
+/// ids: bit-identical logits for prompts of up to 5 tokens, then max |diff| 0.33-1.63 for 6 to
+/// 18 (0.96 at 18, logits up to ~33), the same argmax at every length and the same 16-token
+/// greedy continuation. With `CANDLE_DEQUANTIZE_ALL=1` (dequantized weights, no activation
+/// rounding) the two agree within 1e-4 at every length. Asserted: |diff| <= 2 at the last
+/// position and the same greedy continuation.
+#[test]
+fn quantized_model_equals_candle_transformers_on_the_real_file() -> Result<()> {
+    let path = gguf_path()?;
+    let model = GgufFile::open(&path)?.load_quantized(&Device::Cpu)?;
+    let mut reader = std::fs::File::open(&path)?;
+    let content = candle_core::quantized::gguf_file::Content::read(&mut reader)?;
+    let mut reference = ModelWeights::from_gguf(content, &mut reader, &Device::Cpu)?;
+    let (l_ours, ids_ours) = ours(&model)?;
+    let (l_ref, ids_ref) = theirs(&mut reference)?;
+    let d = max_diff(&l_ours, &l_ref)?;
+    println!("quantized vs quantized_llama: max |diff| {d:.3e}\n  ours:   {ids_ours:?}\n  theirs: {ids_ref:?}");
+    ensure!(d <= 2.0, "last-position logits differ by {d}");
+    ensure!(
+        ids_ours == ids_ref,
+        "greedy continuations differ: {ids_ours:?} vs {ids_ref:?}"
+    );
+    Ok(())
+}
+
+/// The dequantized f32 model against the reference reading of the same weights: the tensors
+/// it holds, written back as an F32 GGUF by our writer (llama.cpp's row order), read by
+/// `quantized_llama` (dense f32 matmuls for F32 tensors). Measured: max |diff| 6.9e-5 at the
+/// last position, the same 16-token greedy continuation; asserted at 1e-3. Then the f32 model
+/// against the quantized one, reported, not asserted equal (the issue: Q4_1's activation
+/// rounding flips a near-tie).
+#[test]
+fn dequantized_f32_model_against_the_reference_and_the_quantized_one() -> Result<()> {
+    let gguf = GgufFile::open(gguf_path()?)?;
+    let tensors = gguf.dequantized_tensors(&Device::Cpu, DType::F32)?;
+    let dir = tempfile::tempdir()?;
+    let copy = dir.path().join("smollm2-f32.gguf");
+    write_llama_gguf(&copy, gguf.config(), &tensors, &GgufWriteOptions::f32())?;
+    let f = Llama::from_tensors(gguf.config(), tensors, &Device::Cpu, DType::F32)?;
+    let (lf, i_f) = ours(&f)?;
+    let mut reader = std::fs::File::open(&copy)?;
+    let content = candle_core::quantized::gguf_file::Content::read(&mut reader)?;
+    let mut reference = ModelWeights::from_gguf(content, &mut reader, &Device::Cpu)?;
+    drop(reader);
+    let (lr, i_r) = theirs(&mut reference)?;
+    drop(reference);
+    let dr = max_diff(&lf, &lr)?;
+    println!("dequantized f32 vs quantized_llama on its f32 copy: max |diff| {dr:.2e}");
+    ensure!(dr <= 1e-3, "last-position logits differ by {dr}");
+    ensure!(
+        i_f == i_r,
+        "greedy continuations differ: {i_f:?} vs {i_r:?}"
+    );
+
+    let q = gguf.load_quantized(&Device::Cpu)?;
+    let (lq, iq) = ours(&q)?;
+    let d = max_diff(&lq, &lf)?;
+    let top = |l: &Tensor| -> Result<f32> { Ok(l.max_all()?.to_scalar::<f32>()?) };
+    let first_diff = iq.iter().zip(&i_f).position(|(a, b)| a != b);
+    println!(
+        "dequantized f32 vs quantized: max |diff| {d:.4} (top logit {:.2} vs {:.2}); greedy \
+         first differs at step {first_diff:?}\n  f32: {i_f:?}\n  q:   {iq:?}",
+        top(&lf)?,
+        top(&lq)?,
+    );
+    ensure!(d.is_finite() && d < 5.0, "the two forms are far apart: {d}");
+    Ok(())
+}
