@@ -16,5 +16,6 @@ pub mod error;
 pub mod projector;
 pub mod prompt;
 pub mod reasoning;
+pub mod sentences;
 
 pub use projector::{Projector, ProjectorConfig};

@@ -18,6 +18,7 @@ mod error;
 pub mod fidelity;
 pub mod image_files;
 pub mod joint;
+pub mod llava;
 pub mod model;
 
 pub use card::ModelCard;

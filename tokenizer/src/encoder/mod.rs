@@ -169,7 +169,7 @@ impl VitEncoder {
     }
 
     /// Tokens before the patch tokens in the output (the class token).
-    pub(crate) fn prefix_tokens(&self) -> usize {
+    pub fn prefix_tokens(&self) -> usize {
         usize::from(self.cls.is_some())
     }
 

@@ -1,0 +1,105 @@
+//! The LLaVA training config (`configs/llava/*.toml`): the data mix, the adapters, and the
+//! phases (phase 1 the projector alone, phase 2 the projector and the adapters).
+//! [`LlavaConfig::validate`] rejects a config that would fail or train nothing before the
+//! slow work (loading a 135M-parameter LM, encoding images) starts.
+
+use serde::{Deserialize, Serialize};
+use vqrae_lm::lora::LoraConfig;
+use vqrae_train::optim::AdamWConfig;
+use vqrae_train::schedule::LrSchedule;
+
+use crate::error::{Result, UnifiedError};
+
+/// One phase: which parts train, at what rate, for how long.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlavaPhase {
+    pub name: String,
+    pub steps: u64,
+    /// The projector's schedule; absent: frozen in this phase.
+    #[serde(default)]
+    pub projector_lr: Option<LrSchedule>,
+    /// The adapters' schedule; absent: frozen (phase 1 trains the projector alone).
+    #[serde(default)]
+    pub adapters_lr: Option<LrSchedule>,
+}
+
+/// The LLaVA training config.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlavaConfig {
+    pub seed: u64,
+    /// Side of the square the encoder sees (DINOv2-S: 112 px -> 8 x 8 = 64 patch tokens).
+    pub resolution: u32,
+    /// Visual questions per step.
+    pub batch_size: usize,
+    /// Text-only samples per step (the base's own answers to instructions), so that training on
+    /// images does not make it forget how to chat. 0: none.
+    #[serde(default)]
+    pub text_per_step: usize,
+    /// easy-VQA training images used (0: all 4,000), with their questions.
+    #[serde(default)]
+    pub easy_vqa_images: usize,
+    /// Procedural training scenes (the fixed training split's first), with their questions.
+    #[serde(default)]
+    pub scenes: usize,
+    pub grad_clip: f64,
+    pub checkpoint_every: u64,
+    pub log_every: u64,
+    #[serde(default)]
+    pub adamw: AdamWConfig,
+    pub lora: LoraConfig,
+    pub phases: Vec<LlavaPhase>,
+}
+
+impl LlavaConfig {
+    pub fn total_steps(&self) -> u64 {
+        self.phases.iter().map(|p| p.steps).sum()
+    }
+
+    /// The phase of `step` and the step it started at.
+    pub fn phase_at(&self, step: u64) -> Option<(usize, u64)> {
+        let mut start = 0;
+        for (i, p) in self.phases.iter().enumerate() {
+            if step < start + p.steps {
+                return Some((i, start));
+            }
+            start += p.steps;
+        }
+        None
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(UnifiedError::Config(msg));
+        if self.resolution == 0 || self.resolution > 518 {
+            return bad(format!(
+                "resolution must be in 1..=518, got {}",
+                self.resolution
+            ));
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size must be >= 1".into());
+        }
+        if self.checkpoint_every == 0 || self.log_every == 0 {
+            return bad("checkpoint_every and log_every must be >= 1".into());
+        }
+        if !(self.grad_clip > 0.0 && self.grad_clip.is_finite()) {
+            return bad(format!("grad_clip must be > 0, got {}", self.grad_clip));
+        }
+        if self.phases.is_empty() {
+            return bad("no phases".into());
+        }
+        for p in &self.phases {
+            if p.steps == 0 {
+                return bad(format!("phase {:?} has 0 steps", p.name));
+            }
+            if p.projector_lr.is_none() && p.adapters_lr.is_none() {
+                return bad(format!("phase {:?} trains nothing", p.name));
+            }
+        }
+        self.adamw
+            .validate()
+            .map_err(|e| UnifiedError::Config(e.to_string()))?;
+        Ok(())
+    }
+}

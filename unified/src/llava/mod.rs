@@ -1,0 +1,9 @@
+//! The LLaVA recipe on a pretrained LM: a frozen foundation encoder's continuous features
+//! (DINOv2-S) -> a 2-layer GELU projector -> a pretrained chat LM (SmolLM2-135M-Instruct from
+//! GGUF) with low-rank adapters; phase 1 trains the projector, phase 2 the projector and the
+//! adapters. Answers are sentences; scoring reads the answer word back out of them.
+//!
+//! - [`data`]: the questions (easy-VQA and the procedural scenes) and the encoder's features.
+
+pub mod config;
+pub mod data;
