@@ -9,6 +9,7 @@ use candle_core::{Module, Tensor};
 use candle_nn::Linear;
 
 use crate::error::{LmError, Result};
+use crate::lora::LoraLinear;
 use crate::model::Llama;
 
 /// What a [`Proj`] multiplies by: a dense `(out, in)` weight (checkpoints, training, the
@@ -28,6 +29,9 @@ enum ProjWeight {
 pub(crate) struct Proj {
     weight: ProjWeight,
     transposed: Option<Tensor>,
+    /// A low-rank side path added to the output ([`Llama::attach_adapters`]); its tensors are
+    /// the adapters' variables, so training them needs no rebuild.
+    lora: Option<LoraLinear>,
 }
 
 impl Proj {
@@ -35,6 +39,7 @@ impl Proj {
         Self {
             weight: ProjWeight::Dense(linear),
             transposed: None,
+            lora: None,
         }
     }
 
@@ -43,6 +48,7 @@ impl Proj {
         Self {
             weight: ProjWeight::Quantized(matmul),
             transposed: None,
+            lora: None,
         }
     }
 
@@ -78,7 +84,27 @@ impl Proj {
         Ok(())
     }
 
+    pub(crate) fn set_lora(&mut self, lora: Option<LoraLinear>) {
+        self.lora = lora;
+    }
+
+    pub(crate) fn has_lora(&self) -> bool {
+        self.lora.is_some()
+    }
+
     pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = self.base_forward(x)?;
+        match &self.lora {
+            Some(lora) => {
+                y + lora
+                    .delta(x)
+                    .map_err(|e| candle_core::Error::Msg(format!("lora side path: {e}")))?
+            }
+            None => Ok(y),
+        }
+    }
+
+    fn base_forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match (&self.weight, &self.transposed) {
             (ProjWeight::Dense(_), Some(w_t))
                 if x.elem_count() > x.dim(candle_core::D::Minus1)? =>
@@ -93,8 +119,12 @@ impl Proj {
 }
 
 /// The weights of `parts` stacked along the output axis, and each part again as a view into it;
-/// `None` when a part is quantized (nothing to stack).
+/// `None` when a part is quantized (nothing to stack) or carries an adapter's side path
+/// (merge the adapters first: [`Llama::merge_adapters`]).
 fn stack(parts: &[&Proj]) -> candle_core::Result<Option<(Proj, Vec<Proj>)>> {
+    if parts.iter().any(|p| p.has_lora()) {
+        return Ok(None);
+    }
     let Some(weights) = parts
         .iter()
         .map(|p| p.weight())

@@ -18,6 +18,7 @@
 //!   checked on load).
 
 pub mod adapters;
+mod attach;
 pub mod config;
 pub mod file;
 pub mod linear;
