@@ -16,21 +16,29 @@
 //! - [`text`]: the text tokenizer (HF `tokenizers`: load a `tokenizer.json` or train a BPE);
 //! - [`vocab`]: the unified vocabulary: text tokens, then the `k` image codes, then markers;
 //! - [`sampler`]: greedy / temperature / top-k / top-p with seeds, classifier-free guidance on a
-//!   doubled batch, and constraining a step to a token range (image codes inside an image).
+//!   doubled batch, and constraining a step to a token range (image codes inside an image);
+//! - [`generate_text`]: prompts (ids) continued through the KV cache to a stop id, batched, and
+//!   the text of ids as they come (streaming);
+//! - [`converse`]: chatting: a conversation through the chat template to a reply, batched or
+//!   streamed; a chat model from one GGUF file;
+//! - [`score`]: per-token log-probabilities and chunked perplexity.
 
 pub mod batch;
 pub mod cache;
 pub mod chat;
 pub mod checkpoint;
 pub mod config;
+pub mod converse;
 pub mod decode_attention;
 pub mod error;
 pub mod fuse;
+pub mod generate_text;
 pub mod gguf;
 pub mod grow;
 pub mod lora;
 pub mod model;
 pub mod sampler;
+pub mod score;
 pub mod text;
 pub mod vocab;
 

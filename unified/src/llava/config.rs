@@ -22,6 +22,11 @@ pub struct LlavaPhase {
     /// The adapters' schedule; absent: frozen (phase 1 trains the projector alone).
     #[serde(default)]
     pub adapters_lr: Option<LrSchedule>,
+    /// Text-only conversations per step (the base's own replies to instructions), so that
+    /// training on images does not make it forget how to chat. Phase 1 needs none: with the
+    /// adapters frozen at zero the LM is the base exactly.
+    #[serde(default)]
+    pub text_per_step: usize,
 }
 
 /// The LLaVA training config.

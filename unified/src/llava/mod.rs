@@ -7,3 +7,7 @@
 
 pub mod config;
 pub mod data;
+pub mod parts;
+pub mod prompt;
+pub mod run;
+pub mod train;

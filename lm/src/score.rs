@@ -1,0 +1,98 @@
+//! Scoring text with the LM: each token's log-probability given the tokens before it, and the
+//! perplexity of a long text cut into chunks, the way the transformers reference of
+//! `lm/tests/fixtures/smollm2/` measures it (consecutive, non-overlapping chunks, each run from
+//! position 0 with no carried context, every token after a chunk's first predicted).
+//!
+//! The logits of a whole chunk are `chunk x vocab` floats (100 MB for 512 tokens of SmolLM2's
+//! 49,152), so they are formed [`LOGIT_ROWS`] positions at a time from the chunk's hidden
+//! states: memory stays bounded whatever the chunk length.
+
+use candle_core::{DType, IndexOp, Tensor, D};
+use serde::Serialize;
+
+use crate::error::{LmError, Result};
+use crate::model::Llama;
+
+/// Positions whose logits are formed at once.
+pub const LOGIT_ROWS: usize = 128;
+
+/// `log p(ids[j + 1] | ids[..=j])` for `j` in `0..ids.len() - 1`: the sequence scored by
+/// itself in one forward from position 0 (no BOS added). At least two ids, at most the
+/// model's context.
+pub fn next_token_logprobs(model: &Llama, ids: &[u32]) -> Result<Vec<f32>> {
+    let context = model.config().max_position_embeddings;
+    if ids.len() < 2 || ids.len() > context {
+        return Err(LmError::Config(format!(
+            "scoring needs 2 to {context} (the context) tokens, got {}",
+            ids.len()
+        )));
+    }
+    let dev = model.device();
+    let input = Tensor::new(ids, dev)?.unsqueeze(0)?;
+    let hidden = model.forward_hidden(&model.embed(&input)?, None, false)?;
+    let hidden = hidden.i(0)?;
+    let predicted = ids.len() - 1;
+    let mut out = Vec::with_capacity(predicted);
+    for start in (0..predicted).step_by(LOGIT_ROWS) {
+        let n = LOGIT_ROWS.min(predicted - start);
+        let logits = model.logits(&hidden.narrow(0, start, n)?)?;
+        let logp = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)
+            .map_err(|e| LmError::candle("log-softmax", e))?;
+        let targets = Tensor::new(&ids[start + 1..start + 1 + n], dev)?.unsqueeze(1)?;
+        let picked = logp.gather(&targets, 1)?.squeeze(1)?;
+        out.extend(picked.to_vec1::<f32>()?);
+    }
+    Ok(out)
+}
+
+/// A text's perplexity under the model, in chunks.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Perplexity {
+    pub n_tokens: usize,
+    pub chunk_tokens: usize,
+    pub n_chunks: usize,
+    /// Tokens predicted: every chunk's tokens after its first.
+    pub n_predicted: usize,
+    /// Sum of the predicted tokens' negative log-likelihoods (natural log).
+    pub nll_sum: f64,
+    pub mean_nll: f64,
+    /// `exp(mean_nll)`.
+    pub perplexity: f64,
+    /// Each predicted token's log-probability, chunk by chunk.
+    #[serde(skip)]
+    pub logprobs: Vec<f32>,
+}
+
+/// The perplexity of `ids` cut into consecutive chunks of at most `chunk_tokens` (a last
+/// chunk of one token predicts nothing and is skipped).
+pub fn chunked_perplexity(model: &Llama, ids: &[u32], chunk_tokens: usize) -> Result<Perplexity> {
+    let context = model.config().max_position_embeddings;
+    if chunk_tokens < 2 || chunk_tokens > context {
+        return Err(LmError::Config(format!(
+            "perplexity chunks must be 2 to {context} (the context) tokens, got {chunk_tokens}"
+        )));
+    }
+    let mut logprobs = Vec::with_capacity(ids.len());
+    let mut n_chunks = 0;
+    for chunk in ids.chunks(chunk_tokens).filter(|c| c.len() >= 2) {
+        logprobs.extend(next_token_logprobs(model, chunk)?);
+        n_chunks += 1;
+    }
+    if logprobs.is_empty() {
+        return Err(LmError::Config(
+            "perplexity needs a text of at least 2 tokens".to_owned(),
+        ));
+    }
+    let nll_sum: f64 = logprobs.iter().map(|&l| -(l as f64)).sum();
+    let mean_nll = nll_sum / logprobs.len() as f64;
+    Ok(Perplexity {
+        n_tokens: ids.len(),
+        chunk_tokens,
+        n_chunks,
+        n_predicted: logprobs.len(),
+        nll_sum,
+        mean_nll,
+        perplexity: mean_nll.exp(),
+        logprobs,
+    })
+}

@@ -1,0 +1,156 @@
+//! [`run`]: everything a LLaVA training run does around the loop: the base and its tokenizer
+//! from the GGUF, the questions, the encoder's features (computed once per run directory and
+//! reused on resume), the examples, then [`super::train::train`] and the saved adapters.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+use vqrae_data::easy_vqa::Split;
+use vqrae_lm::chat::ChatTemplate;
+use vqrae_lm::gguf::{tokenizer::text_tokenizer, GgufFile};
+use vqrae_tokenizer::encoder::load_hf_encoder;
+
+use super::config::LlavaConfig;
+use super::data::{encode_features, preprocess_at, VqaSet};
+use super::parts::LlavaParts;
+use super::prompt::{text_example, ImagePrompt};
+use super::train::{train, LlavaExamples, LlavaSummary};
+use crate::error::{Result, UnifiedError};
+
+/// The files a run reads.
+#[derive(Clone, Debug)]
+pub struct LlavaInputs {
+    pub base_gguf: PathBuf,
+    pub encoder_dir: PathBuf,
+    pub easy_vqa_root: PathBuf,
+}
+
+/// A text-only conversation to keep the base's chat ability (`text.json` in the run directory:
+/// the base's own replies to instructions).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TextSample {
+    pub prompt: String,
+    pub reply: String,
+}
+
+pub const FEATURES_FILE: &str = "features.safetensors";
+pub const TEXT_FILE: &str = "text.json";
+pub const ADAPTERS_FILE: &str = "adapters.safetensors";
+
+fn lm_err(e: vqrae_lm::LmError) -> UnifiedError {
+    UnifiedError::Lm(Box::new(e))
+}
+
+/// The encoder's features of `set`'s images, from `run_dir`'s cache when it holds as many
+/// images at this resolution, else computed and cached.
+fn features(
+    cfg: &LlavaConfig,
+    inputs: &LlavaInputs,
+    set: &VqaSet,
+    run_dir: &Path,
+    device: &Device,
+) -> Result<Tensor> {
+    let path = run_dir.join(FEATURES_FILE);
+    if path.exists() {
+        let t = candle_core::safetensors::load(&path, device)
+            .map_err(|e| UnifiedError::candle(format!("reading {}", path.display()), e))?;
+        if let (Some(f), Some(r)) = (t.get("features"), t.get("resolution")) {
+            let res = r.to_vec1::<u32>()?;
+            if f.dim(0)? == set.images.len() && res == [cfg.resolution] {
+                return Ok(f.to_dtype(DType::F32)?);
+            }
+        }
+        tracing::warn!(path = %path.display(), "cached features do not match; recomputing");
+    }
+    let encoder = load_hf_encoder(&inputs.encoder_dir, device, DType::F32)?;
+    let pre = preprocess_at(&encoder, cfg.resolution);
+    let f = encode_features(&encoder, &pre, &set.images, 32, device)?;
+    let tensors: HashMap<String, Tensor> = [
+        ("features".to_string(), f.to_dtype(DType::F16)?),
+        (
+            "resolution".to_string(),
+            Tensor::new(&[cfg.resolution], device)?,
+        ),
+    ]
+    .into_iter()
+    .collect();
+    vqrae_data::fs::write_atomic_with(&path, |tmp| {
+        candle_core::safetensors::save(&tensors, tmp)
+            .map_err(|e| UnifiedError::candle(format!("writing {}", path.display()), e))
+    })?;
+    // the cache is f16; train on what a resumed run will read back
+    Ok(f.to_dtype(DType::F16)?.to_dtype(DType::F32)?)
+}
+
+/// Runs (or resumes) a LLaVA training run in `run_dir` and saves the adapters (projector
+/// included) to `run_dir/adapters.safetensors`, recording the base's sha256.
+pub fn run(
+    cfg: &LlavaConfig,
+    inputs: &LlavaInputs,
+    run_dir: &Path,
+    device: &Device,
+) -> Result<LlavaSummary> {
+    cfg.validate()?;
+    std::fs::create_dir_all(run_dir).map_err(UnifiedError::io(run_dir))?;
+    let gguf = GgufFile::open(&inputs.base_gguf).map_err(lm_err)?;
+    let base_sha = vqrae_data::fs::sha256_file(&inputs.base_gguf)?;
+    let text = text_tokenizer(gguf.content()).map_err(lm_err)?;
+    let template = ChatTemplate::from_gguf(gguf.content())
+        .map_err(lm_err)?
+        .ok_or_else(|| UnifiedError::Config("the GGUF has no chat template".into()))?;
+
+    let set = VqaSet::easy_vqa(&inputs.easy_vqa_root, Split::Train, cfg.easy_vqa_images)?
+        .concat(VqaSet::scenes(Split::Train, cfg.scenes));
+    let features = features(cfg, inputs, &set, run_dir, device)?;
+    let image_tokens = features.dim(1)?;
+    let prompt = ImagePrompt {
+        template: &template,
+        text: &text,
+        image_tokens,
+    };
+    let vqa = set
+        .items
+        .iter()
+        .map(|it| {
+            let (ex, start) = prompt.example(&it.question, &it.target())?;
+            Ok((ex, it.image, start))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let text_path = run_dir.join(TEXT_FILE);
+    let samples: Vec<TextSample> = if text_path.exists() {
+        let s = std::fs::read_to_string(&text_path).map_err(UnifiedError::io(&text_path))?;
+        serde_json::from_str(&s).map_err(|source| UnifiedError::Json {
+            path: text_path.clone(),
+            source,
+        })?
+    } else {
+        Vec::new()
+    };
+    if samples.is_empty() && cfg.phases.iter().any(|p| p.text_per_step > 0) {
+        return Err(UnifiedError::Config(format!(
+            "a phase trains on text but {} holds no text samples",
+            text_path.display()
+        )));
+    }
+    let text_examples = samples
+        .iter()
+        .map(|s| text_example(&template, &text, &s.prompt, &s.reply))
+        .collect::<Result<Vec<_>>>()?;
+    let ex = LlavaExamples {
+        features,
+        vqa,
+        text: text_examples,
+        pad: text.pad_id(),
+    };
+    let base = gguf.load_dequantized(device, DType::F32).map_err(lm_err)?;
+    let feature_dim = ex.features.dim(2)?;
+    let parts = LlavaParts::init(base, cfg.lora.clone(), feature_dim, cfg.seed, device)?;
+    let summary = train(cfg, &parts, &ex, run_dir, device)?;
+    parts
+        .adapters
+        .save(&run_dir.join(ADAPTERS_FILE), &base_sha)
+        .map_err(lm_err)?;
+    Ok(summary)
+}
