@@ -1,6 +1,6 @@
 //! Runs (or resumes) a LLaVA training run: `cargo run --release -p vqrae-unified --example
-//! train_llava -- CONFIG RUN_DIR [GGUF] [ENCODER_DIR] [EASY_VQA_ROOT]` (defaults: the files the
-//! setup scripts install under `.data`).
+//! train_llava -- CONFIG RUN_DIR [DATA_DIR]` (the files the setup scripts install under
+//! `DATA_DIR`, default `.data`).
 
 use std::path::PathBuf;
 
@@ -17,11 +17,7 @@ fn main() -> Result<()> {
     let arg = |i: usize, default: &str| PathBuf::from(args.get(i).map_or(default, |s| s.as_str()));
     let config = arg(0, "configs/llava/smollm2.toml");
     let run_dir = arg(1, "runs/llava-smollm2");
-    let inputs = LlavaInputs {
-        base_gguf: arg(2, ".data/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
-        encoder_dir: arg(3, ".data/models/dinov2-small"),
-        easy_vqa_root: arg(4, ".data/easy-vqa"),
-    };
+    let inputs = LlavaInputs::installed(&arg(2, ".data"));
     let cfg: LlavaConfig = vqrae_data::fs::read_toml(&config)
         .with_context(|| format!("reading {}", config.display()))?;
     let summary = run(&cfg, &inputs, &run_dir, &Device::Cpu)?;

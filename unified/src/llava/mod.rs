@@ -5,8 +5,12 @@
 //!
 //! - [`data`]: the questions (easy-VQA and the procedural scenes) and the encoder's features.
 
+pub mod answer;
 pub mod config;
 pub mod data;
+pub mod eval;
+pub mod instructions;
+pub mod model;
 pub mod parts;
 pub mod prompt;
 pub mod run;

@@ -14,17 +14,42 @@ use vqrae_tokenizer::encoder::load_hf_encoder;
 
 use super::config::LlavaConfig;
 use super::data::{encode_features, preprocess_at, VqaSet};
+use super::model::{save_model_dir, LlavaModelConfig, WeightsRef, FORMAT};
 use super::parts::LlavaParts;
 use super::prompt::{text_example, ImagePrompt};
 use super::train::{train, LlavaExamples, LlavaSummary};
 use crate::error::{Result, UnifiedError};
 
-/// The files a run reads.
+/// The files a run reads: the base GGUF and the encoder directory under a models root (the
+/// saved model records them relative to it, with their sha256), and the easy-VQA data.
 #[derive(Clone, Debug)]
 pub struct LlavaInputs {
-    pub base_gguf: PathBuf,
-    pub encoder_dir: PathBuf,
+    pub models_root: PathBuf,
+    /// The base GGUF, relative to `models_root`.
+    pub base: String,
+    /// The encoder's HF directory, relative to `models_root`.
+    pub encoder: String,
     pub easy_vqa_root: PathBuf,
+}
+
+impl LlavaInputs {
+    /// The files the setup scripts install under `<data>/models`.
+    pub fn installed(data: &Path) -> Self {
+        Self {
+            models_root: data.join("models"),
+            base: "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf".into(),
+            encoder: "dinov2-small".into(),
+            easy_vqa_root: data.join("easy-vqa"),
+        }
+    }
+
+    pub fn base_gguf(&self) -> PathBuf {
+        self.models_root.join(&self.base)
+    }
+
+    pub fn encoder_dir(&self) -> PathBuf {
+        self.models_root.join(&self.encoder)
+    }
 }
 
 /// A text-only conversation to keep the base's chat ability (`text.json` in the run directory:
@@ -64,7 +89,7 @@ fn features(
         }
         tracing::warn!(path = %path.display(), "cached features do not match; recomputing");
     }
-    let encoder = load_hf_encoder(&inputs.encoder_dir, device, DType::F32)?;
+    let encoder = load_hf_encoder(&inputs.encoder_dir(), device, DType::F32)?;
     let pre = preprocess_at(&encoder, cfg.resolution);
     let f = encode_features(&encoder, &pre, &set.images, 32, device)?;
     let tensors: HashMap<String, Tensor> = [
@@ -94,8 +119,8 @@ pub fn run(
 ) -> Result<LlavaSummary> {
     cfg.validate()?;
     std::fs::create_dir_all(run_dir).map_err(UnifiedError::io(run_dir))?;
-    let gguf = GgufFile::open(&inputs.base_gguf).map_err(lm_err)?;
-    let base_sha = vqrae_data::fs::sha256_file(&inputs.base_gguf)?;
+    let gguf = GgufFile::open(inputs.base_gguf()).map_err(lm_err)?;
+    let base_sha = vqrae_data::fs::sha256_file(&inputs.base_gguf())?;
     let text = text_tokenizer(gguf.content()).map_err(lm_err)?;
     let template = ChatTemplate::from_gguf(gguf.content())
         .map_err(lm_err)?
@@ -148,9 +173,29 @@ pub fn run(
     let feature_dim = ex.features.dim(2)?;
     let parts = LlavaParts::init(base, cfg.lora.clone(), feature_dim, cfg.seed, device)?;
     let summary = train(cfg, &parts, &ex, run_dir, device)?;
+    let adapters_file = run_dir.join(ADAPTERS_FILE);
     parts
         .adapters
-        .save(&run_dir.join(ADAPTERS_FILE), &base_sha)
+        .save(&adapters_file, &base_sha)
         .map_err(lm_err)?;
+    let encoder_weights = format!("{}/model.safetensors", inputs.encoder);
+    let model = LlavaModelConfig {
+        format: FORMAT.into(),
+        base: WeightsRef {
+            path: inputs.base.clone(),
+            sha256: base_sha,
+            install: "scripts/setup-smollm2.sh".into(),
+        },
+        encoder: WeightsRef {
+            sha256: vqrae_data::fs::sha256_file(&inputs.models_root.join(&encoder_weights))?,
+            path: encoder_weights,
+            install: "scripts/convert-dinov2.sh".into(),
+        },
+        resolution: cfg.resolution,
+        image_tokens,
+        projector: parts.projector_cfg.clone(),
+        serve_quantized: false,
+    };
+    save_model_dir(&run_dir.join("model"), &model, &adapters_file)?;
     Ok(summary)
 }

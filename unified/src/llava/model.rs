@@ -1,0 +1,214 @@
+//! A LLaVA model directory: `llava.json` (what base and encoder it was trained on, by file and
+//! sha256, and its shape) and `adapters.safetensors` (LoRA + projector). The base GGUF and the
+//! encoder are not copied in (100 MB that the setup scripts install): they are found under a
+//! models root (`.data/models` by default) and checked against the recorded hashes, so a
+//! directory never runs on weights it was not trained on.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+use vqrae_lm::chat::{stop_ids, ChatTemplate};
+use vqrae_lm::gguf::{tokenizer::text_tokenizer, GgufFile};
+use vqrae_lm::lora::Adapters;
+use vqrae_lm::{Llama, SamplingConfig, TextTokenizer};
+use vqrae_tokenizer::encoder::{load_hf_encoder, HfEncoder};
+use vqrae_tokenizer::preprocess::Preprocess;
+use vqrae_understand::{Projector, ProjectorConfig};
+
+use super::answer::LlavaVqa;
+use super::data::{encode_features, preprocess_at};
+use super::parts::projector_from;
+use super::prompt::ImagePrompt;
+use crate::error::{Result, UnifiedError};
+
+pub const LLAVA_FILE: &str = "llava.json";
+pub const FORMAT: &str = "vqrae-llava/1";
+pub use super::run::ADAPTERS_FILE;
+
+/// A file the model was trained on, found under the models root.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightsRef {
+    /// Path under the models root (`smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`).
+    pub path: String,
+    pub sha256: String,
+    /// How to install it (the setup script).
+    pub install: String,
+}
+
+/// `llava.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlavaModelConfig {
+    pub format: String,
+    pub base: WeightsRef,
+    /// The encoder directory's `model.safetensors`.
+    pub encoder: WeightsRef,
+    pub resolution: u32,
+    pub image_tokens: usize,
+    pub projector: ProjectorConfig,
+    /// Whether serving runs the base quantized (the GGUF's blocks, adapters as side paths) or
+    /// dequantized to f32 (adapters merged), when the caller does not say.
+    pub serve_quantized: bool,
+}
+
+/// A loaded LLaVA model: base + adapters, projector, encoder, tokenizer and chat template.
+pub struct LlavaModel {
+    pub cfg: LlavaModelConfig,
+    pub lm: Llama,
+    pub projector: Projector,
+    pub encoder: HfEncoder,
+    pub preprocess: Preprocess,
+    pub text: TextTokenizer,
+    pub template: ChatTemplate,
+    pub stops: Vec<u32>,
+    pub quantized: bool,
+}
+
+fn lm_err(e: vqrae_lm::LmError) -> UnifiedError {
+    UnifiedError::Lm(Box::new(e))
+}
+
+/// `root/reference.path`, checked against its sha256.
+fn resolve(root: &Path, r: &WeightsRef, what: &str) -> Result<PathBuf> {
+    let path = root.join(&r.path);
+    if !path.exists() {
+        return Err(UnifiedError::Config(format!(
+            "the {what} {} is not installed (run {})",
+            path.display(),
+            r.install
+        )));
+    }
+    let sha = vqrae_data::fs::sha256_file(&path)?;
+    if sha != r.sha256 {
+        return Err(UnifiedError::Config(format!(
+            "the {what} {} has sha256 {sha}, the model was trained on {} (run {})",
+            path.display(),
+            r.sha256,
+            r.install
+        )));
+    }
+    Ok(path)
+}
+
+impl LlavaModel {
+    /// Loads `dir` with its base and encoder from `models_root`; `quantized` overrides the
+    /// directory's serving default.
+    pub fn load(
+        dir: &Path,
+        models_root: &Path,
+        quantized: Option<bool>,
+        device: &Device,
+    ) -> Result<Self> {
+        let cfg_path = dir.join(LLAVA_FILE);
+        let text = std::fs::read_to_string(&cfg_path).map_err(UnifiedError::io(&cfg_path))?;
+        let cfg: LlavaModelConfig =
+            serde_json::from_str(&text).map_err(|source| UnifiedError::Json {
+                path: cfg_path.clone(),
+                source,
+            })?;
+        if cfg.format != FORMAT {
+            return Err(UnifiedError::Config(format!(
+                "{}: format {:?}, expected {FORMAT:?}",
+                cfg_path.display(),
+                cfg.format
+            )));
+        }
+        let base_path = resolve(models_root, &cfg.base, "base LM")?;
+        let encoder_file = resolve(models_root, &cfg.encoder, "encoder")?;
+        let encoder_dir = encoder_file
+            .parent()
+            .ok_or_else(|| UnifiedError::Config("the encoder path has no directory".into()))?;
+        let gguf = GgufFile::open(&base_path).map_err(lm_err)?;
+        let adapters = Adapters::load(
+            &dir.join(ADAPTERS_FILE),
+            gguf.config(),
+            &cfg.base.sha256,
+            device,
+        )
+        .map_err(lm_err)?;
+        let projector = projector_from(&adapters, &cfg.projector)?;
+        let quantized = quantized.unwrap_or(cfg.serve_quantized);
+        let lm = if quantized {
+            let mut lm = gguf.load_quantized(device).map_err(lm_err)?;
+            lm.attach_adapters(&adapters).map_err(lm_err)?;
+            lm
+        } else {
+            let mut lm = gguf.load_dequantized(device, DType::F32).map_err(lm_err)?;
+            lm.merge_adapters(&adapters).map_err(lm_err)?;
+            lm.fuse_for_inference().map_err(lm_err)?;
+            lm
+        };
+        let text = text_tokenizer(gguf.content()).map_err(lm_err)?;
+        let template = ChatTemplate::from_gguf(gguf.content())
+            .map_err(lm_err)?
+            .ok_or_else(|| UnifiedError::Config("the base GGUF has no chat template".into()))?;
+        let stops = stop_ids(&text);
+        let encoder = load_hf_encoder(encoder_dir, device, DType::F32)?;
+        let preprocess = preprocess_at(&encoder, cfg.resolution);
+        Ok(Self {
+            cfg,
+            lm,
+            projector,
+            encoder,
+            preprocess,
+            text,
+            template,
+            stops,
+            quantized,
+        })
+    }
+
+    /// The frozen encoder's features of `images`, `(B, tokens, width)`.
+    pub fn features(&self, images: &[RgbImage]) -> Result<Tensor> {
+        encode_features(
+            &self.encoder,
+            &self.preprocess,
+            images,
+            32,
+            self.lm.device(),
+        )
+    }
+
+    /// The VQA path over this model.
+    pub fn vqa(&self) -> LlavaVqa<'_> {
+        LlavaVqa {
+            lm: &self.lm,
+            projector: &self.projector,
+            prompt: ImagePrompt {
+                template: &self.template,
+                text: &self.text,
+                image_tokens: self.cfg.image_tokens,
+            },
+            stops: self.stops.clone(),
+        }
+    }
+
+    /// Greedy (or sampled) answers in a sentence, one per image.
+    pub fn ask(
+        &self,
+        images: &[RgbImage],
+        questions: &[&str],
+        max_tokens: usize,
+        sampling: &SamplingConfig,
+    ) -> Result<Vec<String>> {
+        let f = self.features(images)?;
+        self.vqa()
+            .answer_with(&f, questions, max_tokens, sampling, |_, _| {})
+    }
+}
+
+/// Writes a model directory: `llava.json` and the run's adapter file.
+pub fn save_model_dir(dir: &Path, cfg: &LlavaModelConfig, adapters_file: &Path) -> Result<()> {
+    vqrae_data::fs::write_dir_atomic(dir, |tmp| -> Result<()> {
+        let json = serde_json::to_string_pretty(cfg).map_err(|source| UnifiedError::Json {
+            path: dir.join(LLAVA_FILE),
+            source,
+        })?;
+        std::fs::write(tmp.join(LLAVA_FILE), json + "\n").map_err(UnifiedError::io(tmp))?;
+        std::fs::copy(adapters_file, tmp.join(ADAPTERS_FILE)).map_err(UnifiedError::io(tmp))?;
+        Ok(())
+    })
+}
