@@ -80,13 +80,13 @@ fn main() -> Result<()> {
     };
     let scenes = VqaSet::scenes(Split::Test, a.scenes);
     let easy = VqaSet::easy_vqa(&a.data.join("easy-vqa"), Split::Test, 0)?;
-    let ask = |im: &[image::RgbImage], q: &[&str]| Ok(model.ask(im, q, 24, &greedy)?);
+    let ask = |im: &[image::RgbImage], q: &[&str]| model.ask(im, q, 24, &greedy);
     let scene_score = score(&scenes, 0, a.batch, ask, progress("scenes"))?;
     let easy_score = score(&easy, a.easy_vqa, a.batch, ask, progress("easy-vqa"))?;
     let baseline = match &a.baseline {
         Some(dir) => {
             let m = UnifiedModel::load(dir, &dev, DType::F32)?;
-            let ask = |im: &[image::RgbImage], q: &[&str]| Ok(m.ask(im, q, 8, &greedy)?);
+            let ask = |im: &[image::RgbImage], q: &[&str]| m.ask(im, q, 8, &greedy);
             Some(json!({
                 "model": dir,
                 "scenes": score(&scenes, 0, 64, ask, progress("baseline scenes"))?,
