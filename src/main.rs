@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use commands::{data, eval, lm, plot, probe, referee, scale, serve, tokenizer, train};
+use commands::{chat, data, eval, lm, plot, probe, referee, scale, serve, tokenizer, train};
 use vqrae_bench as bench;
 
 /// candle allocates a fresh buffer for every op; glibc's allocator hands large ones back to the
@@ -67,6 +67,8 @@ enum Command {
     Ask(lm::AskArgs),
     /// Generate images from a caption (discrete path, classifier-free guidance).
     Generate(lm::GenerateArgs),
+    /// Chat with a GGUF language model (SmolLM2-135M-Instruct): one message, the reply streamed.
+    Chat(chat::ChatArgs),
     /// Exact-match VQA accuracy on easy-VQA, per question kind.
     EvalVqa(eval::EvalVqaArgs),
     /// Text-to-image judged by the referee: colour and shape right, per guidance scale.
@@ -91,19 +93,8 @@ enum Command {
     BenchServe(bench::serve::BenchServeArgs),
 }
 
-/// candle asks for its thread count on every matmul and most element-wise ops; without
-/// `RAYON_NUM_THREADS` set, each ask re-reads `/proc/cpuinfo` (`num_cpus::get_physical`), which
-/// was ~8% of a batched decode step's profile. Set it once, to the count candle would pick, before
-/// any thread starts.
-fn pin_thread_count() {
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        let n = candle_core::utils::get_num_threads();
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-    }
-}
-
 fn main() -> Result<()> {
-    pin_thread_count();
+    vqrae_train::device::pin_thread_count();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -130,6 +121,7 @@ fn main() -> Result<()> {
         Command::TrainLm(a) => lm::train_lm(a, &data_root, &device),
         Command::Ask(a) => lm::ask(a, &device),
         Command::Generate(a) => lm::generate(a, &device),
+        Command::Chat(a) => chat::run(a, &device),
         Command::EvalVqa(a) => eval::eval_vqa(a, &data_root, &device),
         Command::EvalT2i(a) => eval::eval_t2i(a, &data_root, &device),
         Command::Scale(a) => scale::run(a, &data_root, &device),

@@ -14,20 +14,28 @@ use crate::image_io::{grid, load_rgb, save_png};
 use crate::scenes::{self, SceneConfig, SceneDataset};
 use crate::{folder, jsonl};
 
-/// What to show beside the installed sets.
+/// What to show beside the installed sets; with the `clap` feature, the flags of
+/// `vqrae data show` (the field docs are their help).
 #[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct ShowRequest {
-    /// Write a grid of the sample images here.
+    /// Write a grid of sample images (easy-VQA test, or the scenes with --scenes) here.
+    #[cfg_attr(feature = "clap", arg(short = 'o', long = "out", value_name = "OUT"))]
     pub grid: Option<PathBuf>,
-    /// Sample images (and captions) shown.
+    /// Number of sample images in the grid.
+    #[cfg_attr(feature = "clap", arg(short = 'n', long, default_value_t = 16))]
     pub samples: usize,
-    /// Generate this many procedural scenes (seeded by `seed`) and show them instead of
-    /// easy-VQA's test images.
+    /// Also generate this many procedural scenes and print their captions and questions.
+    #[cfg_attr(feature = "clap", arg(long))]
     pub scenes: Option<usize>,
+    /// Seed of the procedural scenes.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0))]
     pub seed: u64,
-    /// An image folder to count.
+    /// Also summarise an image folder of yours.
+    #[cfg_attr(feature = "clap", arg(long))]
     pub folder: Option<PathBuf>,
-    /// A JSONL file of records to count, every record's image decoded as a check.
+    /// Also summarise a JSONL file of `{image, caption}` / `{image, question, answer}` records.
+    #[cfg_attr(feature = "clap", arg(long))]
     pub jsonl: Option<PathBuf>,
 }
 

@@ -84,9 +84,9 @@ pub fn generate(
     if prompts.is_empty() {
         return Err(LmError::Config("generate: no prompts".to_owned()));
     }
+    let mut sampler = Sampler::new(opts.sampling.clone())?;
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
     check_context(model, longest, opts.max_new_tokens)?;
-    let mut sampler = Sampler::new(opts.sampling.clone())?;
     let vocab = model.config().vocab_size;
     let allowed = match &opts.allowed {
         Some(r) if r.is_empty() || r.end as usize > vocab => {

@@ -96,3 +96,69 @@ pub fn chunked_perplexity(model: &Llama, ids: &[u32], chunk_tokens: usize) -> Re
         logprobs,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+    use vqrae_train::init::SeededVarMap;
+
+    use super::*;
+    use crate::LlamaConfig;
+
+    fn tiny() -> Result<Llama> {
+        let cfg = LlamaConfig {
+            vocab_size: 50,
+            hidden_size: 32,
+            intermediate_size: 48,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            head_dim: None,
+            rms_norm_eps: 1e-5,
+            rope_theta: 10_000.0,
+            max_position_embeddings: 300,
+            tie_word_embeddings: true,
+            initializer_range: 0.2,
+        };
+        Llama::new(
+            &cfg,
+            SeededVarMap::new(3).var_builder(DType::F32, &Device::Cpu),
+        )
+    }
+
+    /// Blocks of [`LOGIT_ROWS`] positions give the log-softmax of the whole logits matrix.
+    #[test]
+    fn logprobs_are_the_log_softmax_at_each_next_token() -> Result<()> {
+        let model = tiny()?;
+        let ids: Vec<u32> = (0..LOGIT_ROWS as u32 + 40).map(|i| (i * 7) % 50).collect();
+        let lp = next_token_logprobs(&model, &ids)?;
+        assert_eq!(lp.len(), ids.len() - 1);
+        let input = Tensor::new(ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
+        let logits = model.forward(&model.embed(&input)?, None, false)?.i(0)?;
+        let full = candle_nn::ops::log_softmax(&logits, D::Minus1)?.to_vec2::<f32>()?;
+        for (j, l) in lp.iter().enumerate() {
+            let expected = full[j][ids[j + 1] as usize];
+            assert!((l - expected).abs() < 1e-5, "{j}: {l} vs {expected}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn perplexity_is_over_independent_chunks() -> Result<()> {
+        let model = tiny()?;
+        let ids: Vec<u32> = (0..21u32).map(|i| (i * 11) % 50).collect();
+        let ppl = chunked_perplexity(&model, &ids, 10)?;
+        // chunks of 10, 10, 1: the last predicts nothing
+        assert_eq!((ppl.n_chunks, ppl.n_predicted), (2, 18));
+        let mut expected = next_token_logprobs(&model, &ids[..10])?;
+        expected.extend(next_token_logprobs(&model, &ids[10..20])?);
+        assert_eq!(ppl.logprobs, expected);
+        let mean = -expected.iter().map(|&l| l as f64).sum::<f64>() / 18.0;
+        assert!((ppl.perplexity - mean.exp()).abs() < 1e-9);
+        assert!(chunked_perplexity(&model, &ids, 1).is_err());
+        assert!(chunked_perplexity(&model, &ids, 301).is_err());
+        assert!(chunked_perplexity(&model, &ids[..1], 10).is_err());
+        assert!(next_token_logprobs(&model, &vec![1; 301]).is_err());
+        Ok(())
+    }
+}

@@ -18,24 +18,31 @@ pub struct ModelArgs {
     pub model: PathBuf,
 }
 
-/// How image codes are drawn at each step (the seed is each command's own).
+/// How tokens (image codes, or a chat reply's words) are drawn at each step (the seed is each
+/// command's own).
 #[derive(Args, Clone, Debug)]
 pub struct SamplingArgs {
-    /// Softmax temperature of the code distribution.
-    #[arg(long, default_value_t = 1.0)]
-    pub temperature: f64,
-    /// Keep only the k most likely codes at each step.
+    /// Softmax temperature, 0 for greedy [default: 1; `chat`: 0].
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Keep only the k most likely tokens at each step.
     #[arg(long)]
     pub top_k: Option<usize>,
-    /// Keep only the most likely codes whose probability reaches p at each step.
+    /// Keep only the most likely tokens whose probability reaches p at each step.
     #[arg(long)]
     pub top_p: Option<f64>,
 }
 
 impl SamplingArgs {
+    /// The settings, temperature 1 unless given (images are drawn, not argmaxed).
     pub fn config(&self, seed: u64) -> SamplingConfig {
+        self.config_or(seed, 1.0)
+    }
+
+    /// The settings with `temperature` unless one is given.
+    pub fn config_or(&self, seed: u64, temperature: f64) -> SamplingConfig {
         SamplingConfig {
-            temperature: self.temperature,
+            temperature: self.temperature.unwrap_or(temperature),
             top_k: self.top_k,
             top_p: self.top_p,
             seed,

@@ -1,7 +1,7 @@
 //! `vqrae data setup|show` (the procedures are [`vqrae_data::setup`] and
 //! [`vqrae_data::overview`]).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -14,49 +14,13 @@ pub enum DataCommand {
     /// (The DINOv2-small of `features` is a separate step: scripts/convert-dinov2.sh.)
     Setup,
     /// Summarise the installed data sets, optionally writing a grid of sample images.
-    Show {
-        /// Write a grid of sample images (easy-VQA test, or the scenes with --scenes) here.
-        #[arg(short, long)]
-        out: Option<PathBuf>,
-        /// Number of sample images in the grid.
-        #[arg(short = 'n', long, default_value_t = 16)]
-        samples: usize,
-        /// Also generate this many procedural scenes and print their captions and questions.
-        #[arg(long)]
-        scenes: Option<usize>,
-        /// Seed of the procedural scenes.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Also summarise an image folder of yours.
-        #[arg(long)]
-        folder: Option<PathBuf>,
-        /// Also summarise a JSONL file of `{image, caption}` / `{image, question, answer}` records.
-        #[arg(long)]
-        jsonl: Option<PathBuf>,
-    },
+    Show(ShowRequest),
 }
 
 pub fn run(cmd: DataCommand, root: &Path) -> Result<()> {
     match cmd {
         DataCommand::Setup => setup(root)?,
-        DataCommand::Show {
-            out,
-            samples,
-            scenes,
-            seed,
-            folder,
-            jsonl,
-        } => {
-            let req = ShowRequest {
-                grid: out,
-                samples,
-                scenes,
-                seed,
-                folder,
-                jsonl,
-            };
-            show(root, &req, |line| println!("{line}"))?;
-        }
+        DataCommand::Show(req) => show(root, &req, |line| println!("{line}"))?,
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! One module per group of subcommands.
 
 pub mod args;
+pub mod chat;
 pub mod data;
 pub mod eval;
 pub mod lm;

@@ -6,16 +6,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use candle_core::Device;
-use clap::{Args, ValueEnum};
-use vqrae_data::labelled::Dataset;
-use vqrae_tokenizer::encoder_probe::{run_probes, FeatureSource, ProbeRequest, TABLE_HEADER};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Which {
-    FashionMnist,
-    EasyVqa,
-    All,
-}
+use clap::Args;
+use vqrae_tokenizer::encoder_probe::{
+    run_probes, FeatureSource, ProbeDatasets, ProbeRequest, TABLE_HEADER,
+};
 
 #[derive(Args)]
 pub struct ProbeArgs {
@@ -25,7 +19,7 @@ pub struct ProbeArgs {
     #[arg(long)]
     encoder: PathBuf,
     #[arg(long, value_enum, default_value = "all")]
-    dataset: Which,
+    dataset: ProbeDatasets,
     /// Square input resolution (images are resized to it; position embeddings interpolated).
     #[arg(long, default_value_t = 112)]
     resolution: u32,
@@ -56,14 +50,9 @@ pub struct ProbeArgs {
 }
 
 pub fn run(a: ProbeArgs, root: &Path, dev: &Device) -> Result<()> {
-    let datasets = match a.dataset {
-        Which::FashionMnist => vec![Dataset::FashionMnist],
-        Which::EasyVqa => vec![Dataset::EasyVqa],
-        Which::All => vec![Dataset::FashionMnist, Dataset::EasyVqa],
-    };
     let req = ProbeRequest {
         encoder: a.encoder,
-        datasets,
+        datasets: a.dataset.datasets(),
         features: a.features,
         resolution: a.resolution,
         train_limit: a.train_limit,

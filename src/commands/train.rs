@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use candle_core::Device;
 use clap::Args;
-use vqrae_data::easy_vqa::Split;
 use vqrae_data::labelled::Dataset;
 use vqrae_tokenizer::checkpoint_eval::{evaluate_checkpoint, CheckpointEval};
 use vqrae_tokenizer::quantizer::QuantizerKind;
@@ -130,39 +129,13 @@ pub fn train_tokenizer(a: TrainArgs, root: &Path, device: &Device) -> Result<()>
 
 #[derive(Args)]
 pub struct EvalArgs {
-    /// Tokenizer checkpoint directory.
-    #[arg(long)]
-    model: PathBuf,
-    #[arg(long, value_enum, default_value = "easy-vqa")]
-    dataset: Dataset,
-    /// Split to evaluate (held-out `test` unless you ask otherwise).
-    #[arg(long, default_value = "test")]
-    split: Split,
-    /// Encoder the features are compared with (the original, before stage 2), for the mean cosine.
-    #[arg(long)]
-    reference: Option<PathBuf>,
-    /// Write a grid of originals (odd rows) and reconstructions (even rows) here.
-    #[arg(long)]
-    grid: Option<PathBuf>,
-    /// Use a seeded random subset (0 = the whole split).
-    #[arg(long, default_value_t = 0)]
-    limit: usize,
-    #[arg(long, default_value_t = 64)]
-    batch: usize,
+    #[command(flatten)]
+    eval: CheckpointEval,
     #[command(flatten)]
     json: JsonArgs,
 }
 
 pub fn eval_tokenizer(a: EvalArgs, root: &Path, device: &Device) -> Result<()> {
-    let e = CheckpointEval {
-        model: a.model,
-        dataset: a.dataset,
-        split: a.split,
-        reference: a.reference,
-        grid: a.grid,
-        limit: a.limit,
-        batch: a.batch,
-    };
     a.json
-        .write(&evaluate_checkpoint(&e, root, device)?.json()?)
+        .write(&evaluate_checkpoint(&a.eval, root, device)?.json()?)
 }

@@ -16,20 +16,30 @@ use crate::error::{Result, TokenizerError};
 use crate::eval::{evaluate, EvalReport};
 use crate::model::Vqrae;
 
-/// What to evaluate, on what.
+/// What to evaluate, on what; with the `clap` feature, the flags of `vqrae eval-tokenizer`
+/// (the field docs are their help).
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct CheckpointEval {
     /// Tokenizer checkpoint directory.
+    #[cfg_attr(feature = "clap", arg(long))]
     pub model: PathBuf,
+    #[cfg_attr(feature = "clap", arg(long, value_enum, default_value = "easy-vqa"))]
     pub dataset: Dataset,
+    /// Split to evaluate (held-out `test` unless you ask otherwise).
+    #[cfg_attr(feature = "clap", arg(long, default_value = "test"))]
     pub split: Split,
-    /// Encoder the features are compared with (the original, before stage 2).
+    /// Encoder the features are compared with (the original, before stage 2), for the mean cosine.
+    #[cfg_attr(feature = "clap", arg(long))]
     pub reference: Option<PathBuf>,
     /// Write a grid of originals (odd rows) and reconstructions (even rows) here.
+    #[cfg_attr(feature = "clap", arg(long))]
     pub grid: Option<PathBuf>,
-    /// A seeded random subset of the split (seed 0; 0: the whole split).
+    /// Use a seeded random subset (0 = the whole split).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0))]
     pub limit: usize,
     /// Images per forward pass.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 64))]
     pub batch: usize,
 }
 

@@ -20,6 +20,26 @@ use crate::model::Vqrae;
 use crate::preprocess::{Preprocess, Resize};
 use crate::probe::{pooled_features, LinearProbe, ProbeConfig};
 
+/// The data sets one probe run covers (`vqrae probe --dataset`): one of the two, or both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum ProbeDatasets {
+    FashionMnist,
+    EasyVqa,
+    All,
+}
+
+impl ProbeDatasets {
+    /// The data sets, in the order their rows are printed.
+    pub fn datasets(self) -> Vec<Dataset> {
+        match self {
+            Self::FashionMnist => vec![Dataset::FashionMnist],
+            Self::EasyVqa => vec![Dataset::EasyVqa],
+            Self::All => vec![Dataset::FashionMnist, Dataset::EasyVqa],
+        }
+    }
+}
+
 /// Whose features a probe reads: the encoder as loaded, the same architecture with seeded
 /// random weights, or the images' pixels flattened at the data's own size (for context).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

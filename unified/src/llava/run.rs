@@ -8,12 +8,15 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use vqrae_data::easy_vqa::Split;
-use vqrae_lm::chat::ChatTemplate;
+use vqrae_lm::chat::{ChatMessage, ChatTemplate};
+use vqrae_lm::converse::Chat;
 use vqrae_lm::gguf::{tokenizer::text_tokenizer, GgufFile};
+use vqrae_lm::SamplingConfig;
 use vqrae_tokenizer::encoder::load_hf_encoder;
 
 use super::config::LlavaConfig;
 use super::data::{encode_features, preprocess_at, VqaSet};
+use super::instructions::instructions;
 use super::model::{save_model_dir, LlavaModelConfig, WeightsRef, FORMAT};
 use super::parts::LlavaParts;
 use super::prompt::{text_example, ImagePrompt};
@@ -109,6 +112,59 @@ fn features(
     Ok(f.to_dtype(DType::F16)?.to_dtype(DType::F32)?)
 }
 
+/// The text-only conversations of `path`; when there are none yet and a phase `needed` them,
+/// the base's own greedy replies (at most 64 tokens, complete ones only) to
+/// [`instructions`], generated once and saved there so that a resumed run trains on the same.
+fn text_samples(
+    path: &Path,
+    needed: bool,
+    base: &vqrae_lm::Llama,
+    text: &vqrae_lm::TextTokenizer,
+    template: &ChatTemplate,
+) -> Result<Vec<TextSample>> {
+    if path.exists() {
+        let s = std::fs::read_to_string(path).map_err(UnifiedError::io(path))?;
+        return serde_json::from_str(&s).map_err(|source| UnifiedError::Json {
+            path: path.to_path_buf(),
+            source,
+        });
+    }
+    if !needed {
+        return Ok(Vec::new());
+    }
+    let chat = Chat {
+        model: base,
+        tok: text,
+        template,
+    };
+    let prompts = instructions();
+    let mut samples = Vec::with_capacity(prompts.len());
+    for chunk in prompts.chunks(8) {
+        let conversations: Vec<Vec<ChatMessage>> = chunk
+            .iter()
+            .map(|p| vec![ChatMessage::user(p.as_str())])
+            .collect();
+        let replies = chat
+            .reply_batch(&conversations, &SamplingConfig::greedy(), 64, |_, _| {})
+            .map_err(lm_err)?;
+        for (prompt, reply) in chunk.iter().zip(replies) {
+            if reply.stopped && !reply.text.trim().is_empty() {
+                samples.push(TextSample {
+                    prompt: prompt.clone(),
+                    reply: reply.text.trim().to_string(),
+                });
+            }
+        }
+        tracing::info!(done = samples.len(), of = prompts.len(), "text samples");
+    }
+    let json = serde_json::to_string_pretty(&samples).map_err(|source| UnifiedError::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    vqrae_data::fs::write_atomic(path, json.as_bytes())?;
+    Ok(samples)
+}
+
 /// Runs (or resumes) a LLaVA training run in `run_dir` and saves the adapters (projector
 /// included) to `run_dir/adapters.safetensors`, recording the base's sha256.
 pub fn run(
@@ -143,20 +199,13 @@ pub fn run(
             Ok((ex, it.image, start))
         })
         .collect::<Result<Vec<_>>>()?;
-    let text_path = run_dir.join(TEXT_FILE);
-    let samples: Vec<TextSample> = if text_path.exists() {
-        let s = std::fs::read_to_string(&text_path).map_err(UnifiedError::io(&text_path))?;
-        serde_json::from_str(&s).map_err(|source| UnifiedError::Json {
-            path: text_path.clone(),
-            source,
-        })?
-    } else {
-        Vec::new()
-    };
-    if samples.is_empty() && cfg.phases.iter().any(|p| p.text_per_step > 0) {
+    let base = gguf.load_dequantized(device, DType::F32).map_err(lm_err)?;
+    let needed = cfg.phases.iter().any(|p| p.text_per_step > 0);
+    let samples = text_samples(&run_dir.join(TEXT_FILE), needed, &base, &text, &template)?;
+    if needed && samples.is_empty() {
         return Err(UnifiedError::Config(format!(
             "a phase trains on text but {} holds no text samples",
-            text_path.display()
+            run_dir.join(TEXT_FILE).display()
         )));
     }
     let text_examples = samples
@@ -169,7 +218,6 @@ pub fn run(
         text: text_examples,
         pad: text.pad_id(),
     };
-    let base = gguf.load_dequantized(device, DType::F32).map_err(lm_err)?;
     let feature_dim = ex.features.dim(2)?;
     let parts = LlavaParts::init(base, cfg.lora.clone(), feature_dim, cfg.seed, device)?;
     let summary = train(cfg, &parts, &ex, run_dir, device)?;
