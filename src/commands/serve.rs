@@ -1,4 +1,4 @@
-//! `vqrae serve`: the HTTP API (crate vqrae-web) on one unified model.
+//! `vqrae serve`: the HTTP API (crate vqrae-web) on one model, unified or LLaVA.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Result};
 use candle_core::Device;
 use clap::Args;
-use vqrae_unified::model::UnifiedModel;
 use vqrae_web::config::{OodPolicy, ServeConfig, API_KEY_ENV};
+use vqrae_web::ServedModel;
 
 use crate::commands::default_dtype;
 
@@ -17,9 +17,18 @@ pub struct ServeArgs {
     /// every field has its default.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Model directory (tokenizer + LM + projector) [default: models/vqrae-easyvqa].
+    /// Model directory, unified.json or llava.json [default: models/vqrae-easyvqa].
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Where a LLaVA model's base GGUF and encoder are installed [default: .data/models].
+    #[arg(long)]
+    models_root: Option<PathBuf>,
+    /// Run a LLaVA model's GGUF base quantized [default: as its llava.json says].
+    #[arg(long, conflicts_with = "f32")]
+    quantized: bool,
+    /// Run a LLaVA model's GGUF base dequantized to f32 (adapters merged).
+    #[arg(long)]
+    f32: bool,
     /// The id clients name the model by [default: the model directory's name].
     #[arg(long)]
     model_id: Option<String>,
@@ -79,6 +88,10 @@ fn config(a: ServeArgs) -> Result<ServeConfig> {
     if let Some(v) = a.model_id {
         cfg.model_id = v;
     }
+    cfg.models_root = a.models_root.unwrap_or(cfg.models_root);
+    cfg.quantized = (a.quantized || a.f32)
+        .then_some(a.quantized)
+        .or(cfg.quantized);
     if let Some(v) = a.host {
         cfg.host = v;
     }
@@ -125,10 +138,10 @@ fn config(a: ServeArgs) -> Result<ServeConfig> {
 pub fn run(a: ServeArgs, device: &Device) -> Result<()> {
     let cfg = config(a)?;
     // the first line names the file that failed, not only the directory
-    let model = UnifiedModel::load(&cfg.model, device, default_dtype(device)).map_err(|e| {
+    let model = ServedModel::for_config(&cfg, device, default_dtype(device)).map_err(|e| {
         anyhow!(
-            "loading the model from {}: {e} (a directory written by `vqrae train-lm`; pass \
-             --model to serve another)",
+            "loading the model from {}: {e} (a directory written by `vqrae train-lm` or a LLaVA \
+             run; pass --model to serve another)",
             cfg.model.display()
         )
     })?;

@@ -67,7 +67,7 @@ pub fn shared_tiny_model(scratch: &Path, prefix: &str) -> &'static Path {
 }
 
 /// Removes the folders `<prefix>*` of `scratch` older than an hour.
-fn remove_stale(scratch: &Path, prefix: &str) {
+pub(crate) fn remove_stale(scratch: &Path, prefix: &str) {
     let Ok(entries) = std::fs::read_dir(scratch) else {
         return;
     };

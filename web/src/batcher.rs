@@ -5,6 +5,10 @@
 //! [`GenerationConfig`]; every image keeps its own seed), up to `max_batch` images, and runs one
 //! forward for all of them. Other jobs (answers, tokenizing) are closures run one at a time.
 //!
+//! A LLaVA model's chat requests ([`ChatJob`]) are batched the same way: those that agree on
+//! their kind (text or image), sampling settings and token budget share one batched decode
+//! ([`crate::llava_chat`]), each streamed to its own request.
+//!
 //! A streamed generation ([`Engine::generate_streamed`]) is batched the same way; the worker
 //! sends it [`Preview`]s while the batch samples: partial images decoded at the row boundaries
 //! it asked for. Only a batch holding a streamed request looks at its codes between steps, so
@@ -28,10 +32,12 @@ use vqrae_unified::model::UnifiedModel;
 
 use crate::config::BatchConfig;
 use crate::error::{ApiError, ServeError};
+use crate::llava_chat::{self, ChatJob};
 use crate::metrics::Metrics;
+use crate::served::{not_unified, ServedModel};
 
 /// A job that runs on the model worker with the model borrowed.
-pub(crate) type ModelFn = Box<dyn FnOnce(&UnifiedModel) + Send + 'static>;
+pub(crate) type ModelFn = Box<dyn FnOnce(&ServedModel) + Send + 'static>;
 
 type GenReply = oneshot::Sender<Result<Vec<RgbImage>, ApiError>>;
 
@@ -66,6 +72,7 @@ const BLANK: [u8; 3] = [128, 128, 128];
 
 enum Job {
     Generate(GenJob),
+    Chat(ChatJob),
     Call(ModelFn),
 }
 
@@ -90,14 +97,14 @@ impl Worker {
     }
 }
 
-fn worker_failed() -> ApiError {
+pub(crate) fn worker_failed() -> ApiError {
     ApiError::internal("The model worker failed on this request (see the server log).")
 }
 
 impl Engine {
     /// Starts the worker thread, which owns `model`.
     pub(crate) fn start(
-        model: UnifiedModel,
+        model: ServedModel,
         cfg: &BatchConfig,
         metrics: Arc<Metrics>,
     ) -> Result<(Self, Worker), ServeError> {
@@ -181,12 +188,18 @@ impl Engine {
         Ok(rx)
     }
 
+    /// Queues a LLaVA chat request; its pieces go down the job's channel. Refused at once
+    /// when the queue is full.
+    pub(crate) fn chat(&self, job: ChatJob) -> Result<(), ApiError> {
+        self.enqueue(Job::Chat(job))
+    }
+
     /// Queues `f` to run on the model worker; the receiver gets its result (or is dropped if
     /// `f` panics). Refused at once when the queue is full.
-    pub(crate) fn submit<R, F>(&self, f: F) -> Result<oneshot::Receiver<R>, ApiError>
+    pub(crate) fn submit_served<R, F>(&self, f: F) -> Result<oneshot::Receiver<R>, ApiError>
     where
         R: Send + 'static,
-        F: FnOnce(&UnifiedModel) -> R + Send + 'static,
+        F: FnOnce(&ServedModel) -> R + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         self.enqueue(Job::Call(Box::new(move |m| {
@@ -195,17 +208,39 @@ impl Engine {
         Ok(rx)
     }
 
-    /// Runs `f` on the model worker and waits for it.
+    /// [`Self::submit_served`] for a unified model's job (on a LLaVA model the receiver is
+    /// dropped: the handlers of such jobs refuse a LLaVA model before they queue).
+    pub(crate) fn submit<R, F>(&self, f: F) -> Result<oneshot::Receiver<R>, ApiError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&UnifiedModel) -> R + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(Job::Call(Box::new(move |m| {
+            if let ServedModel::Unified(m) = m {
+                let _ = tx.send(f(m));
+            }
+        })))?;
+        Ok(rx)
+    }
+
+    /// Runs `f` on the model worker with the unified model and waits for it; a LLaVA model
+    /// answers a 400 instead.
     pub(crate) async fn call<R, F>(&self, f: F) -> Result<R, ApiError>
     where
         R: Send + 'static,
         F: FnOnce(&UnifiedModel) -> Result<R, ApiError> + Send + 'static,
     {
-        self.submit(f)?.await.map_err(|_| worker_failed())?
+        self.submit_served(move |m| match m {
+            ServedModel::Unified(m) => f(m),
+            ServedModel::Llava(_) => Err(not_unified("the served model", "serve this route")),
+        })?
+        .await
+        .map_err(|_| worker_failed())?
     }
 }
 
-fn run(model: UnifiedModel, rx: Receiver<Job>, cfg: &BatchConfig, metrics: &Metrics) {
+fn run(model: ServedModel, rx: Receiver<Job>, cfg: &BatchConfig, metrics: &Metrics) {
     let max_wait = Duration::from_millis(cfg.max_wait_ms);
     // jobs taken off the channel while a batch gathered, that did not fit it; still counted
     // in the queue depth, so the queue's bound holds for them too
@@ -227,46 +262,106 @@ fn run(model: UnifiedModel, rx: Receiver<Job>, cfg: &BatchConfig, metrics: &Metr
                 }
             }
             Job::Generate(first) => {
-                let mut group = vec![first];
-                let mut rows = group[0].requests.len();
-                let fits = |g: &GenJob, group: &[GenJob], rows: usize| {
-                    g.cfg == group[0].cfg && rows + g.requests.len() <= cfg.max_batch
+                let fits = |j: &Job, group: &[GenJob], rows: usize| {
+                    matches!(j, Job::Generate(g)
+                        if g.cfg == group[0].cfg && rows + g.requests.len() <= cfg.max_batch)
                 };
-                let mut i = 0;
-                while i < held.len() && rows < cfg.max_batch {
-                    match &held[i] {
-                        Job::Generate(g) if fits(g, &group, rows) => {
-                            if let Some(Job::Generate(g)) = held.remove(i) {
-                                rows += g.requests.len();
-                                group.push(g);
-                            }
-                        }
-                        _ => i += 1,
-                    }
-                }
-                let deadline = Instant::now() + max_wait;
-                while rows < cfg.max_batch {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    match rx.recv_timeout(left) {
-                        Ok(Job::Generate(g)) if fits(&g, &group, rows) => {
-                            rows += g.requests.len();
-                            group.push(g);
-                        }
-                        Ok(other) => held.push_back(other),
-                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-                    }
-                }
+                let take = |j: Job| match j {
+                    Job::Generate(g) => Some(g),
+                    _ => None,
+                };
+                let rows = |g: &GenJob| g.requests.len();
+                let gather = Gather {
+                    rx: &rx,
+                    max_batch: cfg.max_batch,
+                    max_wait,
+                };
+                let group = gather.run(vec![first], &mut held, rows, fits, take);
                 for _ in &group {
                     metrics.queue_leave();
                 }
-                run_generate(&model, group, metrics);
+                match &model {
+                    ServedModel::Unified(m) => run_generate(m, group, metrics),
+                    ServedModel::Llava(_) => {
+                        let e = not_unified("the served model", "draw images");
+                        for g in group {
+                            let _ = g.reply.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+            Job::Chat(first) => {
+                let fits = |j: &Job, group: &[ChatJob], rows: usize| matches!(j, Job::Chat(c) if c.batches_with(&group[0]) && rows < cfg.max_batch);
+                let take = |j: Job| match j {
+                    Job::Chat(c) => Some(c),
+                    _ => None,
+                };
+                let gather = Gather {
+                    rx: &rx,
+                    max_batch: cfg.max_batch,
+                    max_wait,
+                };
+                let group = gather.run(vec![first], &mut held, |_| 1, fits, take);
+                for _ in &group {
+                    metrics.queue_leave();
+                }
+                llava_chat::run_batch(&model, group, metrics);
             }
         }
     }
     tracing::info!("model worker stopped");
+}
+
+/// How a batch gathers its jobs: from those held back first, then from the queue for up to
+/// `max_wait`, until `max_batch` rows.
+struct Gather<'a> {
+    rx: &'a Receiver<Job>,
+    max_batch: usize,
+    max_wait: Duration,
+}
+
+impl Gather<'_> {
+    /// Grows `group` with the jobs `fits` accepts (given the group and its rows so far), as
+    /// `take` unwraps them; a job that does not fit waits in `held` for a later turn.
+    fn run<T>(
+        &self,
+        mut group: Vec<T>,
+        held: &mut VecDeque<Job>,
+        rows: impl Fn(&T) -> usize,
+        fits: impl Fn(&Job, &[T], usize) -> bool,
+        take: impl Fn(Job) -> Option<T>,
+    ) -> Vec<T> {
+        let mut n: usize = group.iter().map(&rows).sum();
+        let mut i = 0;
+        while i < held.len() && n < self.max_batch {
+            if fits(&held[i], &group, n) {
+                if let Some(t) = held.remove(i).and_then(&take) {
+                    n += rows(&t);
+                    group.push(t);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        let deadline = Instant::now() + self.max_wait;
+        while n < self.max_batch {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.rx.recv_timeout(left) {
+                Ok(job) if fits(&job, &group, n) => {
+                    if let Some(t) = take(job) {
+                        n += rows(&t);
+                        group.push(t);
+                    }
+                }
+                Ok(other) => held.push_back(other),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        group
+    }
 }
 
 /// One batched forward for a group of requests with equal settings.

@@ -11,14 +11,26 @@ use crate::ServeError;
 
 /// The shipped default model.
 pub const DEFAULT_MODEL: &str = "models/vqrae-easyvqa";
+/// Where a LLaVA model's base GGUF and encoder are installed (`scripts/setup-smollm2.sh`,
+/// `scripts/convert-dinov2.sh`).
+pub const DEFAULT_MODELS_ROOT: &str = ".data/models";
 /// The environment variable that holds the API key (the flag `--api-key` reads it too).
 pub const API_KEY_ENV: &str = "VQRAE_API_KEY";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServeConfig {
-    /// Model directory (a unified model: tokenizer + LM + projector).
+    /// Model directory: a unified model (`unified.json`: tokenizer + LM + projector) or a
+    /// LLaVA model (`llava.json` + `adapters.safetensors`: a chat LM from a GGUF with adapters,
+    /// an image encoder, a projector).
     pub model: PathBuf,
+    /// Where a LLaVA model's base GGUF and encoder are found (by the paths and sha256 its
+    /// `llava.json` records); unused by a unified model.
+    pub models_root: PathBuf,
+    /// How a LLaVA model's base runs: `true` its GGUF's quantized blocks (adapters as side
+    /// paths), `false` dequantized to f32 (adapters merged); unset: the model directory's
+    /// `serve_quantized`. Set for a unified model, loading fails.
+    pub quantized: Option<bool>,
     /// The id clients name the model by; empty: the model directory's name.
     pub model_id: String,
     /// Address to bind; 127.0.0.1 so that nothing outside the machine reaches the server
@@ -46,6 +58,8 @@ impl Default for ServeConfig {
     fn default() -> Self {
         Self {
             model: PathBuf::from(DEFAULT_MODEL),
+            models_root: PathBuf::from(DEFAULT_MODELS_ROOT),
+            quantized: None,
             model_id: String::new(),
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 8080,

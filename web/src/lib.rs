@@ -1,5 +1,7 @@
-//! vqrae-web: the HTTP API over one unified model (text-to-image and visual question answering)
-//! and a small web page.
+//! vqrae-web: the HTTP API over one model and a small web page. The model is a unified VQRAE
+//! model (text-to-image and visual question answering) or a LLaVA model (a pretrained chat LM
+//! with an image encoder: text chat and questions about images, answered in sentences; it does
+//! not draw); [`ServedModel::load`] tells them apart by the directory's `llava.json`.
 //!
 //! ```text
 //! POST /v1/images/generations     prompt -> images (OpenAI's API + seed, guidance_scale, ...)
@@ -31,10 +33,12 @@ pub mod codec;
 pub mod config;
 mod connection;
 mod error;
+mod llava_chat;
 mod logging;
 mod metrics;
 mod openapi;
 mod routes;
+mod served;
 mod state;
 mod store;
 
@@ -44,12 +48,12 @@ use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
-use vqrae_unified::model::UnifiedModel;
 
 use batcher::Worker;
 pub use config::ServeConfig;
 use config::Timeouts;
 pub use error::{ApiError, ServeError};
+pub use served::ServedModel;
 pub use state::AppState;
 
 /// How long shutdown waits for the model worker at least, even past the shutdown deadline (once
@@ -67,7 +71,7 @@ pub struct Server {
 
 impl Server {
     /// Binds `cfg.host:cfg.port` (port 0: a free one) and starts the model worker.
-    pub async fn bind(cfg: ServeConfig, model: UnifiedModel) -> Result<Self, ServeError> {
+    pub async fn bind(cfg: ServeConfig, model: impl Into<ServedModel>) -> Result<Self, ServeError> {
         Self::bind_with(cfg, model, Router::new()).await
     }
 
@@ -75,7 +79,7 @@ impl Server {
     /// handling as the API (tests use it to inject failures).
     pub async fn bind_with(
         cfg: ServeConfig,
-        model: UnifiedModel,
+        model: impl Into<ServedModel>,
         extra: Router<AppState>,
     ) -> Result<Self, ServeError> {
         let want = cfg.addr();
@@ -89,9 +93,17 @@ impl Server {
             what: "reading the bound address".into(),
             source,
         })?;
+        let model = model.into();
+        let kind = match &model {
+            ServedModel::Unified(_) => "images".to_string(),
+            ServedModel::Llava(m) => format!(
+                "a LLaVA chat model, {} weights",
+                if m.quantized { "quantized" } else { "f32" }
+            ),
+        };
         let (state, worker) = AppState::new(cfg, model)?;
         tracing::info!(
-            "serving {} ({} images) on http://{addr} (auth {}; queue of {}, batches of up to {} images)",
+            "serving {} ({} {kind}) on http://{addr} (auth {}; queue of {}, batches of up to {} rows)",
             state.model.id,
             state.model.size(),
             if state.cfg.api_key.is_some() { "on" } else { "off" },
@@ -172,7 +184,7 @@ pub(crate) async fn shutdown_signal() {
 
 /// Serves `model` with `cfg` until SIGTERM or Ctrl-C, on a runtime of its own (the blocking
 /// entry point of `vqrae serve`).
-pub fn run(cfg: ServeConfig, model: UnifiedModel) -> Result<(), ServeError> {
+pub fn run(cfg: ServeConfig, model: impl Into<ServedModel>) -> Result<(), ServeError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("vqrae-http")
@@ -181,6 +193,7 @@ pub fn run(cfg: ServeConfig, model: UnifiedModel) -> Result<(), ServeError> {
             what: "starting the async runtime".into(),
             source,
         })?;
+    let model = model.into();
     let result = rt.block_on(async move {
         let server = Server::bind(cfg, model).await?;
         server.run(shutdown_signal()).await

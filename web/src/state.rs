@@ -7,13 +7,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::http::HeaderValue;
 use axum::response::Response;
 use vqrae_unified::card::{ModelCard, OutOfDistribution};
-use vqrae_unified::model::{UnifiedModel, UNIFIED_FILE};
+use vqrae_unified::model::UnifiedModel;
 
 use crate::batcher::{Engine, Worker};
 use crate::codec::Decoders;
 use crate::config::{OodPolicy, ServeConfig};
 use crate::error::{ApiError, ServeError};
 use crate::metrics::Metrics;
+use crate::served::{not_unified, LlavaInfo, ServedModel};
 use crate::store::ImageStore;
 
 /// Facts about the served model that handlers need without touching it.
@@ -34,6 +35,8 @@ pub(crate) struct ModelInfo {
     pub(crate) guidance: f64,
     /// What the model knows; `None`: no card, nothing is checked.
     pub(crate) card: Option<ModelCard>,
+    /// Some for a LLaVA model (a chat LM that does not draw); `None`: a unified model.
+    pub(crate) llava: Option<LlavaInfo>,
 }
 
 /// The name any request may give the served model by (a common client habit), besides its id.
@@ -54,6 +57,33 @@ pub(crate) fn mark_warned(resp: &mut Response, warnings: &[String]) {
 }
 
 impl ModelInfo {
+    fn of(model: &ServedModel, id: String, created: u64) -> Self {
+        match model {
+            ServedModel::Unified(m) => Self {
+                id,
+                created,
+                image_size: m.tokenizer.config().image_size,
+                grid: m.cfg.grid,
+                context: m.lm.config().max_position_embeddings,
+                codebook_size: m.cfg.vocab.codes,
+                guidance: m.default_guidance(),
+                card: m.card.clone(),
+                llava: None,
+            },
+            ServedModel::Llava(m) => Self {
+                id,
+                created,
+                image_size: m.cfg.resolution as usize,
+                grid: (0, 0),
+                context: m.lm.config().max_position_embeddings,
+                codebook_size: 0,
+                guidance: vqrae_generate::sample::DEFAULT_GUIDANCE,
+                card: None,
+                llava: Some(LlavaInfo::of(m)),
+            },
+        }
+    }
+
     /// `"64x64"`.
     pub(crate) fn size(&self) -> String {
         format!("{0}x{0}", self.image_size)
@@ -80,25 +110,15 @@ pub(crate) fn unix_now() -> u64 {
 
 impl AppState {
     /// Validates `cfg` and starts the model worker, which takes `model`.
-    pub(crate) fn new(cfg: ServeConfig, model: UnifiedModel) -> Result<(Self, Worker), ServeError> {
+    pub(crate) fn new(cfg: ServeConfig, model: ServedModel) -> Result<(Self, Worker), ServeError> {
         cfg.validate()?;
-        let created = std::fs::metadata(cfg.model.join(UNIFIED_FILE))
+        let created = std::fs::metadata(cfg.model.join(model.config_file()))
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map(|d| d.as_secs())
             .unwrap_or_else(unix_now);
-        let tcfg = model.tokenizer.config();
-        let info = ModelInfo {
-            id: cfg.resolved_model_id(),
-            created,
-            image_size: tcfg.image_size,
-            grid: model.cfg.grid,
-            context: model.lm.config().max_position_embeddings,
-            codebook_size: model.cfg.vocab.codes,
-            guidance: model.default_guidance(),
-            card: model.card.clone(),
-        };
+        let info = ModelInfo::of(&model, cfg.resolved_model_id(), created);
         let metrics = Arc::new(Metrics::new(cfg.batch.queue_capacity));
         let (engine, worker) = Engine::start(model, &cfg.batch, metrics.clone())?;
         let store = Arc::new(ImageStore::new(&cfg.images));
@@ -121,13 +141,34 @@ impl AppState {
     }
 
     /// Runs `f` on the model worker, in the queue with every other model call: the way extra
-    /// routes ([`crate::Server::bind_with`]) reach the model.
+    /// routes ([`crate::Server::bind_with`]) reach the model. A LLaVA model answers a 400.
     pub async fn call_model<R, F>(&self, f: F) -> Result<R, ApiError>
     where
         R: Send + 'static,
         F: FnOnce(&UnifiedModel) -> Result<R, ApiError> + Send + 'static,
     {
         self.engine.call(f).await
+    }
+
+    /// [`AppState::call_model`] with the served model as it is, unified or LLaVA.
+    pub async fn call_served_model<R, F>(&self, f: F) -> Result<R, ApiError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&ServedModel) -> Result<R, ApiError> + Send + 'static,
+    {
+        self.engine
+            .submit_served(f)?
+            .await
+            .map_err(|_| crate::batcher::worker_failed())?
+    }
+
+    /// A 400 for a route only a unified model serves (`what` it would do) when the served
+    /// model is a LLaVA model.
+    pub(crate) fn require_unified(&self, what: &str) -> Result<(), ApiError> {
+        match self.model.llava {
+            Some(_) => Err(not_unified(&format!("`{}`", self.model.id), what)),
+            None => Ok(()),
+        }
     }
 
     /// A request's `model`, if given, must be the served one or [`MODEL_ALIAS`].

@@ -15,6 +15,8 @@
 //! reconstructs below the card's `images.min_reconstruction_psnr` (judged on the model worker
 //! from the encoding the answer uses: the check adds one decode). A streamed answer waits for
 //! that verdict before its response starts, so a refused image is a plain 400 there too.
+//!
+//! A LLaVA model ([`llava`]) also chats without an image, and answers in sentences.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -26,7 +28,6 @@ use axum::Json;
 use candle_core::Tensor;
 use futures_util::stream;
 use image::RgbImage;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use vqrae_data::easy_vqa::QuestionKind;
@@ -37,50 +38,14 @@ use vqrae_unified::UnifiedError;
 
 use crate::config::OodPolicy;
 use crate::error::{ApiError, ApiJson};
-use crate::routes::{check_text, sampling};
+use crate::routes::check_text;
 use crate::state::{judge, mark_warned, unix_now, AppState};
 
-#[derive(Clone, Debug, Deserialize)]
-pub(crate) struct ChatRequest {
-    #[serde(default)]
-    pub(crate) model: Option<String>,
-    pub(crate) messages: Vec<Message>,
-    #[serde(default)]
-    pub(crate) max_tokens: Option<usize>,
-    /// OpenAI's newer name for `max_tokens`.
-    #[serde(default)]
-    pub(crate) max_completion_tokens: Option<usize>,
-    /// Default 0: greedy, the model's best answer.
-    #[serde(default)]
-    pub(crate) temperature: Option<f64>,
-    #[serde(default)]
-    pub(crate) top_p: Option<f64>,
-    /// An extension.
-    #[serde(default)]
-    pub(crate) top_k: Option<usize>,
-    #[serde(default)]
-    pub(crate) seed: Option<u64>,
-    #[serde(default)]
-    pub(crate) stream: Option<bool>,
-    #[serde(default)]
-    pub(crate) stream_options: Option<StreamOptions>,
-    #[serde(default)]
-    pub(crate) n: Option<usize>,
-}
+mod llava;
+mod request;
 
-#[derive(Clone, Debug, Default, Deserialize)]
-pub(crate) struct StreamOptions {
-    #[serde(default)]
-    pub(crate) include_usage: bool,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-pub(crate) struct Message {
-    pub(crate) role: String,
-    /// A string, or an array of `{"type": "text"}` / `{"type": "image_url"}` parts.
-    #[serde(default)]
-    pub(crate) content: Value,
-}
+pub(crate) use request::ChatRequest;
+use request::{budget, check_request, check_role, no_user_message, one_image_per_message, parts};
 
 /// One question about one image, and how to answer it.
 struct Question {
@@ -96,50 +61,18 @@ struct Question {
 }
 
 fn parse(state: &AppState, req: &ChatRequest) -> Result<Question, ApiError> {
-    state.check_model(req.model.as_deref())?;
+    check_request(state, req)?;
     let limits = &state.cfg.limits;
-    if req.messages.is_empty() {
-        return Err(ApiError::invalid("messages", "messages must not be empty"));
-    }
-    if req.messages.len() > limits.max_messages {
-        return Err(ApiError::invalid(
-            "messages",
-            format!(
-                "{} messages; the limit is {}",
-                req.messages.len(),
-                limits.max_messages
-            ),
-        ));
-    }
-    if let Some(n) = req.n {
-        if n != 1 {
-            return Err(ApiError::invalid(
-                "n",
-                format!("this server gives one answer per request (n = 1), got n = {n}"),
-            ));
-        }
-    }
     let mut question: Option<(usize, String)> = None;
     let mut image: Option<(String, String)> = None;
     for (i, m) in req.messages.iter().enumerate() {
-        match m.role.as_str() {
-            "system" | "developer" | "user" | "assistant" | "tool" => {}
-            other => {
-                return Err(ApiError::invalid(
-                    &format!("messages[{i}].role"),
-                    format!("unknown role {other:?}"),
-                ))
-            }
-        }
+        check_role(&m.role, i)?;
         let (texts, images) = parts(&m.content, i)?;
         if m.role != "user" {
             continue;
         }
         if images.len() > 1 {
-            return Err(ApiError::invalid(
-                &format!("messages[{i}].content"),
-                "one image per message: this model answers a question about one image",
-            ));
+            return Err(one_image_per_message(i));
         }
         if let Some(img) = images.into_iter().next() {
             image = Some(img);
@@ -147,10 +80,7 @@ fn parse(state: &AppState, req: &ChatRequest) -> Result<Question, ApiError> {
         question = Some((i, texts.join(" ")));
     }
     let Some((qi, text)) = question else {
-        return Err(ApiError::invalid(
-            "messages",
-            "no user message: ask a question in a message with role \"user\"",
-        ));
+        return Err(no_user_message());
     };
     let question = check_text(
         &text,
@@ -169,28 +99,7 @@ fn parse(state: &AppState, req: &ChatRequest) -> Result<Question, ApiError> {
              {\"type\": \"image_url\", \"image_url\": {\"url\": \"data:image/png;base64,...\"}}",
         ));
     };
-    let max_tokens = req
-        .max_completion_tokens
-        .or(req.max_tokens)
-        .unwrap_or(limits.default_max_tokens);
-    if max_tokens == 0 || max_tokens > limits.max_tokens {
-        return Err(ApiError::invalid(
-            "max_tokens",
-            format!(
-                "max_tokens must be between 1 and {}, got {max_tokens}",
-                limits.max_tokens
-            ),
-        ));
-    }
-    let temperature = req.temperature.unwrap_or(0.0);
-    let seed = req.seed.unwrap_or_else(|| {
-        if temperature == 0.0 {
-            0
-        } else {
-            rand::random::<u64>()
-        }
-    });
-    let sampling = sampling(temperature, req.top_k, req.top_p, seed)?;
+    let (max_tokens, sampling) = budget(state, req)?;
     let reasoned = QuestionKind::of(&question) == QuestionKind::YesNo;
     Ok(Question {
         image_url,
@@ -203,60 +112,6 @@ fn parse(state: &AppState, req: &ChatRequest) -> Result<Question, ApiError> {
     })
 }
 
-/// The texts and the image URLs (with their param path) of one message's content.
-type Parts = (Vec<String>, Vec<(String, String)>);
-
-fn parts(content: &Value, i: usize) -> Result<Parts, ApiError> {
-    let param = format!("messages[{i}].content");
-    match content {
-        Value::Null => Ok((Vec::new(), Vec::new())),
-        Value::String(s) => Ok((vec![s.clone()], Vec::new())),
-        Value::Array(items) => {
-            let mut texts = Vec::new();
-            let mut images = Vec::new();
-            for (j, part) in items.iter().enumerate() {
-                let p = format!("{param}[{j}]");
-                let kind = part.get("type").and_then(Value::as_str).unwrap_or("");
-                match kind {
-                    "text" => {
-                        let Some(t) = part.get("text").and_then(Value::as_str) else {
-                            return Err(ApiError::invalid(&p, "a text part needs a string `text`"));
-                        };
-                        texts.push(t.to_string());
-                    }
-                    "image_url" => {
-                        let url = match part.get("image_url") {
-                            Some(Value::String(u)) => Some(u.as_str()),
-                            Some(obj) => obj.get("url").and_then(Value::as_str),
-                            None => None,
-                        };
-                        let Some(url) = url else {
-                            return Err(ApiError::invalid(
-                                &p,
-                                "an image_url part needs {\"image_url\": {\"url\": \"data:image/png;base64,...\"}}",
-                            ));
-                        };
-                        images.push((url.to_string(), format!("{p}.image_url.url")));
-                    }
-                    other => {
-                        return Err(ApiError::invalid(
-                            &p,
-                            format!(
-                                "content parts of type {other:?} are not supported (use \"text\" and \"image_url\")"
-                            ),
-                        ))
-                    }
-                }
-            }
-            Ok((texts, images))
-        }
-        _ => Err(ApiError::invalid(
-            &param,
-            "content must be a string or an array of parts",
-        )),
-    }
-}
-
 /// The image of a question, decoded off the async threads.
 async fn load_image(state: &AppState, q: &Question) -> Result<RgbImage, ApiError> {
     let (url, param) = (q.image_url.clone(), q.image_param.clone());
@@ -267,12 +122,12 @@ async fn load_image(state: &AppState, q: &Question) -> Result<RgbImage, ApiError
 /// decoded each time (a token's text can depend on its neighbours), and a character whose
 /// bytes have not all arrived (decoded as U+FFFD) is held back.
 #[derive(Default)]
-struct Deltas {
+pub(crate) struct Deltas {
     emitted: String,
 }
 
 impl Deltas {
-    fn next(&mut self, text: &str) -> Option<String> {
+    pub(crate) fn next(&mut self, text: &str) -> Option<String> {
         let text = text.trim_start();
         if text.ends_with(char::REPLACEMENT_CHARACTER) {
             return None;
@@ -287,7 +142,7 @@ impl Deltas {
     }
 
     /// What the final answer has beyond what was sent.
-    fn finish(&mut self, answer: &str) -> Option<String> {
+    pub(crate) fn finish(&mut self, answer: &str) -> Option<String> {
         let rest = answer.strip_prefix(self.emitted.as_str())?;
         if rest.is_empty() {
             return None;
@@ -299,11 +154,11 @@ impl Deltas {
 }
 
 /// What a finished answer reports.
-struct Finished {
-    text: String,
-    finish_reason: &'static str,
-    prompt_tokens: usize,
-    completion_tokens: usize,
+pub(crate) struct Finished {
+    pub(crate) text: String,
+    pub(crate) finish_reason: &'static str,
+    pub(crate) prompt_tokens: usize,
+    pub(crate) completion_tokens: usize,
 }
 
 /// The image's features and its verdict under the model card's image check (`ood`): a 400
@@ -382,6 +237,9 @@ pub(crate) async fn completions(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
+    if state.model.llava.is_some() {
+        return llava::completions(&state, req).await;
+    }
     let q = parse(&state, &req)?;
     let image = load_image(&state, &q).await?;
     tracing::info!(
@@ -551,14 +409,14 @@ impl Reply {
 /// still plain errors and a warning is in the headers.
 async fn streamed<J>(
     state: &AppState,
-    mut reply: Reply,
+    reply: Reply,
     include_usage: bool,
     job: J,
 ) -> Result<Response, ApiError>
 where
     J: FnOnce(&UnifiedModel, &mut dyn FnMut(Piece)) -> Result<Finished, ApiError> + Send + 'static,
 {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Piece>();
+    let (tx, rx) = mpsc::unbounded_channel::<Piece>();
     state.engine.submit(move |m| {
         let sent = tx.clone();
         let result = job(m, &mut |piece| {
@@ -569,6 +427,16 @@ where
             Err(e) => Piece::Failed(e),
         });
     })?;
+    stream_from(reply, include_usage, rx).await
+}
+
+/// The server-sent events of what the model worker sends down `rx`: the response starts after
+/// the first piece (the verdict, or a failure, which is then a plain error response).
+async fn stream_from(
+    mut reply: Reply,
+    include_usage: bool,
+    mut rx: mpsc::UnboundedReceiver<Piece>,
+) -> Result<Response, ApiError> {
     let early = match rx.recv().await {
         Some(Piece::Checked(warning)) => {
             reply.warnings.extend(warning);
@@ -608,7 +476,7 @@ where
 }
 
 /// What the model worker sends as it answers.
-enum Piece {
+pub(crate) enum Piece {
     /// The image's verdict: a warning under `ood = "warn"`, or none.
     Checked(Option<String>),
     Delta(String),

@@ -17,15 +17,35 @@ pub(crate) async fn index() -> Html<&'static str> {
 }
 
 pub(crate) async fn health(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({
+    let mut body = json!({
         "status": "ok",
         "model": state.model.id,
         "queue_depth": state.metrics.queue_depth(),
         "queue_capacity": state.cfg.batch.queue_capacity,
-    }))
+    });
+    if let Some(l) = &state.model.llava {
+        body["kind"] = l.about["kind"].clone();
+        body["weights"] = l.about["weights"].clone();
+    }
+    Json(body)
 }
 
 fn model_object(state: &AppState) -> Value {
+    if let Some(l) = &state.model.llava {
+        let mut m = json!({
+            "id": state.model.id,
+            "object": "model",
+            "created": state.model.created,
+            "owned_by": "vqrae",
+            "context_length": state.model.context,
+            "image_size": state.model.image_size,
+            "card": null,
+        });
+        if let (Some(m), Some(about)) = (m.as_object_mut(), l.about.as_object()) {
+            m.extend(about.clone());
+        }
+        return m;
+    }
     json!({
         "id": state.model.id,
         "object": "model",

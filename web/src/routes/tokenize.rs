@@ -70,6 +70,7 @@ pub(crate) async fn tokenize(
     ApiJson(req): ApiJson<TokenizeRequest>,
 ) -> Result<Json<TokenizeResponse>, ApiError> {
     state.check_model(req.model.as_deref())?;
+    state.require_unified("tokenize images into VQRAE codes")?;
     let img = load(&state, req.image).await?;
     let include = req.include_features;
     let t = state
@@ -129,6 +130,7 @@ pub(crate) async fn reconstructions(
     ApiJson(req): ApiJson<ReconstructionRequest>,
 ) -> Result<Json<ImagesResponse>, ApiError> {
     state.check_model(req.model.as_deref())?;
+    state.require_unified("reconstruct images through VQRAE codes")?;
     let format = ResponseFormat::parse(req.response_format.as_deref())?;
     let img = load(&state, req.image).await?;
     let out = state

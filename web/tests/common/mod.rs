@@ -25,7 +25,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use vqrae_unified::model::UnifiedModel;
-use vqrae_web::{ApiError, AppState, ServeConfig, ServeError, Server};
+use vqrae_web::{ApiError, AppState, ServeConfig, ServeError, ServedModel, Server};
 
 pub use vqrae_test_support::toy_image;
 
@@ -64,6 +64,15 @@ impl TestServer {
 
     pub async fn start_with(cfg: ServeConfig, extra: Router<AppState>) -> Result<Self> {
         let model = tokio::task::spawn_blocking(load_model).await??;
+        Self::start_served(cfg, model.into(), extra).await
+    }
+
+    /// Serves `model` (unified or LLaVA) with `cfg` and `extra` routes.
+    pub async fn start_served(
+        cfg: ServeConfig,
+        model: ServedModel,
+        extra: Router<AppState>,
+    ) -> Result<Self> {
         let server = Server::bind_with(cfg, model, extra).await?;
         let addr = server.local_addr();
         let (tx, rx) = oneshot::channel::<()>();

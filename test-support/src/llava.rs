@@ -1,0 +1,213 @@
+//! A tiny LLaVA model directory (`llava.json` + `adapters.safetensors`) with its models root: a
+//! seeded random LLaMA written as a GGUF file the way llama.cpp writes SmolLM2's (Q4_1
+//! projections, a Q8_0 embedding, a byte-level BPE vocabulary and a ChatML template in the
+//! metadata), the tiny DINOv2 fixture as its encoder, fresh adapters and projector. Small
+//! enough that a test builds it in well under a second; what `vqrae serve --model` loads for a
+//! real SmolLM2 model, in miniature.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use anyhow::{Context, Result};
+use candle_core::quantized::gguf_file::Value;
+use candle_core::{DType, Device, Tensor};
+use vqrae_lm::gguf::{write_llama_gguf, GgufFile, GgufWriteOptions};
+use vqrae_lm::lora::{LoraConfig, LoraTarget};
+use vqrae_lm::{Llama, LlamaConfig};
+use vqrae_train::init::SeededVarMap;
+use vqrae_unified::llava::model::{
+    save_model_dir, LlavaModelConfig, WeightsRef, ADAPTERS_FILE, FORMAT,
+};
+use vqrae_unified::llava::parts::LlavaParts;
+
+use crate::repo;
+
+/// ChatML as SmolLM2's template renders it, with its default system turn when the
+/// conversation has none.
+pub const TINY_CHATML: &str = "{% for message in messages %}{% if loop.first and \
+     message['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a tiny assistant.<|im_end|>\\n' \
+     }}{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + \
+     '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+const MERGES: [&str; 4] = ["h e", "l l", "he ll", "Ġ w"];
+/// Ids 0..3: `<|endoftext|>`, `<|im_start|>`, `<|im_end|>`.
+const CONTROL: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
+
+/// Where [`tiny_llava_model`] put things.
+#[derive(Clone, Debug)]
+pub struct TinyLlava {
+    /// The model directory (`llava.json`, `adapters.safetensors`).
+    pub dir: PathBuf,
+    /// The models root its base and encoder are found under.
+    pub models_root: PathBuf,
+    /// The LM's context, tokens.
+    pub context: usize,
+    /// Image feature slots per image.
+    pub image_tokens: usize,
+}
+
+/// The tiny LM's shape: widths of whole Q4_1 blocks, the vocabulary exactly the tokenizer's.
+pub fn tiny_llava_lm_config(context: usize) -> LlamaConfig {
+    LlamaConfig {
+        vocab_size: CONTROL.len() + 256 + MERGES.len(),
+        hidden_size: 64,
+        intermediate_size: 96,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        head_dim: None,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10_000.0,
+        max_position_embeddings: context,
+        tie_word_embeddings: true,
+        initializer_range: 0.2,
+    }
+}
+
+/// GPT-2's byte-to-char table in byte order.
+fn byte_symbols() -> Vec<String> {
+    let printable: Vec<u32> = (b'!' as u32..=b'~' as u32)
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .collect();
+    let mut symbols: Vec<(u32, u32)> = printable.iter().map(|&b| (b, b)).collect();
+    let mut next = 0;
+    for b in 0..=255u32 {
+        if !printable.contains(&b) {
+            symbols.push((b, 256 + next));
+            next += 1;
+        }
+    }
+    symbols.sort_unstable();
+    symbols
+        .into_iter()
+        .filter_map(|(_, c)| char::from_u32(c).map(String::from))
+        .collect()
+}
+
+/// The `tokenizer.*` metadata: the control tokens (bos 1, eos and pad 2), the bytes, one token
+/// per merge, and [`TINY_CHATML`].
+fn tokenizer_metadata() -> Vec<(String, Value)> {
+    let mut tokens: Vec<String> = CONTROL.map(String::from).to_vec();
+    tokens.extend(byte_symbols());
+    tokens.extend(MERGES.iter().map(|m| m.replace(' ', "")));
+    let mut types = vec![Value::I32(1); tokens.len()];
+    for t in types.iter_mut().take(CONTROL.len()) {
+        *t = Value::I32(3);
+    }
+    let strings = |v: Vec<String>| Value::Array(v.into_iter().map(Value::String).collect());
+    vec![
+        ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
+        ("tokenizer.ggml.pre".into(), Value::String("smollm".into())),
+        ("tokenizer.ggml.tokens".into(), strings(tokens)),
+        ("tokenizer.ggml.token_type".into(), Value::Array(types)),
+        (
+            "tokenizer.ggml.merges".into(),
+            strings(MERGES.iter().map(|m| m.to_string()).collect()),
+        ),
+        ("tokenizer.ggml.bos_token_id".into(), Value::U32(1)),
+        ("tokenizer.ggml.eos_token_id".into(), Value::U32(2)),
+        ("tokenizer.ggml.padding_token_id".into(), Value::U32(2)),
+        (
+            "tokenizer.chat_template".into(),
+            Value::String(TINY_CHATML.into()),
+        ),
+    ]
+}
+
+/// Seeded random weights whose control tokens' embedding rows are zero: with the tied head
+/// their logits are 0 while some other id's is positive, so greedy decoding never ends a
+/// reply early and every answer has text (a test of serving needs words, not quality).
+fn weights(cfg: &LlamaConfig, seed: u64) -> Result<HashMap<String, Tensor>> {
+    let vars = SeededVarMap::new(seed);
+    let mut tensors = Llama::new(cfg, vars.var_builder(DType::F32, &Device::Cpu))?.tensors();
+    let name = "model.embed_tokens.weight";
+    let table = tensors.get(name).context("no embedding table")?;
+    let (rows, width) = table.dims2()?;
+    let silent = Tensor::zeros((CONTROL.len(), width), DType::F32, &Device::Cpu)?;
+    let rest = table.narrow(0, CONTROL.len(), rows - CONTROL.len())?;
+    let table = Tensor::cat(&[&silent, &rest], 0)?;
+    tensors.insert(name.to_owned(), table);
+    Ok(tensors)
+}
+
+/// Copies the tiny DINOv2 fixture (hidden 32, patch 4, 16 px: 16 patch tokens) to `dir`.
+fn copy_encoder(dir: &Path) -> Result<()> {
+    let fixture = repo().join("tokenizer/tests/fixtures/dinov2_tiny");
+    std::fs::create_dir_all(dir)?;
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture.join(f), dir.join(f))
+            .with_context(|| format!("copying {}", fixture.join(f).display()))?;
+    }
+    Ok(())
+}
+
+/// Writes a tiny LLaVA model under `root`: the base GGUF (`models/tiny/base.gguf`) and encoder
+/// (`models/tiny/dinov2/`) under the models root `root/models`, and the model directory
+/// `root/model` (LoRA rank 4 on every projection, the projector seeded). `context` is the LM's
+/// context in tokens; the model serves dequantized unless told otherwise.
+pub fn tiny_llava_model(root: &Path, context: usize) -> Result<TinyLlava> {
+    let models_root = root.join("models");
+    let base_rel = "tiny/base.gguf";
+    let encoder_rel = "tiny/dinov2/model.safetensors";
+    let base_path = models_root.join(base_rel);
+    std::fs::create_dir_all(base_path.parent().context("no parent")?)?;
+    let cfg = tiny_llava_lm_config(context);
+    let mut opts = GgufWriteOptions::like_smollm2();
+    opts.metadata = tokenizer_metadata();
+    write_llama_gguf(&base_path, &cfg, &weights(&cfg, 7)?, &opts)?;
+    copy_encoder(&models_root.join("tiny/dinov2"))?;
+
+    let dev = Device::Cpu;
+    let base = GgufFile::open(&base_path)?.load_dequantized(&dev, DType::F32)?;
+    let lora = LoraConfig::new(4, 8.0, LoraTarget::ALL);
+    let feature_dim = 32;
+    let parts = LlavaParts::init(base, lora, feature_dim, 3, &dev)?;
+    let base_sha = vqrae_data::fs::sha256_file(&base_path)?;
+    let run = root.join("run");
+    std::fs::create_dir_all(&run)?;
+    let adapters = run.join(ADAPTERS_FILE);
+    parts.adapters.save(&adapters, &base_sha)?;
+    let image_tokens = 16;
+    let model = LlavaModelConfig {
+        format: FORMAT.into(),
+        base: WeightsRef {
+            path: base_rel.into(),
+            sha256: base_sha,
+            install: "vqrae_test_support::tiny_llava_model".into(),
+        },
+        encoder: WeightsRef {
+            path: encoder_rel.into(),
+            sha256: vqrae_data::fs::sha256_file(&models_root.join(encoder_rel))?,
+            install: "vqrae_test_support::tiny_llava_model".into(),
+        },
+        resolution: 16,
+        image_tokens,
+        projector: parts.projector_cfg.clone(),
+        serve_quantized: false,
+    };
+    let dir = root.join("model");
+    save_model_dir(&dir, &model, &adapters)?;
+    Ok(TinyLlava {
+        dir,
+        models_root,
+        context,
+        image_tokens,
+    })
+}
+
+/// [`tiny_llava_model`] built once per test binary in `<scratch>/<prefix><pid>` (context 256
+/// tokens). Panics if it cannot be built: no test that needs it can run without it.
+pub fn shared_tiny_llava(scratch: &Path, prefix: &str) -> &'static TinyLlava {
+    static MODEL: OnceLock<TinyLlava> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        crate::tiny::remove_stale(scratch, prefix);
+        let root = scratch.join(format!("{prefix}{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        match tiny_llava_model(&root, 256) {
+            Ok(m) => m,
+            Err(e) => panic!("building the tiny LLaVA test model failed: {e:#}"),
+        }
+    })
+}

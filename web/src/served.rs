@@ -1,0 +1,139 @@
+//! What the server serves: a unified VQRAE model (`unified.json`: the from-scratch easy-VQA
+//! model that draws and answers) or a LLaVA model (`llava.json`: a pretrained chat LM from a
+//! GGUF with adapters, a frozen DINOv2 encoder and a projector, which chats and answers
+//! questions about images in sentences but does not draw). The kind is read from the model
+//! directory, so `vqrae serve --model <dir>` serves either.
+
+use std::path::Path;
+
+use candle_core::{DType, Device};
+use serde_json::{json, Value};
+use vqrae_unified::llava::model::{LlavaModel, LLAVA_FILE};
+use vqrae_unified::model::{UnifiedModel, UNIFIED_FILE};
+use vqrae_unified::UnifiedError;
+
+use crate::config::ServeConfig;
+use crate::error::ApiError;
+
+/// The served model; the model worker owns it.
+pub enum ServedModel {
+    Unified(UnifiedModel),
+    Llava(LlavaModel),
+}
+
+impl From<UnifiedModel> for ServedModel {
+    fn from(m: UnifiedModel) -> Self {
+        Self::Unified(m)
+    }
+}
+
+impl From<LlavaModel> for ServedModel {
+    fn from(m: LlavaModel) -> Self {
+        Self::Llava(m)
+    }
+}
+
+impl ServedModel {
+    /// Loads the model directory `dir`: a LLaVA model when it holds `llava.json` (its base GGUF
+    /// and encoder found under `models_root` and checked by sha256; `quantized` overrides the
+    /// directory's serving default), else a unified model in `dtype` (whose load errors say
+    /// what is missing). `quantized` given for a unified model is an error: its LM is not a
+    /// GGUF.
+    pub fn load(
+        dir: &Path,
+        models_root: &Path,
+        quantized: Option<bool>,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self, UnifiedError> {
+        if dir.join(LLAVA_FILE).is_file() {
+            return Ok(Self::Llava(LlavaModel::load(
+                dir,
+                models_root,
+                quantized,
+                device,
+            )?));
+        }
+        if quantized.is_some() && dir.join(UNIFIED_FILE).is_file() {
+            return Err(UnifiedError::Config(format!(
+                "{} is a unified model (unified.json): quantized / f32 choose how a LLaVA \
+                 model's GGUF base is run, and this model has none",
+                dir.display()
+            )));
+        }
+        Ok(Self::Unified(UnifiedModel::load(dir, device, dtype)?))
+    }
+
+    /// [`Self::load`] of `cfg.model` with `cfg.models_root` and `cfg.quantized`.
+    pub fn for_config(
+        cfg: &ServeConfig,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self, UnifiedError> {
+        Self::load(&cfg.model, &cfg.models_root, cfg.quantized, device, dtype)
+    }
+
+    /// `"unified"` or `"llava"`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unified(_) => "unified",
+            Self::Llava(_) => "llava",
+        }
+    }
+
+    /// The file whose modification time is the model's `created`.
+    pub(crate) fn config_file(&self) -> &'static str {
+        match self {
+            Self::Unified(_) => UNIFIED_FILE,
+            Self::Llava(_) => LLAVA_FILE,
+        }
+    }
+}
+
+/// What `GET /v1/models` and `/health` say about a served LLaVA model.
+#[derive(Clone, Debug)]
+pub(crate) struct LlavaInfo {
+    /// The model's description: base, encoder, weight form, image slots.
+    pub(crate) about: Value,
+}
+
+impl LlavaInfo {
+    pub(crate) fn of(m: &LlavaModel) -> Self {
+        let cfg = &m.cfg;
+        Self {
+            about: json!({
+                "kind": "llava",
+                "capabilities": {
+                    "chat": true,
+                    "image_questions": true,
+                    "image_generation": false,
+                    "image_tokenization": false,
+                },
+                "base": {"path": cfg.base.path, "sha256": cfg.base.sha256},
+                "encoder": {"path": cfg.encoder.path, "sha256": cfg.encoder.sha256},
+                "weights": if m.quantized { "quantized" } else { "f32" },
+                "image_tokens": cfg.image_tokens,
+                "resolution": cfg.resolution,
+                "lm": {
+                    "hidden_size": m.lm.config().hidden_size,
+                    "layers": m.lm.config().num_hidden_layers,
+                    "vocab_size": m.lm.config().vocab_size,
+                },
+            }),
+        }
+    }
+}
+
+/// The 400 of a route that needs a unified model (drawing, VQRAE codes) on a LLaVA model;
+/// `who` names it (`` `smollm` ``).
+pub(crate) fn not_unified(who: &str, what: &str) -> ApiError {
+    ApiError::invalid(
+        "model",
+        format!(
+            "{who} is a LLaVA chat model: it answers /v1/chat/completions (text, or a \
+             question about an image) but does not {what}; serve a unified VQRAE model \
+             (models/vqrae-easyvqa, the default) for that"
+        ),
+    )
+    .code("unsupported_by_model")
+}
