@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use commands::{chat, data, eval, lm, plot, probe, referee, scale, serve, tokenizer, train};
+use commands::{chat, data, eval, llava, lm, plot, probe, referee, scale, serve, tokenizer, train};
 use vqrae_bench as bench;
 
 /// candle allocates a fresh buffer for every op; glibc's allocator hands large ones back to the
@@ -53,9 +53,9 @@ enum Command {
     Probe(probe::ProbeArgs),
     /// Pretrain the project's own ViT encoder: attribute classification and figure-ground
     /// segmentation on training images only.
-    PretrainEncoder(train::PretrainArgs),
+    PretrainEncoder(vqrae_tokenizer::runs::EncoderPretraining),
     /// Train a tokenizer: stage 1 (encoder frozen) or stage 2 (encoder distilled); resumes a run.
-    TrainTokenizer(train::TrainArgs),
+    TrainTokenizer(vqrae_tokenizer::runs::TokenizerTrainingFlags),
     /// PSNR, SSIM, codebook utilisation / perplexity and feature cosine on held-out images.
     EvalTokenizer(train::EvalArgs),
     /// Training curves of one or more runs (their `metrics.jsonl`) to PNG.
@@ -69,6 +69,12 @@ enum Command {
     Generate(lm::GenerateArgs),
     /// Chat with a GGUF language model (SmolLM2-135M-Instruct): one message, the reply streamed.
     Chat(chat::ChatArgs),
+    /// Train the LLaVA recipe on a pretrained LM: DINOv2 features -> projector -> a GGUF chat
+    /// LM with LoRA (phase 1 the projector, phase 2 both); writes RUN/model.
+    TrainLlava(llava::TrainLlavaArgs),
+    /// Score a LLaVA model: easy-VQA and held-out scene questions, and its text ability
+    /// beside its base's.
+    EvalLlava(llava::EvalLlavaArgs),
     /// Exact-match VQA accuracy on easy-VQA, per question kind.
     EvalVqa(eval::EvalVqaArgs),
     /// Text-to-image judged by the referee: colour and shape right, per guidance scale.
@@ -122,6 +128,8 @@ fn main() -> Result<()> {
         Command::Ask(a) => lm::ask(a, &device),
         Command::Generate(a) => lm::generate(a, &device),
         Command::Chat(a) => chat::run(a, &device),
+        Command::TrainLlava(a) => llava::train(a, &data_root, &device),
+        Command::EvalLlava(a) => llava::eval(a, &data_root, &device),
         Command::EvalVqa(a) => eval::eval_vqa(a, &data_root, &device),
         Command::EvalT2i(a) => eval::eval_t2i(a, &data_root, &device),
         Command::Scale(a) => scale::run(a, &data_root, &device),

@@ -18,6 +18,24 @@ pub struct ModelArgs {
     pub model: PathBuf,
 }
 
+/// How a LLaVA model's GGUF base runs, when not as its `llava.json` says.
+#[derive(Args, Clone, Debug)]
+pub struct WeightFormArgs {
+    /// Run a LLaVA model's GGUF base quantized [default: as its llava.json says].
+    #[arg(long, conflicts_with = "f32")]
+    pub quantized: bool,
+    /// Run a LLaVA model's GGUF base dequantized to f32 (adapters merged).
+    #[arg(long)]
+    pub f32: bool,
+}
+
+impl WeightFormArgs {
+    /// `Some(true)`: quantized, `Some(false)`: f32, `None`: as the model directory says.
+    pub fn choice(&self) -> Option<bool> {
+        (self.quantized || self.f32).then_some(self.quantized)
+    }
+}
+
 /// How tokens (image codes, or a chat reply's words) are drawn at each step (the seed is each
 /// command's own).
 #[derive(Args, Clone, Debug)]

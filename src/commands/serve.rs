@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Result};
 use candle_core::Device;
 use clap::Args;
-use vqrae_web::config::{OodPolicy, ServeConfig, API_KEY_ENV};
+use vqrae_web::config::{OodPolicy, ServeConfig, ServeOverrides, API_KEY_ENV};
 use vqrae_web::ServedModel;
 
-use crate::commands::default_dtype;
+use super::args::WeightFormArgs;
+use super::default_dtype;
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -23,12 +24,8 @@ pub struct ServeArgs {
     /// Where a LLaVA model's base GGUF and encoder are installed [default: .data/models].
     #[arg(long)]
     models_root: Option<PathBuf>,
-    /// Run a LLaVA model's GGUF base quantized [default: as its llava.json says].
-    #[arg(long, conflicts_with = "f32")]
-    quantized: bool,
-    /// Run a LLaVA model's GGUF base dequantized to f32 (adapters merged).
-    #[arg(long)]
-    f32: bool,
+    #[command(flatten)]
+    form: WeightFormArgs,
     /// The id clients name the model by [default: the model directory's name].
     #[arg(long)]
     model_id: Option<String>,
@@ -78,61 +75,30 @@ pub struct ServeArgs {
 }
 
 fn config(a: ServeArgs) -> Result<ServeConfig> {
-    let mut cfg = match &a.config {
+    let cfg = match &a.config {
         Some(path) => ServeConfig::from_toml_file(path)?,
         None => ServeConfig::default(),
     };
-    if let Some(v) = a.model {
-        cfg.model = v;
-    }
-    if let Some(v) = a.model_id {
-        cfg.model_id = v;
-    }
-    cfg.models_root = a.models_root.unwrap_or(cfg.models_root);
-    cfg.quantized = (a.quantized || a.f32)
-        .then_some(a.quantized)
-        .or(cfg.quantized);
-    if let Some(v) = a.host {
-        cfg.host = v;
-    }
-    if let Some(v) = a.port {
-        cfg.port = v;
-    }
-    if let Some(v) = a.api_key {
-        cfg.api_key = Some(v);
-    }
-    if let Some(v) = a.public_url {
-        cfg.public_url = v;
-    }
-    if let Some(v) = a.max_batch {
-        cfg.batch.max_batch = v;
-    }
-    if let Some(v) = a.max_wait_ms {
-        cfg.batch.max_wait_ms = v;
-    }
-    if let Some(v) = a.queue_capacity {
-        cfg.batch.queue_capacity = v;
-    }
-    if let Some(v) = a.max_body_bytes {
-        cfg.limits.max_body_bytes = v;
-    }
-    if let Some(v) = a.max_image_pixels {
-        cfg.limits.max_image_pixels = v;
-    }
-    if let Some(v) = a.header_read_timeout {
-        cfg.timeouts.header_read_secs = v;
-    }
-    if let Some(v) = a.idle_timeout {
-        cfg.timeouts.idle_secs = v;
-    }
-    if let Some(v) = a.shutdown_timeout {
-        cfg.timeouts.shutdown_secs = v;
-    }
-    if let Some(v) = a.ood {
-        cfg.ood = v;
-    }
-    cfg.validate()?;
-    Ok(cfg)
+    let overrides = ServeOverrides {
+        model: a.model,
+        models_root: a.models_root,
+        quantized: a.form.choice(),
+        model_id: a.model_id,
+        host: a.host,
+        port: a.port,
+        api_key: a.api_key,
+        public_url: a.public_url,
+        max_batch: a.max_batch,
+        max_wait_ms: a.max_wait_ms,
+        queue_capacity: a.queue_capacity,
+        max_body_bytes: a.max_body_bytes,
+        max_image_pixels: a.max_image_pixels,
+        header_read_secs: a.header_read_timeout,
+        idle_secs: a.idle_timeout,
+        shutdown_secs: a.shutdown_timeout,
+        ood: a.ood,
+    };
+    Ok(cfg.with_overrides(overrides)?)
 }
 
 pub fn run(a: ServeArgs, device: &Device) -> Result<()> {

@@ -8,7 +8,8 @@
 //!   `configs/lm/tiny.toml`), a saved tiny tokenizer, and a tiny unified model trained for a
 //!   few steps, built once per test binary;
 //! - [`llava`]: a tiny LLaVA model directory (GGUF base with a ChatML template, DINOv2 fixture,
-//!   adapters and projector) under a models root of its own.
+//!   adapters and projector) under a models root of its own, and the data root a tiny LLaVA
+//!   training run reads (`configs/llava/tiny.toml`).
 //!
 //! Errors are `anyhow`: these helpers run in tests only, where a failure is reported, not
 //! handled.
@@ -21,7 +22,10 @@ pub mod toy;
 use std::path::{Path, PathBuf};
 
 pub use easy_vqa::mini_easy_vqa;
-pub use llava::{shared_tiny_llava, tiny_llava_model, TinyLlava};
+pub use llava::{
+    shared_tiny_llava, tiny_llava_base, tiny_llava_config, tiny_llava_data, tiny_llava_model,
+    TinyLlava, TinyReplies, TINY_BASE, TINY_ENCODER,
+};
 pub use tiny::{save_tiny_tokenizer, shared_tiny_model, tiny_joint_config};
 pub use toy::{toy_data, toy_image, Toy, COLORS};
 

@@ -16,10 +16,12 @@ use vqrae_lm::gguf::{write_llama_gguf, GgufFile, GgufWriteOptions};
 use vqrae_lm::lora::{LoraConfig, LoraTarget};
 use vqrae_lm::{Llama, LlamaConfig};
 use vqrae_train::init::SeededVarMap;
+use vqrae_unified::llava::config::LlavaConfig;
 use vqrae_unified::llava::model::{
     save_model_dir, LlavaModelConfig, WeightsRef, ADAPTERS_FILE, FORMAT,
 };
 use vqrae_unified::llava::parts::LlavaParts;
+use vqrae_unified::llava::run::LlavaInputs;
 
 use crate::repo;
 
@@ -116,10 +118,32 @@ fn tokenizer_metadata() -> Vec<(String, Value)> {
     ]
 }
 
-/// Seeded random weights whose control tokens' embedding rows are zero: with the tied head
-/// their logits are 0 while some other id's is positive, so greedy decoding never ends a
-/// reply early and every answer has text (a test of serving needs words, not quality).
-fn weights(cfg: &LlamaConfig, seed: u64) -> Result<HashMap<String, Tensor>> {
+/// How the tiny LM's greedy replies end.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TinyReplies {
+    /// Never early: the control tokens' embedding rows are zero, so with the tied head their
+    /// logits are 0 while some other id's is positive, and every answer has text up to its
+    /// token limit (a test of serving needs words, not quality).
+    #[default]
+    Endless,
+    /// One word, then `<|im_end|>`: a prompt ending with the assistant turn's newline is
+    /// answered `o` and stopped, as a chat model stops (what a trainer that keeps only the
+    /// base's finished replies needs).
+    OneWord,
+}
+
+/// Token ids of the tiny vocabulary: the control tokens, then one per byte.
+const IM_END: usize = 2;
+const NEWLINE: usize = CONTROL.len() + b'\n' as usize;
+const WORD: usize = CONTROL.len() + b'o' as usize;
+
+/// Seeded random weights whose control tokens' embedding rows are zero ([`TinyReplies`]). For
+/// [`TinyReplies::OneWord`] two directions `u`, `v` of the embedding are added: newline `40u`,
+/// the word `80u + 40v`, `<|im_end|>` `400v`. The residual stream is dominated by the last
+/// token's row (the layers add about 30 to its norm), and with the tied head the next token is the
+/// row with the largest dot product: newline -> the word (3,200 against its own 1,600), the
+/// word -> `<|im_end|>` (16,000 against its own 8,000).
+fn weights(cfg: &LlamaConfig, seed: u64, replies: TinyReplies) -> Result<HashMap<String, Tensor>> {
     let vars = SeededVarMap::new(seed);
     let mut tensors = Llama::new(cfg, vars.var_builder(DType::F32, &Device::Cpu))?.tensors();
     let name = "model.embed_tokens.weight";
@@ -127,7 +151,19 @@ fn weights(cfg: &LlamaConfig, seed: u64) -> Result<HashMap<String, Tensor>> {
     let (rows, width) = table.dims2()?;
     let silent = Tensor::zeros((CONTROL.len(), width), DType::F32, &Device::Cpu)?;
     let rest = table.narrow(0, CONTROL.len(), rows - CONTROL.len())?;
-    let table = Tensor::cat(&[&silent, &rest], 0)?;
+    let mut table = Tensor::cat(&[&silent, &rest], 0)?;
+    if replies == TinyReplies::OneWord {
+        let mut added = vec![0f32; rows * width];
+        for (row, (u, v)) in [
+            (NEWLINE, (40.0, 0.0)),
+            (WORD, (80.0, 40.0)),
+            (IM_END, (0.0, 400.0)),
+        ] {
+            added[row * width] = u;
+            added[row * width + 1] = v;
+        }
+        table = (table + Tensor::from_vec(added, (rows, width), &Device::Cpu)?)?;
+    }
     tensors.insert(name.to_owned(), table);
     Ok(tensors)
 }
@@ -143,21 +179,36 @@ fn copy_encoder(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes a tiny LLaVA model under `root`: the base GGUF (`models/tiny/base.gguf`) and encoder
-/// (`models/tiny/dinov2/`) under the models root `root/models`, and the model directory
-/// `root/model` (LoRA rank 4 on every projection, the projector seeded). `context` is the LM's
-/// context in tokens; the model serves dequantized unless told otherwise.
-pub fn tiny_llava_model(root: &Path, context: usize) -> Result<TinyLlava> {
-    let models_root = root.join("models");
-    let base_rel = "tiny/base.gguf";
-    let encoder_rel = "tiny/dinov2/model.safetensors";
-    let base_path = models_root.join(base_rel);
+/// Where [`tiny_llava_base`] put the base and the encoder, relative to the models root.
+pub const TINY_BASE: &str = "tiny/base.gguf";
+pub const TINY_ENCODER: &str = "tiny/dinov2";
+
+/// Writes the tiny base GGUF ([`TINY_BASE`], weights seeded by `seed`) and the tiny encoder
+/// ([`TINY_ENCODER`]) under `models_root`: the files a LLaVA training run reads.
+pub fn tiny_llava_base(
+    models_root: &Path,
+    context: usize,
+    seed: u64,
+    replies: TinyReplies,
+) -> Result<()> {
+    let base_path = models_root.join(TINY_BASE);
     std::fs::create_dir_all(base_path.parent().context("no parent")?)?;
     let cfg = tiny_llava_lm_config(context);
     let mut opts = GgufWriteOptions::like_smollm2();
     opts.metadata = tokenizer_metadata();
-    write_llama_gguf(&base_path, &cfg, &weights(&cfg, 7)?, &opts)?;
-    copy_encoder(&models_root.join("tiny/dinov2"))?;
+    write_llama_gguf(&base_path, &cfg, &weights(&cfg, seed, replies)?, &opts)?;
+    copy_encoder(&models_root.join(TINY_ENCODER))
+}
+
+/// Writes a tiny LLaVA model under `root`: the base GGUF and encoder ([`tiny_llava_base`],
+/// [`TinyReplies::Endless`]) under the models root `root/models`, and the model directory
+/// `root/model` (LoRA rank 4 on every projection, the projector seeded). `context` is the LM's
+/// context in tokens; the model serves dequantized unless told otherwise.
+pub fn tiny_llava_model(root: &Path, context: usize) -> Result<TinyLlava> {
+    let models_root = root.join("models");
+    tiny_llava_base(&models_root, context, 7, TinyReplies::Endless)?;
+    let base_path = models_root.join(TINY_BASE);
+    let encoder_rel = format!("{TINY_ENCODER}/model.safetensors");
 
     let dev = Device::Cpu;
     let base = GgufFile::open(&base_path)?.load_dequantized(&dev, DType::F32)?;
@@ -173,13 +224,13 @@ pub fn tiny_llava_model(root: &Path, context: usize) -> Result<TinyLlava> {
     let model = LlavaModelConfig {
         format: FORMAT.into(),
         base: WeightsRef {
-            path: base_rel.into(),
+            path: TINY_BASE.into(),
             sha256: base_sha,
             install: "vqrae_test_support::tiny_llava_model".into(),
         },
         encoder: WeightsRef {
-            path: encoder_rel.into(),
-            sha256: vqrae_data::fs::sha256_file(&models_root.join(encoder_rel))?,
+            sha256: vqrae_data::fs::sha256_file(&models_root.join(&encoder_rel))?,
+            path: encoder_rel,
             install: "vqrae_test_support::tiny_llava_model".into(),
         },
         resolution: 16,
@@ -195,6 +246,22 @@ pub fn tiny_llava_model(root: &Path, context: usize) -> Result<TinyLlava> {
         context,
         image_tokens,
     })
+}
+
+/// The tiny LLaVA training config, `configs/llava/tiny.toml`.
+pub fn tiny_llava_config() -> Result<LlavaConfig> {
+    Ok(LlavaConfig::from_toml_file(
+        &repo().join("configs/llava/tiny.toml"),
+    )?)
+}
+
+/// A data root a LLaVA training run (and `vqrae train-llava --data`) reads: the tiny base
+/// ([`TinyReplies::OneWord`], context 256, seed 7) and encoder under `<data_root>/models`, and a
+/// mini easy-VQA of `images` training and `images` test images (3 questions each).
+pub fn tiny_llava_data(data_root: &Path, images: usize) -> Result<LlavaInputs> {
+    tiny_llava_base(&data_root.join("models"), 256, 7, TinyReplies::OneWord)?;
+    crate::mini_easy_vqa(data_root, images, images)?;
+    Ok(LlavaInputs::under(data_root, TINY_BASE, TINY_ENCODER))
 }
 
 /// [`tiny_llava_model`] built once per test binary in `<scratch>/<prefix><pid>` (context 256

@@ -10,9 +10,11 @@ use candle_nn::{linear_b, Init, Linear, Module, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum QuantizerKind {
     #[default]
+    #[cfg_attr(feature = "clap", value(name = "simvq"))]
     SimVq,
     Vq,
 }

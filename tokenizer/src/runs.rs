@@ -33,17 +33,24 @@ pub fn init_checkpoint(
     model.save(out, &vars)
 }
 
-/// Semantic pretraining of the project's own ViT encoder on a data set's training split.
+/// Semantic pretraining of the project's own ViT encoder on a data set's training split; with
+/// the `clap` feature, the flags of `vqrae pretrain-encoder` (the field docs are their help).
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct EncoderPretraining {
     /// Encoder config (TOML with `arch = "vit"` and the own ViT's fields).
+    #[cfg_attr(feature = "clap", arg(long = "encoder"))]
     pub encoder_config: PathBuf,
-    /// Training hyper-parameters (TOML, [`PretrainConfig`]); its defaults when `None`.
+    /// Training hyper-parameters (TOML, `PretrainConfig`); defaults when absent.
+    #[cfg_attr(feature = "clap", arg(long = "train"))]
     pub train_config: Option<PathBuf>,
+    #[cfg_attr(feature = "clap", arg(long, value_enum, default_value = "easy-vqa"))]
     pub dataset: Dataset,
-    /// A seeded random subset of the training split (0: all of it).
+    /// Use a seeded random subset of the training split (0 = all).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0))]
     pub limit: usize,
-    /// The encoder directory written.
+    /// Output encoder directory.
+    #[cfg_attr(feature = "clap", arg(short, long))]
     pub out: PathBuf,
 }
 
@@ -118,6 +125,90 @@ pub struct TokenizerTraining {
     /// Stage 2: distil to this encoder directory instead of a copy of the starting encoder.
     /// Read when the run starts; a resumed run keeps its own.
     pub teacher: Option<PathBuf>,
+}
+
+/// `vqrae train-tokenizer`'s flags (with the `clap` feature; the field docs are their help): a
+/// fresh model or a checkpoint to start from, the quantizer overrides of the codebook sweeps,
+/// the run. [`Self::training`] turns them into the [`TokenizerTraining`] they describe.
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+pub struct TokenizerTrainingFlags {
+    /// Tokenizer config (TOML) for a fresh model; not needed with --init.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub config: Option<PathBuf>,
+    /// Start from this tokenizer checkpoint (stage 2 starts from stage 1's `RUN/model`).
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub init: Option<PathBuf>,
+    /// Encoder directory (Hugging Face or `pretrain-encoder` output) for a fresh model.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub encoder: Option<PathBuf>,
+    /// Training config (TOML, `TrainConfig`: stage, steps, learning rates, loss weights).
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub train: PathBuf,
+    #[cfg_attr(feature = "clap", arg(long, value_enum, default_value = "easy-vqa"))]
+    pub dataset: Dataset,
+    /// Use a seeded random subset of the training split (0 = all).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0))]
+    pub limit: usize,
+    /// Run directory: training checkpoints (resumed automatically), metrics.jsonl, `model/`.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub run: PathBuf,
+    /// Stage 2: distil to this encoder (Hugging Face or `pretrain-encoder` output) instead of a
+    /// copy of the starting one; e.g. the original pretrained encoder when `--init` is a model
+    /// whose encoder has already moved. Read when the run starts; a resumed run keeps its own.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub teacher: Option<PathBuf>,
+    /// Override the config's codebook width `e` (fresh models only; the codebook sweeps).
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub codebook_dim: Option<usize>,
+    /// Override the config's codebook size `k` (fresh models only).
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub codebook_size: Option<usize>,
+    /// Override the config's quantizer kind (fresh models only).
+    #[cfg_attr(feature = "clap", arg(long, value_enum))]
+    pub quantizer: Option<QuantizerKind>,
+    /// Look codes up by cosine (fresh models only; see `QuantizerConfig::l2_normalize`).
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub l2_normalize: bool,
+}
+
+impl TokenizerTrainingFlags {
+    /// The run these flags describe: exactly one of `config` (a fresh model) and `init` (a
+    /// checkpoint), and quantizer overrides only for a fresh model.
+    pub fn training(self) -> Result<TokenizerTraining> {
+        let overrides = QuantizerOverrides {
+            dim: self.codebook_dim,
+            codebook_size: self.codebook_size,
+            kind: self.quantizer,
+            l2_normalize: self.l2_normalize,
+        };
+        let bad = |m: &str| Err(TokenizerError::Invalid(m.to_string()));
+        let start = match (self.init, self.config) {
+            (Some(_), None) if !overrides.is_empty() => {
+                return bad(
+                    "--codebook-dim, --codebook-size, --quantizer and --l2-normalize change a \
+                     fresh model's config; a checkpoint keeps its own",
+                )
+            }
+            (Some(dir), None) => TokenizerStart::Checkpoint(dir),
+            (None, Some(config)) => TokenizerStart::Fresh {
+                config,
+                encoder: self.encoder,
+                overrides,
+            },
+            _ => {
+                return bad("give exactly one of --config (a fresh model) or --init (a checkpoint)")
+            }
+        };
+        Ok(TokenizerTraining {
+            start,
+            train_config: self.train,
+            dataset: self.dataset,
+            limit: self.limit,
+            run: self.run,
+            teacher: self.teacher,
+        })
+    }
 }
 
 /// Trains (or resumes) the run `t` describes on its data set's training split, resized to the
@@ -231,6 +322,37 @@ mod tests {
             path: path.to_path_buf(),
             source,
         })
+    }
+
+    #[test]
+    fn flags_name_one_start_and_override_only_a_fresh_model() {
+        let flags = |config: Option<&str>, init: Option<&str>, dim: Option<usize>| {
+            TokenizerTrainingFlags {
+                config: config.map(PathBuf::from),
+                init: init.map(PathBuf::from),
+                encoder: None,
+                train: "t.toml".into(),
+                dataset: Dataset::EasyVqa,
+                limit: 0,
+                run: "run".into(),
+                teacher: None,
+                codebook_dim: dim,
+                codebook_size: None,
+                quantizer: None,
+                l2_normalize: false,
+            }
+            .training()
+        };
+        let fresh = flags(Some("c.toml"), None, Some(8)).map(|t| t.start);
+        assert!(
+            matches!(fresh, Ok(TokenizerStart::Fresh { overrides, .. }) if overrides.dim == Some(8))
+        );
+        let resumed = flags(None, Some("m"), None).map(|t| t.start);
+        assert!(matches!(resumed, Ok(TokenizerStart::Checkpoint(_))));
+        let err = |r: Result<TokenizerTraining>| r.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err(flags(None, Some("m"), Some(8))).contains("fresh model"));
+        assert!(err(flags(None, None, None)).contains("exactly one"));
+        assert!(err(flags(Some("c.toml"), Some("m"), None)).contains("exactly one"));
     }
 
     #[test]

@@ -273,6 +273,36 @@ impl Timeouts {
     }
 }
 
+/// Values given on the command line (`vqrae serve`'s flags), each replacing its field of a
+/// [`ServeConfig`] when set ([`ServeConfig::with_overrides`]).
+#[derive(Clone, Debug, Default)]
+pub struct ServeOverrides {
+    pub model: Option<PathBuf>,
+    pub models_root: Option<PathBuf>,
+    pub quantized: Option<bool>,
+    pub model_id: Option<String>,
+    pub host: Option<IpAddr>,
+    pub port: Option<u16>,
+    pub api_key: Option<String>,
+    pub public_url: Option<String>,
+    pub max_batch: Option<usize>,
+    pub max_wait_ms: Option<u64>,
+    pub queue_capacity: Option<usize>,
+    pub max_body_bytes: Option<usize>,
+    pub max_image_pixels: Option<u64>,
+    pub header_read_secs: Option<f64>,
+    pub idle_secs: Option<f64>,
+    pub shutdown_secs: Option<f64>,
+    pub ood: Option<OodPolicy>,
+}
+
+/// `*field = v` when `v` is set.
+fn set<T>(field: &mut T, v: Option<T>) {
+    if let Some(v) = v {
+        *field = v;
+    }
+}
+
 /// Seconds as a [`Duration`]; validated values never fail, anything else is clamped.
 fn secs(v: f64) -> Duration {
     Duration::try_from_secs_f64(v.clamp(0.0, MAX_TIMEOUT_SECS)).unwrap_or(Duration::ZERO)
@@ -288,6 +318,29 @@ impl ServeConfig {
             .map_err(|e| ServeError::Config(format!("{}: {e}", path.display())))?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// This config with every field `o` sets replaced, validated.
+    pub fn with_overrides(mut self, o: ServeOverrides) -> Result<Self, ServeError> {
+        set(&mut self.model, o.model);
+        set(&mut self.models_root, o.models_root);
+        self.quantized = o.quantized.or(self.quantized);
+        set(&mut self.model_id, o.model_id);
+        set(&mut self.host, o.host);
+        set(&mut self.port, o.port);
+        self.api_key = o.api_key.or(self.api_key);
+        set(&mut self.public_url, o.public_url);
+        set(&mut self.batch.max_batch, o.max_batch);
+        set(&mut self.batch.max_wait_ms, o.max_wait_ms);
+        set(&mut self.batch.queue_capacity, o.queue_capacity);
+        set(&mut self.limits.max_body_bytes, o.max_body_bytes);
+        set(&mut self.limits.max_image_pixels, o.max_image_pixels);
+        set(&mut self.timeouts.header_read_secs, o.header_read_secs);
+        set(&mut self.timeouts.idle_secs, o.idle_secs);
+        set(&mut self.timeouts.shutdown_secs, o.shutdown_secs);
+        set(&mut self.ood, o.ood);
+        self.validate()?;
+        Ok(self)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -431,6 +484,36 @@ mod tests {
             cfg.timeouts.idle_secs = bad;
             assert!(cfg.validate().is_err(), "idle_secs = {bad}");
         }
+    }
+
+    #[test]
+    fn overrides_replace_only_what_they_set_and_are_validated() {
+        let base = ServeConfig {
+            port: 9000,
+            quantized: Some(true),
+            ..ServeConfig::default()
+        };
+        let same = base.clone().with_overrides(ServeOverrides::default());
+        assert_eq!(same.ok(), Some(base.clone()));
+        let o = ServeOverrides {
+            port: Some(1),
+            max_batch: Some(3),
+            idle_secs: Some(2.5),
+            quantized: Some(false),
+            ..ServeOverrides::default()
+        };
+        let cfg = base.clone().with_overrides(o).expect("valid");
+        assert_eq!(
+            (cfg.port, cfg.batch.max_batch, cfg.quantized),
+            (1, 3, Some(false))
+        );
+        assert_eq!(cfg.timeouts.idle_secs, 2.5);
+        assert_eq!(cfg.model, base.model);
+        let bad = ServeOverrides {
+            max_batch: Some(0),
+            ..ServeOverrides::default()
+        };
+        assert!(base.with_overrides(bad).is_err());
     }
 
     #[test]

@@ -38,10 +38,6 @@ pub struct LlavaConfig {
     pub resolution: u32,
     /// Visual questions per step.
     pub batch_size: usize,
-    /// Text-only samples per step (the base's own answers to instructions), so that training on
-    /// images does not make it forget how to chat. 0: none.
-    #[serde(default)]
-    pub text_per_step: usize,
     /// easy-VQA training images used (0: all 4,000), with their questions.
     #[serde(default)]
     pub easy_vqa_images: usize,
@@ -58,6 +54,16 @@ pub struct LlavaConfig {
 }
 
 impl LlavaConfig {
+    /// Reads and validates a config file (`configs/llava/*.toml`).
+    pub fn from_toml_file(path: &std::path::Path) -> Result<Self> {
+        let cfg: Self = vqrae_data::fs::read_toml(path)?;
+        cfg.validate().map_err(|e| match e {
+            UnifiedError::Config(m) => UnifiedError::Config(format!("{}: {m}", path.display())),
+            e => e,
+        })?;
+        Ok(cfg)
+    }
+
     pub fn total_steps(&self) -> u64 {
         self.phases.iter().map(|p| p.steps).sum()
     }
@@ -101,6 +107,16 @@ impl LlavaConfig {
             if p.projector_lr.is_none() && p.adapters_lr.is_none() {
                 return bad(format!("phase {:?} trains nothing", p.name));
             }
+        }
+        let l = &self.lora;
+        if l.rank == 0 || !(l.alpha > 0.0 && l.alpha.is_finite()) {
+            return bad(format!(
+                "lora: rank must be >= 1 and alpha finite and > 0, got rank {} alpha {}",
+                l.rank, l.alpha
+            ));
+        }
+        if l.targets.is_empty() {
+            return bad("lora.targets names no projection".into());
         }
         self.adamw
             .validate()

@@ -35,14 +35,27 @@ pub struct LlavaInputs {
     pub easy_vqa_root: PathBuf,
 }
 
+/// The base GGUF and the encoder directory the setup scripts install under `<data>/models`.
+pub const DEFAULT_BASE: &str = "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+pub const DEFAULT_ENCODER: &str = "dinov2-small";
+/// What installs them.
+const BASE_INSTALL: &str = "scripts/setup-smollm2.sh";
+const ENCODER_INSTALL: &str = "scripts/convert-dinov2.sh";
+
 impl LlavaInputs {
     /// The files the setup scripts install under `<data>/models`.
     pub fn installed(data: &Path) -> Self {
+        Self::under(data, DEFAULT_BASE, DEFAULT_ENCODER)
+    }
+
+    /// The base GGUF `base` and the encoder directory `encoder` under `<data>/models`, and
+    /// easy-VQA under `<data>/easy-vqa`.
+    pub fn under(data: &Path, base: &str, encoder: &str) -> Self {
         Self {
             models_root: data.join("models"),
-            base: "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf".into(),
-            encoder: "dinov2-small".into(),
-            easy_vqa_root: data.join("easy-vqa"),
+            base: base.into(),
+            encoder: encoder.into(),
+            easy_vqa_root: data.join(vqrae_data::easy_vqa::DIR),
         }
     }
 
@@ -174,9 +187,20 @@ pub fn run(
     device: &Device,
 ) -> Result<LlavaSummary> {
     cfg.validate()?;
-    std::fs::create_dir_all(run_dir).map_err(UnifiedError::io(run_dir))?;
+    for (what, path, install) in [
+        ("base GGUF", inputs.base_gguf(), BASE_INSTALL),
+        ("encoder", inputs.encoder_dir(), ENCODER_INSTALL),
+    ] {
+        if !path.exists() {
+            return Err(UnifiedError::Config(format!(
+                "the {what} {} is not installed (run {install})",
+                path.display()
+            )));
+        }
+    }
     let gguf = GgufFile::open(inputs.base_gguf()).map_err(lm_err)?;
     let base_sha = vqrae_data::fs::sha256_file(&inputs.base_gguf())?;
+    std::fs::create_dir_all(run_dir).map_err(UnifiedError::io(run_dir))?;
     let text = text_tokenizer(gguf.content()).map_err(lm_err)?;
     let template = ChatTemplate::from_gguf(gguf.content())
         .map_err(lm_err)?
@@ -232,12 +256,12 @@ pub fn run(
         base: WeightsRef {
             path: inputs.base.clone(),
             sha256: base_sha,
-            install: "scripts/setup-smollm2.sh".into(),
+            install: BASE_INSTALL.into(),
         },
         encoder: WeightsRef {
             sha256: vqrae_data::fs::sha256_file(&inputs.models_root.join(&encoder_weights))?,
             path: encoder_weights,
-            install: "scripts/convert-dinov2.sh".into(),
+            install: ENCODER_INSTALL.into(),
         },
         resolution: cfg.resolution,
         image_tokens,
