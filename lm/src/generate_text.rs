@@ -79,13 +79,37 @@ pub fn generate(
     model: &Llama,
     prompts: &[Vec<u32>],
     opts: &GenerateOptions,
-    mut on_token: impl FnMut(usize, u32),
+    on_token: impl FnMut(usize, u32),
 ) -> Result<Vec<Generated>> {
     if prompts.is_empty() {
         return Err(LmError::Config("generate: no prompts".to_owned()));
     }
-    let mut sampler = Sampler::new(opts.sampling.clone())?;
+    // before the embeddings are allocated: a prompt past the context costs nothing
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    check_context(model, longest, opts.max_new_tokens)?;
+    let (ids, left_pad) = left_padded(prompts, 0, model.device())?;
+    generate_from_embeds(model, &model.embed(&ids)?, left_pad, opts, on_token)
+}
+
+/// [`generate`] from prompt **embeddings** `(B, L, hidden)`, left-padded by `left_pad` per row
+/// (the padding's embeddings are masked, so any will do): for prompts that are not all token
+/// ids, such as a question with an image's projected features spliced in. The one decoding
+/// loop of the crate's text paths (chat, VQA answers).
+pub fn generate_from_embeds(
+    model: &Llama,
+    embeds: &Tensor,
+    left_pad: Vec<usize>,
+    opts: &GenerateOptions,
+    mut on_token: impl FnMut(usize, u32),
+) -> Result<Vec<Generated>> {
+    let (b, longest, _) = embeds.dims3()?;
+    if b == 0 || longest == 0 || left_pad.len() != b {
+        return Err(LmError::Config(format!(
+            "generate: {b} prompts of {longest} positions with {} padding counts",
+            left_pad.len()
+        )));
+    }
+    let mut sampler = Sampler::new(opts.sampling.clone())?;
     check_context(model, longest, opts.max_new_tokens)?;
     let vocab = model.config().vocab_size;
     let allowed = match &opts.allowed {
@@ -99,10 +123,8 @@ pub fn generate(
         other => other.clone(),
     };
     let dev = model.device();
-    let (ids, left_pad) = left_padded(prompts, 0, dev)?;
-    let b = prompts.len();
     let mut cache = model.new_cache(b, longest + opts.max_new_tokens, left_pad)?;
-    let hidden = model.forward_hidden(&model.embed(&ids)?, Some(&mut cache), false)?;
+    let hidden = model.forward_hidden(embeds, Some(&mut cache), false)?;
     let mut logits = model.logits(&hidden.i((.., longest - 1))?)?;
     let mut out: Vec<Generated> = vec![
         Generated {

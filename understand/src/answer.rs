@@ -1,12 +1,14 @@
 //! Answering questions about images: a batch of (features, question) pairs in, text out.
 //!
-//! Prompts are left-padded into one batch; one prefill fills the KV cache, then each step feeds
-//! every row's last token. Answers are restricted to text tokens (an image code or marker is
-//! never a word), and a row stops at `<eos>` while the others go on.
+//! Prompts are left-padded into one batch with the image features spliced in, then decoded by
+//! the LM crate's one loop (`vqrae_lm::generate_text::generate_from_embeds`). Answers are
+//! restricted to text tokens (an image code or marker is never a word), and a row stops at
+//! `<eos>` while the others go on.
 
 use candle_core::Tensor;
 use vqrae_lm::batch::left_padded;
-use vqrae_lm::{restrict_to_range, Llama, Sampler, SamplingConfig, TextTokenizer, UnifiedVocab};
+use vqrae_lm::generate_text::{generate_from_embeds, GenerateOptions};
+use vqrae_lm::{Llama, SamplingConfig, TextTokenizer, UnifiedVocab};
 
 use crate::error::{Result, UnderstandError};
 use crate::projector::Projector;
@@ -55,10 +57,10 @@ impl Vqa<'_> {
         questions: &[&str],
         max_tokens: usize,
         sampling: &SamplingConfig,
-        mut on_token: impl FnMut(usize, u32),
+        on_token: impl FnMut(usize, u32),
     ) -> Result<Vec<String>> {
         let (embeds, left_pad) = self.prompt_embeds(features, questions)?;
-        let (b, l, _) = embeds.dims3()?;
+        let (_, l, _) = embeds.dims3()?;
         let context = self.lm.config().max_position_embeddings;
         if l >= context {
             return Err(UnderstandError::Input(format!(
@@ -67,39 +69,15 @@ impl Vqa<'_> {
             )));
         }
         // the answer may use what the context has left
-        let max_tokens = max_tokens.min(context - l);
-        let mut cache = self.lm.new_cache(b, l + max_tokens, left_pad)?;
-        let hidden = self.lm.forward_hidden(&embeds, Some(&mut cache), false)?;
-        let mut logits = self.lm.logits(&hidden.narrow(1, l - 1, 1)?.squeeze(1)?)?;
-        let mut sampler = Sampler::new(sampling.clone())?;
-        let eos = self.text.eos_id();
-        let mut out: Vec<Vec<u32>> = vec![Vec::new(); b];
-        let mut done = vec![false; b];
-        for step in 0..max_tokens {
-            let allowed = restrict_to_range(&logits, self.vocab.text_range())?;
-            let next = sampler.sample(&allowed)?;
-            for (row, &id) in next.iter().enumerate() {
-                if done[row] {
-                    continue;
-                }
-                if id == eos {
-                    done[row] = true;
-                } else {
-                    out[row].push(id);
-                    on_token(row, id);
-                }
-            }
-            if done.iter().all(|&d| d) || step + 1 == max_tokens {
-                break;
-            }
-            let ids = Tensor::from_vec(next, (b, 1), features.device())?;
-            let hidden = self
-                .lm
-                .forward_hidden(&self.lm.embed(&ids)?, Some(&mut cache), false)?;
-            logits = self.lm.logits(&hidden.squeeze(1)?)?;
-        }
-        out.iter()
-            .map(|ids| Ok(self.text.decode(ids)?.trim().to_string()))
+        let opts = GenerateOptions {
+            sampling: sampling.clone(),
+            max_new_tokens: max_tokens.min(context - l),
+            stop_ids: vec![self.text.eos_id()],
+            allowed: Some(self.vocab.text_range()),
+        };
+        let rows = generate_from_embeds(self.lm, &embeds, left_pad, &opts, on_token)?;
+        rows.iter()
+            .map(|g| Ok(self.text.decode(&g.ids)?.trim().to_string()))
             .collect()
     }
 

@@ -1,11 +1,12 @@
 //! Answering visual questions with a LLaVA model: a batch of (features, question) pairs in,
 //! sentences out. Prompts are left-padded into one batch (each row's image slots shifted by its
-//! padding); one prefill fills the KV cache, then each step feeds every row's last token until
-//! the row ends its turn.
+//! padding), the image features spliced in, then decoded by the LM crate's one loop
+//! ([`generate_from_embeds`]) until each row ends its turn.
 
 use candle_core::Tensor;
 use vqrae_lm::batch::left_padded;
-use vqrae_lm::{Llama, Sampler, SamplingConfig};
+use vqrae_lm::generate_text::{generate_from_embeds, GenerateOptions};
+use vqrae_lm::{Llama, SamplingConfig};
 use vqrae_understand::prompt::splice;
 use vqrae_understand::Projector;
 
@@ -34,7 +35,7 @@ impl LlavaVqa<'_> {
         questions: &[&str],
         max_tokens: usize,
         sampling: &SamplingConfig,
-        mut on_token: impl FnMut(usize, u32),
+        on_token: impl FnMut(usize, u32),
     ) -> Result<Vec<String>> {
         let (b, n, _) = features.dims3()?;
         if b != questions.len() || b == 0 {
@@ -75,51 +76,20 @@ impl LlavaVqa<'_> {
         let starts: Vec<usize> = starts.iter().zip(&left_pad).map(|(s, p)| s + p).collect();
         let embeds =
             splice(&embeds, &image, &starts).map_err(|e| UnifiedError::Understand(Box::new(e)))?;
-        let mut cache = self
-            .lm
-            .new_cache(b, l + max_tokens, left_pad)
-            .map_err(lm_err)?;
-        let hidden = self
-            .lm
-            .forward_hidden(&embeds, Some(&mut cache), false)
-            .map_err(lm_err)?;
-        let mut logits = self
-            .lm
-            .logits(&hidden.narrow(1, l - 1, 1)?.squeeze(1)?)
-            .map_err(lm_err)?;
-        let mut sampler = Sampler::new(sampling.clone()).map_err(lm_err)?;
-        let mut out: Vec<Vec<u32>> = vec![Vec::new(); b];
-        let mut done = vec![false; b];
-        for step in 0..max_tokens {
-            let next = sampler.sample(&logits).map_err(lm_err)?;
-            for (row, &id) in next.iter().enumerate() {
-                if done[row] {
-                    continue;
-                }
-                if self.stops.contains(&id) {
-                    done[row] = true;
-                } else {
-                    out[row].push(id);
-                    on_token(row, id);
-                }
-            }
-            if done.iter().all(|&d| d) || step + 1 == max_tokens {
-                break;
-            }
-            let ids = Tensor::from_vec(next, (b, 1), dev)?;
-            let embeds = self.lm.embed(&ids).map_err(lm_err)?;
-            let hidden = self
-                .lm
-                .forward_hidden(&embeds, Some(&mut cache), false)
-                .map_err(lm_err)?;
-            logits = self.lm.logits(&hidden.squeeze(1)?).map_err(lm_err)?;
-        }
-        out.iter()
-            .map(|ids| {
+        let opts = GenerateOptions {
+            sampling: sampling.clone(),
+            max_new_tokens: max_tokens,
+            stop_ids: self.stops.clone(),
+            allowed: None,
+        };
+        let rows =
+            generate_from_embeds(self.lm, &embeds, left_pad, &opts, on_token).map_err(lm_err)?;
+        rows.iter()
+            .map(|g| {
                 Ok(self
                     .prompt
                     .text
-                    .decode(ids)
+                    .decode(&g.ids)
                     .map_err(lm_err)?
                     .trim()
                     .to_string())
