@@ -85,8 +85,33 @@ impl LrSchedule {
     }
 }
 
+/// Which of consecutive phases of `lengths` steps step `step` (0-based, the step about to run)
+/// belongs to, and that phase's first step; `None` past the last. What the phased trainers
+/// (joint, LLaVA) resume and switch optimizers by.
+pub fn phase_at(lengths: impl IntoIterator<Item = u64>, step: u64) -> Option<(usize, u64)> {
+    let mut start = 0;
+    for (i, n) in lengths.into_iter().enumerate() {
+        if step < start + n {
+            return Some((i, start));
+        }
+        start += n;
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn phase_at_finds_each_steps_phase_and_its_start() {
+        let lengths = [3u64, 2, 4];
+        assert_eq!(phase_at(lengths, 0), Some((0, 0)));
+        assert_eq!(phase_at(lengths, 2), Some((0, 0)));
+        assert_eq!(phase_at(lengths, 3), Some((1, 3)));
+        assert_eq!(phase_at(lengths, 8), Some((2, 5)));
+        assert_eq!(phase_at(lengths, 9), None);
+        assert_eq!(phase_at([], 0), None);
+    }
+
     use super::*;
 
     fn sched() -> LrSchedule {

@@ -202,13 +202,6 @@ impl JointConfig {
 
     /// The phase that step `s` (0-based, the step about to run) belongs to, and its first step.
     pub(crate) fn phase_at(&self, s: u64) -> Option<(usize, u64)> {
-        let mut start = 0;
-        for (i, p) in self.phases.iter().enumerate() {
-            if s < start + p.steps {
-                return Some((i, start));
-            }
-            start += p.steps;
-        }
-        None
+        vqrae_train::schedule::phase_at(self.phases.iter().map(|p| p.steps), s)
     }
 }

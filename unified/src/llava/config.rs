@@ -70,14 +70,7 @@ impl LlavaConfig {
 
     /// The phase of `step` and the step it started at.
     pub fn phase_at(&self, step: u64) -> Option<(usize, u64)> {
-        let mut start = 0;
-        for (i, p) in self.phases.iter().enumerate() {
-            if step < start + p.steps {
-                return Some((i, start));
-            }
-            start += p.steps;
-        }
-        None
+        vqrae_train::schedule::phase_at(self.phases.iter().map(|p| p.steps), step)
     }
 
     pub fn validate(&self) -> Result<()> {
