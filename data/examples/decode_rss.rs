@@ -116,12 +116,5 @@ fn decode(file: &Path, which: &str) -> Result<(), String> {
 
 /// VmHWM of this process, KiB (0 where /proc is not there).
 fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
+    vqrae_data::memory::peak_rss_mib().map_or(0, |m| (m * 1024.0).round() as u64)
 }

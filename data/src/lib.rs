@@ -28,6 +28,7 @@ pub mod hostile_images;
 pub mod image_io;
 pub mod jsonl;
 pub mod labelled;
+pub mod memory;
 pub mod overview;
 pub(crate) mod resample;
 pub mod scenes;

@@ -25,17 +25,7 @@ const REPEATS: usize = 3;
 
 /// Resident memory of this process in bytes (`VmRSS` of /proc/self/status).
 fn rss() -> Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .context("no VmRSS")?;
-    let kb: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .context("VmRSS value")?
-        .parse()?;
-    Ok(kb * 1024)
+    vqrae_data::memory::rss_bytes().context("no VmRSS in /proc/self/status")
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {

@@ -20,17 +20,9 @@ pub(crate) struct Timing {
     pub(crate) profile: bool,
 }
 
-/// Peak resident memory of this process (Linux `VmHWM`), MiB.
+/// Peak resident memory of this process (Linux `VmHWM`), MiB; NaN where it cannot be read.
 pub(crate) fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
+    vqrae_data::memory::peak_rss_mib().unwrap_or(f64::NAN)
 }
 
 /// Starts or stops the CUDA profiler's collection (what `ncu --profile-from-start off` sees).

@@ -201,6 +201,9 @@ pub fn train(
                 rec.insert(format!("lr_{g}"), lr.into());
             }
             rec.insert("samples_per_sec".into(), throughput.per_sec().into());
+            if let Some(peak) = vqrae_data::memory::peak_rss_mib() {
+                rec.insert("peak_rss_mib".into(), peak.into());
+            }
             last = serde_json::Value::Object(rec);
             log.log(done, &last).map_err(train_err)?;
             throughput.reset();
