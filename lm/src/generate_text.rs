@@ -84,7 +84,9 @@ pub fn generate(
     if prompts.is_empty() {
         return Err(LmError::Config("generate: no prompts".to_owned()));
     }
+    // a bad sampling setting first (what the user can fix at once), then the context, both
     // before the embeddings are allocated: a prompt past the context costs nothing
+    opts.sampling.validate()?;
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
     check_context(model, longest, opts.max_new_tokens)?;
     let (ids, left_pad) = left_padded(prompts, 0, model.device())?;
