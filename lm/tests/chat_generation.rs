@@ -3,9 +3,13 @@
 //! SmolLM2-135M-Instruct (`scripts/setup-smollm2.sh`, or `$VQRAE_SMOLLM2_GGUF`; the test that
 //! needs it fails, saying so, when it is absent).
 
+mod common;
+
+use common::smollm2_path;
+
 mod tiny_chat;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, ensure, Result};
 use candle_core::{DType, Device};
@@ -244,20 +248,6 @@ fn text_stream_pieces_are_whole_characters() -> Result<()> {
     assert_eq!(stream.push(emoji[0])?, "");
     assert_eq!(stream.finish()?, m.tok.decode(&emoji[..1])?);
     Ok(())
-}
-
-fn smollm2_path() -> Result<PathBuf> {
-    let path = match std::env::var_os("VQRAE_SMOLLM2_GGUF") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../.data/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
-    };
-    ensure!(
-        path.is_file(),
-        "{} is missing: run scripts/setup-smollm2.sh (or set VQRAE_SMOLLM2_GGUF)",
-        path.display()
-    );
-    Ok(path)
 }
 
 /// The dequantized f32 model answers as transformers does (the fixture's greedy reply).

@@ -5,12 +5,10 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use anyhow::{ensure, Result};
 use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
-use common::max_diff;
+use common::{max_diff, smollm2_path};
 use vqrae_lm::gguf::{write_llama_gguf, GgufFile, GgufWriteOptions};
 use vqrae_lm::{Llama, LlamaConfig};
 
@@ -20,20 +18,6 @@ const IDS: [u32; 18] = [
     1, 9690, 198, 2683, 359, 253, 5356, 5646, 11, 3365, 411, 314, 5713, 2, 198, 1, 4093, 198,
 ];
 const STEPS: usize = 16;
-
-fn gguf_path() -> Result<PathBuf> {
-    let path = match std::env::var_os("VQRAE_SMOLLM2_GGUF") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../.data/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
-    };
-    ensure!(
-        path.is_file(),
-        "{} is missing: run scripts/setup-smollm2.sh (or set VQRAE_SMOLLM2_GGUF)",
-        path.display()
-    );
-    Ok(path)
-}
 
 fn argmax(logits: &Tensor) -> Result<u32> {
     Ok(logits.flatten_all()?.argmax(0)?.to_scalar::<u32>()?)
@@ -72,7 +56,7 @@ fn theirs(model: &mut ModelWeights) -> Result<(Tensor, Vec<u32>)> {
 
 #[test]
 fn config_is_the_published_shape() -> Result<()> {
-    let gguf = GgufFile::open(gguf_path()?)?;
+    let gguf = GgufFile::open(smollm2_path()?)?;
     let expected = LlamaConfig {
         vocab_size: 49_152,
         hidden_size: 576,
@@ -103,7 +87,7 @@ fn config_is_the_published_shape() -> Result<()> {
 /// position and the same greedy continuation.
 #[test]
 fn quantized_model_equals_candle_transformers_on_the_real_file() -> Result<()> {
-    let path = gguf_path()?;
+    let path = smollm2_path()?;
     let model = GgufFile::open(&path)?.load_quantized(&Device::Cpu)?;
     let mut reader = std::fs::File::open(&path)?;
     let content = candle_core::quantized::gguf_file::Content::read(&mut reader)?;
@@ -128,7 +112,7 @@ fn quantized_model_equals_candle_transformers_on_the_real_file() -> Result<()> {
 /// rounding flips a near-tie).
 #[test]
 fn dequantized_f32_model_against_the_reference_and_the_quantized_one() -> Result<()> {
-    let gguf = GgufFile::open(gguf_path()?)?;
+    let gguf = GgufFile::open(smollm2_path()?)?;
     let tensors = gguf.dequantized_tensors(&Device::Cpu, DType::F32)?;
     let dir = tempfile::tempdir()?;
     let copy = dir.path().join("smollm2-f32.gguf");

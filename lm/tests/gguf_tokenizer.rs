@@ -6,6 +6,10 @@
 //! The real file comes from scripts/setup-smollm2.sh (or $VQRAE_SMOLLM2_GGUF); a test that needs
 //! it fails, saying so, when it is absent.
 
+mod common;
+
+use common::smollm2_path;
+
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
@@ -18,20 +22,6 @@ use vqrae_lm::TextTokenizer;
 
 fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2")
-}
-
-fn smollm2_path() -> Result<PathBuf> {
-    let path = match std::env::var_os("VQRAE_SMOLLM2_GGUF") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../.data/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
-    };
-    ensure!(
-        path.is_file(),
-        "{} is missing: run scripts/setup-smollm2.sh (or set VQRAE_SMOLLM2_GGUF)",
-        path.display()
-    );
-    Ok(path)
 }
 
 fn smollm2_content() -> Result<Content> {

@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 
 use anyhow::{anyhow, ensure, Context, Result};
 use candle_core::{DType, Device, IndexOp, Tensor};
-use common::max_diff;
+use common::{max_diff, smollm2_path};
 use serde::Deserialize;
 use vqrae_lm::chat::{ChatMessage, ChatTemplate};
 use vqrae_lm::generate_text::{generate, GenerateOptions};
@@ -84,20 +84,6 @@ fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2")
 }
 
-fn gguf_path() -> Result<PathBuf> {
-    let path = match std::env::var_os("VQRAE_SMOLLM2_GGUF") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../.data/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
-    };
-    ensure!(
-        path.is_file(),
-        "{} is missing: run scripts/setup-smollm2.sh (or set VQRAE_SMOLLM2_GGUF)",
-        path.display()
-    );
-    Ok(path)
-}
-
 fn reference() -> Result<(Reference, HashMap<String, Tensor>)> {
     let json = fixture_dir().join("reference.json");
     let text = std::fs::read_to_string(&json).with_context(|| json.display().to_string())?;
@@ -115,7 +101,7 @@ fn model() -> Result<&'static Llama> {
     MODEL
         .get_or_init(|| {
             let load = || -> Result<Llama> {
-                Ok(GgufFile::open(gguf_path()?)?.load_dequantized(&Device::Cpu, DType::F32)?)
+                Ok(GgufFile::open(smollm2_path()?)?.load_dequantized(&Device::Cpu, DType::F32)?)
             };
             load().map_err(|e| format!("{e:#}"))
         })
@@ -138,7 +124,7 @@ fn max_abs(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn our_tokenizer_gives_the_reference_ids() -> Result<()> {
-    let gguf = GgufFile::open(gguf_path()?)?;
+    let gguf = GgufFile::open(smollm2_path()?)?;
     let tok: TextTokenizer = text_tokenizer(gguf.content())?;
     let template = ChatTemplate::from_gguf(gguf.content())?.context("no chat template")?;
     let (r, _) = reference()?;
