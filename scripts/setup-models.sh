@@ -9,3 +9,4 @@ set -euo pipefail
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 "$SCRIPT_DIR/setup-smollm2.sh"
 "$SCRIPT_DIR/convert-dinov2.sh"
+"$SCRIPT_DIR/setup-captioned.sh"   # data, not a model: emoji + Tux Paint stamps (npm + apt)

@@ -8,6 +8,7 @@ use std::path::Path;
 use image::imageops;
 use image::{
     DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits, Rgb, RgbImage,
+    RgbaImage,
 };
 
 use crate::error::{DataError, Result};
@@ -116,6 +117,16 @@ pub fn decode_rgb_within(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage
 }
 
 fn decode_named(bytes: &[u8], name: &str, lim: &DecodeLimits) -> Result<RgbImage> {
+    decode_dynamic(bytes, name, lim).map(DynamicImage::into_rgb8)
+}
+
+/// Decodes as 8-bit RGBA within `limits`, for images whose transparency matters (cut-outs to
+/// composite on a background); `name` goes into the error messages.
+pub(crate) fn decode_rgba_named(bytes: &[u8], name: &str, lim: &DecodeLimits) -> Result<RgbaImage> {
+    decode_dynamic(bytes, name, lim).map(DynamicImage::into_rgba8)
+}
+
+fn decode_dynamic(bytes: &[u8], name: &str, lim: &DecodeLimits) -> Result<DynamicImage> {
     let image_err = |source| DataError::Image {
         source_name: name.to_string(),
         source,
@@ -162,7 +173,7 @@ fn decode_named(bytes: &[u8], name: &str, lim: &DecodeLimits) -> Result<RgbImage
         .and_then(|()| decoder.set_limits(limits))
         .and_then(|()| DynamicImage::from_decoder(decoder));
     match decoded {
-        Ok(img) => Ok(img.into_rgb8()),
+        Ok(img) => Ok(img),
         Err(ImageError::Limits(e)) => Err(refused(format!(
             "its decoder needed more than the {} bytes allowed ({e}): the data holds more than \
              its header announces",

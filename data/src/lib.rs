@@ -7,6 +7,9 @@
 //!   counts/colours/relations, and per-skill questions.
 //! - [`labelled`]: the data sets as images with label columns (pretraining, probes, tokenizer
 //!   training and evaluation).
+//! - [`captioned`]: real captioned images, [`emoji`] (Noto emoji and their names) and
+//!   [`tuxpaint`] (Tux Paint's stamps and their descriptions), with a fixed held-out split;
+//!   installed by `scripts/setup-captioned.sh`.
 //! - [`folder`] and [`jsonl`]: data a user brings (an image folder; caption / QA records).
 //! - [`image_io`]: safe image loading (size, shape and allocation limits, checked before
 //!   decoding and enforced by the decoder), atomic saving, resizing in output-sized memory,
@@ -19,7 +22,9 @@
 //! Data sets are installed by `scripts/setup-data.sh` into a data root ([`default_root`]).
 
 pub mod batch;
+pub mod captioned;
 pub mod easy_vqa;
+pub mod emoji;
 pub mod error;
 pub mod fashion_mnist;
 pub mod folder;
@@ -34,6 +39,7 @@ pub(crate) mod resample;
 pub mod scenes;
 pub mod setup;
 pub mod tensor;
+pub mod tuxpaint;
 
 pub use error::{DataError, Result};
 
