@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use candle_core::{DType, Device};
+use serde::Serialize;
 use serde_json::{json, Value};
 use vqrae_unified::llava::model::{LlavaModel, LLAVA_FILE};
 use vqrae_unified::model::{UnifiedModel, UNIFIED_FILE};
@@ -81,12 +82,58 @@ impl ServedModel {
         }
     }
 
+    /// What this kind of model does.
+    pub(crate) fn capabilities(&self) -> Capabilities {
+        match self {
+            Self::Unified(_) => Capabilities::UNIFIED,
+            Self::Llava(_) => Capabilities::LLAVA,
+        }
+    }
+
     /// The file whose modification time is the model's `created`.
     pub(crate) fn config_file(&self) -> &'static str {
         match self {
             Self::Unified(_) => UNIFIED_FILE,
             Self::Llava(_) => LLAVA_FILE,
         }
+    }
+}
+
+/// What the served model does: `GET /v1/models` says it (`capabilities`), and the OpenAPI
+/// document and the page follow it, so a client learns from one place which routes answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub(crate) struct Capabilities {
+    /// Conversations without an image (`/v1/chat/completions` with text only).
+    pub(crate) chat: bool,
+    /// A question about an image (`/v1/chat/completions` with an `image_url` part).
+    pub(crate) image_questions: bool,
+    /// Text to image (`/v1/images/generations`).
+    pub(crate) image_generation: bool,
+    /// An image to VQRAE codes and back (`/v1/images/tokenize`, `/v1/images/reconstructions`).
+    pub(crate) image_tokenization: bool,
+}
+
+impl Capabilities {
+    /// A unified VQRAE model draws, tokenizes and answers questions about an image; it holds
+    /// no text conversation (its LM knows only easy-VQA's questions).
+    pub(crate) const UNIFIED: Self = Self {
+        chat: false,
+        image_questions: true,
+        image_generation: true,
+        image_tokenization: true,
+    };
+    /// A LLaVA model chats and answers questions about an image; it has no VQRAE decoder.
+    pub(crate) const LLAVA: Self = Self {
+        chat: true,
+        image_questions: true,
+        image_generation: false,
+        image_tokenization: false,
+    };
+
+    /// Whether `/files/images/{file}` can ever hold anything: only routes that make images
+    /// (`response_format: "url"`) put files there.
+    pub(crate) fn stores_images(&self) -> bool {
+        self.image_generation || self.image_tokenization
     }
 }
 
@@ -103,12 +150,7 @@ impl LlavaInfo {
         Self {
             about: json!({
                 "kind": "llava",
-                "capabilities": {
-                    "chat": true,
-                    "image_questions": true,
-                    "image_generation": false,
-                    "image_tokenization": false,
-                },
+                "capabilities": Capabilities::LLAVA,
                 "base": {"path": cfg.base.path, "sha256": cfg.base.sha256},
                 "encoder": {"path": cfg.encoder.path, "sha256": cfg.encoder.sha256},
                 "weights": if m.quantized { "quantized" } else { "f32" },

@@ -14,7 +14,7 @@ use crate::codec::Decoders;
 use crate::config::{OodPolicy, ServeConfig};
 use crate::error::{ApiError, ServeError};
 use crate::metrics::Metrics;
-use crate::served::{not_unified, LlavaInfo, ServedModel};
+use crate::served::{not_unified, Capabilities, LlavaInfo, ServedModel};
 use crate::store::ImageStore;
 
 /// Facts about the served model that handlers need without touching it.
@@ -37,6 +37,8 @@ pub(crate) struct ModelInfo {
     pub(crate) card: Option<ModelCard>,
     /// Some for a LLaVA model (a chat LM that does not draw); `None`: a unified model.
     pub(crate) llava: Option<LlavaInfo>,
+    /// What the model does (routes, page panels and the OpenAPI document follow it).
+    pub(crate) capabilities: Capabilities,
 }
 
 /// The name any request may give the served model by (a common client habit), besides its id.
@@ -69,6 +71,7 @@ impl ModelInfo {
                 guidance: m.default_guidance(),
                 card: m.card.clone(),
                 llava: None,
+                capabilities: model.capabilities(),
             },
             ServedModel::Llava(m) => Self {
                 id,
@@ -80,6 +83,7 @@ impl ModelInfo {
                 guidance: vqrae_generate::sample::DEFAULT_GUIDANCE,
                 card: None,
                 llava: Some(LlavaInfo::of(m)),
+                capabilities: model.capabilities(),
             },
         }
     }

@@ -556,6 +556,93 @@ async fn models_health_metrics_openapi_page_and_unknown_routes() -> Result<()> {
     server.stop().await
 }
 
+/// The OpenAPI document describes what this server serves, no more and no less: every route it
+/// lists answers (not 404 / 405), it lists every route the unified model serves, its `$ref`s
+/// resolve; `/v1/models` says what the model can do, and the page reads that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_and_the_page_follow_the_unified_models_capabilities() -> Result<()> {
+    let server = TestServer::start(common::test_config()).await?;
+    let c = &server.client;
+    let m = c.get("/v1/models").await?.json()["data"][0].clone();
+    assert_eq!(m["kind"], "unified");
+    assert_eq!(
+        m["capabilities"],
+        json!({"chat": false, "image_questions": true, "image_generation": true,
+               "image_tokenization": true})
+    );
+    assert_eq!(
+        c.get("/v1/models/tiny").await?.json()["capabilities"],
+        m["capabilities"]
+    );
+
+    // a stored image, for /files/images/{file}
+    let r = c
+        .post(
+            "/v1/images/generations",
+            &json!({"prompt": "a blue rectangle", "response_format": "url"}),
+        )
+        .await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let url = r.json()["data"][0]["url"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let file = url.rsplit('/').next().unwrap_or_default().to_string();
+    let spec = c.get("/openapi.json").await?.json();
+    let mut paths =
+        common::call_every_documented_route(c, &spec, &[("id", "default"), ("file", &file)])
+            .await?;
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "/",
+            "/files/images/{file}",
+            "/health",
+            "/metrics",
+            "/openapi.json",
+            "/v1/chat/completions",
+            "/v1/images/generations",
+            "/v1/images/reconstructions",
+            "/v1/images/tokenize",
+            "/v1/models",
+            "/v1/models/{id}",
+        ]
+    );
+    common::refs_resolve(&spec)?;
+    let schemas = &spec["components"]["schemas"];
+    assert!(
+        schemas["ChatCompletion"]["properties"]["choices"]["items"]["properties"]["message"]
+            ["properties"]
+            .get("reasoning_content")
+            .is_some()
+    );
+    assert_eq!(
+        schemas["Model"]["properties"]["kind"]["enum"],
+        json!(["unified", "llava"])
+    );
+    assert!(schemas["Model"]["properties"]["capabilities"]["properties"]
+        .get("image_generation")
+        .is_some());
+    assert!(
+        schemas["ChatCompletionRequest"]["properties"]["messages"]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("required"))
+    );
+
+    // the page decides its panels from the capabilities
+    let html = c.get("/").await?.text();
+    for needle in [
+        "m.capabilities",
+        "caps.image_generation",
+        "caps.chat",
+        "id=\"gen-section\"",
+    ] {
+        assert!(html.contains(needle), "the page lacks {needle}");
+    }
+    server.stop().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_key_guards_the_api() -> Result<()> {
     let mut cfg = common::test_config();

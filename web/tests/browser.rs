@@ -1,6 +1,7 @@
 //! The web page in a real headless Chromium, driven over WebDriver (Debian's `chromium` and
 //! `chromedriver`, installed by `scripts/install-browser.sh`): type a prompt, generate, see the
 //! image; upload an image, ask, read the answer. Screenshots of both go to `target/browser/`.
+//! Served a LLaVA model, the same page hides what the model cannot do and chats instead.
 //!
 //! Without Chromium this test fails (it does not skip): run `scripts/install-browser.sh`.
 //! `CHROMEDRIVER` and `CHROMIUM` name other binaries; `VQRAE_BROWSER_MODEL` serves another model
@@ -22,7 +23,7 @@ use image::RgbImage;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use vqrae_unified::model::UnifiedModel;
-use vqrae_web::{ServeConfig, Server};
+use vqrae_web::{ServeConfig, ServedModel, Server};
 
 const INSTALL: &str = "scripts/install-browser.sh";
 /// The key WebDriver names element references by.
@@ -349,6 +350,11 @@ async fn serve(dir: PathBuf, id: String) -> Result<Running> {
         UnifiedModel::load(&dir, &Device::Cpu, DType::F32).map_err(anyhow::Error::from)
     })
     .await??;
+    serve_model(cfg, model.into()).await
+}
+
+/// The server on `model`, as `cfg` says.
+async fn serve_model(cfg: ServeConfig, model: ServedModel) -> Result<Running> {
     let server = Server::bind(cfg, model).await?;
     let addr = server.local_addr();
     let (tx, rx) = oneshot::channel::<()>();
@@ -705,7 +711,10 @@ async fn check_card(b: &Browser<'_>, base: &str, upload: &Path, shots: &Path) ->
                     guidance_input: document.getElementById("guidance").value,
                     prompt: document.getElementById("prompt").value,
                     question: document.getElementById("question").value,
-                    answer: t("answer"), reasoning: t("reasoning")};"##)
+                    answer: t("answer"), reasoning: t("reasoning"),
+                    panels: ["gen-section", "about", "chatlog", "newchat"].map(
+                      (id) => document.getElementById(id).offsetParent !== null),
+                    file_required: document.getElementById("file").required};"##)
         .await
 }
 
@@ -767,5 +776,146 @@ async fn the_page_shows_the_model_card_in_chromium() -> Result<()> {
     // "is there a red shape?" about a red disc: "yes", with its reasoning
     assert_eq!(text("answer"), "yes", "{shown}");
     assert_eq!(text("reasoning"), "reasoning: red, so yes", "{shown}");
+    // a unified model's page: drawing shown, no chat, the image required (as before LLaVA)
+    assert_eq!(
+        shown["panels"],
+        json!([true, false, false, false]),
+        "{shown}"
+    );
+    assert_eq!(shown["file_required"], true, "{shown}");
+    Ok(())
+}
+
+/// A model id that is markup: the page must show it as text, never parse it.
+const HOSTILE_ID: &str = "<img src=x onerror=\"window.pwned=1\">tiny-llava";
+
+/// The tiny LLaVA model (`vqrae_test_support::tiny_llava_model`), named [`HOSTILE_ID`].
+async fn serve_llava() -> Result<Running> {
+    let t = vqrae_test_support::shared_tiny_llava(
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        "vqrae-web-browser-llava-",
+    );
+    let cfg = ServeConfig {
+        model: t.dir.clone(),
+        models_root: t.models_root.clone(),
+        model_id: HOSTILE_ID.into(),
+        port: 0,
+        ..ServeConfig::default()
+    };
+    let model = {
+        let (dir, root) = (t.dir.clone(), t.models_root.clone());
+        tokio::task::spawn_blocking(move || {
+            ServedModel::load(&dir, &root, None, &Device::Cpu, DType::F32)
+                .map_err(anyhow::Error::from)
+        })
+        .await??
+    };
+    serve_model(cfg, model).await
+}
+
+/// What the page shows, as JSON: which panels are shown, the status and about texts, whether
+/// the id's markup ran, the conversation's turns.
+const LLAVA_STATE: &str = r##"const shown = (id) => document.getElementById(id).offsetParent !== null;
+    return {gen: shown("gen-section"), card: shown("card"), about: shown("about"),
+            chatlog: shown("chatlog"), file: shown("file"),
+            file_required: document.getElementById("file").required,
+            status: document.getElementById("status").textContent,
+            about_text: document.getElementById("about").textContent,
+            pwned: window.pwned === 1 || document.querySelector('img[src="x"]') !== null,
+            turns: [...document.querySelectorAll("#chatlog .turn")].map((t) =>
+              [t.className, t.textContent, t.querySelector("img") !== null])};"##;
+
+/// Drives the page on a LLaVA model: a text-only message, then a question about an uploaded
+/// image, then a new chat; the page's state after each step.
+async fn chat_on_page(
+    b: &Browser<'_>,
+    base: &str,
+    upload: &Path,
+    shots: &Path,
+) -> Result<[Value; 4]> {
+    b.goto(&format!("{base}/")).await?;
+    b.wait_for(
+        "the page to reach the server",
+        r#"const s = document.getElementById("status").textContent;
+           return s.startsWith("model ") ? s : null;"#,
+        30,
+    )
+    .await?;
+    let first = b.js(LLAVA_STATE).await?;
+    b.type_into("#question", "hello").await?;
+    b.type_into("#maxtokens", "4").await?;
+    ask_and_wait(b).await?;
+    let text = b.js(LLAVA_STATE).await?;
+    upload_on_page(b, upload).await?;
+    b.type_into("#question", "what colour is the shape?")
+        .await?;
+    ask_and_wait(b).await?;
+    let image = b.js(LLAVA_STATE).await?;
+    b.screenshot(&shots.join("llava.png")).await?;
+    b.click("#newchat").await?;
+    let cleared = b.js(LLAVA_STATE).await?;
+    Ok([first, text, image, cleared])
+}
+
+/// The page on a LLaVA model: no drawing panel and no card, the model's facts instead; the
+/// image is optional: a text message is answered, then a question about an image, each as a
+/// turn of the conversation; model-provided text is shown as text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_chats_with_a_llava_model_in_chromium() -> Result<()> {
+    let (chromedriver, chromium) = browser_binaries();
+    let shots = shots_dir();
+    std::fs::create_dir_all(&shots)?;
+    let upload = shots.join("upload-llava.png");
+    toy_image(1).save(&upload)?;
+    let server = serve_llava().await?;
+    let base = format!("http://{}", server.addr);
+    let driver = Driver::start(&chromedriver).await?;
+    let browser = Browser::open(&driver, &chromium).await?;
+    let seen = chat_on_page(&browser, &base, &upload, &shots).await;
+    let closed = browser.close().await;
+    drop(driver);
+    let _ = server.shutdown.send(());
+    server.task.await??;
+    let [first, text, image, cleared] = seen?;
+    closed?;
+
+    assert_eq!(
+        (
+            &first["gen"],
+            &first["card"],
+            &first["about"],
+            &first["chatlog"]
+        ),
+        (&json!(false), &json!(false), &json!(true), &json!(true)),
+        "panels on a LLaVA model: {first}"
+    );
+    assert_eq!(first["file"], true, "an image can still be chosen: {first}");
+    assert_eq!(first["file_required"], false, "{first}");
+    let status = first["status"].as_str().unwrap_or_default();
+    assert!(
+        status.contains(HOSTILE_ID),
+        "the id is shown as text: {status}"
+    );
+    assert_eq!(first["pwned"], false, "the model id's markup ran: {first}");
+    let about = first["about_text"].as_str().unwrap_or_default();
+    assert!(
+        about.contains("llava") && about.contains("tiny/base.gguf"),
+        "{about}"
+    );
+
+    let turns = |v: &Value| v["turns"].as_array().cloned().unwrap_or_default();
+    let t = turns(&text);
+    assert_eq!(t.len(), 2, "a text message and its reply: {text}");
+    assert_eq!(t[0], json!(["turn user", "hello", false]));
+    assert_eq!(t[1][0], "turn assistant");
+    assert!(t[1][1].as_str().is_some_and(|r| !r.is_empty()), "{text}");
+    let t = turns(&image);
+    assert_eq!(t.len(), 4, "then a question about the image: {image}");
+    assert_eq!(
+        t[2],
+        json!(["turn user", "what colour is the shape?", true])
+    );
+    assert!(t[3][1].as_str().is_some_and(|r| !r.is_empty()), "{image}");
+    assert!(turns(&cleared).is_empty(), "a new chat: {cleared}");
     Ok(())
 }

@@ -311,6 +311,99 @@ async fn routes_of_a_drawing_model_are_refused_and_the_model_says_what_it_is() -
     server.stop().await
 }
 
+/// The OpenAPI document of a LLaVA server describes what it serves: every route it lists
+/// answers, the drawing and tokenizing routes (400 here) and their bodies are absent, and the
+/// chat schema says text-only chat is allowed, with the limits this model enforces.
+#[tokio::test]
+async fn openapi_and_the_page_follow_what_a_llava_model_serves() -> Result<()> {
+    let (server, _) = start(config()).await?;
+    let c = &server.client;
+    let m = c.get("/v1/models").await?.json()["data"][0].clone();
+    assert_eq!(
+        m["capabilities"],
+        json!({"chat": true, "image_questions": true, "image_generation": false,
+               "image_tokenization": false})
+    );
+    let spec = c.get("/openapi.json").await?.json();
+    let mut paths = common::call_every_documented_route(c, &spec, &[("id", "default")]).await?;
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "/",
+            "/health",
+            "/metrics",
+            "/openapi.json",
+            "/v1/chat/completions",
+            "/v1/models",
+            "/v1/models/{id}",
+        ]
+    );
+    // the routes left out are the ones this model refuses
+    for route in [
+        "/v1/images/generations",
+        "/v1/images/tokenize",
+        "/v1/images/reconstructions",
+    ] {
+        assert!(spec["paths"].get(route).is_none(), "{route}");
+        let r = c.post(route, &json!({})).await?;
+        assert_eq!(r.status, 400, "{route}: {}", r.text());
+    }
+    common::refs_resolve(&spec)?;
+    let schemas = &spec["components"]["schemas"];
+    for gone in [
+        "ImageGenerationRequest",
+        "ImagesResponse",
+        "TokenizeRequest",
+        "Warnings",
+    ] {
+        assert!(schemas.get(gone).is_none(), "{gone} is still described");
+    }
+    assert!(spec["info"]["description"]
+        .as_str()
+        .is_some_and(|d| d.contains("does not draw")));
+    let messages = &schemas["ChatCompletionRequest"]["properties"]["messages"];
+    let about = messages["description"].as_str().unwrap_or_default();
+    assert!(
+        about.contains("Without an image") && about.contains("256 tokens"),
+        "{about}"
+    );
+    assert_eq!(messages["maxItems"], 64);
+    let parts = &schemas["ChatMessage"]["properties"]["content"]["oneOf"];
+    assert_eq!(parts[0]["maxLength"], 1000);
+    let url = parts[1]["items"]["oneOf"][1]["properties"]["image_url"]["properties"]["url"]
+        ["description"]
+        .as_str()
+        .unwrap_or_default();
+    let side = m["resolution"].as_u64().unwrap_or(0);
+    assert!(url.contains(&format!("squashed to {side}x{side}")), "{url}");
+    let message = &schemas["ChatCompletion"]["properties"]["choices"]["items"]["properties"]
+        ["message"]["properties"];
+    assert!(message.get("reasoning_content").is_none(), "{message}");
+    assert!(schemas["ChatCompletion"]["properties"]
+        .get("warnings")
+        .is_none());
+    for field in ["weights", "base", "image_tokens", "capabilities"] {
+        assert!(
+            schemas["Model"]["properties"].get(field).is_some(),
+            "{field}"
+        );
+    }
+    // what the document promises holds: a text-only chat is answered
+    let r = chat(
+        c,
+        json!({"messages": [{"role": "user", "content": "hello"}], "max_tokens": 2}),
+    )
+    .await?;
+    assert!(!content(&r).is_empty());
+    // the page is the same file for both kinds; it reads the capabilities to adapt
+    let html = c.get("/").await?.text();
+    for needle in ["m.capabilities", "caps.image_generation", "caps.chat"] {
+        assert!(html.contains(needle), "the page lacks {needle}");
+    }
+    server.stop().await
+}
+
 #[tokio::test]
 async fn concurrent_chats_share_batches_and_a_bad_one_fails_alone() -> Result<()> {
     let (server, started) = start(config()).await?;

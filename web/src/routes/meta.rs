@@ -51,6 +51,8 @@ fn model_object(state: &AppState) -> Value {
         "object": "model",
         "created": state.model.created,
         "owned_by": "vqrae",
+        "kind": "unified",
+        "capabilities": state.model.capabilities,
         "image_size": state.model.image_size,
         "grid": [state.model.grid.0, state.model.grid.1],
         "context_length": state.model.context,

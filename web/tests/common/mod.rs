@@ -304,3 +304,74 @@ pub async fn concurrent_generations(client: &Client, n: u64) -> Result<Vec<Resp>
     }
     Ok(out)
 }
+
+/// Calls every operation an OpenAPI document lists, as a client reading it would: path
+/// parameters from `params` (name -> value), a POST with an empty JSON object (a 4xx for a
+/// missing field is an answer). Each must answer something other than 404 or 405: the server
+/// serves every route its document promises. Returns the paths.
+pub async fn call_every_documented_route(
+    c: &Client,
+    spec: &Value,
+    params: &[(&str, &str)],
+) -> Result<Vec<String>> {
+    let paths = spec["paths"]
+        .as_object()
+        .ok_or_else(|| anyhow!("the document has no paths: {spec}"))?;
+    for (path, ops) in paths {
+        let mut url = path.clone();
+        for (name, value) in params {
+            url = url.replace(&format!("{{{name}}}"), value);
+        }
+        anyhow::ensure!(!url.contains('{'), "{path}: no value for its parameter");
+        let ops = ops
+            .as_object()
+            .ok_or_else(|| anyhow!("{path}: not an object"))?;
+        for op in ops.keys() {
+            let r = match op.as_str() {
+                "get" => c.get(&url).await?,
+                "post" => c.post(&url, &serde_json::json!({})).await?,
+                other => anyhow::bail!("{path}: an operation this helper does not call: {other}"),
+            };
+            anyhow::ensure!(
+                r.status != 404 && r.status != 405,
+                "{op} {url} is documented but answers {}: {}",
+                r.status,
+                r.text()
+            );
+        }
+    }
+    Ok(paths.keys().cloned().collect())
+}
+
+/// Every `$ref` in an OpenAPI document names a schema it defines, and every schema it defines
+/// is referred to (a route left out takes its bodies with it).
+pub fn refs_resolve(spec: &Value) -> Result<()> {
+    fn walk(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r.clone());
+                }
+                m.values().for_each(|x| walk(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    let mut refs = Vec::new();
+    walk(spec, &mut refs);
+    let schemas = spec["components"]["schemas"]
+        .as_object()
+        .ok_or_else(|| anyhow!("no components.schemas"))?;
+    for r in &refs {
+        let name = r
+            .strip_prefix("#/components/schemas/")
+            .ok_or_else(|| anyhow!("a $ref outside the schemas: {r}"))?;
+        anyhow::ensure!(schemas.contains_key(name), "{r} is not defined");
+    }
+    for name in schemas.keys() {
+        let r = format!("#/components/schemas/{name}");
+        anyhow::ensure!(refs.contains(&r), "the schema {name} is never referred to");
+    }
+    Ok(())
+}
