@@ -1,6 +1,8 @@
 //! What quantized inference costs and saves on this CPU: GGUF load time and resident memory,
-//! and decode tokens/s at batch 1 and 16, for the quantized model (`QMatMul` projections) and
-//! the dequantized f32 one (fused for inference, as served).
+//! and decode tokens/s at batch 1 and 16, for the quantized model (`QMatMul` projections; as
+//! loaded, several-row inputs multiply dequantized copies of the blocks, and as
+//! `quantized-kernel`, candle's quantized kernel for every input) and the dequantized f32 one
+//! (fused for inference, as served).
 //!
 //! `cargo run --release -p vqrae-lm --example gguf_measure -- [path.gguf]` (default: the
 //! installed SmolLM2-135M-Instruct Q4_1). Each form is measured in a child process of its own
@@ -14,6 +16,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, IndexOp, Tensor};
 use serde_json::{json, Value};
+use vqrae_lm::fuse::QuantizedRows;
 use vqrae_lm::gguf::GgufFile;
 use vqrae_lm::Llama;
 
@@ -60,6 +63,11 @@ fn measure(path: &PathBuf, form: &str) -> Result<Value> {
     let gguf = GgufFile::open(path)?;
     let mut model = match form {
         "quantized" => gguf.load_quantized(&Device::Cpu)?,
+        "quantized-kernel" => {
+            let mut m = gguf.load_quantized(&Device::Cpu)?;
+            m.set_quantized_rows(QuantizedRows::Kernel);
+            m
+        }
         "f32" => gguf.load_dequantized(&Device::Cpu, DType::F32)?,
         other => bail!("unknown form {other}"),
     };
@@ -105,7 +113,7 @@ fn main() -> Result<()> {
     }
     let exe = std::env::current_exe()?;
     let mut forms = serde_json::Map::new();
-    for form in ["quantized", "f32"] {
+    for form in ["quantized", "quantized-kernel", "f32"] {
         let out = Command::new(&exe)
             .arg(&path)
             .args(["--form", form])

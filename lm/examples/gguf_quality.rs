@@ -2,8 +2,11 @@
 //! `vqrae chat --quantized` runs them) against the same weights dequantized to f32 (the
 //! default, equal to transformers' reading within 1e-4: lm/tests/smollm2_reference.rs).
 //!
-//! `cargo run --release -p vqrae-lm --example gguf_quality -- [path.gguf] [--json out.json]`
-//! (default: the installed SmolLM2-135M-Instruct Q4_1). Measures, for both forms:
+//! `cargo run --release -p vqrae-lm --example gguf_quality -- [path.gguf] [--json out.json]
+//! [--kernel-only]` (default: the installed SmolLM2-135M-Instruct Q4_1). The quantized form runs
+//! as served (`QuantizedRows::DequantizeBatches`: inputs of several rows multiply dequantized
+//! copies of the blocks), or with `--kernel-only` through candle's quantized kernel for every
+//! input (llama.cpp's numerics). Measures, for both forms:
 //! - perplexity of `lm/tests/fixtures/smollm2/heldout.txt` in the reference's chunking
 //!   (512-token chunks, each from position 0), beside the reference's;
 //! - |logit difference| between the two forms at every position of the fixture's five prompts
@@ -24,6 +27,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use vqrae_lm::chat::ChatMessage;
 use vqrae_lm::converse::{ChatModel, WeightForm};
+use vqrae_lm::fuse::QuantizedRows;
 use vqrae_lm::generate_text::{generate, GenerateOptions};
 use vqrae_lm::score::chunked_perplexity;
 use vqrae_lm::SamplingConfig;
@@ -218,10 +222,11 @@ fn timed<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     Ok(out)
 }
 
-fn report(path: &Path, command: String) -> Result<Value> {
+fn report(path: &Path, rows: QuantizedRows, command: String) -> Result<Value> {
     let text = std::fs::read_to_string(fixture_dir().join("reference.json"))?;
     let r: Reference = serde_json::from_str(&text).context("reference.json")?;
-    let q = ChatModel::from_gguf(path, WeightForm::Quantized, &Device::Cpu)?;
+    let mut q = ChatModel::from_gguf(path, WeightForm::Quantized, &Device::Cpu)?;
+    q.model.set_quantized_rows(rows);
     let f = ChatModel::from_gguf(path, WeightForm::Dequantized(DType::F32), &Device::Cpu)?;
     let heldout = std::fs::read_to_string(fixture_dir().join("heldout.txt"))?;
     let ids = f.tok.encode(&heldout)?;
@@ -251,6 +256,7 @@ fn report(path: &Path, command: String) -> Result<Value> {
             "device": "cpu",
             "threads": candle_core::utils::get_num_threads(),
         },
+        "quantized_rows": format!("{rows:?}"),
         "perplexity_heldout": {
             "text": "lm/tests/fixtures/smollm2/heldout.txt",
             "chunking": format!("{chunk}-token chunks, each from position 0"),
@@ -269,9 +275,12 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut json_out = None;
     let mut path = None;
+    let mut rows = QuantizedRows::DequantizeBatches;
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        if a == "--json" {
+        if a == "--kernel-only" {
+            rows = QuantizedRows::Kernel;
+        } else if a == "--json" {
             json_out = Some(PathBuf::from(it.next().context("--json needs a path")?));
         } else {
             path = Some(PathBuf::from(a));
@@ -285,7 +294,7 @@ fn main() -> Result<()> {
         "cargo run --release -p vqrae-lm --example gguf_quality -- {}",
         args.join(" ")
     );
-    let text = serde_json::to_string_pretty(&report(&path, command.trim_end().to_owned())?)?;
+    let text = serde_json::to_string_pretty(&report(&path, rows, command.trim_end().to_owned())?)?;
     println!("{text}");
     if let Some(out) = json_out {
         if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -20,6 +20,31 @@ enum ProjWeight {
     Quantized(QMatMul),
 }
 
+/// How a quantized projection multiplies an input of several rows.
+///
+/// candle's quantized CPU kernel quantizes each input row to 8 bits and makes one pass over the
+/// weight's blocks per row, so its cost grows with the rows as fast as decoding them one by one:
+/// a 105-token prefill through SmolLM2-135M's Q4_1 blocks took 24x the f32 model's time. A
+/// transient f32 copy of the weight (dequantized for the call, dropped after it) costs one pass
+/// over the blocks and then runs at gemm speed (`cargo run --release -p vqrae-lm --example
+/// quantized_rows`: from 4 rows on it is faster on every projection shape; at one row the
+/// kernel, which reads 4.5 bits per weight instead of writing 32, wins decoding).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum QuantizedRows {
+    /// The quantized kernel for every input: llama.cpp's numerics (8-bit activations), what
+    /// candle-transformers' `quantized_llama` computes.
+    Kernel,
+    /// On the CPU, inputs of [`DEQUANTIZE_FROM_ROWS`] rows or more (prefills, batched decoding)
+    /// multiply a transient f32 copy of the weight, with f32 activations, so their logits are
+    /// the dequantized model's; fewer rows keep the kernel. Memory stays the quantized model's
+    /// plus one f32 matrix at a time.
+    #[default]
+    DequantizeBatches,
+}
+
+/// The fewest rows for which [`QuantizedRows::DequantizeBatches`] dequantizes (see there).
+pub const DEQUANTIZE_FROM_ROWS: usize = 4;
+
 /// A bias-free projection `x @ W^T` with `W` `(out, in)`, dense or quantized. Once
 /// [`Self::keep_transposed`] (inference on the CPU, dense only) it also holds a contiguous
 /// `(in, out)` copy of `W` and multiplies inputs of more than one row by it: gemm multiplies
@@ -29,6 +54,8 @@ enum ProjWeight {
 pub(crate) struct Proj {
     weight: ProjWeight,
     transposed: Option<Tensor>,
+    /// How a quantized weight multiplies several rows (unused for a dense one).
+    rows: QuantizedRows,
     /// A low-rank side path added to the output ([`Llama::attach_adapters`]); its tensors are
     /// the adapters' variables, so training them needs no rebuild.
     lora: Option<LoraLinear>,
@@ -39,6 +66,7 @@ impl Proj {
         Self {
             weight: ProjWeight::Dense(linear),
             transposed: None,
+            rows: QuantizedRows::default(),
             lora: None,
         }
     }
@@ -48,6 +76,7 @@ impl Proj {
         Self {
             weight: ProjWeight::Quantized(matmul),
             transposed: None,
+            rows: QuantizedRows::default(),
             lora: None,
         }
     }
@@ -84,6 +113,10 @@ impl Proj {
         Ok(())
     }
 
+    pub(crate) fn set_quantized_rows(&mut self, rows: QuantizedRows) {
+        self.rows = rows;
+    }
+
     pub(crate) fn set_lora(&mut self, lora: Option<LoraLinear>) {
         self.lora = lora;
     }
@@ -112,6 +145,14 @@ impl Proj {
                 x.broadcast_matmul(w_t)
             }
             (ProjWeight::Dense(l), _) => l.forward(x),
+            (ProjWeight::Quantized(QMatMul::QTensor(q)), _)
+                if self.rows == QuantizedRows::DequantizeBatches
+                    && x.device().is_cpu()
+                    && x.elem_count() / x.dim(candle_core::D::Minus1)? >= DEQUANTIZE_FROM_ROWS =>
+            {
+                let w = q.dequantize(x.device())?.to_dtype(x.dtype())?;
+                x.broadcast_matmul(&w.t()?)
+            }
             // the quantized kernels read their input as one contiguous (rows, in) block
             (ProjWeight::Quantized(q), _) => q.forward(&x.contiguous()?),
         }
@@ -144,6 +185,29 @@ fn stack(parts: &[&Proj]) -> candle_core::Result<Option<(Proj, Vec<Proj>)>> {
 }
 
 impl Llama {
+    /// Chooses how every quantized projection multiplies several rows (see [`QuantizedRows`];
+    /// a loaded quantized model starts with the default). No effect on dense projections.
+    pub fn set_quantized_rows(&mut self, rows: QuantizedRows) {
+        for layer in &mut self.layers {
+            let (a, m) = (&mut layer.self_attn, &mut layer.mlp);
+            for p in [
+                &mut a.q_proj,
+                &mut a.k_proj,
+                &mut a.v_proj,
+                &mut a.o_proj,
+                &mut m.gate_proj,
+                &mut m.up_proj,
+                &mut m.down_proj,
+            ] {
+                p.set_quantized_rows(rows);
+            }
+            if let Some(qkv) = &mut a.qkv {
+                qkv.set_quantized_rows(rows);
+            }
+        }
+        self.lm_head.set_quantized_rows(rows);
+    }
+
     /// Stacks each layer's q/k/v weights into one matrix, so that inference runs one matmul
     /// where it ran three (fewer calls, a wider matrix: what decoding a few rows at a time is
     /// bound by; the three outputs are split by the head reshape, which copies anyway). The
