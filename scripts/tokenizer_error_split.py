@@ -20,6 +20,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts" / "perf"))
 import reference as R  # noqa: E402
+from check_results import model_sha256  # noqa: E402  (this folder): the hash results record
 
 torch.set_num_threads(int(os.environ.get("NT", "1")))
 model = R.Vqrae.load(Path(sys.argv[1]))
@@ -45,7 +46,7 @@ with torch.no_grad():
             fixed = r.copy(); fixed[mask] = t[mask]
             psnr_bgfix.append(10 * math.log10(255**2 / max(((fixed - t) ** 2).mean(), 1e-10)))
 tot = n_bg + n_fg
-out = dict(model=sys.argv[1], psnr=float(np.mean(psnr)), psnr_background_exact=float(np.mean(psnr_bgfix)),
+out = dict(model=sys.argv[1], model_sha256=model_sha256(sys.argv[1]), psnr=float(np.mean(psnr)), psnr_background_exact=float(np.mean(psnr_bgfix)),
            background_pixel_share=n_bg / tot, error_share_background=se_bg / (se_bg + se_fg),
            mse_background=se_bg / n_bg / 3, mse_rest=se_fg / n_fg / 3)
 print(json.dumps(out, indent=1))

@@ -30,6 +30,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts" / "perf"))
 import reference as R  # noqa: E402
+from check_results import model_sha256  # noqa: E402  (this folder): the hash results record
 
 torch.set_num_threads(int(os.environ.get("NT", "2")))
 ap = argparse.ArgumentParser()
@@ -63,6 +64,7 @@ def load(split, n=None):
 
 tr, te = load("train"), load("test")
 base = R.Vqrae.load(Path(a.init))
+init_sha256 = model_sha256(a.init)  # what --init held when it was read
 X = base.normalize_u8(tr); XT = base.normalize_u8(te)
 cfg = base.cfg
 cfg.quantizer = dict(cfg.quantizer, codebook_size=a.k, dim=a.dim, kind="simvq" if a.quant == "none" else a.quant)
@@ -156,5 +158,10 @@ with torch.no_grad():
         cos.append(F.cosine_similarity(f, teacher(x), dim=-1).mean().item())
 psnr = float(np.mean([10 * math.log10(255 ** 2 / max(v, 1e-10)) for v in mse]))
 p = counts / counts.sum().clamp(min=1)
-res = dict(tag=a.tag, args=vars(a), psnr=psnr, util=float((counts > 0).float().mean()), ppl=float(torch.exp(-(p[p>0]*p[p>0].log()).sum())), cos=float(np.mean(cos)), sec=time.time()-t0)
+args = {}
+for key, value in vars(a).items():
+    args[key] = value
+    if key == "init":  # the hash beside the path it identifies (check_results.py's convention)
+        args["init_sha256"] = init_sha256
+res = dict(tag=a.tag, args=args, psnr=psnr, util=float((counts > 0).float().mean()), ppl=float(torch.exp(-(p[p>0]*p[p>0].log()).sum())), cos=float(np.mean(cos)), sec=time.time()-t0)
 print(json.dumps(res)); open(a.out, "a").write(json.dumps(res) + "\n")

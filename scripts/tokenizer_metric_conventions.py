@@ -22,6 +22,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts" / "perf"))
 import reference as R  # noqa: E402
+from check_results import model_sha256  # noqa: E402  (this folder): the hash results record
 
 torch.set_num_threads(int(os.environ.get("NT", "2")))
 args = sys.argv[1:]
@@ -54,6 +55,7 @@ with torch.no_grad():
             sq_err.append(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
 out = {
     "model": str(model_dir),
+    "model_sha256": model_sha256(model_dir),
     "images": len(test),
     "psnr_mean_per_image": float(np.mean(psnr)),
     "psnr_pooled_mse": float(10 * np.log10(255 ** 2 / np.mean(sq_err))),

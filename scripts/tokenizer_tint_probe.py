@@ -20,6 +20,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts" / "perf"))
 import reference as R  # noqa: E402
+from check_results import model_sha256  # noqa: E402  (this folder): the hash results record
 
 torch.set_num_threads(int(os.environ.get("NT", "1")))
 DATA = Path(os.environ.get("VQRAE_DATA", str(REPO / ".data"))) / "easy-vqa"
@@ -71,7 +72,7 @@ results = []
 for directory in args:
     model = R.Vqrae.load(Path(directory))
     x_tr, x_te = background_means(model, train, m_tr), background_means(model, test, m_te)
-    row = {"model": directory, "tint_std": y_te.std(0).round(2).tolist()}
+    row = {"model": directory, "model_sha256": model_sha256(directory), "tint_std": y_te.std(0).round(2).tolist()}
     for k in x_tr:
         mu, ym = x_tr[k].mean(0), y_tr.mean(0)
         a = x_tr[k] - mu

@@ -58,6 +58,8 @@ enum Command {
     TrainTokenizer(vqrae_tokenizer::runs::TokenizerTrainingFlags),
     /// PSNR, SSIM, codebook utilisation / perplexity and feature cosine on held-out images.
     EvalTokenizer(train::EvalArgs),
+    /// FD-DINOv2: Fréchet distance of DINOv2-S class tokens, real vs reconstructed images.
+    FdDinov2(vqrae_tokenizer::fd_dinov2::FdRequest),
     /// Training curves of one or more runs (their `metrics.jsonl`) to PNG.
     Plot(plot::PlotArgs),
     /// Train the one LM jointly on VQA (continuous features) and text-to-image (codes), in
@@ -123,6 +125,7 @@ fn main() -> Result<()> {
         Command::PretrainEncoder(a) => train::pretrain(a, &data_root, &device),
         Command::TrainTokenizer(a) => train::train_tokenizer(a, &data_root, &device),
         Command::EvalTokenizer(a) => train::eval_tokenizer(a, &data_root, &device),
+        Command::FdDinov2(a) => commands::fd::run(a, &data_root, &device),
         Command::Plot(a) => plot::run(a),
         Command::TrainLm(a) => lm::train_lm(a, &data_root, &device),
         Command::Ask(a) => lm::ask(a, &device),

@@ -283,7 +283,7 @@ fn pretrain_tiny_encoder(tmp: &Path) -> PathBuf {
     )
     .unwrap();
     let enc = p("enc");
-    ok(&[
+    let out = ok(&[
         "pretrain-encoder",
         "--encoder",
         "configs/encoder/tiny.toml",
@@ -294,6 +294,9 @@ fn pretrain_tiny_encoder(tmp: &Path) -> PathBuf {
         "-o",
         s(&enc),
     ]);
+    let report: serde_json::Value = serde_json::from_str(&out).expect("a JSON report");
+    let hash = vqrae_data::fs::sha256_model(&enc).expect("hashing the encoder");
+    assert_eq!(report["out_sha256"], hash.as_str());
     enc
 }
 

@@ -21,6 +21,9 @@ fn default_model_answers_above_chance() {
     let report = json_of(&["eval-vqa", "--model", MODEL, "--limit", "96"]);
     let acc = report["accuracy"].as_f64().expect("accuracy");
     assert!(acc > 0.8, "VQA accuracy {acc} on 96 test questions");
+    assert_eq!(report["model"], MODEL);
+    let hash = vqrae_data::fs::sha256_model(&common::repo().join(MODEL)).expect("hashing");
+    assert_eq!(report["model_sha256"], hash.as_str());
 }
 
 #[test]

@@ -52,6 +52,8 @@ fn train_and_evaluate_a_tiny_referee_on_real_images() {
     assert!(referee.join("model.safetensors").exists());
     let q = json(&referee.join("qualification.json"));
     assert_eq!(q["report"], report["test"]);
+    let hash = |dir: &Path| vqrae_data::fs::sha256_model(dir).expect("a model hash");
+    assert_eq!(report["out_sha256"], hash(&referee).as_str());
 
     // real images and the reconstructions of an (untrained) tokenizer
     let tok = p("tok");
@@ -72,6 +74,8 @@ fn train_and_evaluate_a_tiny_referee_on_real_images() {
     ]);
     let eval: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(eval, json(&p("eval.json")));
+    assert_eq!(eval["referee_sha256"], hash(&referee).as_str());
+    assert_eq!(eval["tokenizer_sha256"], hash(&tok).as_str());
     assert_eq!(eval["split"], "test");
     assert_eq!(eval["images"], 24);
     assert_eq!(eval["qualified"], false);

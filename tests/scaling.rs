@@ -49,6 +49,11 @@ fn smoke_sweep_writes_fits_plots_and_a_report_and_reruns_from_its_results() {
         }
     }
     assert_eq!(report["scene_prompts"], 4);
+    // the tokenizer the runs learned is recorded by content beside its path
+    let tokenizer = repo().join(report["tokenizer"].as_str().expect("a tokenizer path"));
+    let hash = vqrae_data::fs::sha256_model(&tokenizer).expect("hashing the tokenizer");
+    assert_eq!(report["tokenizer_sha256"], hash.as_str());
+    assert!(runs.iter().all(|r| r["tokenizer_sha256"] == hash.as_str()));
     assert!(report["scene_ceiling"]["all"].as_f64().is_some());
     let p = &report["prediction"];
     assert!(p["from_n"].as_f64().is_some_and(f64::is_finite));

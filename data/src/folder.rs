@@ -17,7 +17,7 @@ pub(crate) fn is_image_path(path: &Path) -> bool {
 /// All image files under `dir`, recursively, sorted. Hidden entries (names starting with
 /// '.') are skipped, and symlinked folders are not followed (they could loop); symlinked
 /// files are listed.
-pub(crate) fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
+pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
     if !dir.is_dir() {
         return Err(DataError::io(
             dir,

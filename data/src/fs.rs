@@ -81,6 +81,89 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         .collect())
 }
 
+/// Files [`sha256_model`] hashes at most: a model folder holds a handful, so far more than
+/// this is a wrong path (a data root, the repository), refused rather than walked for hours.
+pub const MODEL_HASH_MAX_FILES: usize = 10_000;
+/// Folder depth [`sha256_model`] descends at most below the model folder.
+pub const MODEL_HASH_MAX_DEPTH: usize = 16;
+/// Files beside a model that are records about it (written after it, changing without it
+/// changing), not part of what it computes.
+const NOT_MODEL: [&str; 2] = ["card.json", "qualification.json"];
+
+/// The content hash that identifies a model for good, by the rule of
+/// `scripts/check_results.py` (which checks it again later, so the two must agree byte for
+/// byte): a file's [`sha256_file`]; for a folder, the sha256 of the text of one line
+/// `<file sha256>  <relative path>\n` per file under it (what `sha256sum` prints), sorted
+/// by relative path ('/' separators, byte order), leaving out `card.json`,
+/// `qualification.json` and names starting with '.'. Result files record it as
+/// `<key>_sha256` beside the path under `<key>`.
+///
+/// Bounded: at most [`MODEL_HASH_MAX_FILES`] files and [`MODEL_HASH_MAX_DEPTH`] levels.
+/// Symbolic links inside the folder are refused rather than followed (a link can point out
+/// of the model, or in a loop); `path` itself may be one.
+pub fn sha256_model(path: &Path) -> Result<String> {
+    let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
+    if !meta.is_dir() {
+        return sha256_file(path);
+    }
+    let mut files = Vec::new();
+    list_model_files(path, "", 0, &mut files)?;
+    files.sort();
+    let mut listing = String::new();
+    for rel in &files {
+        let hash = sha256_file(&path.join(rel))?;
+        listing.push_str(&format!("{hash}  {rel}\n"));
+    }
+    Ok(sha256_hex(listing.as_bytes()))
+}
+
+/// Appends to `files` the '/'-separated paths (relative to the model folder, prefixed by
+/// `prefix`) of the files under `dir` that [`sha256_model`] hashes.
+fn list_model_files(dir: &Path, prefix: &str, depth: usize, files: &mut Vec<String>) -> Result<()> {
+    let invalid = |path: &Path, message: String| DataError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    if depth > MODEL_HASH_MAX_DEPTH {
+        let why = format!("more than {MODEL_HASH_MAX_DEPTH} folder levels: not a model folder");
+        return Err(invalid(dir, why));
+    }
+    for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
+        let entry = entry.map_err(|e| DataError::io(dir, e))?;
+        let path = entry.path();
+        let name = entry.file_name().into_string().map_err(|_| {
+            invalid(
+                &path,
+                "a file name that is not UTF-8 cannot be hashed".into(),
+            )
+        })?;
+        let rel = format!("{prefix}{name}");
+        let kind = entry.file_type().map_err(|e| DataError::io(&path, e))?;
+        if kind.is_symlink() {
+            let why = "a symbolic link inside a model folder is not hashed: copy its target in";
+            return Err(invalid(&path, why.into()));
+        } else if kind.is_dir() {
+            list_model_files(&path, &format!("{rel}/"), depth + 1, files)?;
+        } else if kind.is_file() && !name.starts_with('.') && !NOT_MODEL.contains(&name.as_str()) {
+            if files.len() >= MODEL_HASH_MAX_FILES {
+                let why = format!("more than {MODEL_HASH_MAX_FILES} files: not a model folder");
+                return Err(invalid(dir, why));
+            }
+            files.push(rel);
+        }
+    }
+    Ok(())
+}
+
+/// 64 lowercase hex digits of the SHA-256 of `bytes`.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Reads and parses a TOML file; errors name the file (and, for parse errors, the line).
 pub fn read_toml<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
@@ -194,6 +277,97 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert!(sha256_file(&dir.path().join("missing")).is_err());
+    }
+
+    /// What `python3 scripts/check_results.py --hash <path>` prints as the hash of `path`.
+    fn checker_hash(path: &Path) -> String {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/check_results.py");
+        let out = std::process::Command::new("python3")
+            .arg(&script)
+            .arg("--hash")
+            .arg(path)
+            .output()
+            .expect("python3 runs scripts/check_results.py (the test command needs it too)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.split_whitespace().next().unwrap().to_string()
+    }
+
+    #[test]
+    fn sha256_model_is_the_checkers_rule_for_a_folder_and_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("model");
+        std::fs::create_dir_all(model.join("sub/deeper")).unwrap();
+        std::fs::create_dir_all(model.join(".hidden")).unwrap();
+        std::fs::write(model.join("config.json"), "{}").unwrap();
+        std::fs::write(model.join("model.safetensors"), b"weights\0\xff").unwrap();
+        std::fs::write(model.join("sub/b.bin"), "b").unwrap();
+        std::fs::write(model.join("sub/deeper/c.txt"), "c").unwrap();
+        std::fs::write(model.join("sub-a.txt"), "sorted after sub/ by bytes").unwrap();
+        std::fs::write(model.join(".hidden/kept.txt"), "in a dot-folder").unwrap();
+        for record in ["card.json", "qualification.json", ".tmp", "sub/.x"] {
+            std::fs::write(model.join(record), "not the model").unwrap();
+        }
+        let got = sha256_model(&model).unwrap();
+        assert_eq!(got, checker_hash(&model));
+        // The documented listing, written out by hand: what `sha256sum` prints, sorted.
+        let mut listing = String::new();
+        for (rel, bytes) in [
+            (".hidden/kept.txt", &b"in a dot-folder"[..]),
+            ("config.json", b"{}"),
+            ("model.safetensors", b"weights\0\xff"),
+            ("sub-a.txt", b"sorted after sub/ by bytes"),
+            ("sub/b.bin", b"b"),
+            ("sub/deeper/c.txt", b"c"),
+        ] {
+            listing.push_str(&format!("{}  {rel}\n", sha256_hex(bytes)));
+        }
+        assert_eq!(got, sha256_hex(listing.as_bytes()));
+
+        // Records beside the model do not change its hash; a changed weight does.
+        std::fs::write(model.join("card.json"), "a new card").unwrap();
+        assert_eq!(sha256_model(&model).unwrap(), got);
+        std::fs::write(model.join("sub/b.bin"), "B").unwrap();
+        assert_ne!(sha256_model(&model).unwrap(), got);
+
+        let file = model.join("model.safetensors");
+        assert_eq!(sha256_model(&file).unwrap(), sha256_file(&file).unwrap());
+        assert_eq!(sha256_model(&file).unwrap(), checker_hash(&file));
+        assert!(sha256_model(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn sha256_model_refuses_links_deep_trees_and_too_many_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let linked = dir.path().join("linked");
+        std::fs::create_dir_all(&linked).unwrap();
+        std::os::unix::fs::symlink(dir.path(), linked.join("loop")).unwrap();
+        let err = sha256_model(&linked).unwrap_err().to_string();
+        assert!(
+            err.contains("symbolic link") && err.contains("loop"),
+            "{err}"
+        );
+
+        let deep = dir.path().join("deep");
+        let mut leaf = deep.clone();
+        for _ in 0..=MODEL_HASH_MAX_DEPTH + 1 {
+            leaf = leaf.join("d");
+        }
+        std::fs::create_dir_all(&leaf).unwrap();
+        let err = sha256_model(&deep).unwrap_err().to_string();
+        assert!(err.contains("folder levels"), "{err}");
+
+        let many = dir.path().join("many");
+        std::fs::create_dir_all(&many).unwrap();
+        for i in 0..=MODEL_HASH_MAX_FILES {
+            std::fs::write(many.join(i.to_string()), "").unwrap();
+        }
+        let err = sha256_model(&many).unwrap_err().to_string();
+        assert!(err.contains("files: not a model folder"), "{err}");
     }
 
     #[test]

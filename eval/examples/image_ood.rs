@@ -87,6 +87,7 @@ fn main() -> Result<()> {
         },
         "command": "cargo run --release -p vqrae-eval --example image_ood",
         "model": model,
+        "model_sha256": vqrae_data::fs::sha256_model(&model)?,
         "margin_db": MARGIN,
         "seed": SEED,
         "calibration": cal,

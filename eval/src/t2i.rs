@@ -12,6 +12,7 @@ use std::time::Instant;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use vqrae_data::easy_vqa::{ColorShape, EasyVqa, Split};
+use vqrae_data::fs::sha256_model;
 use vqrae_data::image_io::{grid, save_png};
 use vqrae_data::scenes::{self, SceneDataset};
 use vqrae_generate::sample::{GenerationConfig, ImageRequest};
@@ -44,6 +45,17 @@ pub struct T2iOptions {
 /// as this report always has been.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct T2iReport {
+    /// The model directory that drew, the referee's directory, and each one's
+    /// [`vqrae_data::fs::sha256_model`]: what identifies them once the paths hold others
+    /// (empty in reports written before they were kept).
+    #[serde(default)]
+    pub model: PathBuf,
+    #[serde(default)]
+    pub model_sha256: String,
+    #[serde(default)]
+    pub referee: PathBuf,
+    #[serde(default)]
+    pub referee_sha256: String,
     pub split: Split,
     /// Distinct colour-shape captions drawn.
     pub captions: usize,
@@ -75,10 +87,11 @@ pub struct ScenesReport {
 /// Draws the distinct colour-shape captions of `dataset` (and, with `options.scenes`, held-out
 /// procedural scenes' captions) with `model` at each guidance scale, and judges the images:
 /// easy-VQA ones with the `referee` (which should be qualified:
-/// [`Referee::load_qualified`]), scenes with the exact scene judge.
+/// [`Referee::load_qualified`]), scenes with the exact scene judge. `model_dir` and
+/// `referee_dir` are the directories they were loaded from, recorded with their hashes.
 pub fn evaluate(
-    model: &UnifiedModel,
-    referee: &Referee,
+    (model, model_dir): (&UnifiedModel, &Path),
+    (referee, referee_dir): (&Referee, &Path),
     dataset: &EasyVqa,
     options: &T2iOptions,
 ) -> Result<T2iReport> {
@@ -137,6 +150,10 @@ pub fn evaluate(
         None
     };
     Ok(T2iReport {
+        model: model_dir.to_path_buf(),
+        model_sha256: sha256_model(model_dir)?,
+        referee: referee_dir.to_path_buf(),
+        referee_sha256: sha256_model(referee_dir)?,
         split: dataset.split,
         captions: combos.len(),
         images_per_caption: n,

@@ -2,6 +2,7 @@
 //! measures it on an easy-VQA split.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -90,6 +91,12 @@ pub struct Answer {
 /// as this report always has been.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VqaReport {
+    /// The model directory asked, and its [`vqrae_data::fs::sha256_model`]: what identifies
+    /// the model once the path holds another (empty in reports written before they were kept).
+    #[serde(default)]
+    pub model: PathBuf,
+    #[serde(default)]
+    pub model_sha256: String,
     pub split: Split,
     pub questions: usize,
     pub accuracy: f64,
@@ -103,9 +110,10 @@ pub struct VqaReport {
 }
 
 /// Asks `model` the questions of `dataset` (greedy answers) and scores them by exact match
-/// (after `normalize`: trimmed, lowercased, by conclusion), per question kind.
+/// (after `normalize`: trimmed, lowercased, by conclusion), per question kind. `model_dir` is
+/// the directory `model` was loaded from, recorded with its hash.
 pub fn evaluate(
-    model: &UnifiedModel,
+    (model, model_dir): (&UnifiedModel, &Path),
     dataset: &EasyVqa,
     options: &VqaOptions,
 ) -> Result<VqaReport> {
@@ -165,6 +173,8 @@ pub fn evaluate(
         }
     }
     Ok(VqaReport {
+        model: model_dir.to_path_buf(),
+        model_sha256: vqrae_data::fs::sha256_model(model_dir)?,
         split: dataset.split,
         questions: score.total,
         accuracy: score.accuracy(),

@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::Result;
 use candle_core::Device;
 use vqrae_data::easy_vqa::Split;
+use vqrae_data::fs::sha256_model;
 use vqrae_eval::referee::{
     evaluate_on_real, read_qualification, train_and_qualify, EvalRefereeOptions, Referee,
     TrainRefereeOptions,
@@ -45,6 +46,8 @@ fn trains_saves_and_records_its_test_accuracy() -> Result<()> {
     assert_eq!(q.split, "test (subset of 8)");
     assert_eq!(q.report, report.test);
     Referee::load(&out, &Device::Cpu)?;
+    // the referee is identified by the hash of its weights, its qualification left out
+    assert_eq!(report.out_sha256, sha256_model(&out)?);
     // the whole test split is recorded as such
     let all = TrainRefereeOptions {
         limit: 0,
@@ -102,5 +105,14 @@ fn judges_real_images_and_a_tokenizers_reconstructions() -> Result<()> {
     let json = serde_json::to_value(&report)?;
     assert_eq!(json["real"]["images"], 10);
     assert!(json["real"]["by_shape"].is_array());
+    // both models measured are recorded by content hash beside their paths
+    assert_eq!(json["referee_sha256"], sha256_model(&referee)?.as_str());
+    assert_eq!(json["tokenizer_sha256"], sha256_model(&tok)?.as_str());
+    let without = EvalRefereeOptions {
+        tokenizer: None,
+        ..options
+    };
+    let report = evaluate_on_real(&referee, &root, &without, &Device::Cpu)?;
+    assert!(report.tokenizer_sha256.is_none());
     Ok(())
 }

@@ -57,6 +57,10 @@ pub struct EvalPoint {
 pub struct RunResult {
     pub name: String,
     pub tokenizer: PathBuf,
+    /// [`vqrae_data::fs::sha256_model`] of `tokenizer` when the run trained: what identifies
+    /// it once the path holds another (absent from results written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer_sha256: Option<String>,
     pub codebook_size: usize,
     pub size: SizeSpec,
     pub params: usize,
@@ -81,6 +85,8 @@ pub struct RunInputs<'a> {
     pub cfg: &'a ScalingConfig,
     pub codes: &'a CodeSet,
     pub tokenizer_dir: &'a Path,
+    /// [`vqrae_data::fs::sha256_model`] of `tokenizer_dir`, hashed once for all the runs.
+    pub tokenizer_sha256: &'a str,
     pub text: &'a TextTokenizer,
     pub vocab: &'a UnifiedVocab,
     /// Positions the LM needs: the longest prompt, the codes and `<eoi>`.
@@ -172,15 +178,40 @@ pub(crate) fn validation_loss(
 }
 
 /// The finished result in `run_dir` if its fingerprint matches.
-fn finished(run_dir: &Path, fingerprint: &str) -> Result<Option<RunResult>> {
+/// The fingerprint names the tokenizer by path only (so that results from before hashes were
+/// kept stay reusable); a result that recorded another tokenizer hash than `tokenizer_sha256`
+/// was trained on other codes, and is refused rather than reused. One without a hash takes
+/// `tokenizer_sha256`: the tokenizer at the path its fingerprint matched.
+fn finished(
+    run_dir: &Path,
+    fingerprint: &str,
+    tokenizer_sha256: &str,
+) -> Result<Option<RunResult>> {
     let path = run_dir.join(RESULT_FILE);
     if !path.exists() {
         return Ok(None);
     }
     let text = std::fs::read_to_string(&path).map_err(ScalingError::io(&path))?;
-    let r: RunResult =
-        serde_json::from_str(&text).map_err(|source| ScalingError::Json { path, source })?;
-    Ok((r.fingerprint == fingerprint).then_some(r))
+    let mut r: RunResult = serde_json::from_str(&text).map_err(|source| ScalingError::Json {
+        path: path.clone(),
+        source,
+    })?;
+    if r.fingerprint != fingerprint {
+        return Ok(None);
+    }
+    match &r.tokenizer_sha256 {
+        Some(recorded) if recorded != tokenizer_sha256 => Err(ScalingError::Config(format!(
+            "{}: trained on the tokenizer {} with sha256 {recorded}, which now hashes to \
+             {tokenizer_sha256}: move the run directory aside to train again",
+            path.display(),
+            r.tokenizer.display()
+        ))),
+        Some(_) => Ok(Some(r)),
+        None => {
+            r.tokenizer_sha256 = Some(tokenizer_sha256.to_string());
+            Ok(Some(r))
+        }
+    }
 }
 
 /// Writes (or rewrites, once quality is known) a run's result, atomically.
@@ -215,7 +246,7 @@ pub fn train(
     let llama_cfg = inputs.llama_config(size)?;
     let steps = inputs.steps(size)?;
     let fingerprint = inputs.fingerprint(size, steps);
-    if let Some(result) = finished(run_dir, &fingerprint)? {
+    if let Some(result) = finished(run_dir, &fingerprint, inputs.tokenizer_sha256)? {
         let lm = Llama::load(&run_dir.join(LM_DIR), device, DType::F32)?;
         tracing::info!(
             run = size.name.as_str(),
@@ -283,6 +314,7 @@ pub fn train(
     let result = RunResult {
         name: size.name.clone(),
         tokenizer: inputs.tokenizer_dir.to_path_buf(),
+        tokenizer_sha256: Some(inputs.tokenizer_sha256.to_string()),
         codebook_size: inputs.codes.codebook_size,
         size: size.clone(),
         params: llama_cfg.params(),

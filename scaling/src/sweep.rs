@@ -56,6 +56,10 @@ pub struct Prediction {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CodebookRow {
     pub tokenizer: PathBuf,
+    /// [`vqrae_data::fs::sha256_model`] of `tokenizer` (empty in reports from before it was
+    /// kept; never written empty).
+    #[serde(default)]
+    pub tokenizer_sha256: String,
     pub codebook_size: usize,
     pub codebook_dim: usize,
     pub run: RunResult,
@@ -71,6 +75,9 @@ pub struct CodebookRow {
 pub struct SweepReport {
     pub name: String,
     pub tokenizer: PathBuf,
+    /// [`vqrae_data::fs::sha256_model`] of `tokenizer`, as [`CodebookRow::tokenizer_sha256`].
+    #[serde(default)]
+    pub tokenizer_sha256: String,
     pub train_sequences: usize,
     pub val_images: usize,
     pub guidance: f64,
@@ -118,6 +125,8 @@ struct OnCodes {
     context: usize,
     tokenizer: Vqrae,
     dir: PathBuf,
+    /// [`vqrae_data::fs::sha256_model`] of `dir`.
+    sha256: String,
 }
 
 impl OnCodes {
@@ -163,6 +172,7 @@ impl OnCodes {
             context,
             tokenizer,
             dir: dir.to_path_buf(),
+            sha256: vqrae_data::fs::sha256_model(dir)?,
         })
     }
 
@@ -171,6 +181,7 @@ impl OnCodes {
             cfg,
             codes: &self.codes,
             tokenizer_dir: &self.dir,
+            tokenizer_sha256: &self.sha256,
             text,
             vocab: &self.vocab,
             context: self.context,
@@ -319,6 +330,7 @@ pub(crate) fn run(
     Ok(SweepReport {
         name: cfg.name.clone(),
         tokenizer: cfg.tokenizer.clone(),
+        tokenizer_sha256: main.sha256.clone(),
         train_sequences: main.codes.train.len(),
         val_images: main.codes.val.len(),
         guidance: cfg.quality.guidance,
@@ -453,6 +465,7 @@ fn codebook_sweep(sh: &Shared<'_>) -> Result<Vec<CodebookRow>> {
         let q = &on.tokenizer.config().quantizer;
         codebook.push(CodebookRow {
             tokenizer: tok_dir.clone(),
+            tokenizer_sha256: on.sha256.clone(),
             codebook_size: q.codebook_size,
             codebook_dim: q.dim,
             bits_per_image: run.val_loss * (on.codes.image_tokens + 1) as f64

@@ -91,6 +91,7 @@ fn an_interrupted_run_resumes_to_the_same_weights_and_curve() -> anyhow::Result<
         cfg: &cfg,
         codes: &set,
         tokenizer_dir: std::path::Path::new("unused"),
+        tokenizer_sha256: "0123",
         text: &text,
         vocab: &vocab,
         context: 24,
@@ -141,5 +142,21 @@ fn an_interrupted_run_resumes_to_the_same_weights_and_curve() -> anyhow::Result<
     // a finished run is reused, not trained again
     let c = run::train(&inputs, size, &whole, &dev, None)?.expect("finished");
     assert_eq!(c.result, a.result);
+    assert_eq!(a.result.tokenizer_sha256.as_deref(), Some("0123"));
+    // but not when the tokenizer at the same path now holds other weights
+    let other = RunInputs {
+        tokenizer_sha256: "4567",
+        ..inputs
+    };
+    let err = run::train(&other, size, &whole, &dev, None).err();
+    let msg = err.map(|e| e.to_string()).unwrap_or_default();
+    assert!(msg.contains("sha256 0123") && msg.contains("4567"), "{msg}");
+    // a result from before hashes were kept takes the hash of the tokenizer at its path
+    let file = whole.join("result.json");
+    let mut old: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file)?)?;
+    old.as_object_mut().map(|o| o.remove("tokenizer_sha256"));
+    std::fs::write(&file, old.to_string())?;
+    let d = run::train(&other, size, &whole, &dev, None)?.expect("finished");
+    assert_eq!(d.result.tokenizer_sha256.as_deref(), Some("4567"));
     Ok(())
 }

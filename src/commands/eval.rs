@@ -49,7 +49,8 @@ pub fn eval_vqa(a: EvalVqaArgs, root: &Path, device: &Device) -> Result<()> {
         batch: a.batch,
         mistakes: a.mistakes,
     };
-    write_sorted(&a.json, &vqa::evaluate(&model, &dataset, &options)?)
+    let report = vqa::evaluate((&model, &a.model.model), &dataset, &options)?;
+    write_sorted(&a.json, &report)
 }
 
 #[derive(Args)]
@@ -104,8 +105,12 @@ pub fn eval_t2i(a: EvalT2iArgs, root: &Path, device: &Device) -> Result<()> {
         scenes: a.scenes,
         grids: a.grids,
     };
-    write_sorted(
-        &a.json,
-        &t2i::evaluate(&model, &referee, &dataset, &options)?,
-    )
+    let (model_at, referee_at) = (a.model.model.as_path(), a.referee.as_path());
+    let report = t2i::evaluate(
+        (&model, model_at),
+        (&referee, referee_at),
+        &dataset,
+        &options,
+    )?;
+    write_sorted(&a.json, &report)
 }

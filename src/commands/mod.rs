@@ -4,6 +4,7 @@ pub mod args;
 pub mod chat;
 pub mod data;
 pub mod eval;
+pub mod fd;
 pub mod llava;
 pub mod lm;
 pub mod plot;

@@ -7,6 +7,7 @@ use anyhow::Result;
 use candle_core::Device;
 use clap::Args;
 use vqrae_tokenizer::checkpoint_eval::{evaluate_checkpoint, CheckpointEval};
+use vqrae_tokenizer::pretrain::PretrainReport;
 use vqrae_tokenizer::runs::{
     pretrain_encoder_run, train_tokenizer_run, EncoderPretraining, TokenizerTrainingFlags,
 };
@@ -14,11 +15,8 @@ use vqrae_tokenizer::runs::{
 use super::args::JsonArgs;
 
 pub fn pretrain(p: EncoderPretraining, root: &Path, device: &Device) -> Result<()> {
-    let summary = pretrain_encoder_run(&p, root, device)?;
-    println!(
-        "{}",
-        serde_json::json!({ "out": p.out, "summary": summary })
-    );
+    let report = PretrainReport::new(&p.out, pretrain_encoder_run(&p, root, device)?)?;
+    println!("{}", serde_json::to_value(report)?);
     Ok(())
 }
 

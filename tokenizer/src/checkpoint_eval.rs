@@ -2,6 +2,7 @@
 //! of [`crate::eval`], the feature cosine against a reference encoder, and a grid of originals
 //! and reconstructions.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
@@ -14,6 +15,7 @@ use vqrae_data::labelled::Dataset;
 use crate::encoder::{hf_encoder_config, load_hf_encoder, VitEncoder};
 use crate::error::{Result, TokenizerError};
 use crate::eval::{evaluate, EvalReport};
+use crate::mixed::{evaluate_mixed, MIXED_NAME};
 use crate::model::Vqrae;
 
 /// What to evaluate, on what; with the `clap` feature, the flags of `vqrae eval-tokenizer`
@@ -41,6 +43,11 @@ pub struct CheckpointEval {
     /// Images per forward pass.
     #[cfg_attr(feature = "clap", arg(long, default_value_t = 64))]
     pub batch: usize,
+    /// Measure a mix of sources instead of --dataset, per source too: a training config whose
+    /// `[data]` table names them and caps each (`held_out_per_source`), e.g.
+    /// configs/train/stage1-dinov2s.toml.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub mix: Option<PathBuf>,
 }
 
 /// The report of [`evaluate_checkpoint`]. Print it through [`CheckpointReport::json`].
@@ -48,7 +55,13 @@ pub struct CheckpointEval {
 pub struct CheckpointReport {
     pub dataset: &'static str,
     pub model: PathBuf,
+    /// [`vqrae_data::fs::sha256_model`] of `model`: what identifies it once the path holds
+    /// another checkpoint.
+    pub model_sha256: String,
     pub report: EvalReport,
+    /// With `--mix`: the figures of each source of the mix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_source: Option<BTreeMap<String, EvalReport>>,
     pub split: String,
 }
 
@@ -79,24 +92,45 @@ pub fn evaluate_checkpoint(
         Some(dir) => Some(reference_encoder(&model, dir, device)?),
         None => None,
     };
-    let data = e.dataset.load(root, e.split, e.limit, 0)?;
-    let (report, recs) = evaluate(
-        &model,
-        &data.images,
-        reference.as_ref(),
-        e.batch,
-        GRID_IMAGES,
-    )?;
+    let (dataset, images, report, recs, per_source) = match &e.mix {
+        Some(config) => {
+            let m = evaluate_mixed(
+                &model,
+                config,
+                root,
+                e,
+                reference.as_ref(),
+                GRID_COLUMNS / 2,
+            )?;
+            (
+                MIXED_NAME,
+                m.originals,
+                m.report,
+                m.reconstructions,
+                Some(m.per_source),
+            )
+        }
+        None => {
+            let data = e.dataset.load(root, e.split, e.limit, 0)?;
+            let (report, recs) = evaluate(
+                &model,
+                &data.images,
+                reference.as_ref(),
+                e.batch,
+                GRID_IMAGES,
+            )?;
+            (e.dataset.name(), data.images, report, recs, None)
+        }
+    };
     if let Some(path) = &e.grid {
         let s = model.config().image_size as u32;
-        save_png(
-            &originals_over_reconstructions(&data.images, &recs, s),
-            path,
-        )?;
+        save_png(&originals_over_reconstructions(&images, &recs, s), path)?;
     }
     Ok(CheckpointReport {
-        dataset: e.dataset.name(),
+        dataset,
+        per_source,
         model: e.model.clone(),
+        model_sha256: vqrae_data::fs::sha256_model(&e.model)?,
         report,
         split: e.split.to_string(),
     })
@@ -141,6 +175,7 @@ mod tests {
             grid: Some(dir.path().join("grid.png")),
             limit: 10,
             batch: 4,
+            mix: None,
         };
         let r = evaluate_checkpoint(&e, Path::new("/nonexistent"), &Device::Cpu)?;
         assert_eq!(
@@ -157,12 +192,15 @@ mod tests {
         let keys = [
             "dataset",
             "model",
+            "model_sha256",
             "codebook_size",
             "images",
             "psnr",
             "split",
         ];
         assert!(keys.windows(2).all(|w| at(w[0]) < at(w[1])), "{text}");
+        assert_eq!(r.model_sha256, vqrae_data::fs::sha256_model(&model)?);
+        assert_eq!(r.model_sha256.len(), 64);
         // a reference encoder of another architecture is refused
         let other = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/siglip_tiny");
         let bad = CheckpointEval {

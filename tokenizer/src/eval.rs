@@ -2,15 +2,16 @@
 //! conventions), codebook use (utilisation over the whole set, perplexity), and how close the
 //! encoder's features stay to a reference encoder (mean per-token cosine similarity).
 
+use std::ops::Range;
 use std::time::Instant;
 
-use candle_core::{DType, D};
+use candle_core::{DType, Tensor, D};
 use image::RgbImage;
 use serde::Serialize;
 use vqrae_data::image_io::resize;
 
 use crate::encoder::VitEncoder;
-use crate::error::Result;
+use crate::error::{Result, TokenizerError};
 use crate::metrics::{psnr, ssim};
 use crate::model::Vqrae;
 use crate::quantizer::CodebookStats;
@@ -80,6 +81,86 @@ impl FeatureSpread {
     }
 }
 
+/// Running sums of one set of images (the whole set, or one source of it).
+struct Tally {
+    stats: CodebookStats,
+    psnr_sum: f64,
+    ssim_sum: f64,
+    cos_sum: f64,
+    cos_n: usize,
+    images: usize,
+    spread: FeatureSpread,
+    t0: Instant,
+}
+
+/// What one batch adds to a [`Tally`].
+struct Batch<'a> {
+    features: &'a Tensor,
+    codes: &'a Tensor,
+    /// Per image, in order (summed one by one, as a single pass over the set would).
+    psnr: Vec<f64>,
+    ssim: Vec<f64>,
+    cos: Option<(f64, usize)>,
+}
+
+impl Tally {
+    fn new(codebook_size: usize) -> Self {
+        Self {
+            stats: CodebookStats::new(codebook_size),
+            psnr_sum: 0.0,
+            ssim_sum: 0.0,
+            cos_sum: 0.0,
+            cos_n: 0,
+            images: 0,
+            spread: FeatureSpread::default(),
+            t0: Instant::now(),
+        }
+    }
+
+    fn add(&mut self, b: &Batch) -> Result<()> {
+        self.spread.update(b.features)?;
+        self.stats.update(b.codes)?;
+        for (p, q) in b.psnr.iter().zip(&b.ssim) {
+            self.psnr_sum += p;
+            self.ssim_sum += q;
+        }
+        self.images += b.psnr.len();
+        if let Some((sum, n)) = b.cos {
+            self.cos_sum += sum;
+            self.cos_n += n;
+        }
+        Ok(())
+    }
+
+    fn report(&self, codebook_size: usize, with_reference: bool) -> EvalReport {
+        let n = self.images.max(1) as f64;
+        EvalReport {
+            images: self.images,
+            psnr: self.psnr_sum / n,
+            ssim: self.ssim_sum / n,
+            utilisation: self.stats.utilisation(),
+            perplexity: self.stats.perplexity(),
+            codebook_size,
+            feature_cosine: with_reference.then(|| self.cos_sum / self.cos_n.max(1) as f64),
+            feature_within_image_share: self.spread.within_share(),
+            seconds: self.t0.elapsed().as_secs_f64(),
+        }
+    }
+}
+
+/// Sum and count of the per-token cosine of `features` to `reference`'s features of `x`.
+fn cosine_sums(features: &Tensor, reference: &VitEncoder, x: &Tensor) -> Result<(f64, usize)> {
+    let f_ref = reference.patch_tokens(x, false)?.to_dtype(DType::F32)?;
+    let f = features.to_dtype(DType::F32)?;
+    let dot = (&f * &f_ref)?.sum(D::Minus1)?;
+    let norms = (f.sqr()?.sum(D::Minus1)?.sqrt()? * f_ref.sqr()?.sum(D::Minus1)?.sqrt()?)?;
+    let cos = (dot / (norms + 1e-12)?)?;
+    Ok((
+        cos.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?,
+        cos.elem_count(),
+    ))
+}
+
 /// Evaluates `model` on `images` (compared at the model's resolution). Returns the report and
 /// the first `keep` reconstructions (for grids).
 pub fn evaluate(
@@ -89,56 +170,74 @@ pub fn evaluate(
     batch: usize,
     keep: usize,
 ) -> Result<(EvalReport, Vec<RgbImage>)> {
-    let t0 = Instant::now();
+    let (all, _, kept) = evaluate_parts(
+        model,
+        images,
+        std::slice::from_ref(&(0..images.len())),
+        reference,
+        batch,
+        keep,
+    )?;
+    Ok((all, kept))
+}
+
+/// [`evaluate`] on the whole of `images` and on each range of `parts` (e.g. the sources of a
+/// mixed set) in one pass: the whole set's report, one per part, and the first `keep`
+/// reconstructions of each part, part after part.
+pub fn evaluate_parts(
+    model: &Vqrae,
+    images: &[RgbImage],
+    parts: &[Range<usize>],
+    reference: Option<&VitEncoder>,
+    batch: usize,
+    keep: usize,
+) -> Result<(EvalReport, Vec<EvalReport>, Vec<RgbImage>)> {
     let s = model.config().image_size as u32;
-    let mut stats = CodebookStats::new(model.config().quantizer.codebook_size);
-    let (mut psnr_sum, mut ssim_sum, mut cos_sum, mut cos_n) = (0.0, 0.0, 0.0, 0usize);
+    let k = model.config().quantizer.codebook_size;
+    let mut all = Tally::new(k);
+    let mut reports = Vec::with_capacity(parts.len());
     let mut kept = Vec::new();
-    let mut spread = FeatureSpread::default();
-    for chunk in images.chunks(batch.max(1)) {
-        let x = model.images_to_input(chunk)?;
-        let enc = model.encode(&x)?;
-        spread.update(&enc.features)?;
-        stats.update(&enc.codes)?;
-        let rec = model.output_to_images(&model.decode(&enc.codes, enc.grid)?)?;
-        for (orig, r) in chunk.iter().zip(&rec) {
-            let orig = resize(orig, s, s);
-            psnr_sum += psnr(&orig, r).min(100.0);
-            ssim_sum += ssim(&orig, r);
+    for part in parts {
+        let part_images = images.get(part.clone()).ok_or_else(|| {
+            TokenizerError::Invalid(format!("{part:?} is outside {} images", images.len()))
+        })?;
+        let mut tally = Tally::new(k);
+        let mut part_kept = 0;
+        for chunk in part_images.chunks(batch.max(1)) {
+            let x = model.images_to_input(chunk)?;
+            let enc = model.encode(&x)?;
+            let rec = model.output_to_images(&model.decode(&enc.codes, enc.grid)?)?;
+            let (mut psnrs, mut ssims) = (Vec::new(), Vec::new());
+            for (orig, r) in chunk.iter().zip(&rec) {
+                let orig = resize(orig, s, s);
+                psnrs.push(psnr(&orig, r).min(100.0));
+                ssims.push(ssim(&orig, r));
+            }
+            let b = Batch {
+                features: &enc.features,
+                codes: &enc.codes,
+                psnr: psnrs,
+                ssim: ssims,
+                cos: match reference {
+                    Some(r) => Some(cosine_sums(&enc.features, r, &x)?),
+                    None => None,
+                },
+            };
+            tally.add(&b)?;
+            all.add(&b)?;
+            let more = keep.saturating_sub(part_kept).min(rec.len());
+            kept.extend(rec.into_iter().take(more));
+            part_kept += more;
         }
-        if let Some(reference) = reference {
-            let f_ref = reference.patch_tokens(&x, false)?.to_dtype(DType::F32)?;
-            let f = enc.features.to_dtype(DType::F32)?;
-            let dot = (&f * &f_ref)?.sum(D::Minus1)?;
-            let norms =
-                (f.sqr()?.sum(D::Minus1)?.sqrt()? * f_ref.sqr()?.sum(D::Minus1)?.sqrt()?)?;
-            let cos = (dot / (norms + 1e-12)?)?;
-            cos_sum += cos.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            cos_n += cos.elem_count();
-        }
-        kept.extend(rec.into_iter().take(keep.saturating_sub(kept.len())));
+        reports.push(tally.report(k, reference.is_some()));
     }
-    let n = images.len().max(1) as f64;
-    Ok((
-        EvalReport {
-            images: images.len(),
-            psnr: psnr_sum / n,
-            ssim: ssim_sum / n,
-            utilisation: stats.utilisation(),
-            perplexity: stats.perplexity(),
-            codebook_size: model.config().quantizer.codebook_size,
-            feature_cosine: reference.map(|_| cos_sum / cos_n.max(1) as f64),
-            feature_within_image_share: spread.within_share(),
-            seconds: t0.elapsed().as_secs_f64(),
-        },
-        kept,
-    ))
+    Ok((all.report(k, reference.is_some()), reports, kept))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Tensor};
+    use candle_core::Device;
 
     #[test]
     fn within_share_separates_image_level_from_patch_level_variance() -> Result<()> {

@@ -85,13 +85,8 @@ pub fn export_features(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runs::testing::fixture;
     use vqrae_data::image_io::save_png;
-
-    fn fixture(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name)
-    }
 
     #[test]
     fn features_of_image_files_are_written_with_their_shapes() -> Result<()> {

@@ -12,7 +12,7 @@
 //! - [`pretrain`]: semantic pretraining of the own ViT encoder;
 //! - [`train`]: two-stage training (stage 1 frozen encoder, stage 2 self-distillation), with the
 //!   optional PatchGAN term of [`discriminator`]; [`eval`]: held-out figures; [`probe`]: linear
-//!   probes.
+//!   probes; [`frechet`], [`fd_dinov2`]: the Fréchet distance on DINOv2 features (FD-DINOv2).
 //!
 //! The command line's procedures, each a function with its test: [`runs`] (init, encoder
 //! pretraining, tokenizer training from config files), [`checkpoint_eval`] (`eval-tokenizer`),
@@ -27,9 +27,13 @@ pub mod encoder;
 pub mod encoder_probe;
 pub mod error;
 pub mod eval;
+pub mod fd_dinov2;
+pub mod feature_cache;
 pub mod features;
+pub mod frechet;
 pub mod image_files;
 pub mod metrics;
+pub mod mixed;
 pub mod model;
 pub mod pos_embed;
 pub mod preprocess;

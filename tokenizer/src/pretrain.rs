@@ -19,7 +19,7 @@
 //! The result is an encoder directory (`config.json` with our `EncoderConfig`, `model.safetensors`)
 //! that `vqrae init --encoder`, `vqrae probe` and `vqrae features` load like a Hugging Face one.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{linear, loss, Linear, Module};
@@ -146,6 +146,27 @@ pub struct PretrainSummary {
     pub steps: u64,
     pub final_loss: f64,
     pub seconds: f64,
+}
+
+/// What `vqrae pretrain-encoder` prints: the encoder folder written, its
+/// [`vqrae_data::fs::sha256_model`] (what identifies it once the path is trained over) and
+/// the summary.
+#[derive(Clone, Debug, Serialize)]
+pub struct PretrainReport {
+    pub out: PathBuf,
+    pub out_sha256: String,
+    pub summary: PretrainSummary,
+}
+
+impl PretrainReport {
+    /// Hashes the encoder folder `out` that pretraining wrote.
+    pub fn new(out: &Path, summary: PretrainSummary) -> Result<Self> {
+        Ok(Self {
+            out: out.to_path_buf(),
+            out_sha256: vqrae_data::fs::sha256_model(out)?,
+            summary,
+        })
+    }
 }
 
 /// Pretrains an encoder of `cfg` on `images` (resized to its resolution) and saves it to `out`.
@@ -310,6 +331,43 @@ mod tests {
         assert_eq!(t[0][1], vec![1.0, 2.0, 3.0]);
         assert!(zero_but(&t[0], 1));
         Ok(())
+    }
+
+    #[test]
+    fn the_report_hashes_the_encoder_folder_beside_its_path() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| TokenizerError::Invalid(e.to_string()))?;
+        let out = dir.path().join("enc");
+        let cfg: EncoderConfig = vqrae_data::fs::read_toml(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/encoder/tiny.toml"),
+        )?;
+        let images = vec![RgbImage::from_pixel(8, 8, image::Rgb([200, 10, 10])); 4];
+        let column = LabelColumn {
+            name: "colour".into(),
+            classes: 2,
+            labels: vec![0, 1, 0, 1],
+        };
+        let train = PretrainConfig {
+            steps: 1,
+            batch_size: 2,
+            ..PretrainConfig::default()
+        };
+        let summary = pretrain_encoder(&cfg, &images, &[column], &train, &out, &Device::Cpu)?;
+        let json = serde_json::to_value(PretrainReport::new(&out, summary)?)
+            .map_err(|e| TokenizerError::Invalid(e.to_string()))?;
+        let want = vqrae_data::fs::sha256_model(&out)?;
+        assert_eq!(json["out_sha256"], serde_json::json!(want));
+        assert_eq!(json["out"], serde_json::json!(out));
+        assert_eq!(json["summary"]["steps"], 1);
+        assert!(PretrainReport::new(&dir.path().join("missing"), json_summary()).is_err());
+        Ok(())
+    }
+
+    fn json_summary() -> PretrainSummary {
+        PretrainSummary {
+            steps: 0,
+            final_loss: 0.0,
+            seconds: 0.0,
+        }
     }
 
     #[test]

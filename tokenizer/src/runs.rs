@@ -14,6 +14,7 @@ use vqrae_train::lock::RunLock;
 use crate::encoder::{hf_encoder_config, hf_tensors, EncoderConfig};
 use crate::error::{Result, TokenizerError};
 use crate::init::SeededVarMap;
+use crate::mixed::MixedSet;
 use crate::model::{Vqrae, VqraeConfig};
 use crate::pretrain::{pretrain_encoder, PretrainConfig, PretrainSummary};
 use crate::quantizer::{QuantizerConfig, QuantizerKind};
@@ -225,10 +226,40 @@ pub fn train_tokenizer_run(
     if let Some(dir) = &t.teacher {
         set_teacher(&model, &t.run, dir, cfg.stage)?;
     }
-    let data = t.dataset.load(root, Split::Train, t.limit, cfg.seed)?;
     let s = model.config().image_size as u32;
-    let images: Vec<_> = data.images.iter().map(|i| resize(i, s, s)).collect();
-    train_locked(&model, &vars, &images, &cfg, &t.run, fresh, device)
+    let (images, label) = match &cfg.data {
+        Some(_) if t.limit > 0 => {
+            return Err(TokenizerError::Invalid(format!(
+                "--limit {} is for --dataset; the training config's [data] table caps each source",
+                t.limit
+            )))
+        }
+        Some(mix) => {
+            let set = MixedSet::load(root, mix, Split::Train, s)?;
+            let label = set.identity();
+            tracing::info!(images = set.images.len(), "{label}");
+            (set.images, label)
+        }
+        None => {
+            let data = t.dataset.load(root, Split::Train, t.limit, cfg.seed)?;
+            let label = format!(
+                "{} train limit {} seed {}",
+                t.dataset.name(),
+                t.limit,
+                cfg.seed
+            );
+            (data.images.iter().map(|i| resize(i, s, s)).collect(), label)
+        }
+    };
+    train_locked(
+        &model,
+        &vars,
+        (&images, &label),
+        &cfg,
+        &t.run,
+        fresh,
+        device,
+    )
 }
 
 /// The model a run starts from, and whether it is fresh (only then may its codebook be
@@ -289,6 +320,13 @@ pub(crate) mod testing {
     use tempfile::TempDir;
 
     use crate::error::{Result, TokenizerError};
+
+    /// A file or folder under `tokenizer/tests/fixtures`.
+    pub(crate) fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name)
+    }
 
     /// A fresh temporary directory.
     pub(crate) fn tempdir() -> Result<TempDir> {
@@ -508,6 +546,9 @@ mod tests {
         };
         let s2 = train_tokenizer_run(&run2, root, &Device::Cpu)?;
         assert!(s2.model_dir.join("model.safetensors").is_file());
+        let hash = vqrae_data::fs::sha256_model(&s2.model_dir)?;
+        assert_eq!(s2.model_dir_sha256, hash);
+        assert_ne!(s1.model_dir_sha256, hash, "stage 2 moved the weights");
         assert!(p("run2/teacher.safetensors").is_file());
         init_checkpoint(
             &repo("configs/tiny.toml"),

@@ -30,7 +30,9 @@ use vqrae_train::schedule::LrSchedule;
 use crate::discriminator::{Discriminator, GanConfig};
 use crate::encoder::VitEncoder;
 use crate::error::{Result, TokenizerError};
+use crate::feature_cache::{training_features, CacheUse};
 use crate::init::SeededVarMap;
+use crate::mixed::MixedData;
 use crate::model::{Forward, Vqrae};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -86,6 +88,13 @@ pub struct TrainConfig {
     pub restart_dead_codes: u64,
     /// Optional adversarial term (off unless `gan.weight > 0`).
     pub gan: GanConfig,
+    /// Train on the four sources mixed ([`MixedData`]) instead of the command's `--dataset`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<MixedData>,
+    /// Stage 1: read the frozen encoder's features from this directory's cache, or compute and
+    /// write them there ([`crate::feature_cache`]); without it they are computed in memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feature_cache: Option<PathBuf>,
 }
 
 impl Default for TrainConfig {
@@ -121,6 +130,8 @@ impl Default for TrainConfig {
             data_init_samples: 16384,
             restart_dead_codes: 0,
             gan: GanConfig::default(),
+            data: None,
+            feature_cache: None,
         }
     }
 }
@@ -158,6 +169,9 @@ impl TrainConfig {
         }
         if !self.gan.weight.is_finite() || self.gan.weight < 0.0 {
             return bad(format!("gan.weight must be >= 0, got {}", self.gan.weight));
+        }
+        if let Some(d) = &self.data {
+            d.validate()?;
         }
         Ok(())
     }
@@ -295,6 +309,12 @@ pub struct TrainSummary {
     pub final_losses: StepLosses,
     pub seconds: f64,
     pub model_dir: PathBuf,
+    /// [`vqrae_data::fs::sha256_model`] of the model saved to `model_dir`: what identifies it
+    /// once a later run writes over the path.
+    pub model_dir_sha256: String,
+    /// Stage 1 with a feature cache: where the features came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feature_cache: Option<CacheUse>,
 }
 
 /// Sets the quantizer's learned codebook tensors from the projected features of a seeded sample
@@ -447,13 +467,13 @@ fn optimizer(
     })
 }
 
-/// The run's teacher encoder, from the run's own copy on disk.
+/// The run's teacher encoder, from the run's own copy on disk, and its weights.
 fn run_teacher(
     model: &Vqrae,
     vars: &SeededVarMap,
     run_dir: &Path,
     device: &Device,
-) -> Result<VitEncoder> {
+) -> Result<(VitEncoder, HashMap<String, Tensor>)> {
     // The teacher is the encoder as it was when training began (or the one `write_teacher` set
     // before it began): after a resume the saved encoder of stage 2 has moved, so the teacher
     // always comes from the run's own copy on disk, written here on a run's first start.
@@ -468,11 +488,12 @@ fn run_teacher(
         ),
     };
     let t = candle_core::safetensors::load(&path, device).map_err(damaged)?;
-    VitEncoder::new(
+    let encoder = VitEncoder::new(
         &model.config().encoder,
-        VarBuilder::from_tensors(t, DType::F32, device),
+        VarBuilder::from_tensors(t.clone(), DType::F32, device),
     )
-    .map_err(damaged)
+    .map_err(damaged)?;
+    Ok((encoder, t))
 }
 
 /// One line of `metrics.jsonl`.
@@ -521,14 +542,15 @@ pub fn train(
     device: &Device,
 ) -> Result<TrainSummary> {
     let _lock = RunLock::acquire(run_dir)?;
-    train_locked(model, vars, images, cfg, run_dir, fresh, device)
+    train_locked(model, vars, (images, "images"), cfg, run_dir, fresh, device)
 }
 
-/// [`train`] for a caller that already holds `run_dir`'s lock.
+/// [`train`] for a caller that already holds `run_dir`'s lock; `label` says what `images` are
+/// (the feature cache's description of them).
 pub(crate) fn train_locked(
     model: &Vqrae,
     vars: &SeededVarMap,
-    images: &[RgbImage],
+    (images, label): (&[RgbImage], &str),
     cfg: &TrainConfig,
     run_dir: &Path,
     fresh: bool,
@@ -550,8 +572,9 @@ pub(crate) fn train_locked(
     let resumed = checkpoint::load_latest(run_dir, &state_vars, &mut opt)?;
     let start = resumed.as_ref().map(|r| r.0).unwrap_or(0);
     let mut usage = usage_var.as_tensor().to_vec1::<f32>()?;
-    let teacher = run_teacher(model, vars, run_dir, device)?;
-    let cached = teacher_features(&teacher, model, images, cfg.batch_size)?;
+    let (teacher, weights) = run_teacher(model, vars, run_dir, device)?;
+    let (cached, feature_cache) =
+        training_features((&teacher, &weights), model, images, label, cfg, device)?;
     if fresh && cfg.data_init && resumed.is_none() {
         init_codebook_from_data(model, vars, &cached, cfg)?;
     }
@@ -637,6 +660,8 @@ pub(crate) fn train_locked(
         resumed_from: resumed.map(|r| r.0),
         final_losses: last,
         seconds: t0.elapsed().as_secs_f64(),
+        model_dir_sha256: vqrae_data::fs::sha256_model(&model_dir)?,
         model_dir,
+        feature_cache,
     })
 }

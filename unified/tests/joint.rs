@@ -101,6 +101,11 @@ fn joint_training_learns_resumes_exactly_and_serves_both_paths() -> Result<()> {
     let a = s.root.join("a");
     let summary = s.train(&s.cfg, &s.data, "a")?;
     assert_eq!(summary.steps, 30);
+    let hash = vqrae_data::fs::sha256_model(&summary.model_dir)?;
+    assert_eq!(
+        summary.model_dir_sha256, hash,
+        "the model saved, by content"
+    );
     let t2i = losses(&a, "loss_t2i")?;
     assert!(
         t2i.last() < t2i.first(),

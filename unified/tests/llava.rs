@@ -10,16 +10,19 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use candle_core::{DType, Device};
+use vqrae_data::fs::sha256_model;
 use vqrae_lm::converse::{ChatModel, WeightForm};
 use vqrae_lm::score::next_token_logprobs;
 use vqrae_lm::SamplingConfig;
 use vqrae_test_support::{
-    tiny_llava_base, tiny_llava_config, tiny_llava_data, toy_image, TinyReplies, TINY_BASE,
+    shared_tiny_model, tiny_llava_base, tiny_llava_config, tiny_llava_data, toy_image, TinyReplies,
+    TINY_BASE,
 };
 use vqrae_unified::llava::config::LlavaConfig;
 use vqrae_unified::llava::instructions::instructions;
 use vqrae_unified::llava::model::{LlavaModel, LLAVA_FILE};
 use vqrae_unified::llava::parts::{LlavaParts, PROJECTOR_PREFIX};
+use vqrae_unified::llava::report::{evaluate, LlavaEvalOptions, HELDOUT_TEXT};
 use vqrae_unified::llava::run::{
     run, LlavaInputs, TextSample, ADAPTERS_FILE, FEATURES_FILE, TEXT_FILE,
 };
@@ -130,6 +133,31 @@ fn a_run_writes_its_files_and_its_model_answers_f32_and_quantized() -> Result<()
         let answers = m.ask(&images, &questions, 8, &SamplingConfig::greedy())?;
         assert_eq!(answers.len(), 2, "quantized {quantized}: {answers:?}");
     }
+    Ok(())
+}
+
+#[test]
+fn the_report_names_the_model_and_its_baseline_by_content_hash() -> Result<()> {
+    let s = setup()?;
+    s.run(&s.cfg, "run")?;
+    let dir = s.root.join("run").join("model");
+    let baseline = shared_tiny_model(Path::new(env!("CARGO_TARGET_TMPDIR")), "llava-baseline-");
+    let opts = LlavaEvalOptions {
+        data: s.root.clone(),
+        quantized: Some(false),
+        easy_vqa: 2,
+        scenes: 1,
+        batch: 4,
+        baseline: Some(baseline.to_path_buf()),
+        heldout_text: vqrae_test_support::repo().join(HELDOUT_TEXT),
+    };
+    let json = serde_json::to_value(evaluate(&dir, &opts, &Device::Cpu)?)?;
+    assert_eq!(json["model_sha256"], sha256_model(&dir)?.as_str());
+    assert_eq!(
+        json["baseline"]["model_sha256"],
+        sha256_model(baseline)?.as_str()
+    );
+    assert_ne!(json["model_sha256"], json["adapters_sha256"]);
     Ok(())
 }
 

@@ -378,8 +378,8 @@ struct Outcome {
     answer: String,
 }
 
-/// Drives the page: generate, then ask.
-async fn drive(b: &Browser<'_>, base: &str, upload: &Path, shots: &Path) -> Result<Outcome> {
+/// Opens the page and waits until it has read the model from the server.
+async fn open_page(b: &Browser<'_>, base: &str) -> Result<()> {
     b.goto(&format!("{base}/")).await?;
     b.wait_for(
         "the page to reach the server",
@@ -388,6 +388,12 @@ async fn drive(b: &Browser<'_>, base: &str, upload: &Path, shots: &Path) -> Resu
         30,
     )
     .await?;
+    Ok(())
+}
+
+/// Drives the page: generate, then ask.
+async fn drive(b: &Browser<'_>, base: &str, upload: &Path, shots: &Path) -> Result<Outcome> {
+    open_page(b, base).await?;
 
     let (image_natural, image_shown, image_empty) = generate_on_page(b, shots).await?;
     let answer = ask_on_page(b, upload, shots).await?;
@@ -591,14 +597,7 @@ const BLANK: [u8; 3] = [128, 128, 128];
 /// `<img>` had: the srcs in order (the partial images, then the final one) and the page's
 /// count of partials shown (`#images[data-partials]`).
 async fn watch_preview(b: &Browser<'_>, base: &str) -> Result<(Vec<String>, String)> {
-    b.goto(&format!("{base}/")).await?;
-    b.wait_for(
-        "the page to reach the server",
-        r#"const s = document.getElementById("status").textContent;
-           return s.startsWith("model ") ? s : null;"#,
-        30,
-    )
-    .await?;
+    open_page(b, base).await?;
     b.js(r#"window.vqraeSrcs = [];
             const box = document.getElementById("images");
             new MutationObserver((records) => {
@@ -833,14 +832,7 @@ async fn chat_on_page(
     upload: &Path,
     shots: &Path,
 ) -> Result<[Value; 4]> {
-    b.goto(&format!("{base}/")).await?;
-    b.wait_for(
-        "the page to reach the server",
-        r#"const s = document.getElementById("status").textContent;
-           return s.startsWith("model ") ? s : null;"#,
-        30,
-    )
-    .await?;
+    open_page(b, base).await?;
     let first = b.js(LLAVA_STATE).await?;
     b.type_into("#question", "hello").await?;
     b.type_into("#maxtokens", "4").await?;

@@ -288,8 +288,8 @@ pub(crate) const TRAIN_SEED: u64 = 0x5ce7e;
 pub(crate) const TEST_SEED: u64 = 0x7e57;
 /// Scenes in each split of the data sets built from [`SceneDataset::split`]: as many as
 /// easy-VQA has images.
-pub(crate) const TRAIN_SCENES: usize = 4000;
-pub(crate) const TEST_SCENES: usize = 1000;
+pub const TRAIN_SCENES: usize = 4000;
+pub const TEST_SCENES: usize = 1000;
 
 /// A fixed set of scenes: scene `i` is `generate(&cfg, seeds[i])`, so any one can be
 /// regenerated from its seed alone.

@@ -9,6 +9,7 @@ use candle_core::Device;
 use image::RgbImage;
 use serde::Serialize;
 use vqrae_data::easy_vqa::{ColorShapeImages, Split, COLORS, SHAPES};
+use vqrae_data::fs::sha256_model;
 use vqrae_data::image_io::{grid, save_png};
 use vqrae_tokenizer::Vqrae;
 
@@ -39,6 +40,9 @@ pub struct EvalRefereeOptions {
 #[derive(Clone, Debug, Serialize)]
 pub struct EvalRefereeReport {
     pub referee: PathBuf,
+    /// [`vqrae_data::fs::sha256_model`] of `referee` (and `tokenizer_sha256` of `tokenizer`):
+    /// what identifies the models measured once their paths hold others.
+    pub referee_sha256: String,
     pub split: String,
     pub images: usize,
     /// Whether the referee's own record shows it may judge (99% on the whole real test split).
@@ -47,6 +51,7 @@ pub struct EvalRefereeReport {
     /// The real images the referee gets wrong (at most 50): id, truth, verdict.
     pub real_errors: Vec<Misjudged>,
     pub tokenizer: Option<PathBuf>,
+    pub tokenizer_sha256: Option<String>,
     /// The tokenizer's reconstructions of the same images: the ceiling of any generator that
     /// draws through this decoder, as this referee sees it.
     pub reconstructed: Option<DetailedReport>,
@@ -133,14 +138,17 @@ pub fn evaluate_on_real(
         }
         None => (None, None),
     };
+    let tokenizer_sha256 = options.tokenizer.as_deref().map(sha256_model).transpose()?;
     Ok(EvalRefereeReport {
         referee: referee_dir.to_path_buf(),
+        referee_sha256: sha256_model(referee_dir)?,
         split: options.split.to_string(),
         images: images.len(),
         qualified,
         real,
         real_errors,
         tokenizer: options.tokenizer.clone(),
+        tokenizer_sha256,
         reconstructed,
         reconstruct_seconds,
     })

@@ -28,6 +28,9 @@ pub struct TrainRefereeOptions {
 #[derive(Clone, Debug, Serialize)]
 pub struct TrainRefereeReport {
     pub out: PathBuf,
+    /// [`vqrae_data::fs::sha256_model`] of the referee saved to `out` (its
+    /// `qualification.json` left out): what identifies it once `out` is trained over.
+    pub out_sha256: String,
     pub config: PathBuf,
     pub model: RefereeConfig,
     pub train: RefereeTrainConfig,
@@ -79,6 +82,7 @@ pub fn train_and_qualify(
     let parameters = vars.varmap.all_vars().iter().map(|v| v.elem_count()).sum();
     Ok(TrainRefereeReport {
         out: out.to_path_buf(),
+        out_sha256: vqrae_data::fs::sha256_model(out)?,
         config: config.to_path_buf(),
         model: file.model,
         train: file.train,

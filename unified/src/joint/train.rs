@@ -35,6 +35,10 @@ pub struct JointSummary {
     pub vocab: UnifiedVocab,
     pub final_losses: serde_json::Value,
     pub model_dir: PathBuf,
+    /// [`vqrae_data::fs::sha256_model`] of the model saved to `model_dir` (empty in summaries
+    /// written before it was kept): what identifies it once a later run writes over the path.
+    #[serde(default)]
+    pub model_dir_sha256: String,
 }
 
 /// Trains (or resumes) a joint run in `run_dir` on `data` encoded by the tokenizer at
@@ -124,6 +128,7 @@ pub fn train_locked(
         non_embedding_params: llama_cfg.non_embedding_params(),
         vocab,
         final_losses,
+        model_dir_sha256: vqrae_data::fs::sha256_model(&model_dir)?,
         model_dir,
     })
 }

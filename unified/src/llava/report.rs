@@ -12,6 +12,7 @@ use candle_core::{DType, Device};
 use image::RgbImage;
 use serde::Serialize;
 use vqrae_data::easy_vqa::Split;
+use vqrae_data::fs::sha256_model;
 use vqrae_lm::chat::ChatMessage;
 use vqrae_lm::converse::{Chat, ChatModel, WeightForm};
 use vqrae_lm::score::{chunked_perplexity, Perplexity};
@@ -69,6 +70,8 @@ pub struct SplitScore {
 #[derive(Clone, Debug, Serialize)]
 pub struct Baseline {
     pub model: PathBuf,
+    /// [`vqrae_data::fs::sha256_model`] of `model`.
+    pub model_sha256: String,
     pub scenes: VqaScore,
 }
 
@@ -100,6 +103,9 @@ pub struct TextAbility {
 #[derive(Clone, Debug, Serialize)]
 pub struct LlavaReport {
     pub model: PathBuf,
+    /// [`vqrae_data::fs::sha256_model`] of the model directory (what identifies it once the
+    /// path holds another); `adapters_sha256` is its adapters file's alone.
+    pub model_sha256: String,
     pub adapters_sha256: String,
     pub base: WeightsRef,
     pub encoder: WeightsRef,
@@ -209,6 +215,7 @@ pub fn evaluate(dir: &Path, opts: &LlavaEvalOptions, device: &Device) -> Result<
             let ask = |im: &[RgbImage], q: &[&str]| m.ask(im, q, 8, &greedy);
             Some(Baseline {
                 model: b.clone(),
+                model_sha256: sha256_model(b)?,
                 scenes: score(&scenes, 0, 64, ask, progress("baseline scenes", started))?,
             })
         }
@@ -218,6 +225,7 @@ pub fn evaluate(dir: &Path, opts: &LlavaEvalOptions, device: &Device) -> Result<
     let LlavaModelConfig { base, encoder, .. } = model.cfg.clone();
     Ok(LlavaReport {
         model: dir.to_path_buf(),
+        model_sha256: sha256_model(dir)?,
         adapters_sha256: vqrae_data::fs::sha256_file(&dir.join(ADAPTERS_FILE))?,
         base,
         encoder,
