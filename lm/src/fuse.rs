@@ -26,9 +26,11 @@ enum ProjWeight {
 /// weight's blocks per row, so its cost grows with the rows as fast as decoding them one by one:
 /// a 105-token prefill through SmolLM2-135M's Q4_1 blocks took 24x the f32 model's time. A
 /// transient f32 copy of the weight (dequantized for the call, dropped after it) costs one pass
-/// over the blocks and then runs at gemm speed (`cargo run --release -p vqrae-lm --example
-/// quantized_rows`: from 4 rows on it is faster on every projection shape; at one row the
-/// kernel, which reads 4.5 bits per weight instead of writing 32, wins decoding).
+/// over the blocks and then runs at gemm speed. `cargo run --release -p vqrae-lm --example
+/// quantized_rows` (2 cores, SmolLM2's seven projection shapes, one layer): the kernel costs
+/// 0.78 ms per row, dequantizing and gemm 3.3-3.5 ms for 4 to 8 rows (kernel 3.1 ms at 4 rows,
+/// 6.2 ms at 8), so the two break even at about 4.3 rows; at one row the kernel, which reads 4.5
+/// bits per weight instead of writing 32, wins decoding.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum QuantizedRows {
     /// The quantized kernel for every input: llama.cpp's numerics (8-bit activations), what
@@ -43,7 +45,7 @@ pub enum QuantizedRows {
 }
 
 /// The fewest rows for which [`QuantizedRows::DequantizeBatches`] dequantizes (see there).
-pub const DEQUANTIZE_FROM_ROWS: usize = 4;
+pub const DEQUANTIZE_FROM_ROWS: usize = 5;
 
 /// A bias-free projection `x @ W^T` with `W` `(out, in)`, dense or quantized. Once
 /// [`Self::keep_transposed`] (inference on the CPU, dense only) it also holds a contiguous
@@ -252,6 +254,58 @@ impl Llama {
                 .map_err(|e| LmError::candle("fusing the output head", e))?;
         }
         self.fused = true;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{Device, Module, Tensor};
+
+    use super::*;
+
+    /// Below the threshold a quantized projection is candle's kernel exactly; from it on, the
+    /// product by the dequantized blocks exactly; `Kernel` keeps the kernel at every size.
+    #[test]
+    fn quantized_rows_switch_at_the_threshold() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (48, 64), &dev)?;
+        let q = QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q4_1)?)?;
+        let dense = match &q {
+            QMatMul::QTensor(t) => t.dequantize(&dev)?,
+            _ => candle_core::bail!("Q4_1 stays quantized"),
+        };
+        let mut proj = Proj::quantized(q.clone());
+        let same = |a: &Tensor, b: &Tensor| -> candle_core::Result<bool> {
+            Ok(a.sub(b)?.abs()?.max_all()?.to_scalar::<f32>()? == 0.0)
+        };
+        for rows in [
+            1,
+            DEQUANTIZE_FROM_ROWS - 1,
+            DEQUANTIZE_FROM_ROWS,
+            2 * DEQUANTIZE_FROM_ROWS,
+        ] {
+            let x = Tensor::randn(0f32, 1.0, (1, rows, 64), &dev)?;
+            let kernel = q.forward(&x)?;
+            let via_f32 = x.broadcast_matmul(&dense.t()?)?;
+            assert!(
+                !same(&kernel, &via_f32)?,
+                "the two paths must differ to be told apart"
+            );
+            let expected = if rows >= DEQUANTIZE_FROM_ROWS {
+                &via_f32
+            } else {
+                &kernel
+            };
+            assert!(same(&proj.forward(&x)?, expected)?, "{rows} rows");
+            proj.set_quantized_rows(QuantizedRows::Kernel);
+            assert!(
+                same(&proj.forward(&x)?, &kernel)?,
+                "{rows} rows, kernel only"
+            );
+            proj.set_quantized_rows(QuantizedRows::DequantizeBatches);
+        }
         Ok(())
     }
 }
