@@ -13,6 +13,7 @@ use candle_core::quantized::gguf_file::Value;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, IndexOp, Tensor};
 use common::max_diff;
+use vqrae_lm::fuse::QuantizedRows;
 use vqrae_lm::gguf::{llama_gguf_bytes, write_llama_gguf, GgufFile, GgufWriteOptions};
 use vqrae_lm::{Llama, LlamaConfig, LmError};
 use vqrae_train::init::SeededVarMap;
@@ -252,7 +253,10 @@ fn kv_cache_decoding_on_the_quantized_model_equals_its_full_forward() -> Result<
         &model,
         &GgufWriteOptions::like_smollm2(),
     )?;
-    let q = GgufFile::open(&path)?.load_quantized(&Device::Cpu)?;
+    // the kernel for every input: by default a full forward (5+ rows) multiplies dequantized
+    // blocks while one-row steps use the kernel, which rounds activations to 8 bits
+    let mut q = GgufFile::open(&path)?.load_quantized(&Device::Cpu)?;
+    q.set_quantized_rows(QuantizedRows::Kernel);
     let x = ids()?;
     let full = logits(&q, &x)?;
     let mut cache = q.new_cache(2, 10, vec![0, 0])?;
@@ -551,7 +555,7 @@ fn corrupted_bytes_never_panic() -> Result<()> {
 
 /// The quantized form against candle-transformers' reading of the same file (interleaved RoPE
 /// on the permuted rows there, rotate-half on the un-permuted rows here: the same arithmetic
-/// up to the order of the head dimension's sums).
+/// up to the order of the head dimension's sums), both through candle's quantized kernel.
 #[test]
 fn quantized_model_equals_candle_transformers_quantized_llama() -> Result<()> {
     use candle_transformers::models::quantized_llama::ModelWeights;
@@ -565,7 +569,8 @@ fn quantized_model_equals_candle_transformers_quantized_llama() -> Result<()> {
             &model,
             &GgufWriteOptions::like_smollm2(),
         )?;
-        let ours = GgufFile::open(&path)?.load_quantized(&Device::Cpu)?;
+        let mut ours = GgufFile::open(&path)?.load_quantized(&Device::Cpu)?;
+        ours.set_quantized_rows(QuantizedRows::Kernel); // quantized_llama's numerics
         let mut reader = std::fs::File::open(&path)?;
         let content = candle_core::quantized::gguf_file::Content::read(&mut reader)?;
         let mut theirs = ModelWeights::from_gguf(content, &mut reader, &Device::Cpu)?;
