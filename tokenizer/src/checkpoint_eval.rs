@@ -1,6 +1,6 @@
 //! A tokenizer checkpoint measured on a data set's split (`vqrae eval-tokenizer`): the figures
-//! of [`crate::eval`], the feature cosine against a reference encoder, and a grid of originals
-//! and reconstructions.
+//! of [`crate::eval`], the feature cosine against a reference encoder, FD-DINOv2 of the
+//! reconstructions, and a grid of originals and reconstructions.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +14,8 @@ use vqrae_data::labelled::Dataset;
 
 use crate::encoder::{hf_encoder_config, load_hf_encoder, VitEncoder};
 use crate::error::{Result, TokenizerError};
-use crate::eval::{evaluate, EvalReport};
+use crate::eval::{evaluate_parts, EvalReport, Probes};
+use crate::fd_dinov2::{FdOptions, FdProbe};
 use crate::mixed::{evaluate_mixed, MIXED_NAME};
 use crate::model::Vqrae;
 
@@ -48,6 +49,14 @@ pub struct CheckpointEval {
     /// configs/train/stage1-dinov2s.toml.
     #[cfg_attr(feature = "clap", arg(long))]
     pub mix: Option<PathBuf>,
+    /// Also measure FD-DINOv2 of the reconstructions against the originals (resized to the
+    /// model's resolution), per source with --mix, with this DINOv2 directory (e.g.
+    /// .data/models/dinov2-small).
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub fd_encoder: Option<PathBuf>,
+    /// The FD-DINOv2 input size (224 px in its literature).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = crate::fd_dinov2::RESOLUTION))]
+    pub fd_resolution: u32,
 }
 
 /// The report of [`evaluate_checkpoint`]. Print it through [`CheckpointReport::json`].
@@ -63,6 +72,14 @@ pub struct CheckpointReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub per_source: Option<BTreeMap<String, EvalReport>>,
     pub split: String,
+    /// With `--fd-encoder`: the DINOv2 directory of the FD figures, its content hash, and the
+    /// resolution its features were taken at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd_encoder: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd_encoder_sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd_resolution: Option<u32>,
 }
 
 impl CheckpointReport {
@@ -92,16 +109,23 @@ pub fn evaluate_checkpoint(
         Some(dir) => Some(reference_encoder(&model, dir, device)?),
         None => None,
     };
+    let fd = match &e.fd_encoder {
+        Some(dir) => {
+            let options = FdOptions {
+                resolution: e.fd_resolution,
+                ..FdOptions::default()
+            };
+            Some(FdProbe::load(dir, options, device)?)
+        }
+        None => None,
+    };
+    let probes = Probes {
+        reference: reference.as_ref(),
+        fd: fd.as_ref(),
+    };
     let (dataset, images, report, recs, per_source) = match &e.mix {
         Some(config) => {
-            let m = evaluate_mixed(
-                &model,
-                config,
-                root,
-                e,
-                reference.as_ref(),
-                GRID_COLUMNS / 2,
-            )?;
+            let m = evaluate_mixed(&model, config, root, e, probes, GRID_COLUMNS / 2)?;
             (
                 MIXED_NAME,
                 m.originals,
@@ -112,10 +136,12 @@ pub fn evaluate_checkpoint(
         }
         None => {
             let data = e.dataset.load(root, e.split, e.limit, 0)?;
-            let (report, recs) = evaluate(
+            let whole = 0..data.images.len();
+            let (report, _, recs) = evaluate_parts(
                 &model,
                 &data.images,
-                reference.as_ref(),
+                std::slice::from_ref(&whole),
+                probes,
                 e.batch,
                 GRID_IMAGES,
             )?;
@@ -133,6 +159,9 @@ pub fn evaluate_checkpoint(
         model_sha256: vqrae_data::fs::sha256_model(&e.model)?,
         report,
         split: e.split.to_string(),
+        fd_encoder: fd.as_ref().map(|p| p.dir.clone()),
+        fd_encoder_sha256: fd.as_ref().map(|p| p.sha256.clone()),
+        fd_resolution: fd.as_ref().map(|p| p.options.resolution),
     })
 }
 
@@ -176,6 +205,8 @@ mod tests {
             limit: 10,
             batch: 4,
             mix: None,
+            fd_encoder: None,
+            fd_resolution: 224,
         };
         let r = evaluate_checkpoint(&e, Path::new("/nonexistent"), &Device::Cpu)?;
         assert_eq!(
@@ -209,6 +240,53 @@ mod tests {
         };
         let err = evaluate_checkpoint(&bad, Path::new("/nonexistent"), &Device::Cpu).map(|_| ());
         assert!(err.is_err_and(|e| e.to_string().contains("another architecture")));
+        Ok(())
+    }
+
+    #[test]
+    fn fd_of_the_reconstructions_is_fd_dinov2_of_the_originals_at_model_size() -> Result<()> {
+        let (_dir, model_dir) = crate::runs::testing::tiny_checkpoint()?;
+        let enc = crate::runs::testing::fixture("dinov2_tiny");
+        let e = CheckpointEval {
+            model: model_dir.clone(),
+            dataset: Dataset::Scenes,
+            split: Split::Test,
+            reference: None,
+            grid: None,
+            limit: 6,
+            batch: 4,
+            mix: None,
+            fd_encoder: Some(enc.clone()),
+            fd_resolution: 16,
+        };
+        let r = evaluate_checkpoint(&e, Path::new("/nonexistent"), &Device::Cpu)?;
+        let fd = r.report.fd_dinov2.unwrap_or(f64::NAN);
+        // the same number computed directly on the same images
+        let model = Vqrae::load(&model_dir, &Device::Cpu, DType::F32)?;
+        let data = Dataset::Scenes.load(Path::new("/nonexistent"), Split::Test, 6, 0)?;
+        let (_, recs) = crate::eval::evaluate(&model, &data.images, None, 6, 6)?;
+        let s = model.config().image_size as u32;
+        let originals: Vec<RgbImage> = data.images.iter().map(|i| resize(i, s, s)).collect();
+        let hf = load_hf_encoder(&enc, &Device::Cpu, DType::F32)?;
+        let options = FdOptions {
+            resolution: 16,
+            batch: 5,
+        };
+        let direct = crate::fd_dinov2::fd_dinov2(&hf, &originals, &recs, &options, &Device::Cpu)?;
+        assert!(
+            fd > 0.0 && (fd - direct).abs() < 1e-6 * direct,
+            "{fd} vs {direct}"
+        );
+        assert_eq!(r.fd_resolution, Some(16));
+        assert_eq!(r.fd_encoder.as_deref(), Some(enc.as_path()));
+        // an encoder without DINOv2's class token cannot give FD-DINOv2
+        let siglip = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/siglip_tiny");
+        let bad = CheckpointEval {
+            fd_encoder: Some(siglip),
+            ..e
+        };
+        let err = evaluate_checkpoint(&bad, Path::new("/nonexistent"), &Device::Cpu).map(|_| ());
+        assert!(err.is_err_and(|e| e.to_string().contains("FD-DINOv2 needs a DINOv2")));
         Ok(())
     }
 }

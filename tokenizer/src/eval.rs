@@ -1,6 +1,7 @@
 //! Tokenizer evaluation on held-out images: reconstruction (PSNR, SSIM with scikit-image's
 //! conventions), codebook use (utilisation over the whole set, perplexity), and how close the
-//! encoder's features stay to a reference encoder (mean per-token cosine similarity).
+//! encoder's features stay to a reference encoder (mean per-token cosine similarity), and
+//! optionally FD-DINOv2 between the originals (at the model's resolution) and the reconstructions.
 
 use std::ops::Range;
 use std::time::Instant;
@@ -12,6 +13,8 @@ use vqrae_data::image_io::resize;
 
 use crate::encoder::VitEncoder;
 use crate::error::{Result, TokenizerError};
+use crate::fd_dinov2::FdProbe;
+use crate::frechet::{frechet_distance, FeatureStats};
 use crate::metrics::{psnr, ssim};
 use crate::model::Vqrae;
 use crate::quantizer::CodebookStats;
@@ -32,7 +35,20 @@ pub struct EvalReport {
     /// i.e. that tells one patch from another; the rest only tells images apart. A tokenizer
     /// can only reconstruct spatial detail the features carry.
     pub feature_within_image_share: f64,
+    /// FD-DINOv2 ([`crate::fd_dinov2`]) of the reconstructions against the originals resized to
+    /// the model's resolution: what tokenizing loses, not what the lower resolution loses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd_dinov2: Option<f64>,
     pub seconds: f64,
+}
+
+/// The optional measurements of an evaluation, each with the encoder it needs.
+#[derive(Clone, Copy, Default)]
+pub struct Probes<'a> {
+    /// The encoder the features are compared with (the original, before stage 2).
+    pub reference: Option<&'a VitEncoder>,
+    /// FD-DINOv2 of the reconstructions.
+    pub fd: Option<&'a FdProbe>,
 }
 
 /// Running sums for the within-image share of the feature variance.
@@ -90,6 +106,9 @@ struct Tally {
     cos_n: usize,
     images: usize,
     spread: FeatureSpread,
+    /// FD-DINOv2 features of the originals and of the reconstructions (one vector an image).
+    fd_real: Vec<Vec<f32>>,
+    fd_fake: Vec<Vec<f32>>,
     t0: Instant,
 }
 
@@ -101,7 +120,11 @@ struct Batch<'a> {
     psnr: Vec<f64>,
     ssim: Vec<f64>,
     cos: Option<(f64, usize)>,
+    fd: Option<FdFeatures>,
 }
+
+/// FD-DINOv2 features of a batch's originals and of its reconstructions.
+type FdFeatures = (Vec<Vec<f32>>, Vec<Vec<f32>>);
 
 impl Tally {
     fn new(codebook_size: usize) -> Self {
@@ -113,6 +136,8 @@ impl Tally {
             cos_n: 0,
             images: 0,
             spread: FeatureSpread::default(),
+            fd_real: Vec::new(),
+            fd_fake: Vec::new(),
             t0: Instant::now(),
         }
     }
@@ -129,12 +154,24 @@ impl Tally {
             self.cos_sum += sum;
             self.cos_n += n;
         }
+        if let Some((real, fake)) = &b.fd {
+            self.fd_real.extend(real.iter().cloned());
+            self.fd_fake.extend(fake.iter().cloned());
+        }
         Ok(())
     }
 
-    fn report(&self, codebook_size: usize, with_reference: bool) -> EvalReport {
+    /// The figures so far; FD-DINOv2 when features were collected (it needs 2 images or more).
+    fn report(&self, codebook_size: usize, with_reference: bool) -> Result<EvalReport> {
         let n = self.images.max(1) as f64;
-        EvalReport {
+        let fd_dinov2 = if self.fd_real.is_empty() {
+            None
+        } else {
+            let real = FeatureStats::from_features(&self.fd_real)?;
+            let fake = FeatureStats::from_features(&self.fd_fake)?;
+            Some(frechet_distance(&real, &fake)?)
+        };
+        Ok(EvalReport {
             images: self.images,
             psnr: self.psnr_sum / n,
             ssim: self.ssim_sum / n,
@@ -143,8 +180,9 @@ impl Tally {
             codebook_size,
             feature_cosine: with_reference.then(|| self.cos_sum / self.cos_n.max(1) as f64),
             feature_within_image_share: self.spread.within_share(),
+            fd_dinov2,
             seconds: self.t0.elapsed().as_secs_f64(),
-        }
+        })
     }
 }
 
@@ -170,11 +208,15 @@ pub fn evaluate(
     batch: usize,
     keep: usize,
 ) -> Result<(EvalReport, Vec<RgbImage>)> {
+    let probes = Probes {
+        reference,
+        fd: None,
+    };
     let (all, _, kept) = evaluate_parts(
         model,
         images,
         std::slice::from_ref(&(0..images.len())),
-        reference,
+        probes,
         batch,
         keep,
     )?;
@@ -188,10 +230,11 @@ pub fn evaluate_parts(
     model: &Vqrae,
     images: &[RgbImage],
     parts: &[Range<usize>],
-    reference: Option<&VitEncoder>,
+    probes: Probes,
     batch: usize,
     keep: usize,
 ) -> Result<(EvalReport, Vec<EvalReport>, Vec<RgbImage>)> {
+    let reference = probes.reference;
     let s = model.config().image_size as u32;
     let k = model.config().quantizer.codebook_size;
     let mut all = Tally::new(k);
@@ -208,10 +251,10 @@ pub fn evaluate_parts(
             let enc = model.encode(&x)?;
             let rec = model.output_to_images(&model.decode(&enc.codes, enc.grid)?)?;
             let (mut psnrs, mut ssims) = (Vec::new(), Vec::new());
-            for (orig, r) in chunk.iter().zip(&rec) {
-                let orig = resize(orig, s, s);
-                psnrs.push(psnr(&orig, r).min(100.0));
-                ssims.push(ssim(&orig, r));
+            let originals: Vec<RgbImage> = chunk.iter().map(|o| resize(o, s, s)).collect();
+            for (orig, r) in originals.iter().zip(&rec) {
+                psnrs.push(psnr(orig, r).min(100.0));
+                ssims.push(ssim(orig, r));
             }
             let b = Batch {
                 features: &enc.features,
@@ -222,6 +265,10 @@ pub fn evaluate_parts(
                     Some(r) => Some(cosine_sums(&enc.features, r, &x)?),
                     None => None,
                 },
+                fd: match probes.fd {
+                    Some(p) => Some((p.features(&originals)?, p.features(&rec)?)),
+                    None => None,
+                },
             };
             tally.add(&b)?;
             all.add(&b)?;
@@ -229,9 +276,9 @@ pub fn evaluate_parts(
             kept.extend(rec.into_iter().take(more));
             part_kept += more;
         }
-        reports.push(tally.report(k, reference.is_some()));
+        reports.push(tally.report(k, reference.is_some())?);
     }
-    Ok((all.report(k, reference.is_some()), reports, kept))
+    Ok((all.report(k, reference.is_some())?, reports, kept))
 }
 
 #[cfg(test)]

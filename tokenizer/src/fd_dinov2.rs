@@ -115,6 +115,45 @@ pub fn fd_dinov2(
     frechet_distance(&real, &fake)
 }
 
+/// A loaded FD-DINOv2 encoder with its settings and identity: what an evaluation that reports
+/// FD-DINOv2 beside its other figures carries through its batches.
+pub struct FdProbe {
+    encoder: HfEncoder,
+    device: Device,
+    pub options: FdOptions,
+    pub dir: PathBuf,
+    /// [`vqrae_data::fs::sha256_model`] of `dir`.
+    pub sha256: String,
+}
+
+impl FdProbe {
+    /// The DINOv2 encoder in `dir` at `options`; refused like [`fd_dinov2_folders`] refuses.
+    pub fn load(dir: &Path, options: FdOptions, device: &Device) -> Result<Self> {
+        if !dir.join("config.json").is_file() {
+            return Err(TokenizerError::Checkpoint {
+                path: dir.to_path_buf(),
+                msg: "no encoder here (config.json missing); scripts/convert-dinov2.sh installs \
+                      DINOv2-small"
+                    .into(),
+            });
+        }
+        let encoder = load_hf_encoder(dir, device, DType::F32)?;
+        check(&encoder, &options)?;
+        Ok(Self {
+            encoder,
+            device: device.clone(),
+            options,
+            dir: dir.to_path_buf(),
+            sha256: vqrae_data::fs::sha256_model(dir)?,
+        })
+    }
+
+    /// [`cls_features`] of `images` on the device the encoder was loaded on.
+    pub fn features(&self, images: &[RgbImage]) -> Result<Vec<Vec<f32>>> {
+        cls_features(&self.encoder, images, &self.options, &self.device)
+    }
+}
+
 /// Images used from each folder unless asked otherwise.
 pub const DEFAULT_LIMIT: usize = 10_000;
 
@@ -201,25 +240,15 @@ pub fn fd_dinov2_folders(
             "the image limit {limit} is outside 2..={MAX_IMAGES}"
         )));
     }
-    if !encoder_dir.join("config.json").is_file() {
-        return Err(TokenizerError::Checkpoint {
-            path: encoder_dir.to_path_buf(),
-            msg: "no encoder here (config.json missing); scripts/convert-dinov2.sh installs \
-                  DINOv2-small"
-                .into(),
-        });
-    }
-    let encoder = load_hf_encoder(encoder_dir, device, DType::F32)?;
-    check(&encoder, options)?;
-    let encoder_sha256 = vqrae_data::fs::sha256_model(encoder_dir)?;
-    let (real_set, real_stats) = folder_stats(&encoder, real, limit, options, device)?;
-    let (fake_set, fake_stats) = folder_stats(&encoder, fake, limit, options, device)?;
+    let probe = FdProbe::load(encoder_dir, *options, device)?;
+    let (real_set, real_stats) = folder_stats(&probe, real, limit)?;
+    let (fake_set, fake_stats) = folder_stats(&probe, fake, limit)?;
     Ok(FdReport {
         fd_dinov2: frechet_distance(&real_stats, &fake_stats)?,
         real: real_set,
         fake: fake_set,
-        encoder: encoder_dir.to_path_buf(),
-        encoder_sha256,
+        encoder: probe.dir,
+        encoder_sha256: probe.sha256,
         resolution: options.resolution,
         features: "class token of the last layer after the final layer norm",
         covariance: "unbiased (divisor n - 1), f64",
@@ -227,13 +256,7 @@ pub fn fd_dinov2_folders(
 }
 
 /// The statistics of the first `limit` images of `dir`, decoded one batch at a time.
-fn folder_stats(
-    encoder: &HfEncoder,
-    dir: &Path,
-    limit: usize,
-    options: &FdOptions,
-    device: &Device,
-) -> Result<(FdSet, FeatureStats)> {
+fn folder_stats(probe: &FdProbe, dir: &Path, limit: usize) -> Result<(FdSet, FeatureStats)> {
     let paths = vqrae_data::folder::list_images(dir)?;
     let used = &paths[..paths.len().min(limit)];
     if used.len() < 2 {
@@ -244,12 +267,12 @@ fn folder_stats(
         )));
     }
     let mut features = Vec::with_capacity(used.len());
-    for chunk in used.chunks(options.batch) {
+    for chunk in used.chunks(probe.options.batch) {
         let images = chunk
             .iter()
             .map(|p| load_rgb(p))
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        features.extend(cls_features(encoder, &images, options, device)?);
+        features.extend(probe.features(&images)?);
     }
     let set = FdSet {
         dir: dir.to_path_buf(),

@@ -22,9 +22,8 @@ use vqrae_data::labelled::Dataset;
 use vqrae_data::scenes::{TEST_SCENES, TRAIN_SCENES};
 
 use crate::checkpoint_eval::CheckpointEval;
-use crate::encoder::VitEncoder;
 use crate::error::{Result, TokenizerError};
-use crate::eval::{evaluate_parts, EvalReport};
+use crate::eval::{evaluate_parts, EvalReport, Probes};
 use crate::model::Vqrae;
 use crate::train::TrainConfig;
 
@@ -336,7 +335,7 @@ pub(crate) fn evaluate_mixed(
     config: &Path,
     root: &Path,
     e: &CheckpointEval,
-    reference: Option<&VitEncoder>,
+    probes: Probes,
     keep: usize,
 ) -> Result<MixedEval> {
     let cfg = TrainConfig::from_toml_file(config)?;
@@ -351,7 +350,7 @@ pub(crate) fn evaluate_mixed(
     let set = MixedSet::load(root, &data, e.split, model.config().image_size as u32)?;
     let ranges: Vec<Range<usize>> = set.parts.iter().map(|p| p.start..p.start + p.len).collect();
     let (report, parts, reconstructions) =
-        evaluate_parts(model, &set.images, &ranges, reference, e.batch, keep)?;
+        evaluate_parts(model, &set.images, &ranges, probes, e.batch, keep)?;
     let originals = ranges
         .iter()
         .flat_map(|r| {

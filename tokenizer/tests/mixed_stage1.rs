@@ -210,6 +210,8 @@ fn stage_one_on_the_mix_caches_the_encoder_features_once() -> Result<()> {
         limit: 0,
         batch: 3,
         mix: Some(p("s1.toml")),
+        fd_encoder: Some(fixture()),
+        fd_resolution: 16,
     };
     let r = evaluate_checkpoint(&eval, &root, &Device::Cpu)?;
     assert_eq!(r.report.images, 8);
@@ -225,7 +227,16 @@ fn stage_one_on_the_mix_caches_the_encoder_features_once() -> Result<()> {
         // stage 1 leaves the encoder as it was
         let cos = rep.feature_cosine.unwrap_or(0.0);
         assert!((cos - 1.0).abs() < 1e-5, "{name}: {cos}");
+        // an untrained decoder's pictures are far from the originals
+        let fd = rep.fd_dinov2.unwrap_or(f64::NAN);
+        assert!(fd > 0.0, "{name}: {fd}");
     }
+    assert!(r.report.fd_dinov2.is_some_and(|fd| fd > 0.0));
+    assert_eq!(
+        r.fd_encoder_sha256,
+        Some(vqrae_data::fs::sha256_model(&fixture())?)
+    );
+    assert_eq!(r.fd_resolution, Some(16));
     let mean_psnr = per.values().map(|r| r.psnr).sum::<f64>() / 4.0;
     assert!((mean_psnr - r.report.psnr).abs() < 1e-9);
     // 2 originals and 2 reconstructions of each source: one row of 8 over another
