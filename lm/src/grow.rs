@@ -1,9 +1,12 @@
-//! Growing the vocabulary of a trained LM ([`Llama::grow_vocab`]): new rows for the image
-//! codes and markers of the unified vocabulary, chosen so that text decoding is unchanged.
+//! Growing the vocabulary of a trained LM: new rows for the image codes and markers of the
+//! unified vocabulary, either initialised so that text decoding is unchanged
+//! ([`Llama::grow_vocab`]) or learned elsewhere and appended ([`Llama::append_vocab_rows`]).
 
 use candle_core::{DType, Tensor};
+use candle_nn::Linear;
 
 use crate::error::{LmError, Result};
+use crate::fuse::Proj;
 use crate::model::Llama;
 
 impl Llama {
@@ -66,5 +69,44 @@ impl Llama {
             ));
         }
         Ok(out)
+    }
+
+    /// Appends `rows` `(n, hidden)` to a tied vocabulary: ids `vocab..vocab + n` embed as the
+    /// rows and, the embeddings being tied, are scored by them; the first `vocab` logits are
+    /// unchanged. What a frozen base with image rows learned beside it (a LoRA run's extra
+    /// tensor, trained against the base's own table) becomes for sampling.
+    ///
+    /// Only a dense, tied model: an untied head would need rows of its own, and a quantized
+    /// head cannot take dense rows.
+    pub fn append_vocab_rows(&mut self, rows: &Tensor) -> Result<()> {
+        let d = self.cfg.hidden_size;
+        let n = match rows.dims() {
+            [n, w] if *w == d => *n,
+            other => {
+                return Err(LmError::Config(format!(
+                    "append_vocab_rows: rows of shape {other:?}, expected (n, {d})"
+                )))
+            }
+        };
+        if !self.cfg.tie_word_embeddings || self.is_quantized() {
+            return Err(LmError::Config(
+                "append_vocab_rows: needs a dense model with tied embeddings".into(),
+            ));
+        }
+        let vocab = self.cfg.vocab_size + n;
+        if vocab > u32::MAX as usize {
+            return Err(LmError::Config(format!(
+                "append_vocab_rows: {vocab} ids do not fit u32"
+            )));
+        }
+        let table = rows
+            .to_device(self.device())
+            .and_then(|r| r.to_dtype(self.dtype()))
+            .and_then(|r| Tensor::cat(&[&self.embed_tokens, &r], 0))
+            .map_err(|e| LmError::candle("append_vocab_rows", e))?;
+        self.lm_head = Proj::new(Linear::new(table.clone(), None));
+        self.embed_tokens = table;
+        self.cfg.vocab_size = vocab;
+        Ok(())
     }
 }

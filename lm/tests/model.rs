@@ -241,6 +241,39 @@ fn grow_vocab_keeps_text_logits_and_greedy_decoding() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn appended_rows_embed_and_score_as_their_own_ids() -> Result<()> {
+    let cfg = tiny(true);
+    let (model, _) = fresh(&cfg, 4)?;
+    let rows = Tensor::randn(0f32, 0.3, (5, cfg.hidden_size), &Device::Cpu)?;
+    let mut grown = fresh(&cfg, 4)?.0;
+    grown.append_vocab_rows(&rows)?;
+    ensure!(grown.config().vocab_size == cfg.vocab_size + 5);
+    // the new ids embed as the rows
+    let new_ids = Tensor::new(&[[61u32, 65]], &Device::Cpu)?;
+    let e = grown.embed(&new_ids)?.squeeze(0)?;
+    ensure!(max_diff(&e.i(0)?, &rows.i(0)?)? == 0.0);
+    ensure!(max_diff(&e.i(1)?, &rows.i(4)?)? == 0.0);
+    // old logits unchanged; new ones are the hidden state against the rows
+    let x = ids(&PROMPT)?;
+    let hidden = grown.forward_hidden(&grown.embed(&x)?, None, false)?;
+    let logits = grown.logits(&hidden)?;
+    let old = model.forward(&model.embed(&x)?, None, false)?;
+    ensure!(max_diff(&old, &logits.narrow(D::Minus1, 0, cfg.vocab_size)?)? < 1e-6);
+    let expected = hidden.broadcast_matmul(&rows.t()?)?;
+    ensure!(max_diff(&expected, &logits.narrow(D::Minus1, cfg.vocab_size, 5)?)? < 1e-5);
+    // a row of the wrong width, and an untied model, are refused
+    let mut other = fresh(&cfg, 4)?.0;
+    let err = other
+        .append_vocab_rows(&Tensor::zeros((2, 7), DType::F32, &Device::Cpu)?)
+        .unwrap_err();
+    ensure!(err.to_string().contains("expected (n, 32)"), "{err}");
+    let mut untied = fresh(&tiny(false), 4)?.0;
+    let err = untied.append_vocab_rows(&rows).unwrap_err();
+    ensure!(err.to_string().contains("tied"), "{err}");
+    Ok(())
+}
+
 /// A cloned cache continues independently of its original.
 #[test]
 fn cache_clone_is_independent() -> Result<()> {

@@ -237,9 +237,10 @@ pub fn tiny_llava_model(root: &Path, context: usize) -> Result<TinyLlava> {
         image_tokens,
         projector: parts.projector_cfg.clone(),
         serve_quantized: false,
+        generation: None,
     };
     let dir = root.join("model");
-    save_model_dir(&dir, &model, &adapters)?;
+    save_model_dir(&dir, &model, &adapters, None)?;
     Ok(TinyLlava {
         dir,
         models_root,

@@ -19,7 +19,7 @@ use vqrae_data::captioned::{CaptionedOptions, CaptionedSource, CaptionedSplit};
 use vqrae_data::easy_vqa::{self, Split};
 use vqrae_data::image_io::resize;
 use vqrae_data::labelled::Dataset;
-use vqrae_data::scenes::{TEST_SCENES, TRAIN_SCENES};
+use vqrae_data::scenes::{SceneDataset, TEST_SCENES, TRAIN_SCENES};
 
 use crate::checkpoint_eval::CheckpointEval;
 use crate::error::{Result, TokenizerError};
@@ -71,9 +71,9 @@ impl MixSource {
         seed.wrapping_add(self as u64)
     }
 
-    /// Up to `cap` images (0: all) of `split`, as `size` x `size` RGB, and how many the split
-    /// has in all. `budget` is what the set may still hold, in images of this size; a source
-    /// whose images would not fit is refused before they are decoded.
+    /// Up to `cap` images (0: all) of `split`, as `size` x `size` RGB, with their captions,
+    /// and how many the split has in all. `budget` is what the set may still hold, in images of
+    /// this size; a source whose images would not fit is refused before they are decoded.
     fn load(
         self,
         root: &Path,
@@ -82,7 +82,7 @@ impl MixSource {
         seed: u64,
         size: u32,
         budget: usize,
-    ) -> Result<(Vec<RgbImage>, usize)> {
+    ) -> Result<(Vec<RgbImage>, Vec<String>, usize)> {
         let fits = |n: usize| -> Result<()> {
             if n > budget {
                 return Err(TokenizerError::Invalid(format!(
@@ -94,7 +94,7 @@ impl MixSource {
         };
         let take = |n: usize| if cap == 0 { n } else { cap.min(n) };
         let seed = self.seed(seed);
-        let (images, available) = match self {
+        let (images, captions, available) = match self {
             MixSource::EasyVqa => {
                 let ds = easy_vqa::load_split(root, split)?;
                 let known = ds
@@ -103,7 +103,8 @@ impl MixSource {
                     .filter(|i| i.color_shape().is_some())
                     .count();
                 fits(take(known))?;
-                (ds.color_shape_images(cap, seed)?.images, known)
+                let set = ds.color_shape_images(cap, seed)?;
+                (set.images, set.captions, known)
             }
             MixSource::Scenes => {
                 let n = match split {
@@ -111,7 +112,19 @@ impl MixSource {
                     Split::Test => TEST_SCENES,
                 };
                 fits(take(n))?;
-                (Dataset::Scenes.load(root, split, cap, seed)?.images, n)
+                let images = Dataset::Scenes.load(root, split, cap, seed)?.images;
+                // the same subset as the images': the first `take(n)` of the seeded shuffle
+                let scenes = SceneDataset::split(split, n);
+                let order: Vec<usize> = if take(n) == n {
+                    (0..n).collect()
+                } else {
+                    shuffled(n, seed)[..take(n)].to_vec()
+                };
+                let captions = order
+                    .iter()
+                    .map(|&i| scenes.caption(i).unwrap_or_default())
+                    .collect();
+                (images, captions, n)
             }
             MixSource::Emoji | MixSource::TuxPaint => {
                 let src = match self {
@@ -135,7 +148,8 @@ impl MixSource {
                     .iter()
                     .map(|&i| set.item_image(items[i], size))
                     .collect::<std::result::Result<Vec<_>, _>>()?;
-                (images, items.len())
+                let captions = order.iter().map(|&i| items[i].caption.clone()).collect();
+                (images, captions, items.len())
             }
         };
         let sized = images
@@ -148,7 +162,7 @@ impl MixSource {
                 }
             })
             .collect();
-        Ok((sized, available))
+        Ok((sized, captions, available))
     }
 }
 
@@ -246,6 +260,8 @@ pub struct SourcePart {
 #[derive(Clone, Debug)]
 pub struct MixedSet {
     pub images: Vec<RgbImage>,
+    /// Each image's caption (parallel to `images`): what text-to-image training conditions on.
+    pub captions: Vec<String>,
     pub parts: Vec<SourcePart>,
     pub split: Split,
     pub size: u32,
@@ -266,10 +282,12 @@ impl MixedSet {
         let per_image = u64::from(size) * u64::from(size) * 3;
         let mut budget = usize::try_from(MAX_SET_BYTES / per_image).unwrap_or(usize::MAX);
         let mut images = Vec::new();
+        let mut captions = Vec::new();
         let mut parts = Vec::new();
         for &source in &data.sources {
             let cap = data.cap(source, split);
-            let (got, available) = source.load(root, split, cap, data.seed, size, budget)?;
+            let (got, got_captions, available) =
+                source.load(root, split, cap, data.seed, size, budget)?;
             if got.is_empty() {
                 return Err(TokenizerError::Invalid(format!(
                     "source {source} has no {split} images under {}",
@@ -284,9 +302,11 @@ impl MixedSet {
                 available,
             });
             images.extend(got);
+            captions.extend(got_captions);
         }
         Ok(Self {
             images,
+            captions,
             parts,
             split,
             size,
@@ -434,6 +454,17 @@ mod tests {
         assert_eq!(held.counts(), [(MixSource::Scenes, 2)]);
         assert_eq!(train.parts[0].available, 4000);
         assert_eq!(train.images[0].dimensions(), (16, 16));
+        // each image's caption is its own scene's: the same subset of the same split
+        let scenes = SceneDataset::split(Split::Train, TRAIN_SCENES);
+        let picked = shuffled(TRAIN_SCENES, MixSource::Scenes.seed(0))[..3].to_vec();
+        for (k, &i) in picked.iter().enumerate() {
+            assert_eq!(Some(train.captions[k].clone()), scenes.caption(i));
+            assert_eq!(
+                Some(train.images[k].clone()),
+                scenes.image(i).map(|im| resize(&im, 16, 16))
+            );
+        }
+        assert_eq!(held.captions.len(), held.images.len());
         assert_ne!(train.images[0], held.images[0]);
         let again = MixedSet::load(root, &data, Split::Train, 16)?;
         assert_eq!(again.images, train.images);

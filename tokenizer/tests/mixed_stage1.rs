@@ -65,6 +65,18 @@ fn the_mixed_set_takes_each_source_from_its_own_split() -> Result<()> {
     // contiguous parts, in the config's order
     let ends: Vec<usize> = train.parts.iter().map(|p| p.start + p.len).collect();
     assert_eq!(ends, [3, 6, 9, 13]);
+    // a caption for every image, in each source's own words
+    assert_eq!(train.captions.len(), 13);
+    assert!(train.captions.iter().all(|c| !c.trim().is_empty()));
+    assert!(
+        train.captions[..3].iter().all(|c| c.starts_with("a ")),
+        "{:?}",
+        train.captions
+    );
+    let emoji = CaptionedSource::Emoji.open(&root, &CaptionedOptions::default())?;
+    assert!(train.captions[6..9]
+        .iter()
+        .all(|c| emoji.items.iter().any(|i| &i.caption == c)));
     // what each source has in all is its own split's size
     for (src, cap) in [
         (CaptionedSource::Emoji, Emoji),

@@ -1,10 +1,14 @@
 //! The LLaVA training config (`configs/llava/*.toml`): the data mix, the adapters, and the
-//! phases (phase 1 the projector alone, phase 2 the projector and the adapters).
+//! phases (phase 1 the projector alone, phase 2 the projector and the adapters; with a
+//! `[generation]` table, a phase may also teach text-to-image through learned image rows).
 //! [`LlavaConfig::validate`] rejects a config that would fail or train nothing before the
 //! slow work (loading a 135M-parameter LM, encoding images) starts.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 use vqrae_lm::lora::LoraConfig;
+use vqrae_tokenizer::mixed::MixedData;
 use vqrae_train::optim::AdamWConfig;
 use vqrae_train::schedule::LrSchedule;
 
@@ -27,6 +31,27 @@ pub struct LlavaPhase {
     /// adapters frozen at zero the LM is the base exactly.
     #[serde(default)]
     pub text_per_step: usize,
+    /// Captioned images drawn as text-to-image examples per step (needs `[generation]`).
+    #[serde(default)]
+    pub t2i_per_step: usize,
+    /// The image rows' schedule; absent: frozen in this phase.
+    #[serde(default)]
+    pub image_rows_lr: Option<LrSchedule>,
+}
+
+/// Text-to-image through the same adapters: the codes of a VQRAE tokenizer as image tokens,
+/// learned as rows beside the frozen vocabulary ([`super::image_rows`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerationData {
+    /// The tokenizer checkpoint directory whose codes are the image tokens (copied into the
+    /// model directory as `tokenizer/`).
+    pub tokenizer: PathBuf,
+    /// The captioned training images: sources, caps and seed (a tokenizer `[data]` table).
+    pub data: MixedData,
+    /// Share of text-to-image examples drawn with the caption dropped: the null prompt that
+    /// classifier-free guidance contrasts with.
+    pub caption_dropout: f64,
 }
 
 /// The LLaVA training config.
@@ -51,6 +76,12 @@ pub struct LlavaConfig {
     pub adamw: AdamWConfig,
     pub lora: LoraConfig,
     pub phases: Vec<LlavaPhase>,
+    /// Start from this LLaVA model directory's adapters and projector (its LoRA config must be
+    /// `lora`) instead of fresh ones: a generation phase after a trained VQA model.
+    #[serde(default)]
+    pub init_from: Option<PathBuf>,
+    #[serde(default)]
+    pub generation: Option<GenerationData>,
 }
 
 impl LlavaConfig {
@@ -97,9 +128,27 @@ impl LlavaConfig {
             if p.steps == 0 {
                 return bad(format!("phase {:?} has 0 steps", p.name));
             }
-            if p.projector_lr.is_none() && p.adapters_lr.is_none() {
+            if p.projector_lr.is_none() && p.adapters_lr.is_none() && p.image_rows_lr.is_none() {
                 return bad(format!("phase {:?} trains nothing", p.name));
             }
+            if (p.t2i_per_step > 0 || p.image_rows_lr.is_some()) && self.generation.is_none() {
+                return bad(format!(
+                    "phase {:?} draws text-to-image examples or trains image rows without a \
+                     [generation] table",
+                    p.name
+                ));
+            }
+        }
+        if let Some(g) = &self.generation {
+            if !(0.0..1.0).contains(&g.caption_dropout) {
+                return bad(format!(
+                    "generation.caption_dropout must be in [0, 1), got {}",
+                    g.caption_dropout
+                ));
+            }
+            g.data
+                .validate()
+                .map_err(|e| UnifiedError::Config(format!("generation.data: {e}")))?;
         }
         let l = &self.lora;
         if l.rank == 0 || !(l.alpha > 0.0 && l.alpha.is_finite()) {

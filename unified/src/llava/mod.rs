@@ -11,6 +11,7 @@ pub mod answer;
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod image_rows;
 pub mod instructions;
 pub mod model;
 pub mod parts;

@@ -9,16 +9,19 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
+use vqrae_generate::sample::{GenerationConfig, ImageRequest, T2i};
 use vqrae_lm::chat::{stop_ids, ChatTemplate};
 use vqrae_lm::gguf::{tokenizer::text_tokenizer, GgufFile};
 use vqrae_lm::lora::Adapters;
-use vqrae_lm::{Llama, SamplingConfig, TextTokenizer};
+use vqrae_lm::{Llama, SamplingConfig, TextTokenizer, UnifiedVocab};
 use vqrae_tokenizer::encoder::{load_hf_encoder, HfEncoder};
 use vqrae_tokenizer::preprocess::Preprocess;
+use vqrae_tokenizer::Vqrae;
 use vqrae_understand::{Projector, ProjectorConfig};
 
 use super::answer::LlavaVqa;
 use super::data::{encode_features, preprocess_at};
+use super::image_rows::IMAGE_ROWS;
 use super::parts::projector_from;
 use super::prompt::ImagePrompt;
 use crate::error::{Result, UnifiedError};
@@ -52,7 +55,29 @@ pub struct LlavaModelConfig {
     /// Whether serving runs the base quantized (the GGUF's blocks, adapters as side paths) or
     /// dequantized to f32 (adapters merged), when the caller does not say.
     pub serve_quantized: bool,
+    /// Text-to-image, when the model learned it: the tokenizer whose codes it draws.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<ModelGeneration>,
 }
+
+/// The generation part of `llava.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelGeneration {
+    /// The VQRAE tokenizer's directory inside the model directory ([`TOKENIZER_DIR`]).
+    pub tokenizer: String,
+    /// Its [`vqrae_data::fs::sha256_model`], checked on load.
+    pub tokenizer_sha256: String,
+    /// Codebook size: the image rows are `codes + 3` (the markers after the codes).
+    pub codes: usize,
+    /// Codes per image (the tokenizer's token grid).
+    pub image_tokens: usize,
+    /// The guidance scale when a request does not say.
+    pub guidance: f64,
+}
+
+/// Where a generating model's tokenizer lives inside its directory.
+pub const TOKENIZER_DIR: &str = "tokenizer";
 
 /// A loaded LLaVA model: base + adapters, projector, encoder, tokenizer and chat template.
 pub struct LlavaModel {
@@ -65,6 +90,8 @@ pub struct LlavaModel {
     pub template: ChatTemplate,
     pub stops: Vec<u32>,
     pub quantized: bool,
+    /// The tokenizer and the unified vocabulary, when the model generates images.
+    pub image: Option<(Vqrae, UnifiedVocab)>,
 }
 
 fn lm_err(e: vqrae_lm::LmError) -> UnifiedError {
@@ -102,20 +129,7 @@ impl LlavaModel {
         quantized: Option<bool>,
         device: &Device,
     ) -> Result<Self> {
-        let cfg_path = dir.join(LLAVA_FILE);
-        let text = std::fs::read_to_string(&cfg_path).map_err(UnifiedError::io(&cfg_path))?;
-        let cfg: LlavaModelConfig =
-            serde_json::from_str(&text).map_err(|source| UnifiedError::Json {
-                path: cfg_path.clone(),
-                source,
-            })?;
-        if cfg.format != FORMAT {
-            return Err(UnifiedError::Config(format!(
-                "{}: format {:?}, expected {FORMAT:?}",
-                cfg_path.display(),
-                cfg.format
-            )));
-        }
+        let cfg = read_model_config(dir)?;
         let base_path = resolve(models_root, &cfg.base, "base LM")?;
         let encoder_file = resolve(models_root, &cfg.encoder, "encoder")?;
         let encoder_dir = encoder_file
@@ -131,6 +145,13 @@ impl LlavaModel {
         .map_err(lm_err)?;
         let projector = projector_from(&adapters, &cfg.projector)?;
         let quantized = quantized.unwrap_or(cfg.serve_quantized);
+        if quantized && cfg.generation.is_some() {
+            return Err(UnifiedError::Config(
+                "a model that generates images serves its base dequantized (its image rows \
+                 extend the tied embedding table, which the quantized head cannot take)"
+                    .into(),
+            ));
+        }
         let lm = if quantized {
             let mut lm = gguf.load_quantized(device).map_err(lm_err)?;
             lm.attach_adapters(&adapters).map_err(lm_err)?;
@@ -138,8 +159,18 @@ impl LlavaModel {
         } else {
             let mut lm = gguf.load_dequantized(device, DType::F32).map_err(lm_err)?;
             lm.merge_adapters(&adapters).map_err(lm_err)?;
+            if let Some(g) = &cfg.generation {
+                let rows = adapters
+                    .require_extra(IMAGE_ROWS, &[g.codes + 3, lm.config().hidden_size])
+                    .map_err(lm_err)?;
+                lm.append_vocab_rows(rows).map_err(lm_err)?;
+            }
             lm.fuse_for_inference().map_err(lm_err)?;
             lm
+        };
+        let image = match &cfg.generation {
+            Some(g) => Some(load_image_side(dir, g, gguf.config().vocab_size, device)?),
+            None => None,
         };
         let text = text_tokenizer(gguf.content()).map_err(lm_err)?;
         let template = ChatTemplate::from_gguf(gguf.content())
@@ -158,7 +189,35 @@ impl LlavaModel {
             template,
             stops,
             quantized,
+            image,
         })
+    }
+
+    /// The text-to-image sampler over this model, when it generates.
+    pub fn t2i(&self) -> Option<T2i<'_>> {
+        let (_, vocab) = self.image.as_ref()?;
+        Some(T2i {
+            lm: &self.lm,
+            text: &self.text,
+            vocab,
+            image_tokens: self.cfg.generation.as_ref()?.image_tokens,
+        })
+    }
+
+    /// One image per request ([`crate::model::UnifiedModel::generate`]'s contract): codes from the LM, pixels
+    /// from the tokenizer's decoder; an error for a model that does not generate.
+    pub fn generate(
+        &self,
+        requests: &[ImageRequest],
+        cfg: &GenerationConfig,
+    ) -> Result<Vec<RgbImage>> {
+        let (Some(t2i), Some((tokenizer, _))) = (self.t2i(), self.image.as_ref()) else {
+            return Err(UnifiedError::Config(
+                "this LLaVA model was not trained to generate images".into(),
+            ));
+        };
+        let codes = t2i.sample_codes(requests, cfg)?;
+        Ok(tokenizer.decode_codes(&codes)?)
     }
 
     /// The frozen encoder's features of `images`, `(B, tokens, width)`.
@@ -200,9 +259,75 @@ impl LlavaModel {
     }
 }
 
-/// Writes a model directory: `llava.json` and the run's adapter file.
-pub fn save_model_dir(dir: &Path, cfg: &LlavaModelConfig, adapters_file: &Path) -> Result<()> {
+/// The tokenizer of a generating model (checked against its recorded hash) and the unified
+/// vocabulary of a base with `text` ids.
+fn load_image_side(
+    dir: &Path,
+    g: &ModelGeneration,
+    text: usize,
+    device: &Device,
+) -> Result<(Vqrae, UnifiedVocab)> {
+    let tdir = dir.join(&g.tokenizer);
+    let sha = vqrae_data::fs::sha256_model(&tdir)?;
+    if sha != g.tokenizer_sha256 {
+        return Err(UnifiedError::Config(format!(
+            "the tokenizer {} has sha256 {sha}, the model was trained with {}",
+            tdir.display(),
+            g.tokenizer_sha256
+        )));
+    }
+    let tokenizer = Vqrae::load(&tdir, device, DType::F32)?;
+    let k = tokenizer.config().quantizer.codebook_size;
+    if k != g.codes {
+        return Err(UnifiedError::Config(format!(
+            "the tokenizer {} has {k} codes, the model's image rows {}",
+            tdir.display(),
+            g.codes
+        )));
+    }
+    let vocab = UnifiedVocab::new(text, k).map_err(lm_err)?;
+    Ok((tokenizer, vocab))
+}
+
+/// `dir`'s `llava.json`, checked for its format.
+pub fn read_model_config(dir: &Path) -> Result<LlavaModelConfig> {
+    let cfg_path = dir.join(LLAVA_FILE);
+    let text = std::fs::read_to_string(&cfg_path).map_err(UnifiedError::io(&cfg_path))?;
+    let cfg: LlavaModelConfig =
+        serde_json::from_str(&text).map_err(|source| UnifiedError::Json {
+            path: cfg_path.clone(),
+            source,
+        })?;
+    if cfg.format != FORMAT {
+        return Err(UnifiedError::Config(format!(
+            "{}: format {:?}, expected {FORMAT:?}",
+            cfg_path.display(),
+            cfg.format
+        )));
+    }
+    Ok(cfg)
+}
+
+/// Writes a model directory: `llava.json`, the run's adapter file and, for a generating
+/// model, a copy of its tokenizer directory.
+pub fn save_model_dir(
+    dir: &Path,
+    cfg: &LlavaModelConfig,
+    adapters_file: &Path,
+    tokenizer: Option<&Path>,
+) -> Result<()> {
     vqrae_data::fs::write_dir_atomic(dir, |tmp| -> Result<()> {
+        if let Some(src) = tokenizer {
+            let to = tmp.join(TOKENIZER_DIR);
+            std::fs::create_dir_all(&to).map_err(UnifiedError::io(&to))?;
+            for entry in std::fs::read_dir(src).map_err(UnifiedError::io(src))? {
+                let path = entry.map_err(UnifiedError::io(src))?.path();
+                if path.is_file() {
+                    let name = path.file_name().unwrap_or_default();
+                    std::fs::copy(&path, to.join(name)).map_err(UnifiedError::io(&path))?;
+                }
+            }
+        }
         let json = serde_json::to_string_pretty(cfg).map_err(|source| UnifiedError::Json {
             path: dir.join(LLAVA_FILE),
             source,

@@ -8,23 +8,27 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarBuilder;
 use vqrae_lm::lora::{Adapters, LoraConfig, LORA_PREFIX};
-use vqrae_lm::Llama;
+use vqrae_lm::{Llama, UnifiedVocab};
 use vqrae_train::init::SeededVarMap;
 use vqrae_train::optim::{AdamW, AdamWConfig, ParamGroup};
 use vqrae_understand::{Projector, ProjectorConfig};
 
 use super::config::LlavaPhase;
+use super::image_rows;
 use crate::error::{Result, UnifiedError};
 
 /// The prefix of the projector's tensors among the adapters' extras.
 pub const PROJECTOR_PREFIX: &str = "projector.";
 
-/// The base with adapters attached, the projector, and the variables of both.
+/// The base with adapters attached, the projector, and the variables of both; with
+/// generation, the image rows too.
 pub struct LlavaParts {
     pub lm: Llama,
     pub adapters: Adapters,
     pub projector: Projector,
     pub projector_cfg: ProjectorConfig,
+    /// The image ids' vocabulary and rows (an adapter extra), when the run generates.
+    pub image: Option<(UnifiedVocab, Tensor)>,
 }
 
 fn lm_err(e: vqrae_lm::LmError) -> UnifiedError {
@@ -82,7 +86,46 @@ impl LlavaParts {
             adapters,
             projector,
             projector_cfg,
+            image: None,
         })
+    }
+
+    /// Adapters and projector loaded from a trained model's file (`lora` must be their config)
+    /// on the frozen `base`, to train further.
+    pub fn from_adapters(
+        mut base: Llama,
+        adapters: Adapters,
+        lora: &LoraConfig,
+        projector_cfg: ProjectorConfig,
+    ) -> Result<Self> {
+        if adapters.config() != lora {
+            return Err(UnifiedError::Config(format!(
+                "the adapters to start from have the LoRA config {:?}, the run's is {lora:?}",
+                adapters.config()
+            )));
+        }
+        let projector = projector_from(&adapters, &projector_cfg)?;
+        base.attach_adapters(&adapters).map_err(lm_err)?;
+        Ok(Self {
+            lm: base,
+            adapters,
+            projector,
+            projector_cfg,
+            image: None,
+        })
+    }
+
+    /// Registers image rows for `codes` image codes (initialised by
+    /// [`super::image_rows::init_rows`], seeded), trained as one more adapter extra.
+    pub fn add_image_rows(&mut self, codes: usize, seed: u64) -> Result<()> {
+        let vocab = image_rows::vocab_of(&self.lm, codes)?;
+        let init = image_rows::init_rows(&self.lm, &vocab, seed)?;
+        let rows = self
+            .adapters
+            .register_extra(image_rows::IMAGE_ROWS, &init)
+            .map_err(lm_err)?;
+        self.image = Some((vocab, rows));
+        Ok(())
     }
 
     /// Every variable by the name checkpoints use.
@@ -114,6 +157,13 @@ impl LlavaParts {
         }
         if let Some(s) = &phase.adapters_lr {
             groups.push(ParamGroup::new("adapters", pick(LORA_PREFIX), s.clone()));
+        }
+        if let Some(s) = &phase.image_rows_lr {
+            groups.push(ParamGroup::new(
+                "image_rows",
+                pick(image_rows::IMAGE_ROWS),
+                s.clone(),
+            ));
         }
         AdamW::new(groups, adamw.clone()).map_err(|e| UnifiedError::Train(Box::new(e)))
     }

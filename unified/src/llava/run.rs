@@ -1,6 +1,7 @@
 //! [`run`]: everything a LLaVA training run does around the loop: the base and its tokenizer
 //! from the GGUF, the questions, the encoder's features (computed once per run directory and
-//! reused on resume), the examples, then [`super::train::train`] and the saved adapters.
+//! reused on resume), with `[generation]` the captioned images' codes (likewise), the
+//! examples, then [`super::train::train`] and the saved model directory.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -8,16 +9,24 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use vqrae_data::easy_vqa::Split;
+use vqrae_generate::sequence;
+use vqrae_lm::batch::Example;
 use vqrae_lm::chat::{ChatMessage, ChatTemplate};
 use vqrae_lm::converse::Chat;
 use vqrae_lm::gguf::{tokenizer::text_tokenizer, GgufFile};
-use vqrae_lm::SamplingConfig;
+use vqrae_lm::lora::Adapters;
+use vqrae_lm::{SamplingConfig, TextTokenizer, UnifiedVocab};
 use vqrae_tokenizer::encoder::load_hf_encoder;
+use vqrae_tokenizer::mixed::MixedSet;
+use vqrae_tokenizer::Vqrae;
 
-use super::config::LlavaConfig;
+use super::config::{GenerationData, LlavaConfig};
 use super::data::{encode_features, preprocess_at, VqaSet};
 use super::instructions::instructions;
-use super::model::{save_model_dir, LlavaModelConfig, WeightsRef, FORMAT};
+use super::model::{
+    read_model_config, save_model_dir, LlavaModelConfig, ModelGeneration, WeightsRef, FORMAT,
+    TOKENIZER_DIR,
+};
 use super::parts::LlavaParts;
 use super::prompt::{text_example, ImagePrompt};
 use super::train::{train, LlavaExamples, LlavaSummary};
@@ -33,6 +42,8 @@ pub struct LlavaInputs {
     /// The encoder's HF directory, relative to `models_root`.
     pub encoder: String,
     pub easy_vqa_root: PathBuf,
+    /// The data root the captioned images of `[generation]` are read from.
+    pub data_root: PathBuf,
 }
 
 /// The base GGUF and the encoder directory the setup scripts install under `<data>/models`.
@@ -56,6 +67,7 @@ impl LlavaInputs {
             base: base.into(),
             encoder: encoder.into(),
             easy_vqa_root: data.join(vqrae_data::easy_vqa::DIR),
+            data_root: data.to_path_buf(),
         }
     }
 
@@ -79,6 +91,7 @@ pub struct TextSample {
 pub const FEATURES_FILE: &str = "features.safetensors";
 pub const TEXT_FILE: &str = "text.json";
 pub const ADAPTERS_FILE: &str = "adapters.safetensors";
+pub const CODES_FILE: &str = "codes.json";
 
 fn lm_err(e: vqrae_lm::LmError) -> UnifiedError {
     UnifiedError::Lm(Box::new(e))
@@ -123,6 +136,53 @@ fn features(
     })?;
     // the cache is f16; train on what a resumed run will read back
     Ok(f.to_dtype(DType::F16)?.to_dtype(DType::F32)?)
+}
+
+/// The captioned training images of `[generation]`, as codes of its tokenizer: from
+/// `run_dir`'s cache when it was made from the same images by the same tokenizer (by hash),
+/// else encoded (32 at a time) and cached. Returns the captions, the codes and the codebook
+/// size.
+fn captioned_codes(
+    g: &GenerationData,
+    inputs: &LlavaInputs,
+    run_dir: &Path,
+    device: &Device,
+) -> Result<(Vec<String>, Vec<Vec<u32>>, usize)> {
+    let tokenizer = Vqrae::load(&g.tokenizer, device, DType::F32)?;
+    let identity = vqrae_data::fs::sha256_model(&g.tokenizer)?;
+    let size = tokenizer.config().image_size as u32;
+    let set = MixedSet::load(&inputs.data_root, &g.data, Split::Train, size)?;
+    let identity = format!("{} tokenizer {identity}", set.identity());
+    tracing::info!(identity, "text-to-image images");
+    let codebook = tokenizer.config().quantizer.codebook_size;
+    let path = run_dir.join(CODES_FILE);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        match serde_json::from_str::<CodesCache>(&text) {
+            Ok(c) if c.identity == identity && c.codes.len() == set.images.len() => {
+                return Ok((set.captions, c.codes, codebook));
+            }
+            _ => tracing::warn!(path = %path.display(), "cached codes do not match; recomputing"),
+        }
+    }
+    let mut codes = Vec::with_capacity(set.images.len());
+    for chunk in set.images.chunks(32) {
+        let enc = tokenizer.encode(&tokenizer.images_to_input(chunk)?)?;
+        codes.extend(enc.codes.to_vec2::<u32>()?);
+    }
+    let cache = CodesCache { identity, codes };
+    let json = serde_json::to_string(&cache).map_err(|source| UnifiedError::Json {
+        path: path.clone(),
+        source,
+    })?;
+    vqrae_data::fs::write_atomic(&path, json.as_bytes())?;
+    Ok((set.captions, cache.codes, codebook))
+}
+
+/// `codes.json` of a run directory: which images and tokenizer, and the codes of each image.
+#[derive(Serialize, Deserialize)]
+struct CodesCache {
+    identity: String,
+    codes: Vec<Vec<u32>>,
 }
 
 /// The text-only conversations of `path`; when there are none yet and a phase `needed` them,
@@ -236,14 +296,44 @@ pub fn run(
         .iter()
         .map(|s| text_example(&template, &text, &s.prompt, &s.reply))
         .collect::<Result<Vec<_>>>()?;
+    let t2i = match &cfg.generation {
+        Some(g) => Some(t2i_examples(g, inputs, &text, &base, run_dir, device)?),
+        None => None,
+    };
     let ex = LlavaExamples {
         features,
         vqa,
         text: text_examples,
+        t2i: t2i.as_ref().map(|t| t.examples.clone()).unwrap_or_default(),
+        caption_dropout: cfg.generation.as_ref().map_or(0.0, |g| g.caption_dropout),
         pad: text.pad_id(),
     };
     let feature_dim = ex.features.dim(2)?;
-    let parts = LlavaParts::init(base, cfg.lora.clone(), feature_dim, cfg.seed, device)?;
+    let mut parts = match &cfg.init_from {
+        Some(dir) => {
+            let from = read_model_config(dir)?;
+            if from.base.sha256 != base_sha {
+                return Err(UnifiedError::Config(format!(
+                    "{} was trained on a base with sha256 {}, not {base_sha}",
+                    dir.display(),
+                    from.base.sha256
+                )));
+            }
+            let adapters =
+                Adapters::load(&dir.join(ADAPTERS_FILE), gguf.config(), &base_sha, device)
+                    .map_err(lm_err)?;
+            LlavaParts::from_adapters(base, adapters, &cfg.lora, from.projector)?
+        }
+        None => LlavaParts::init(base, cfg.lora.clone(), feature_dim, cfg.seed, device)?,
+    };
+    if let Some(t) = &t2i {
+        parts.add_image_rows(t.codebook, cfg.seed)?;
+        if parts.image.as_ref().map(|(v, _)| v) != Some(&t.vocab) {
+            return Err(UnifiedError::Config(
+                "the image rows' vocabulary is not the examples'".into(),
+            ));
+        }
+    }
     let summary = train(cfg, &parts, &ex, run_dir, device)?;
     let adapters_file = run_dir.join(ADAPTERS_FILE);
     parts
@@ -267,7 +357,56 @@ pub fn run(
         image_tokens,
         projector: parts.projector_cfg.clone(),
         serve_quantized: false,
+        generation: match (&cfg.generation, &t2i) {
+            (Some(g), Some(t)) => Some(ModelGeneration {
+                tokenizer: TOKENIZER_DIR.into(),
+                tokenizer_sha256: vqrae_data::fs::sha256_model(&g.tokenizer)?,
+                codes: t.codebook,
+                image_tokens: t.image_tokens,
+                guidance: vqrae_generate::sample::DEFAULT_GUIDANCE,
+            }),
+            _ => None,
+        },
     };
-    save_model_dir(&run_dir.join("model"), &model, &adapters_file)?;
+    let tokenizer = cfg.generation.as_ref().map(|g| g.tokenizer.as_path());
+    save_model_dir(&run_dir.join("model"), &model, &adapters_file, tokenizer)?;
     Ok(summary)
+}
+
+/// The text-to-image examples of a run and what they were made with.
+struct T2iExamples {
+    examples: Vec<(Example, Example)>,
+    vocab: UnifiedVocab,
+    codebook: usize,
+    image_tokens: usize,
+}
+
+/// Each captioned image's sequence with and without its caption, in the unified vocabulary of
+/// `base` grown by the tokenizer's codes.
+fn t2i_examples(
+    g: &GenerationData,
+    inputs: &LlavaInputs,
+    text: &TextTokenizer,
+    base: &vqrae_lm::Llama,
+    run_dir: &Path,
+    device: &Device,
+) -> Result<T2iExamples> {
+    let (captions, codes, codebook) = captioned_codes(g, inputs, run_dir, device)?;
+    let vocab = super::image_rows::vocab_of(base, codebook)?;
+    let image_tokens = codes.first().map_or(0, Vec::len);
+    let examples = captions
+        .iter()
+        .zip(&codes)
+        .map(|(caption, c)| {
+            let cond = sequence::example(text, &vocab, Some(caption), c)?;
+            let null = sequence::example(text, &vocab, None, c)?;
+            Ok((cond, null))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(T2iExamples {
+        examples,
+        vocab,
+        codebook,
+        image_tokens,
+    })
 }

@@ -20,17 +20,30 @@ use vqrae_train::progress;
 use vqrae_understand::prompt::splice;
 
 use super::config::LlavaConfig;
+use super::image_rows;
 use super::parts::LlavaParts;
 use crate::error::{Result, UnifiedError};
 
 /// The examples a run draws from: visual questions (each with its image's row in `features`
-/// and where its image slots start) and text-only conversations.
+/// and where its image slots start), text-only conversations, and text-to-image sequences.
 pub struct LlavaExamples {
     /// `(images, tokens, width)` f32: the frozen encoder's features, computed once.
     pub features: Tensor,
     pub vqa: Vec<(Example, usize, usize)>,
     pub text: Vec<Example>,
+    /// Per captioned image: its sequence with the caption, and without (the null prompt).
+    pub t2i: Vec<(Example, Example)>,
+    /// How often a drawn image comes without its caption.
+    pub caption_dropout: f64,
     pub pad: u32,
+}
+
+/// Examples drawn in one step, by kind.
+#[derive(Clone, Copy, Debug)]
+struct Draws {
+    vqa: usize,
+    text: usize,
+    t2i: usize,
 }
 
 /// What a finished run reports.
@@ -57,15 +70,17 @@ fn step_rng(seed: u64, step: u64) -> ChaCha8Rng {
 }
 
 /// One step's loss: the mean cross-entropy over every target token of the drawn visual
-/// questions and text conversations, and how many samples it saw.
+/// questions and text conversations, plus (with text-to-image draws) the mean cross-entropy of
+/// the drawn images' codes. The two are added, not pooled by tokens: an image has 65 targets
+/// against an answer's few, and pooling would leave the questions almost no weight.
 fn step_loss(
     parts: &LlavaParts,
     ex: &LlavaExamples,
-    vqa_batch: usize,
-    text_batch: usize,
+    draws: Draws,
     rng: &mut ChaCha8Rng,
     device: &Device,
 ) -> Result<(Tensor, HashMap<String, f64>)> {
+    let (vqa_batch, text_batch) = (draws.vqa, draws.text);
     let mut record = HashMap::new();
     let mut losses = Vec::new();
     if vqa_batch > 0 && !ex.vqa.is_empty() {
@@ -111,6 +126,33 @@ fn step_loss(
         sum = Some(match sum {
             Some(s) => (s + w)?,
             None => w,
+        });
+    }
+    if draws.t2i > 0 && !ex.t2i.is_empty() {
+        let (vocab, rows) = parts.image.as_ref().ok_or_else(|| {
+            UnifiedError::Config("text-to-image examples without image rows".into())
+        })?;
+        let examples: Vec<Example> = (0..draws.t2i)
+            .map(|_| {
+                let (cond, null) = &ex.t2i[rng.gen_range(0..ex.t2i.len())];
+                if rng.gen_bool(ex.caption_dropout) {
+                    null.clone()
+                } else {
+                    cond.clone()
+                }
+            })
+            .collect();
+        let batch = TrainBatch::new(&examples, ex.pad, device).map_err(lm_err)?;
+        let embeds = image_rows::embed(&parts.lm, rows, vocab, &batch.ids)?;
+        let hidden = parts
+            .lm
+            .forward_hidden(&embeds, None, true)
+            .map_err(lm_err)?;
+        let loss = image_rows::image_loss(&batch, &hidden, rows, vocab)?;
+        record.insert("t2i_loss".into(), loss.to_scalar::<f32>()? as f64);
+        sum = Some(match sum {
+            Some(s) => (s + loss)?,
+            None => loss,
         });
     }
     let loss = sum.ok_or_else(|| UnifiedError::Config("a step drew no examples".into()))?;
@@ -171,19 +213,17 @@ pub fn train(
             return Err(UnifiedError::Config(format!("step {step}: no optimizer")));
         };
         let mut rng = step_rng(cfg.seed, step);
-        let (loss, record) = step_loss(
-            parts,
-            ex,
-            cfg.batch_size,
-            phase.text_per_step,
-            &mut rng,
-            device,
-        )?;
+        let draws = Draws {
+            vqa: cfg.batch_size,
+            text: phase.text_per_step,
+            t2i: phase.t2i_per_step,
+        };
+        let (loss, record) = step_loss(parts, ex, draws, &mut rng, device)?;
         let mut grads = loss.backward()?;
         let opt_vars = opt.vars();
         let norm = clip_grad_norm(&mut grads, opt_vars.iter(), cfg.grad_clip).map_err(train_err)?;
         opt.step(&grads).map_err(train_err)?;
-        throughput.add((cfg.batch_size + phase.text_per_step) as u64);
+        throughput.add((cfg.batch_size + phase.text_per_step + phase.t2i_per_step) as u64);
         let done = step + 1;
         let loss_value = loss.to_scalar::<f32>()? as f64;
         bar.set_position(done);
