@@ -11,6 +11,7 @@
 //!   (count, colour, position) as GenEval does with a detector; [`scenes`]: held-out scenes as
 //!   prompts, judged, with the ceiling on a tokenizer's reconstructions.
 
+pub mod captioned_t2i;
 pub mod error;
 pub mod image_ood;
 pub mod referee;

@@ -17,8 +17,9 @@ use vqrae_data::image_io::{grid, save_png};
 use vqrae_data::scenes::{self, SceneDataset};
 use vqrae_generate::sample::{GenerationConfig, ImageRequest};
 use vqrae_lm::SamplingConfig;
-use vqrae_unified::model::UnifiedModel;
+use vqrae_unified::draws::ImageModel;
 
+use crate::captioned_t2i::{CaptionedT2iReport, EmojiEval};
 use crate::error::{EvalError, Result};
 use crate::referee::{Referee, RefereeReport, Verdict};
 use crate::scene_judge::SkillRates;
@@ -39,6 +40,9 @@ pub struct T2iOptions {
     pub scenes: usize,
     /// Write `grid-cfg<S>.png` (and `scenes-grid-cfg<S>.png`), one row per caption, here.
     pub grids: Option<PathBuf>,
+    /// Also draw emoji names at the first guidance scale and score them
+    /// ([`crate::captioned_t2i`]).
+    pub emoji: Option<EmojiEval>,
 }
 
 /// What `eval-t2i` reports. Printed through a `serde_json::Value`, whose keys come out sorted,
@@ -68,6 +72,9 @@ pub struct T2iReport {
     pub by_guidance: BTreeMap<String, RefereeReport>,
     /// The procedural scenes, when asked for.
     pub scenes: Option<ScenesReport>,
+    /// The emoji names, when asked for (at the first guidance scale).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emoji: Option<CaptionedT2iReport>,
     /// Wall-clock time of the evaluation (the model and referee already loaded).
     pub seconds: f64,
 }
@@ -90,7 +97,7 @@ pub struct ScenesReport {
 /// [`Referee::load_qualified`]), scenes with the exact scene judge. `model_dir` and
 /// `referee_dir` are the directories they were loaded from, recorded with their hashes.
 pub fn evaluate(
-    (model, model_dir): (&UnifiedModel, &Path),
+    (model, model_dir): (&dyn ImageModel, &Path),
     (referee, referee_dir): (&Referee, &Path),
     dataset: &EasyVqa,
     options: &T2iOptions,
@@ -139,11 +146,23 @@ pub fn evaluate(
             scenes_by_guidance.insert(format!("{scale}"), skills);
         }
     }
+    let emoji = match &options.emoji {
+        Some(e) => {
+            let gen = GenerationConfig {
+                guidance: options.guidance[0],
+                sampling: options.sampling.clone(),
+            };
+            let size = model.image_tokenizer()?.config().image_size as u32;
+            let mut draw = |r: &[ImageRequest]| model.generate(r, &gen).map_err(EvalError::from);
+            Some(e.run(size, &mut draw)?)
+        }
+        None => None,
+    };
     let scenes = if options.scenes > 0 {
         Some(ScenesReport {
             prompts: options.scenes,
             images_per_prompt: n,
-            ceiling: scene_prompts.ceiling(&model.tokenizer)?,
+            ceiling: scene_prompts.ceiling(model.image_tokenizer()?)?,
             by_guidance: scenes_by_guidance,
         })
     } else {
@@ -163,6 +182,7 @@ pub fn evaluate(
         top_p: options.sampling.top_p,
         by_guidance,
         scenes,
+        emoji,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -191,7 +211,7 @@ pub(crate) fn expected_verdicts(prompts: &[ColorShape], per_prompt: usize) -> Ve
 
 /// The images `model` draws for every caption with every seed, in caption order.
 fn draw(
-    model: &UnifiedModel,
+    model: &dyn ImageModel,
     captions: &[String],
     seeds: Range<u64>,
     gen: &GenerationConfig,

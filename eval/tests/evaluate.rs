@@ -103,6 +103,7 @@ fn t2i_judges_every_caption_and_scene_at_every_guidance_scale() -> Result<()> {
         sampling: SamplingConfig::default(),
         scenes: 2,
         grids: Some(grids.clone()),
+        emoji: None,
     };
     let report = t2i::evaluate((&model, dir), judge, &ds, &options)?;
     // the toy images: three colours, two shapes

@@ -12,6 +12,7 @@ use vqrae_eval::referee::Referee;
 use vqrae_eval::t2i::{self, T2iOptions};
 use vqrae_eval::vqa::{self, VqaOptions};
 use vqrae_lm::SamplingConfig;
+use vqrae_unified::draws::load_image_model;
 use vqrae_unified::model::UnifiedModel;
 
 use super::args::{JsonArgs, ModelArgs, SamplingArgs};
@@ -89,11 +90,14 @@ pub struct EvalT2iArgs {
     #[arg(long, default_value_t = 0)]
     scenes: usize,
     #[command(flatten)]
+    emoji: vqrae_eval::captioned_t2i::EmojiFlags,
+    #[command(flatten)]
     json: JsonArgs,
 }
 
 pub fn eval_t2i(a: EvalT2iArgs, root: &Path, device: &Device) -> Result<()> {
-    let model = UnifiedModel::load(&a.model.model, device, default_dtype(device))?;
+    let models = root.join("models");
+    let model = load_image_model(&a.model.model, &models, device, default_dtype(device))?;
     let referee = Referee::load_qualified(&a.referee, device)?;
     let dataset = load_split(root, a.split)?;
     let options = T2iOptions {
@@ -104,10 +108,11 @@ pub fn eval_t2i(a: EvalT2iArgs, root: &Path, device: &Device) -> Result<()> {
         sampling: a.sampling.config(SamplingConfig::default().seed),
         scenes: a.scenes,
         grids: a.grids,
+        emoji: a.emoji.eval(root),
     };
     let (model_at, referee_at) = (a.model.model.as_path(), a.referee.as_path());
     let report = t2i::evaluate(
-        (&model, model_at),
+        (model.as_ref(), model_at),
         (&referee, referee_at),
         &dataset,
         &options,

@@ -279,3 +279,24 @@ pub fn shared_tiny_llava(scratch: &Path, prefix: &str) -> &'static TinyLlava {
         }
     })
 }
+
+/// A tiny LLaVA model that also draws, and its data root's models: [`tiny_llava_data`] with
+/// `images` easy-VQA images, the tiny VQA run of `configs/llava/tiny.toml` (`root/vqa`), then
+/// the generation phase of `configs/llava/tiny-generate.toml` from it with a tiny tokenizer
+/// (`root/tok`) in `root/gen`. Returns the inputs (their `models_root` is what loading needs)
+/// and the model directory (`root/gen/model`). About two seconds.
+pub fn tiny_generating_llava(root: &Path, images: usize) -> Result<(LlavaInputs, PathBuf)> {
+    let inputs = tiny_llava_data(root, images)?;
+    let dev = Device::Cpu;
+    vqrae_unified::llava::run::run(&tiny_llava_config()?, &inputs, &root.join("vqa"), &dev)?;
+    let tok = root.join("tok");
+    crate::save_tiny_tokenizer(&tok)?;
+    let mut cfg = LlavaConfig::from_toml_file(&repo().join("configs/llava/tiny-generate.toml"))?;
+    cfg.init_from = Some(root.join("vqa/model"));
+    cfg.generation
+        .as_mut()
+        .context("configs/llava/tiny-generate.toml has a [generation] table")?
+        .tokenizer = tok;
+    vqrae_unified::llava::run::run(&cfg, &inputs, &root.join("gen"), &dev)?;
+    Ok((inputs, root.join("gen/model")))
+}

@@ -57,6 +57,10 @@ pub struct CheckpointEval {
     /// The FD-DINOv2 input size (224 px in its literature).
     #[cfg_attr(feature = "clap", arg(long, default_value_t = crate::fd_dinov2::RESOLUTION))]
     pub fd_resolution: u32,
+    /// With --mix and --fd-encoder: also each source's FD floor, FD-DINOv2 between its held-out
+    /// images and as many of its training images (real against real).
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub fd_floor: bool,
 }
 
 /// The report of [`evaluate_checkpoint`]. Print it through [`CheckpointReport::json`].
@@ -207,6 +211,7 @@ mod tests {
             mix: None,
             fd_encoder: None,
             fd_resolution: 224,
+            fd_floor: false,
         };
         let r = evaluate_checkpoint(&e, Path::new("/nonexistent"), &Device::Cpu)?;
         assert_eq!(
@@ -258,6 +263,7 @@ mod tests {
             mix: None,
             fd_encoder: Some(enc.clone()),
             fd_resolution: 16,
+            fd_floor: false,
         };
         let r = evaluate_checkpoint(&e, Path::new("/nonexistent"), &Device::Cpu)?;
         let fd = r.report.fd_dinov2.unwrap_or(f64::NAN);

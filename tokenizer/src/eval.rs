@@ -39,6 +39,10 @@ pub struct EvalReport {
     /// the model's resolution: what tokenizing loses, not what the lower resolution loses.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fd_dinov2: Option<f64>,
+    /// FD-DINOv2 between these originals and as many other real images of the same source
+    /// (`eval-tokenizer --fd-floor`): the value two real samples of this size reach.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd_dinov2_floor: Option<f64>,
     pub seconds: f64,
 }
 
@@ -181,6 +185,7 @@ impl Tally {
             feature_cosine: with_reference.then(|| self.cos_sum / self.cos_n.max(1) as f64),
             feature_within_image_share: self.spread.within_share(),
             fd_dinov2,
+            fd_dinov2_floor: None,
             seconds: self.t0.elapsed().as_secs_f64(),
         })
     }

@@ -24,6 +24,8 @@ use vqrae_data::scenes::{SceneDataset, TEST_SCENES, TRAIN_SCENES};
 use crate::checkpoint_eval::CheckpointEval;
 use crate::error::{Result, TokenizerError};
 use crate::eval::{evaluate_parts, EvalReport, Probes};
+use crate::fd_dinov2::FdProbe;
+use crate::frechet::{frechet_distance, FeatureStats};
 use crate::model::Vqrae;
 use crate::train::TrainConfig;
 
@@ -379,11 +381,19 @@ pub(crate) fn evaluate_mixed(
                 .cloned()
         })
         .collect();
+    let floors = match (probes.fd, e.fd_floor) {
+        (Some(fd), true) => Some(fd_floors(fd, &set, &data, root)?),
+        _ => None,
+    };
     let per_source = set
         .parts
         .iter()
         .zip(parts)
-        .map(|(p, r)| (p.source.name().to_string(), r))
+        .enumerate()
+        .map(|(i, (p, mut r))| {
+            r.fd_dinov2_floor = floors.as_ref().map(|f| f[i]);
+            (p.source.name().to_string(), r)
+        })
         .collect();
     Ok(MixedEval {
         report,
@@ -391,6 +401,30 @@ pub(crate) fn evaluate_mixed(
         originals,
         reconstructions,
     })
+}
+
+/// Per source of `held` (in its order), FD-DINOv2 between its held-out images and as many
+/// training images of the same source: what two real samples of these sizes differ by, the
+/// floor a reconstruction's FD is read against (FD of a few hundred images is biased upwards).
+fn fd_floors(fd: &FdProbe, held: &MixedSet, data: &MixedData, root: &Path) -> Result<Vec<f64>> {
+    let train_caps = held.parts.iter().map(|p| (p.source, p.len)).collect();
+    let same_sizes = MixedData {
+        train_caps,
+        ..data.clone()
+    };
+    let train = MixedSet::load(root, &same_sizes, Split::Train, held.size)?;
+    held.parts
+        .iter()
+        .zip(&train.parts)
+        .map(|(h, t)| {
+            let real = fd.features(&held.images[h.start..h.start + h.len])?;
+            let other = fd.features(&train.images[t.start..t.start + t.len])?;
+            frechet_distance(
+                &FeatureStats::from_features(&real)?,
+                &FeatureStats::from_features(&other)?,
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -212,9 +212,16 @@ fn stage_one_on_the_mix_caches_the_encoder_features_once() -> Result<()> {
     let err = train_tokenizer_run(&limited, &root, &Device::Cpu).map(|_| ());
     assert!(err.is_err_and(|e| e.to_string().contains("[data]")));
 
+    held_out_figures_per_source(&first.model_dir, &root, dir.path())
+}
+
+/// The held-out figures of the model in `model`, per source, from the `[data]` table of
+/// `<dir>/s1.toml`, with FD-DINOv2 and its floor; a config without `[data]` is refused.
+fn held_out_figures_per_source(model: &Path, root: &Path, dir: &Path) -> Result<()> {
+    let p = |name: &str| dir.join(name);
     // the held-out figures, per source, from the same [data] table
     let eval = CheckpointEval {
-        model: first.model_dir.clone(),
+        model: model.to_path_buf(),
         dataset: Dataset::EasyVqa,
         split: Split::Test,
         reference: Some(fixture()),
@@ -224,8 +231,9 @@ fn stage_one_on_the_mix_caches_the_encoder_features_once() -> Result<()> {
         mix: Some(p("s1.toml")),
         fd_encoder: Some(fixture()),
         fd_resolution: 16,
+        fd_floor: true,
     };
-    let r = evaluate_checkpoint(&eval, &root, &Device::Cpu)?;
+    let r = evaluate_checkpoint(&eval, root, &Device::Cpu)?;
     assert_eq!(r.report.images, 8);
     let per = r.per_source.as_ref().expect("per-source figures");
     let names: Vec<&str> = per.keys().map(String::as_str).collect();
@@ -242,7 +250,11 @@ fn stage_one_on_the_mix_caches_the_encoder_features_once() -> Result<()> {
         // an untrained decoder's pictures are far from the originals
         let fd = rep.fd_dinov2.unwrap_or(f64::NAN);
         assert!(fd > 0.0, "{name}: {fd}");
+        // the floor: held-out against training images of the source, both real
+        let floor = rep.fd_dinov2_floor.unwrap_or(f64::NAN);
+        assert!(floor.is_finite() && floor >= 0.0, "{name}: {floor}");
     }
+    assert!(r.report.fd_dinov2_floor.is_none());
     assert!(r.report.fd_dinov2.is_some_and(|fd| fd > 0.0));
     assert_eq!(
         r.fd_encoder_sha256,
@@ -262,7 +274,7 @@ fn stage_one_on_the_mix_caches_the_encoder_features_once() -> Result<()> {
         mix: Some(p("plain.toml")),
         ..eval
     };
-    let err = evaluate_checkpoint(&plain, &root, &Device::Cpu).map(|_| ());
+    let err = evaluate_checkpoint(&plain, root, &Device::Cpu).map(|_| ());
     assert!(err.is_err_and(|e| e.to_string().contains("no [data] table")));
     Ok(())
 }

@@ -14,6 +14,7 @@
 //!   text-to-image (codes), so one checkpoint answers and draws.
 
 pub mod card;
+pub mod draws;
 mod error;
 pub mod fidelity;
 pub mod image_files;

@@ -1,5 +1,8 @@
 //! The model worker: one thread owns the model and a bounded queue of jobs.
 //!
+//! Either kind of model that draws (a unified model, a LLaVA model trained to generate) draws
+//! through the same path ([`ServedModel::generate_with`]).
+//!
 //! Generation requests are batched: the worker takes the first one, then waits up to
 //! `max_wait_ms` for more whose sampling settings match (a batch shares one
 //! [`GenerationConfig`]; every image keeps its own seed), up to `max_batch` images, and runs one
@@ -28,7 +31,9 @@ use std::time::{Duration, Instant};
 use image::RgbImage;
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 use vqrae_generate::sample::{GenerationConfig, ImageRequest};
+use vqrae_tokenizer::Vqrae;
 use vqrae_unified::model::UnifiedModel;
+use vqrae_unified::UnifiedError;
 
 use crate::config::BatchConfig;
 use crate::error::{ApiError, ServeError};
@@ -238,6 +243,22 @@ impl Engine {
         .await
         .map_err(|_| worker_failed())?
     }
+
+    /// Runs `f` on the model worker with the served model's VQRAE tokenizer (a unified
+    /// model's, or the one a LLaVA model draws through) and waits for it; a model without one
+    /// answers a 400 (`what`: what the route would do).
+    pub(crate) async fn call_tokenizer<R, F>(&self, what: &'static str, f: F) -> Result<R, ApiError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Vqrae) -> Result<R, ApiError> + Send + 'static,
+    {
+        self.submit_served(move |m| match m.image_tokenizer() {
+            Some(t) => f(t),
+            None => Err(not_unified("the served model", what)),
+        })?
+        .await
+        .map_err(|_| worker_failed())?
+    }
 }
 
 fn run(model: ServedModel, rx: Receiver<Job>, cfg: &BatchConfig, metrics: &Metrics) {
@@ -280,13 +301,12 @@ fn run(model: ServedModel, rx: Receiver<Job>, cfg: &BatchConfig, metrics: &Metri
                 for _ in &group {
                     metrics.queue_leave();
                 }
-                match &model {
-                    ServedModel::Unified(m) => run_generate(m, group, metrics),
-                    ServedModel::Llava(_) => {
-                        let e = not_unified("the served model", "draw images");
-                        for g in group {
-                            let _ = g.reply.send(Err(e.clone()));
-                        }
+                if model.capabilities().image_generation {
+                    run_generate(&model, group, metrics);
+                } else {
+                    let e = not_unified("the served model", "draw images");
+                    for g in group {
+                        let _ = g.reply.send(Err(e.clone()));
                     }
                 }
             }
@@ -364,8 +384,8 @@ impl Gather<'_> {
     }
 }
 
-/// One batched forward for a group of requests with equal settings.
-fn run_generate(model: &UnifiedModel, group: Vec<GenJob>, metrics: &Metrics) {
+/// One batched forward for a group of requests with equal settings, on a model that draws.
+fn run_generate(model: &ServedModel, group: Vec<GenJob>, metrics: &Metrics) {
     // a client that went away does not need its images
     let group: Vec<GenJob> = group.into_iter().filter(|g| !g.reply.is_closed()).collect();
     let Some(first) = group.first() else {
@@ -380,12 +400,13 @@ fn run_generate(model: &UnifiedModel, group: Vec<GenJob>, metrics: &Metrics) {
     let started = Instant::now();
     let streamed = group.iter().any(|g| g.previews.is_some());
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        if streamed {
-            model.generate_with(&all, &cfg, |codes| send_previews(model, &group, codes))
-        } else {
-            model.generate(&all, &cfg)
-        }
-        .map_err(ApiError::from_model)
+        model
+            .generate_with(&all, &cfg, |codes| {
+                if streamed {
+                    send_previews(model, &group, codes);
+                }
+            })
+            .map_err(ApiError::from_model)
     }));
     match outcome {
         Ok(Ok(images)) if images.len() == all.len() => {
@@ -440,7 +461,7 @@ fn run_generate(model: &UnifiedModel, group: Vec<GenJob>, metrics: &Metrics) {
 /// After a sampling step of a batch: tells each streamed request in `group` that sampling has
 /// begun (after the first step) and sends the partial images it asked for at this step.
 /// `codes` holds the batch's codes so far, the group's requests in order.
-fn send_previews(model: &UnifiedModel, group: &[GenJob], codes: &[Vec<u32>]) {
+fn send_previews(model: &ServedModel, group: &[GenJob], codes: &[Vec<u32>]) {
     let step = codes.first().map_or(0, Vec::len);
     let mut offset = 0;
     for g in group {
@@ -455,7 +476,7 @@ fn send_previews(model: &UnifiedModel, group: &[GenJob], codes: &[Vec<u32>]) {
             let prompt_tokens = g
                 .requests
                 .first()
-                .and_then(|r| model.text.encode(&r.caption).ok())
+                .and_then(|r| model.text().encode(&r.caption).ok())
                 .map_or(0, |t| t.len());
             let _ = p.tx.send(Preview::Started { prompt_tokens });
         }
@@ -478,11 +499,13 @@ fn send_previews(model: &UnifiedModel, group: &[GenJob], codes: &[Vec<u32>]) {
 /// preview shows the finished rows as the decoder will draw them, given what is still to
 /// come, and grey below: the image fills in from the top. A partially sampled row counts as
 /// not sampled.
-fn partial_images(
-    model: &UnifiedModel,
-    codes: &[Vec<u32>],
-) -> Result<Vec<RgbImage>, vqrae_unified::UnifiedError> {
-    let (rows, cols) = model.cfg.grid;
+fn partial_images(model: &ServedModel, codes: &[Vec<u32>]) -> Result<Vec<RgbImage>, UnifiedError> {
+    let (Some((rows, cols)), Some(tokenizer)) = (model.drawn_grid(), model.image_tokenizer())
+    else {
+        return Err(UnifiedError::Config(
+            "the served model does not draw".into(),
+        ));
+    };
     let total = rows * cols;
     let full: Vec<Vec<u32>> = codes
         .iter()
@@ -494,7 +517,7 @@ fn partial_images(
         })
         .collect();
     let done_rows = codes.first().map_or(0, |c| c.len() / cols.max(1)).min(rows);
-    let mut images = model.tokenizer.decode_codes(&full)?;
+    let mut images = tokenizer.decode_codes(&full)?;
     for img in &mut images {
         let h = img.height() as usize;
         let from = (h * done_rows / rows.max(1)) as u32;

@@ -72,13 +72,26 @@ impl Decoders {
         param: String,
         bare_base64: bool,
     ) -> Result<RgbImage, ApiError> {
+        self.load_at(source, param, bare_base64, self.model_side)
+            .await
+    }
+
+    /// [`Decoders::load`] resized to `side` instead: a LLaVA model reads questions' images at
+    /// its encoder's side but tokenizes at its VQRAE tokenizer's.
+    pub(crate) async fn load_at(
+        &self,
+        source: String,
+        param: String,
+        bare_base64: bool,
+        side: u32,
+    ) -> Result<RgbImage, ApiError> {
         let permit =
             match tokio::time::timeout(self.wait, self.permits.clone().acquire_owned()).await {
                 Ok(Ok(permit)) => permit,
                 Ok(Err(_)) => return Err(ApiError::internal("the image decoders are closed")),
                 Err(_) => return Err(busy(self.retry_after)),
             };
-        let (limits, side) = (self.limits, self.model_side);
+        let limits = self.limits;
         tokio::task::spawn_blocking(move || {
             // Held until this decode's memory is freed, even if the client has gone.
             let _permit = permit;

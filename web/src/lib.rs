@@ -1,7 +1,8 @@
 //! vqrae-web: the HTTP API over one model and a small web page. The model is a unified VQRAE
 //! model (text-to-image and visual question answering) or a LLaVA model (a pretrained chat LM
-//! with an image encoder: text chat and questions about images, answered in sentences; it does
-//! not draw); [`ServedModel::load`] tells them apart by the directory's `llava.json`.
+//! with an image encoder: text chat and questions about images, answered in sentences; it
+//! draws too when it was trained to generate); [`ServedModel::load`] tells them apart by the
+//! directory's `llava.json`.
 //!
 //! ```text
 //! POST /v1/images/generations     prompt -> images (OpenAI's API + seed, guidance_scale, ...)
@@ -97,7 +98,8 @@ impl Server {
         let kind = match &model {
             ServedModel::Unified(_) => "images".to_string(),
             ServedModel::Llava(m) => format!(
-                "a LLaVA chat model, {} weights",
+                "a LLaVA chat model{}, {} weights",
+                if m.t2i().is_some() { " that draws" } else { "" },
                 if m.quantized { "quantized" } else { "f32" }
             ),
         };

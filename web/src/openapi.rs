@@ -1,8 +1,8 @@
 //! `GET /openapi.json`: the API described in OpenAPI 3.1, written by hand, of the model this
 //! server serves: a unified model's document has the image routes and the model card's
-//! checks, a LLaVA model's has text chat with an optional image and no route it would refuse
-//! (what it can do is [`Capabilities`]; where the two kinds differ in more than a route, the
-//! `llava` flag below says which text applies).
+//! checks, a LLaVA model's has text chat with an optional image, the image routes when it
+//! draws, and no route it would refuse (what it can do is [`Capabilities`]; where the two
+//! kinds differ in more than a route, the `llava` flag below says which text applies).
 
 use serde_json::{json, Map, Value};
 
@@ -55,7 +55,14 @@ fn extend(map: &mut Map<String, Value>, extra: Value) {
 
 pub(crate) fn spec(state: &AppState) -> Value {
     let llava = state.model.llava.is_some();
-    let description = if llava {
+    let description = if llava && state.model.capabilities.image_generation {
+        "Chat, visual question answering and text-to-image with a LLaVA model: a pretrained \
+         chat LM with adapters, a frozen image encoder and a projector, trained to draw the \
+         codes of a VQRAE tokenizer too. It holds text conversations, answers questions about \
+         an image in sentences and draws from a prompt. The image generation and chat \
+         completion endpoints follow OpenAI's API, so its SDKs work unchanged (base URL \
+         http://HOST/v1). Errors have OpenAI's shape."
+    } else if llava {
         "Chat and visual question answering with a LLaVA model: a pretrained chat LM with \
          adapters, a frozen image encoder and a projector. It holds text conversations and \
          answers questions about an image in sentences; it does not draw. The chat completion \
@@ -113,7 +120,8 @@ fn schemas(state: &AppState) -> Value {
         extend(&mut out, generation_schemas(state));
     }
     if caps.stores_images() {
-        extend(&mut out, images_response());
+        // only a model card's checks warn
+        extend(&mut out, images_response(state.model.llava.is_none()));
     }
     if caps.image_tokenization {
         extend(&mut out, tokenize_schemas());
@@ -248,7 +256,15 @@ fn model_schema(state: &AppState) -> Value {
             "image_tokens": {"type": "integer", "description": "LM positions an image's features take"},
             "resolution": {"type": "integer", "description": "The encoder's input side, pixels"},
             "lm": {"type": "object", "properties": {"hidden_size": {"type": "integer"}, "layers": {"type": "integer"}, "vocab_size": {"type": "integer"}}},
-            "card": {"type": "null", "description": "A LLaVA model has no model card: nothing is checked against one"}}),
+            "card": {"type": "null", "description": "A LLaVA model has no model card: nothing is checked against one"},
+            "generation": {"type": "object", "description": "Only for a model trained to draw: the VQRAE tokenizer whose codes it samples", "properties": {
+                "image_size": {"type": "integer", "description": "The square side it draws (and tokenizes) at, pixels"},
+                "grid": {"type": "array", "items": {"type": "integer"}},
+                "codebook_size": {"type": "integer"},
+                "tokenizer_sha256": {"type": "string"}}},
+            "defaults": {"type": "object", "description": "Only for a model trained to draw", "properties": {
+                "guidance_scale": {"type": "number", "description": "What image generation uses when a request does not say"},
+                "source": {"const": "llava.json"}}}}),
         );
     } else {
         extend_obj(
@@ -277,6 +293,11 @@ fn generation_schemas(state: &AppState) -> Value {
     let m = &state.model;
     let l = &state.cfg.limits;
     let size = m.size();
+    let guidance_default = if m.llava.is_some() {
+        "Default: the model's own (llava.json's generation.guidance; GET /v1/models, defaults.guidance_scale)."
+    } else {
+        "Default: the model card's measured best (GET /v1/models, defaults.guidance_scale)."
+    };
     json!({
         "ImageGenerationRequest": {"type": "object", "required": ["prompt"], "properties": {
             "prompt": {"type": "string", "maxLength": l.max_prompt_chars, "examples": ["a blue rectangle"]},
@@ -285,7 +306,7 @@ fn generation_schemas(state: &AppState) -> Value {
             "size": {"type": "string", "enum": [size, "auto"], "default": size},
             "response_format": {"type": "string", "enum": ["b64_json", "url"], "default": "b64_json"},
             "seed": {"type": "integer", "minimum": 0, "description": "Seed of the first image; image i uses seed + i. Default: random."},
-            "guidance_scale": {"type": "number", "minimum": 0, "maximum": 50, "default": m.guidance, "description": "Classifier-free guidance; 1 turns it off. Default: the model card's measured best (GET /v1/models, defaults.guidance_scale)."},
+            "guidance_scale": {"type": "number", "minimum": 0, "maximum": 50, "default": m.guidance, "description": format!("Classifier-free guidance; 1 turns it off. {guidance_default}")},
             "temperature": {"type": "number", "minimum": 0, "maximum": 10, "default": 1.0},
             "top_k": {"type": "integer", "minimum": 1},
             "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
@@ -307,18 +328,23 @@ fn generation_schemas(state: &AppState) -> Value {
     })
 }
 
-/// The images response of generations and reconstructions.
-fn images_response() -> Value {
-    json!({
+/// The images response of generations and reconstructions; `warnings` where a model card
+/// checks prompts.
+fn images_response(warnings: bool) -> Value {
+    let mut response = json!({
         "ImagesResponse": {"type": "object", "required": ["created", "data"], "properties": {
             "created": {"type": "integer"},
             "data": {"type": "array", "items": {"type": "object", "properties": {
                 "b64_json": {"type": "string", "description": "PNG, base64"},
                 "url": {"type": "string", "description": "A short-lived URL of the PNG on this server"},
                 "revised_prompt": {"type": "string"},
-                "seed": {"type": "integer"}}}},
-            "warnings": {"$ref": "#/components/schemas/Warnings"}}},
-    })
+                "seed": {"type": "integer"}}}}}},
+    });
+    if warnings {
+        response["ImagesResponse"]["properties"]["warnings"] =
+            json!({"$ref": "#/components/schemas/Warnings"});
+    }
+    response
 }
 
 /// An image to VQRAE codes, and back to pixels.
@@ -403,7 +429,9 @@ fn paths(state: &AppState) -> Value {
             "responses": with(errors(&["404"]), json!({"200": {"description": "PNG", "content": {"image/png": {}}}}))}}}),
         );
     }
-    let page = if llava {
+    let page = if llava && caps.image_generation {
+        "A small web page: prompt to images; chat, with an image to ask about or without"
+    } else if llava {
         "A small web page: chat, with an image to ask about or without"
     } else {
         "A small web page: prompt to images, image and question to answer"

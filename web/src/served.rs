@@ -1,14 +1,19 @@
 //! What the server serves: a unified VQRAE model (`unified.json`: the from-scratch easy-VQA
 //! model that draws and answers) or a LLaVA model (`llava.json`: a pretrained chat LM from a
 //! GGUF with adapters, a frozen DINOv2 encoder and a projector, which chats and answers
-//! questions about images in sentences but does not draw). The kind is read from the model
+//! questions about images in sentences, and draws when it was trained to: its directory then
+//! holds the VQRAE tokenizer whose codes it samples). The kind is read from the model
 //! directory, so `vqrae serve --model <dir>` serves either.
 
 use std::path::Path;
 
 use candle_core::{DType, Device};
+use image::RgbImage;
 use serde::Serialize;
 use serde_json::{json, Value};
+use vqrae_generate::sample::{GenerationConfig, ImageRequest};
+use vqrae_lm::TextTokenizer;
+use vqrae_tokenizer::Vqrae;
 use vqrae_unified::llava::model::{LlavaModel, LLAVA_FILE};
 use vqrae_unified::model::{UnifiedModel, UNIFIED_FILE};
 use vqrae_unified::UnifiedError;
@@ -17,6 +22,8 @@ use crate::config::ServeConfig;
 use crate::error::ApiError;
 
 /// The served model; the model worker owns it.
+// one value per server, moved once into the worker: the variants' sizes do not matter
+#[allow(clippy::large_enum_variant)]
 pub enum ServedModel {
     Unified(UnifiedModel),
     Llava(LlavaModel),
@@ -82,11 +89,51 @@ impl ServedModel {
         }
     }
 
-    /// What this kind of model does.
+    /// What this model does: a LLaVA model draws and tokenizes when it was trained to generate.
     pub(crate) fn capabilities(&self) -> Capabilities {
         match self {
             Self::Unified(_) => Capabilities::UNIFIED,
-            Self::Llava(_) => Capabilities::LLAVA,
+            Self::Llava(m) => Capabilities::llava(m.t2i().is_some() && m.image.is_some()),
+        }
+    }
+
+    /// The VQRAE tokenizer whose codes the model draws (and the tokenizing routes use), when
+    /// it draws.
+    pub(crate) fn image_tokenizer(&self) -> Option<&Vqrae> {
+        match self {
+            Self::Unified(m) => Some(&m.tokenizer),
+            Self::Llava(m) => m.image.as_ref().map(|(t, _)| t),
+        }
+    }
+
+    /// The code grid `(rows, cols)` of a drawn image, when the model draws.
+    pub(crate) fn drawn_grid(&self) -> Option<(usize, usize)> {
+        match self {
+            Self::Unified(m) => Some(m.cfg.grid),
+            Self::Llava(_) => self.image_tokenizer().map(|t| t.config().grid()),
+        }
+    }
+
+    /// The tokenizer of prompts (what a streamed generation counts its input tokens in).
+    pub(crate) fn text(&self) -> &TextTokenizer {
+        match self {
+            Self::Unified(m) => &m.text,
+            Self::Llava(m) => &m.text,
+        }
+    }
+
+    /// One image per request, whichever kind draws, with `on_codes` called after every
+    /// sampling step with the codes so far (streamed previews decode them); an error for a
+    /// LLaVA model that was not trained to generate.
+    pub(crate) fn generate_with(
+        &self,
+        requests: &[ImageRequest],
+        cfg: &GenerationConfig,
+        on_codes: impl FnMut(&[Vec<u32>]),
+    ) -> Result<Vec<RgbImage>, UnifiedError> {
+        match self {
+            Self::Unified(m) => m.generate_with(requests, cfg, on_codes),
+            Self::Llava(m) => m.generate_with(requests, cfg, on_codes),
         }
     }
 
@@ -122,13 +169,16 @@ impl Capabilities {
         image_generation: true,
         image_tokenization: true,
     };
-    /// A LLaVA model chats and answers questions about an image; it has no VQRAE decoder.
-    pub(crate) const LLAVA: Self = Self {
-        chat: true,
-        image_questions: true,
-        image_generation: false,
-        image_tokenization: false,
-    };
+    /// A LLaVA model chats and answers questions about an image; one trained to generate
+    /// (`draws`) also draws, and tokenizes with the VQRAE tokenizer it draws through.
+    pub(crate) const fn llava(draws: bool) -> Self {
+        Self {
+            chat: true,
+            image_questions: true,
+            image_generation: draws,
+            image_tokenization: draws,
+        }
+    }
 
     /// Whether `/files/images/{file}` can ever hold anything: only routes that make images
     /// (`response_format: "url"`) put files there.
@@ -145,12 +195,11 @@ pub(crate) struct LlavaInfo {
 }
 
 impl LlavaInfo {
-    pub(crate) fn of(m: &LlavaModel) -> Self {
+    pub(crate) fn of(m: &LlavaModel, capabilities: Capabilities) -> Self {
         let cfg = &m.cfg;
-        Self {
-            about: json!({
+        let mut about = json!({
                 "kind": "llava",
-                "capabilities": Capabilities::LLAVA,
+                "capabilities": capabilities,
                 "base": {"path": cfg.base.path, "sha256": cfg.base.sha256},
                 "encoder": {"path": cfg.encoder.path, "sha256": cfg.encoder.sha256},
                 "weights": if m.quantized { "quantized" } else { "f32" },
@@ -161,20 +210,31 @@ impl LlavaInfo {
                     "layers": m.lm.config().num_hidden_layers,
                     "vocab_size": m.lm.config().vocab_size,
                 },
-            }),
+        });
+        if let (Some(g), Some((t, _))) = (&cfg.generation, &m.image) {
+            // what it draws: the tokenizer's images, not the encoder's input side
+            let (rows, cols) = t.config().grid();
+            about["generation"] = json!({
+                "image_size": t.config().image_size,
+                "grid": [rows, cols],
+                "codebook_size": g.codes,
+                "tokenizer_sha256": g.tokenizer_sha256,
+            });
+            about["defaults"] = json!({"guidance_scale": g.guidance, "source": "llava.json"});
         }
+        Self { about }
     }
 }
 
-/// The 400 of a route that needs a unified model (drawing, VQRAE codes) on a LLaVA model;
-/// `who` names it (`` `smollm` ``).
+/// The 400 of a route that needs a model that draws (drawing, VQRAE codes) on a LLaVA model
+/// trained without generation; `who` names it (`` `smollm` ``).
 pub(crate) fn not_unified(who: &str, what: &str) -> ApiError {
     ApiError::invalid(
         "model",
         format!(
             "{who} is a LLaVA chat model: it answers /v1/chat/completions (text, or a \
              question about an image) but does not {what}; serve a unified VQRAE model \
-             (models/vqrae-easyvqa, the default) for that"
+             (models/vqrae-easyvqa, the default) or a LLaVA model trained to generate for that"
         ),
     )
     .code("unsupported_by_model")

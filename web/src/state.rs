@@ -23,9 +23,13 @@ pub(crate) struct ModelInfo {
     pub(crate) id: String,
     /// Unix seconds: when the model directory was written.
     pub(crate) created: u64,
-    /// Square image side, pixels (the only `size` generation takes).
+    /// Square image side, pixels, an uploaded image is read at (for a LLaVA model its
+    /// encoder's input side).
     pub(crate) image_size: usize,
-    /// Token grid (rows, cols) of an image.
+    /// Square side, pixels, of the images the model draws and tokenizes (the only `size`
+    /// generation takes): its VQRAE tokenizer's; `image_size` for a model that does not draw.
+    pub(crate) draw_size: usize,
+    /// Token grid (rows, cols) of a drawn image; `(0, 0)` for a model that does not draw.
     pub(crate) grid: (usize, usize),
     /// The LM's context, tokens.
     pub(crate) context: usize,
@@ -35,7 +39,8 @@ pub(crate) struct ModelInfo {
     pub(crate) guidance: f64,
     /// What the model knows; `None`: no card, nothing is checked.
     pub(crate) card: Option<ModelCard>,
-    /// Some for a LLaVA model (a chat LM that does not draw); `None`: a unified model.
+    /// Some for a LLaVA model (a pretrained chat LM, which may also draw); `None`: a unified
+    /// model.
     pub(crate) llava: Option<LlavaInfo>,
     /// What the model does (routes, page panels and the OpenAPI document follow it).
     pub(crate) capabilities: Capabilities,
@@ -65,6 +70,7 @@ impl ModelInfo {
                 id,
                 created,
                 image_size: m.tokenizer.config().image_size,
+                draw_size: m.tokenizer.config().image_size,
                 grid: m.cfg.grid,
                 context: m.lm.config().max_position_embeddings,
                 codebook_size: m.cfg.vocab.codes,
@@ -73,24 +79,35 @@ impl ModelInfo {
                 llava: None,
                 capabilities: model.capabilities(),
             },
-            ServedModel::Llava(m) => Self {
-                id,
-                created,
-                image_size: m.cfg.resolution as usize,
-                grid: (0, 0),
-                context: m.lm.config().max_position_embeddings,
-                codebook_size: 0,
-                guidance: vqrae_generate::sample::DEFAULT_GUIDANCE,
-                card: None,
-                llava: Some(LlavaInfo::of(m)),
-                capabilities: model.capabilities(),
-            },
+            ServedModel::Llava(m) => {
+                let read = m.cfg.resolution as usize;
+                let tokenizer = model.image_tokenizer().map(|t| t.config());
+                let capabilities = model.capabilities();
+                Self {
+                    id,
+                    created,
+                    image_size: read,
+                    draw_size: tokenizer.map_or(read, |t| t.image_size),
+                    grid: model.drawn_grid().unwrap_or((0, 0)),
+                    context: m.lm.config().max_position_embeddings,
+                    codebook_size: tokenizer.map_or(0, |t| t.quantizer.codebook_size),
+                    // no card: the guidance the generation phase recorded
+                    guidance: m
+                        .cfg
+                        .generation
+                        .as_ref()
+                        .map_or(vqrae_generate::sample::DEFAULT_GUIDANCE, |g| g.guidance),
+                    card: None,
+                    llava: Some(LlavaInfo::of(m, capabilities)),
+                    capabilities,
+                }
+            }
         }
     }
 
-    /// `"64x64"`.
+    /// `"64x64"`: the side the model draws at.
     pub(crate) fn size(&self) -> String {
-        format!("{0}x{0}", self.image_size)
+        format!("{0}x{0}", self.draw_size)
     }
 }
 
@@ -166,12 +183,13 @@ impl AppState {
             .map_err(|_| crate::batcher::worker_failed())?
     }
 
-    /// A 400 for a route only a unified model serves (`what` it would do) when the served
-    /// model is a LLaVA model.
-    pub(crate) fn require_unified(&self, what: &str) -> Result<(), ApiError> {
-        match self.model.llava {
-            Some(_) => Err(not_unified(&format!("`{}`", self.model.id), what)),
-            None => Ok(()),
+    /// A 400 for a route (`what` it would do) that the served model lacks the capability for
+    /// (`capable` false: a LLaVA model trained without generation).
+    pub(crate) fn require(&self, capable: bool, what: &str) -> Result<(), ApiError> {
+        if capable {
+            Ok(())
+        } else {
+            Err(not_unified(&format!("`{}`", self.model.id), what))
         }
     }
 

@@ -1,7 +1,8 @@
 //! The web page in a real headless Chromium, driven over WebDriver (Debian's `chromium` and
 //! `chromedriver`, installed by `scripts/install-browser.sh`): type a prompt, generate, see the
 //! image; upload an image, ask, read the answer. Screenshots of both go to `target/browser/`.
-//! Served a LLaVA model, the same page hides what the model cannot do and chats instead.
+//! Served a LLaVA model, the same page hides what the model cannot do and chats instead (and
+//! draws too, for a LLaVA model trained to generate).
 //!
 //! Without Chromium this test fails (it does not skip): run `scripts/install-browser.sh`.
 //! `CHROMEDRIVER` and `CHROMIUM` name other binaries; `VQRAE_BROWSER_MODEL` serves another model
@@ -909,5 +910,70 @@ async fn the_page_chats_with_a_llava_model_in_chromium() -> Result<()> {
     );
     assert!(t[3][1].as_str().is_some_and(|r| !r.is_empty()), "{image}");
     assert!(turns(&cleared).is_empty(), "a new chat: {cleared}");
+    Ok(())
+}
+
+/// The page on a LLaVA model trained to draw (`vqrae_test_support::tiny_generating_llava`):
+/// the drawing form beside the chat, the drawn size (its tokenizer's 32 px, not its encoder's
+/// 16) in the status and the model's facts; generating on the page shows the model's images.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_draws_with_a_llava_model_that_generates_in_chromium() -> Result<()> {
+    let (chromedriver, chromium) = browser_binaries();
+    let root = tempfile::Builder::new()
+        .prefix("vqrae-web-browser-draws-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
+    let scratch = root.path().to_path_buf();
+    let (cfg, model) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let (inputs, dir) = vqrae_test_support::tiny_generating_llava(&scratch, 3)?;
+        let model = ServedModel::load(&dir, &inputs.models_root, None, &Device::Cpu, DType::F32)?;
+        let cfg = ServeConfig {
+            model: dir,
+            models_root: inputs.models_root.clone(),
+            model_id: "tiny-draws".into(),
+            port: 0,
+            ..ServeConfig::default()
+        };
+        Ok((cfg, model))
+    })
+    .await??;
+    let server = serve_model(cfg, model).await?;
+    let base = format!("http://{}", server.addr);
+    let driver = Driver::start(&chromedriver).await?;
+    let browser = Browser::open(&driver, &chromium).await?;
+    let seen = async {
+        open_page(&browser, &base).await?;
+        let state = browser.js(LLAVA_STATE).await?;
+        generate_and_wait(&browser, "a red circle", 2, 7).await?;
+        let sizes = browser
+            .js("return [...document.querySelectorAll('#images img')].map((i) => [i.naturalWidth, i.naturalHeight]);")
+            .await?;
+        Ok::<_, anyhow::Error>((state, sizes))
+    }
+    .await;
+    let closed = browser.close().await;
+    drop(driver);
+    let _ = server.shutdown.send(());
+    server.task.await??;
+    let (state, sizes) = seen?;
+    closed?;
+
+    assert_eq!(
+        (
+            &state["gen"],
+            &state["card"],
+            &state["about"],
+            &state["chatlog"]
+        ),
+        (&json!(true), &json!(false), &json!(true), &json!(true)),
+        "panels on a LLaVA model that draws: {state}"
+    );
+    let status = state["status"].as_str().unwrap_or_default();
+    assert!(status.contains("32x32 images"), "{status}");
+    let about = state["about_text"].as_str().unwrap_or_default();
+    assert!(
+        about.contains("Draws") && about.contains("32x32 pixels, 4x4 codes of 64"),
+        "{about}"
+    );
+    assert_eq!(sizes, json!([[32, 32], [32, 32]]));
     Ok(())
 }

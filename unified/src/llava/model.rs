@@ -211,13 +211,26 @@ impl LlavaModel {
         requests: &[ImageRequest],
         cfg: &GenerationConfig,
     ) -> Result<Vec<RgbImage>> {
-        let (Some(t2i), Some((tokenizer, _))) = (self.t2i(), self.image.as_ref()) else {
-            return Err(UnifiedError::Config(
-                "this LLaVA model was not trained to generate images".into(),
-            ));
-        };
-        let codes = t2i.sample_codes(requests, cfg)?;
-        Ok(tokenizer.decode_codes(&codes)?)
+        self.generate_with(requests, cfg, |_| {})
+    }
+
+    /// [`Self::generate`], calling `on_codes` with the codes sampled so far after every step
+    /// (what streamed previews decode with [`Self::decode_codes`]).
+    pub fn generate_with(
+        &self,
+        requests: &[ImageRequest],
+        cfg: &GenerationConfig,
+        on_codes: impl FnMut(&[Vec<u32>]),
+    ) -> Result<Vec<RgbImage>> {
+        let t2i = self.t2i().ok_or_else(not_generating)?;
+        let codes = t2i.sample_codes_with(requests, cfg, on_codes)?;
+        self.decode_codes(&codes)
+    }
+
+    /// Pixels of code grids, through the model's tokenizer.
+    pub fn decode_codes(&self, codes: &[Vec<u32>]) -> Result<Vec<RgbImage>> {
+        let (tokenizer, _) = self.image.as_ref().ok_or_else(not_generating)?;
+        Ok(tokenizer.decode_codes(codes)?)
     }
 
     /// The frozen encoder's features of `images`, `(B, tokens, width)`.
@@ -257,6 +270,10 @@ impl LlavaModel {
         self.vqa()
             .answer_with(&f, questions, max_tokens, sampling, |_, _| {})
     }
+}
+
+fn not_generating() -> UnifiedError {
+    UnifiedError::Config("this LLaVA model was not trained to generate images".into())
 }
 
 /// The tokenizer of a generating model (checked against its recorded hash) and the unified

@@ -309,23 +309,7 @@ pub fn run(
         pad: text.pad_id(),
     };
     let feature_dim = ex.features.dim(2)?;
-    let mut parts = match &cfg.init_from {
-        Some(dir) => {
-            let from = read_model_config(dir)?;
-            if from.base.sha256 != base_sha {
-                return Err(UnifiedError::Config(format!(
-                    "{} was trained on a base with sha256 {}, not {base_sha}",
-                    dir.display(),
-                    from.base.sha256
-                )));
-            }
-            let adapters =
-                Adapters::load(&dir.join(ADAPTERS_FILE), gguf.config(), &base_sha, device)
-                    .map_err(lm_err)?;
-            LlavaParts::from_adapters(base, adapters, &cfg.lora, from.projector)?
-        }
-        None => LlavaParts::init(base, cfg.lora.clone(), feature_dim, cfg.seed, device)?,
-    };
+    let mut parts = starting_parts(cfg, base, (gguf.config(), &base_sha), feature_dim, device)?;
     if let Some(t) = &t2i {
         parts.add_image_rows(t.codebook, cfg.seed)?;
         if parts.image.as_ref().map(|(v, _)| v) != Some(&t.vocab) {
@@ -371,6 +355,32 @@ pub fn run(
     let tokenizer = cfg.generation.as_ref().map(|g| g.tokenizer.as_path());
     save_model_dir(&run_dir.join("model"), &model, &adapters_file, tokenizer)?;
     Ok(summary)
+}
+
+/// What a run trains, on the frozen `base` (of the GGUF shape and sha256 `gguf`): fresh
+/// adapters and projector, or those of `cfg.init_from` (which must have been trained on the
+/// same base).
+fn starting_parts(
+    cfg: &LlavaConfig,
+    base: vqrae_lm::Llama,
+    (shape, base_sha): (&vqrae_lm::LlamaConfig, &str),
+    feature_dim: usize,
+    device: &Device,
+) -> Result<LlavaParts> {
+    let Some(dir) = &cfg.init_from else {
+        return LlavaParts::init(base, cfg.lora.clone(), feature_dim, cfg.seed, device);
+    };
+    let from = read_model_config(dir)?;
+    if from.base.sha256 != base_sha {
+        return Err(UnifiedError::Config(format!(
+            "{} was trained on a base with sha256 {}, not {base_sha}",
+            dir.display(),
+            from.base.sha256
+        )));
+    }
+    let adapters =
+        Adapters::load(&dir.join(ADAPTERS_FILE), shape, base_sha, device).map_err(lm_err)?;
+    LlavaParts::from_adapters(base, adapters, &cfg.lora, from.projector)
 }
 
 /// The text-to-image examples of a run and what they were made with.

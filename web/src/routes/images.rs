@@ -64,7 +64,7 @@ struct Plan {
 
 fn plan(state: &AppState, req: GenerationRequest) -> Result<Plan, ApiError> {
     state.check_model(req.model.as_deref())?;
-    state.require_unified("draw images")?;
+    state.require(state.model.capabilities.image_generation, "draw images")?;
     let limits = &state.cfg.limits;
     let prompt = check_text(&req.prompt, "prompt", limits.max_prompt_chars)?.to_string();
     let warnings: Vec<String> = state

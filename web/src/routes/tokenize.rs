@@ -1,5 +1,6 @@
 //! `POST /v1/images/tokenize` (an image to its codes grid and feature shape) and
-//! `POST /v1/images/reconstructions` (an image through codes and back to pixels).
+//! `POST /v1/images/reconstructions` (an image through codes and back to pixels), through the
+//! served model's VQRAE tokenizer: a unified model's, or the one a LLaVA model draws with.
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -50,8 +51,13 @@ pub(crate) struct ReconstructionRequest {
     pub(crate) response_format: Option<String>,
 }
 
+/// The uploaded image at the tokenizer's side (for a LLaVA model not its encoder's).
 async fn load(state: &AppState, source: String) -> Result<RgbImage, ApiError> {
-    state.decoders.load(source, "image".into(), true).await
+    let side = u32::try_from(state.model.draw_size).unwrap_or(u32::MAX);
+    state
+        .decoders
+        .load_at(source, "image".into(), true, side)
+        .await
 }
 
 struct Tokens {
@@ -70,14 +76,15 @@ pub(crate) async fn tokenize(
     ApiJson(req): ApiJson<TokenizeRequest>,
 ) -> Result<Json<TokenizeResponse>, ApiError> {
     state.check_model(req.model.as_deref())?;
-    state.require_unified("tokenize images into VQRAE codes")?;
+    const WHAT: &str = "tokenize images into VQRAE codes";
+    state.require(state.model.capabilities.image_tokenization, WHAT)?;
     let img = load(&state, req.image).await?;
     let include = req.include_features;
     let t = state
         .engine
-        .call(move |m| {
-            let input = m.tokenizer.images_to_input(&[img]).map_err(model_err)?;
-            let enc = m.tokenizer.encode(&input).map_err(model_err)?;
+        .call_tokenizer(WHAT, move |tokenizer| {
+            let input = tokenizer.images_to_input(&[img]).map_err(model_err)?;
+            let enc = tokenizer.encode(&input).map_err(model_err)?;
             let codes = enc
                 .codes
                 .to_vec2::<u32>()
@@ -115,7 +122,7 @@ pub(crate) async fn tokenize(
     Ok(Json(TokenizeResponse {
         object: "image.tokens",
         model: state.model.id.clone(),
-        image_size: state.model.image_size,
+        image_size: state.model.draw_size,
         grid: [rows, cols],
         codes: t.codes.chunks(cols).map(<[u32]>::to_vec).collect(),
         codebook_size: state.model.codebook_size,
@@ -130,15 +137,16 @@ pub(crate) async fn reconstructions(
     ApiJson(req): ApiJson<ReconstructionRequest>,
 ) -> Result<Json<ImagesResponse>, ApiError> {
     state.check_model(req.model.as_deref())?;
-    state.require_unified("reconstruct images through VQRAE codes")?;
+    const WHAT: &str = "reconstruct images through VQRAE codes";
+    state.require(state.model.capabilities.image_tokenization, WHAT)?;
     let format = ResponseFormat::parse(req.response_format.as_deref())?;
     let img = load(&state, req.image).await?;
     let out = state
         .engine
-        .call(move |m| {
-            let input = m.tokenizer.images_to_input(&[img]).map_err(model_err)?;
-            let pixels = m.tokenizer.reconstruct(&input).map_err(model_err)?;
-            let images = m.tokenizer.output_to_images(&pixels).map_err(model_err)?;
+        .call_tokenizer(WHAT, move |tokenizer| {
+            let input = tokenizer.images_to_input(&[img]).map_err(model_err)?;
+            let pixels = tokenizer.reconstruct(&input).map_err(model_err)?;
+            let images = tokenizer.output_to_images(&pixels).map_err(model_err)?;
             images
                 .into_iter()
                 .next()
