@@ -7,20 +7,16 @@
 mod common;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{ensure, Result};
-use axum::extract::State;
-use axum::routing::post;
-use axum::Router;
 use candle_core::{DType, Device};
 use common::{data_url, toy_image, Client, Resp, TestServer};
 use serde_json::{json, Value};
 use vqrae_test_support::{shared_tiny_llava, TinyLlava};
 use vqrae_unified::llava::model::LlavaModel;
-use vqrae_web::{ApiError, AppState, ServeConfig, ServedModel};
+use vqrae_web::{ServeConfig, ServedModel};
 
 fn tiny() -> &'static TinyLlava {
     shared_tiny_llava(Path::new(env!("CARGO_TARGET_TMPDIR")), "vqrae-web-llava-")
@@ -37,41 +33,13 @@ fn config() -> ServeConfig {
     }
 }
 
-fn load(cfg: &ServeConfig) -> Result<ServedModel> {
-    Ok(ServedModel::load(
-        &cfg.model,
-        &cfg.models_root,
-        cfg.quantized,
-        &Device::Cpu,
-        DType::F32,
-    )?)
-}
-
-/// `/test/busy` holds the model worker (any kind) for 800 ms, counting in `started`.
-fn busy_route(started: Arc<AtomicUsize>) -> Router<AppState> {
-    let busy = move |State(state): State<AppState>| {
-        let started = started.clone();
-        async move {
-            state
-                .call_served_model(move |_| {
-                    started.fetch_add(1, Ordering::SeqCst);
-                    std::thread::sleep(Duration::from_millis(800));
-                    Ok(())
-                })
-                .await?;
-            Ok::<_, ApiError>("done")
-        }
-    };
-    Router::new().route("/test/busy", post(busy))
-}
-
 async fn start(cfg: ServeConfig) -> Result<(TestServer, Arc<AtomicUsize>)> {
     let started = Arc::new(AtomicUsize::new(0));
     let model = {
         let cfg = cfg.clone();
-        tokio::task::spawn_blocking(move || load(&cfg)).await??
+        tokio::task::spawn_blocking(move || common::load_served(&cfg)).await??
     };
-    let server = TestServer::start_served(cfg, model, busy_route(started.clone())).await?;
+    let server = TestServer::start_served(cfg, model, common::busy_route(started.clone())).await?;
     Ok((server, started))
 }
 

@@ -7,14 +7,10 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use axum::extract::State;
-use axum::routing::post;
-use axum::Router;
 use base64::Engine as _;
 use candle_core::{DType, Device};
 use common::{data_url, metric, toy_image, Client, Resp, TestServer};
@@ -22,7 +18,7 @@ use image::RgbImage;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 use vqrae_unified::llava::model::read_model_config;
-use vqrae_web::{ApiError, AppState, ServeConfig, ServedModel};
+use vqrae_web::{ServeConfig, ServedModel};
 
 /// The tiny tokenizer's images: 32 px, a 4 x 4 grid of 64 codes.
 const SIDE: u32 = 32;
@@ -51,45 +47,21 @@ fn drawing_model() -> Result<Drawing> {
     Ok(Drawing { _root: root, cfg })
 }
 
-fn load(cfg: &ServeConfig) -> Result<ServedModel> {
-    Ok(ServedModel::load(
-        &cfg.model,
-        &cfg.models_root,
-        cfg.quantized,
-        &Device::Cpu,
-        DType::F32,
-    )?)
-}
-
-/// `/test/busy` holds the model worker for 800 ms, counting in `started`.
-fn busy_route(started: Arc<AtomicUsize>) -> Router<AppState> {
-    let busy = move |State(state): State<AppState>| {
-        let started = started.clone();
-        async move {
-            state
-                .call_served_model(move |_| {
-                    started.fetch_add(1, Ordering::SeqCst);
-                    std::thread::sleep(Duration::from_millis(800));
-                    Ok(())
-                })
-                .await?;
-            Ok::<_, ApiError>("done")
-        }
-    };
-    Router::new().route("/test/busy", post(busy))
-}
-
 /// Builds a drawing model and serves it; the model's folder lives as long as the server.
 async fn start() -> Result<(TestServer, Drawing, Arc<AtomicUsize>)> {
     let started = Arc::new(AtomicUsize::new(0));
     let (drawing, model) = tokio::task::spawn_blocking(|| -> Result<_> {
         let d = drawing_model()?;
-        let m = load(&d.cfg)?;
+        let m = common::load_served(&d.cfg)?;
         Ok((d, m))
     })
     .await??;
-    let server =
-        TestServer::start_served(drawing.cfg.clone(), model, busy_route(started.clone())).await?;
+    let server = TestServer::start_served(
+        drawing.cfg.clone(),
+        model,
+        common::busy_route(started.clone()),
+    )
+    .await?;
     Ok((server, drawing, started))
 }
 

@@ -248,14 +248,26 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("metric {name} not in:\n{text}"))
 }
 
-/// `/test/busy` holds the model worker for 800 ms and counts in `started` when it begins: tests
-/// use it to fill the queue, or to make requests sent meanwhile share one batch.
+/// The model `cfg` names, loaded as `vqrae serve` loads it (f32 on the CPU).
+pub fn load_served(cfg: &vqrae_web::ServeConfig) -> anyhow::Result<vqrae_web::ServedModel> {
+    Ok(vqrae_web::ServedModel::load(
+        &cfg.model,
+        &cfg.models_root,
+        cfg.quantized,
+        &candle_core::Device::Cpu,
+        candle_core::DType::F32,
+    )?)
+}
+
+/// `/test/busy` holds the model worker (either kind of model) for 800 ms and counts in
+/// `started` when it begins: tests use it to fill the queue, or to make requests sent meanwhile
+/// share one batch.
 pub fn busy_route(started: Arc<AtomicUsize>) -> Router<AppState> {
     let busy = move |State(state): State<AppState>| {
         let started = started.clone();
         async move {
             state
-                .call_model(move |_| {
+                .call_served_model(move |_| {
                     started.fetch_add(1, Ordering::SeqCst);
                     std::thread::sleep(Duration::from_millis(800));
                     Ok(())
