@@ -20,6 +20,23 @@ pub const LOGIT_ROWS: usize = 128;
 /// itself in one forward from position 0 (no BOS added). At least two ids, at most the
 /// model's context.
 pub fn next_token_logprobs(model: &Llama, ids: &[u32]) -> Result<Vec<f32>> {
+    next_token_logprobs_over(model, ids, model.config().vocab_size)
+}
+
+/// [`next_token_logprobs`] with the softmax over the first `vocab` ids only: a model whose
+/// vocabulary was grown by image ids scores text as it generates text, among text ids.
+pub fn next_token_logprobs_over(model: &Llama, ids: &[u32], vocab: usize) -> Result<Vec<f32>> {
+    if vocab == 0 || vocab > model.config().vocab_size {
+        return Err(LmError::Config(format!(
+            "scoring over {vocab} ids of a vocabulary of {}",
+            model.config().vocab_size
+        )));
+    }
+    if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+        return Err(LmError::Config(format!(
+            "token {id} is outside the {vocab} ids scored over"
+        )));
+    }
     let context = model.config().max_position_embeddings;
     if ids.len() < 2 || ids.len() > context {
         return Err(LmError::Config(format!(
@@ -35,7 +52,9 @@ pub fn next_token_logprobs(model: &Llama, ids: &[u32]) -> Result<Vec<f32>> {
     let mut out = Vec::with_capacity(predicted);
     for start in (0..predicted).step_by(LOGIT_ROWS) {
         let n = LOGIT_ROWS.min(predicted - start);
-        let logits = model.logits(&hidden.narrow(0, start, n)?)?;
+        let logits = model
+            .logits(&hidden.narrow(0, start, n)?)?
+            .narrow(D::Minus1, 0, vocab)?;
         let logp = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)
             .map_err(|e| LmError::candle("log-softmax", e))?;
         let targets = Tensor::new(&ids[start + 1..start + 1 + n], dev)?.unsqueeze(1)?;
@@ -66,6 +85,17 @@ pub struct Perplexity {
 /// The perplexity of `ids` cut into consecutive chunks of at most `chunk_tokens` (a last
 /// chunk of one token predicts nothing and is skipped).
 pub fn chunked_perplexity(model: &Llama, ids: &[u32], chunk_tokens: usize) -> Result<Perplexity> {
+    chunked_perplexity_over(model, ids, chunk_tokens, model.config().vocab_size)
+}
+
+/// [`chunked_perplexity`] with each softmax over the first `vocab` ids
+/// ([`next_token_logprobs_over`]).
+pub fn chunked_perplexity_over(
+    model: &Llama,
+    ids: &[u32],
+    chunk_tokens: usize,
+    vocab: usize,
+) -> Result<Perplexity> {
     let context = model.config().max_position_embeddings;
     if chunk_tokens < 2 || chunk_tokens > context {
         return Err(LmError::Config(format!(
@@ -75,7 +105,7 @@ pub fn chunked_perplexity(model: &Llama, ids: &[u32], chunk_tokens: usize) -> Re
     let mut logprobs = Vec::with_capacity(ids.len());
     let mut n_chunks = 0;
     for chunk in ids.chunks(chunk_tokens).filter(|c| c.len() >= 2) {
-        logprobs.extend(next_token_logprobs(model, chunk)?);
+        logprobs.extend(next_token_logprobs_over(model, chunk, vocab)?);
         n_chunks += 1;
     }
     if logprobs.is_empty() {
@@ -124,6 +154,27 @@ mod tests {
             &cfg,
             SeededVarMap::new(3).var_builder(DType::F32, &Device::Cpu),
         )
+    }
+
+    /// Over the first ids only: the log-softmax of those logits, and ids past them refused.
+    #[test]
+    fn logprobs_over_a_prefix_of_the_vocabulary() -> Result<()> {
+        let model = tiny()?;
+        let ids: Vec<u32> = vec![3, 9, 1, 20, 7];
+        let lp = next_token_logprobs_over(&model, &ids, 30)?;
+        let input = Tensor::new(ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
+        let logits = model.forward(&model.embed(&input)?, None, false)?.i(0)?;
+        let text = candle_nn::ops::log_softmax(&logits.narrow(D::Minus1, 0, 30)?, D::Minus1)?
+            .to_vec2::<f32>()?;
+        for (j, l) in lp.iter().enumerate() {
+            assert!((l - text[j][ids[j + 1] as usize]).abs() < 1e-5);
+        }
+        // fewer candidates: every token is at least as likely as among all 50
+        let all = next_token_logprobs(&model, &ids)?;
+        assert!(lp.iter().zip(&all).all(|(a, b)| a >= b));
+        assert!(next_token_logprobs_over(&model, &[3, 31], 30).is_err());
+        assert!(next_token_logprobs_over(&model, &ids, 51).is_err());
+        Ok(())
     }
 
     /// Blocks of [`LOGIT_ROWS`] positions give the log-softmax of the whole logits matrix.

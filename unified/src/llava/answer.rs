@@ -76,11 +76,14 @@ impl LlavaVqa<'_> {
         let starts: Vec<usize> = starts.iter().zip(&left_pad).map(|(s, p)| s + p).collect();
         let embeds =
             splice(&embeds, &image, &starts).map_err(|e| UnifiedError::Understand(Box::new(e)))?;
+        // answers are text: a model that draws has image ids after the text ids
+        let text_ids = u32::try_from(self.prompt.text.vocab_size())
+            .map_err(|_| UnifiedError::Config("the text vocabulary does not fit u32 ids".into()))?;
         let opts = GenerateOptions {
             sampling: sampling.clone(),
             max_new_tokens: max_tokens,
             stop_ids: self.stops.clone(),
-            allowed: None,
+            allowed: Some(0..text_ids),
         };
         let rows =
             generate_from_embeds(self.lm, &embeds, left_pad, &opts, on_token).map_err(lm_err)?;

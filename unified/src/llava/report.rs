@@ -15,7 +15,7 @@ use vqrae_data::easy_vqa::Split;
 use vqrae_data::fs::sha256_model;
 use vqrae_lm::chat::ChatMessage;
 use vqrae_lm::converse::{Chat, ChatModel, WeightForm};
-use vqrae_lm::score::{chunked_perplexity, Perplexity};
+use vqrae_lm::score::{chunked_perplexity_over, Perplexity};
 use vqrae_lm::{Llama, SamplingConfig};
 
 use super::data::VqaSet;
@@ -161,7 +161,8 @@ fn text_score(chat: Chat<'_>, ids: &[u32]) -> Result<TextScore> {
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(TextScore {
-        heldout_perplexity: chunked_perplexity(chat.model, ids, chunk)?,
+        // among text ids, as chat samples: a model that draws has image ids after them
+        heldout_perplexity: chunked_perplexity_over(chat.model, ids, chunk, chat.tok.vocab_size())?,
         replies,
     })
 }
