@@ -131,6 +131,23 @@ def main():
         ["strategy", "PSNR dB", "SSIM", "utilisation", "feature cosine", "within-image share",
          "probe shape", "probe colour", "train min"], rows)))
 
+    rows = []
+    for e, k in [(32, 4096), (64, 4096), (128, 4096), (256, 4096), (384, 4096), (768, 4096),
+                 (384, 1024), (384, 16384)]:
+        name = f"table5-e{e}-k{k}"
+        ev = load(name, "eval")
+        if ev is None:
+            continue
+        r, per = ev["report"], ev.get("per_source", {})
+        fd = lambda src: f"{per[src]['fd_dinov2']:.0f}" if "fd_dinov2" in per.get(src, {}) else "-"
+        rows.append([e, k, f"{100 * r['utilisation']:.1f}%", f"{r['perplexity']:.0f}",
+                     f"{r['psnr']:.2f}", f"{r['ssim']:.3f}", f"{r.get('fd_dinov2', float('nan')):.1f}",
+                     fd("easy-vqa"), fd("scenes"), fd("emoji"), fd("tuxpaint"), minutes(name)])
+    sections.append(("Table 5 on DINOv2-S (width 384), 400 steps of stage 1 each, four sources",
+                     table(["dim e", "size k", "utilisation", "perplexity", "PSNR dB", "SSIM",
+                            "FD-DINOv2 (all 662)", "FD easy-VQA", "FD scenes", "FD emoji",
+                            "FD Tux Paint", "train min"], rows)))
+
     for title, body in sections:
         print(f"### {title}\n\n{body}\n")
     return 0
