@@ -248,6 +248,22 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("metric {name} not in:\n{text}"))
 }
 
+/// Every route the server documents when its model does everything (draws, tokenizes, chats,
+/// answers), sorted: what `call_every_documented_route` must reach for such a model.
+pub const EVERY_ROUTE: [&str; 11] = [
+    "/",
+    "/files/images/{file}",
+    "/health",
+    "/metrics",
+    "/openapi.json",
+    "/v1/chat/completions",
+    "/v1/images/generations",
+    "/v1/images/reconstructions",
+    "/v1/images/tokenize",
+    "/v1/models",
+    "/v1/models/{id}",
+];
+
 /// The model `cfg` names, loaded as `vqrae serve` loads it (f32 on the CPU).
 pub fn load_served(cfg: &vqrae_web::ServeConfig) -> anyhow::Result<vqrae_web::ServedModel> {
     Ok(vqrae_web::ServedModel::load(
