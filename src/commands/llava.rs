@@ -59,6 +59,9 @@ pub struct EvalLlavaArgs {
     /// Held-out text whose perplexity the adapted model and its base are scored on.
     #[arg(long, default_value = HELDOUT_TEXT)]
     heldout_text: PathBuf,
+    /// Answer from this VQRAE tokenizer's encoder features (a stage-2 one: Table 6).
+    #[arg(long)]
+    features_from: Option<PathBuf>,
     #[command(flatten)]
     json: JsonArgs,
 }
@@ -72,6 +75,7 @@ pub fn eval(a: EvalLlavaArgs, root: &Path, device: &Device) -> Result<()> {
         batch: a.batch,
         baseline: a.baseline,
         heldout_text: a.heldout_text,
+        features_from: a.features_from,
     };
     a.json.write(&evaluate(&a.model, &opts, device)?)
 }

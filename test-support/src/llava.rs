@@ -18,7 +18,7 @@ use vqrae_lm::{Llama, LlamaConfig};
 use vqrae_train::init::SeededVarMap;
 use vqrae_unified::llava::config::LlavaConfig;
 use vqrae_unified::llava::model::{
-    save_model_dir, LlavaModelConfig, WeightsRef, ADAPTERS_FILE, FORMAT,
+    save_model_dir, LlavaModelConfig, VqaFeatures, WeightsRef, ADAPTERS_FILE, FORMAT,
 };
 use vqrae_unified::llava::parts::LlavaParts;
 use vqrae_unified::llava::run::LlavaInputs;
@@ -238,6 +238,7 @@ pub fn tiny_llava_model(root: &Path, context: usize) -> Result<TinyLlava> {
         projector: parts.projector_cfg.clone(),
         serve_quantized: false,
         generation: None,
+        vqa_features: VqaFeatures::Encoder,
     };
     let dir = root.join("model");
     save_model_dir(&dir, &model, &adapters, None)?;

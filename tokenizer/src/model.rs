@@ -19,9 +19,10 @@ use vqrae_data::tensor::{images_to_tensor, tensor_to_images, Normalize};
 
 use crate::checkpoint::{read_config, save_checkpoint, varmap_tensors, CONFIG_FILE, WEIGHTS_FILE};
 use crate::decoder::{Decoder, DecoderConfig};
-use crate::encoder::{load_hf_encoder, EncoderConfig, VitEncoder};
+use crate::encoder::{load_hf_encoder, EncoderConfig, HfEncoder, VitEncoder};
 use crate::error::{Context, Result, TokenizerError};
 use crate::init::SeededVarMap;
+use crate::preprocess::{Preprocess, Resize};
 use crate::quantizer::{Quantized, Quantizer, QuantizerConfig};
 
 /// The whole tokenizer's configuration; `config.json` of a checkpoint, or a TOML file in `configs/`.
@@ -260,6 +261,24 @@ impl Vqrae {
 
     pub fn encoder(&self) -> &VitEncoder {
         &self.encoder
+    }
+
+    /// The encoder as the understanding path sees it: its continuous features at this
+    /// tokenizer's resolution and normalisation. After stage 2 these are the distilled
+    /// encoder's features, which is what the paper's Table 6 asks an LM to answer from.
+    pub fn feature_encoder(&self) -> HfEncoder {
+        let side = self.cfg.image_size as u32;
+        HfEncoder {
+            config: self.cfg.encoder.clone(),
+            encoder: self.encoder.clone(),
+            preprocess: Preprocess {
+                resize: Resize::Exact {
+                    height: side,
+                    width: side,
+                },
+                normalize: self.cfg.normalize,
+            },
+        }
     }
 
     pub fn quantizer(&self) -> &Quantizer {

@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 
+use super::model::VqaFeatures;
 use serde::{Deserialize, Serialize};
 use vqrae_lm::lora::LoraConfig;
 use vqrae_tokenizer::mixed::MixedData;
@@ -52,6 +53,10 @@ pub struct GenerationData {
     /// Share of text-to-image examples drawn with the caption dropped: the null prompt that
     /// classifier-free guidance contrasts with.
     pub caption_dropout: f64,
+    /// Where the replayed visual questions' features come from (and, in the saved model, the
+    /// VQA path's): `"tokenizer"` for one encoder behind both paths (a stage-2 tokenizer).
+    #[serde(default)]
+    pub vqa_features: VqaFeatures,
 }
 
 /// The LLaVA training config.

@@ -58,6 +58,27 @@ pub struct LlavaModelConfig {
     /// Text-to-image, when the model learned it: the tokenizer whose codes it draws.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<ModelGeneration>,
+    /// Which encoder the VQA path reads features from.
+    #[serde(default, skip_serializing_if = "VqaFeatures::is_encoder")]
+    pub vqa_features: VqaFeatures,
+}
+
+/// Where a LLaVA model's visual features come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VqaFeatures {
+    /// The installed encoder `llava.json` names (what the projector was trained on).
+    #[default]
+    Encoder,
+    /// The generation tokenizer's own encoder: one encoder for both paths, the paper's unified
+    /// tokenizer. After a stage 2 that moved the encoder this differs from `Encoder`.
+    Tokenizer,
+}
+
+impl VqaFeatures {
+    fn is_encoder(&self) -> bool {
+        *self == Self::Encoder
+    }
 }
 
 /// The generation part of `llava.json`.
@@ -179,7 +200,7 @@ impl LlavaModel {
         let stops = stop_ids(&text);
         let encoder = load_hf_encoder(encoder_dir, device, DType::F32)?;
         let preprocess = preprocess_at(&encoder, cfg.resolution);
-        Ok(Self {
+        let mut model = Self {
             cfg,
             lm,
             projector,
@@ -190,7 +211,47 @@ impl LlavaModel {
             stops,
             quantized,
             image,
-        })
+        };
+        if model.cfg.vqa_features == VqaFeatures::Tokenizer {
+            let tokenizer = model
+                .image
+                .as_ref()
+                .map(|(t, _)| t.clone())
+                .ok_or_else(|| {
+                    UnifiedError::Config(
+                        "llava.json: vqa_features = \"tokenizer\" needs a generation tokenizer"
+                            .into(),
+                    )
+                })?;
+            model.use_features_of(&tokenizer)?;
+        }
+        Ok(model)
+    }
+
+    /// Answers from `tokenizer`'s encoder features from now on (the Table 6 measurement: the
+    /// projector trained on one encoder, fed another). The encoder must have the projector's
+    /// input width and give the model's number of image tokens at its resolution.
+    pub fn use_features_of(&mut self, tokenizer: &Vqrae) -> Result<()> {
+        let encoder = tokenizer.feature_encoder();
+        let width = encoder.config.width();
+        if width != self.cfg.projector.input_dim {
+            return Err(UnifiedError::Config(format!(
+                "the tokenizer's encoder is {width} wide, the projector takes {}",
+                self.cfg.projector.input_dim
+            )));
+        }
+        let side = self.cfg.resolution as usize;
+        let (rows, cols) = encoder.encoder.grid(side, side);
+        if rows * cols != self.cfg.image_tokens {
+            return Err(UnifiedError::Config(format!(
+                "the tokenizer's encoder gives {} tokens at {side} px, the model takes {}",
+                rows * cols,
+                self.cfg.image_tokens
+            )));
+        }
+        self.preprocess = preprocess_at(&encoder, self.cfg.resolution);
+        self.encoder = encoder;
+        Ok(())
     }
 
     /// The text-to-image sampler over this model, when it generates.

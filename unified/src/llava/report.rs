@@ -17,6 +17,7 @@ use vqrae_lm::chat::ChatMessage;
 use vqrae_lm::converse::{Chat, ChatModel, WeightForm};
 use vqrae_lm::score::{chunked_perplexity_over, Perplexity};
 use vqrae_lm::{Llama, SamplingConfig};
+use vqrae_tokenizer::Vqrae;
 
 use super::data::VqaSet;
 use super::eval::{score, VqaScore};
@@ -54,6 +55,9 @@ pub struct LlavaEvalOptions {
     pub baseline: Option<PathBuf>,
     /// The held-out text ([`HELDOUT_TEXT`] from the repository root).
     pub heldout_text: PathBuf,
+    /// Answer from this VQRAE tokenizer's encoder features instead of the directory's own
+    /// (the Table 6 measurement: the same projector fed a stage-2 encoder).
+    pub features_from: Option<PathBuf>,
 }
 
 /// Questions asked of one split and how they were answered.
@@ -100,6 +104,13 @@ pub struct TextAbility {
 }
 
 /// `vqrae eval-llava`'s report.
+/// A tokenizer whose encoder fed the VQA path in place of the directory's own.
+#[derive(Clone, Debug, Serialize)]
+pub struct FeaturesFrom {
+    pub tokenizer: PathBuf,
+    pub tokenizer_sha256: String,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct LlavaReport {
     pub model: PathBuf,
@@ -110,6 +121,9 @@ pub struct LlavaReport {
     pub base: WeightsRef,
     pub encoder: WeightsRef,
     pub quantized: bool,
+    /// The tokenizer whose encoder gave the features, when not the directory's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub features_from: Option<FeaturesFrom>,
     pub easy_vqa_test: SplitScore,
     pub scenes_test: SplitScore,
     pub baseline: Option<Baseline>,
@@ -197,7 +211,17 @@ fn text_ability(model: &LlavaModel, models_root: &Path, heldout: &Path) -> Resul
 pub fn evaluate(dir: &Path, opts: &LlavaEvalOptions, device: &Device) -> Result<LlavaReport> {
     let started = Instant::now();
     let models_root = opts.data.join("models");
-    let model = LlavaModel::load(dir, &models_root, opts.quantized, device)?;
+    let mut model = LlavaModel::load(dir, &models_root, opts.quantized, device)?;
+    let features_from = match &opts.features_from {
+        Some(t) => {
+            model.use_features_of(&Vqrae::load(t, device, DType::F32)?)?;
+            Some(FeaturesFrom {
+                tokenizer: t.clone(),
+                tokenizer_sha256: sha256_model(t)?,
+            })
+        }
+        None => None,
+    };
     let greedy = SamplingConfig::greedy();
     let scenes = VqaSet::scenes(Split::Test, opts.scenes);
     let easy = VqaSet::easy_vqa(&opts.data.join(vqrae_data::easy_vqa::DIR), Split::Test, 0)?;
@@ -231,6 +255,7 @@ pub fn evaluate(dir: &Path, opts: &LlavaEvalOptions, device: &Device) -> Result<
         base,
         encoder,
         quantized: model.quantized,
+        features_from,
         easy_vqa_test: SplitScore {
             questions: easy_score.overall.asked,
             scenes: None,

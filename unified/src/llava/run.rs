@@ -24,8 +24,8 @@ use super::config::{GenerationData, LlavaConfig};
 use super::data::{encode_features, preprocess_at, VqaSet};
 use super::instructions::instructions;
 use super::model::{
-    read_model_config, save_model_dir, LlavaModelConfig, ModelGeneration, WeightsRef, FORMAT,
-    TOKENIZER_DIR,
+    read_model_config, save_model_dir, LlavaModelConfig, ModelGeneration, VqaFeatures, WeightsRef,
+    FORMAT, TOKENIZER_DIR,
 };
 use super::parts::LlavaParts;
 use super::prompt::{text_example, ImagePrompt};
@@ -97,8 +97,9 @@ fn lm_err(e: vqrae_lm::LmError) -> UnifiedError {
     UnifiedError::Lm(Box::new(e))
 }
 
-/// The encoder's features of `set`'s images, from `run_dir`'s cache when it holds as many
-/// images at this resolution, else computed and cached.
+/// The encoder's features of `set`'s images (the installed encoder's, or the generation
+/// tokenizer's when the config says so), from `run_dir`'s cache when it holds as many images
+/// at this resolution from the same encoder, else computed and cached.
 fn features(
     cfg: &LlavaConfig,
     inputs: &LlavaInputs,
@@ -106,19 +107,37 @@ fn features(
     run_dir: &Path,
     device: &Device,
 ) -> Result<Tensor> {
+    // The features' encoder, named in the cache: the installed one, or a tokenizer's by hash.
+    let tokenizer = cfg
+        .generation
+        .as_ref()
+        .filter(|g| g.vqa_features == VqaFeatures::Tokenizer)
+        .map(|g| g.tokenizer.clone());
+    let source = match &tokenizer {
+        Some(dir) => format!("tokenizer {}", vqrae_data::fs::sha256_model(dir)?),
+        None => "encoder".to_string(),
+    };
     let path = run_dir.join(FEATURES_FILE);
     if path.exists() {
         let t = candle_core::safetensors::load(&path, device)
             .map_err(|e| UnifiedError::candle(format!("reading {}", path.display()), e))?;
-        if let (Some(f), Some(r)) = (t.get("features"), t.get("resolution")) {
+        if let (Some(f), Some(r), Some(s)) =
+            (t.get("features"), t.get("resolution"), t.get("source"))
+        {
             let res = r.to_vec1::<u32>()?;
-            if f.dim(0)? == set.images.len() && res == [cfg.resolution] {
+            if f.dim(0)? == set.images.len()
+                && res == [cfg.resolution]
+                && s.to_vec1::<u8>()? == source.as_bytes()
+            {
                 return Ok(f.to_dtype(DType::F32)?);
             }
         }
         tracing::warn!(path = %path.display(), "cached features do not match; recomputing");
     }
-    let encoder = load_hf_encoder(&inputs.encoder_dir(), device, DType::F32)?;
+    let encoder = match &tokenizer {
+        Some(dir) => Vqrae::load(dir, device, DType::F32)?.feature_encoder(),
+        None => load_hf_encoder(&inputs.encoder_dir(), device, DType::F32)?,
+    };
     let pre = preprocess_at(&encoder, cfg.resolution);
     let f = encode_features(&encoder, &pre, &set.images, 32, device)?;
     let tensors: HashMap<String, Tensor> = [
@@ -126,6 +145,10 @@ fn features(
         (
             "resolution".to_string(),
             Tensor::new(&[cfg.resolution], device)?,
+        ),
+        (
+            "source".to_string(),
+            Tensor::new(source.as_bytes(), device)?,
         ),
     ]
     .into_iter()
@@ -351,6 +374,10 @@ pub fn run(
             }),
             _ => None,
         },
+        vqa_features: cfg
+            .generation
+            .as_ref()
+            .map_or_else(Default::default, |g| g.vqa_features),
     };
     let tokenizer = cfg.generation.as_ref().map(|g| g.tokenizer.as_path());
     save_model_dir(&run_dir.join("model"), &model, &adapters_file, tokenizer)?;
