@@ -8,7 +8,8 @@
 #   scripts/dinov2s-table5.sh [train|eval|all]   (default all; BEST_E=384 unless set)
 #
 # Needs scripts/setup-data.sh and scripts/setup-models.sh. Runs go to runs/table5-*, reports to
-# docs/results/tokenizer/table5-*-eval.json (a run with a model is kept: delete it to redo it).
+# docs/results/tokenizer/table5-*-eval.json (a run with a model, and a report written, is kept:
+# delete it to redo it).
 # About 8 minutes of training and 3 of evaluation a run on two CPU cores. VQRAE_BIN overrides
 # the binary (default: a release build).
 set -euo pipefail
@@ -36,8 +37,13 @@ train_one() {
         --codebook-dim "$2" --codebook-size "$3" >"$OUT/$name-train.json"
 }
 
+# evaluate runs/table5-NAME (a report already written is kept: delete it to redo it)
 eval_one() {
     local name=table5-$1
+    if [[ -s $OUT/$name-eval.json ]]; then
+        echo "keeping $OUT/$name-eval.json" >&2
+        return
+    fi
     "$BIN" eval-tokenizer --model "runs/$name/model" --mix "$TRAIN" --fd-encoder "$ENC" \
         --json "$OUT/$name-eval.json" >/dev/null
 }

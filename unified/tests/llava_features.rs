@@ -6,10 +6,10 @@
 
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
+use vqrae_lm::SamplingConfig;
 use vqrae_test_support::{
     repo, tiny_llava_config, tiny_llava_data, tiny_llava_model, toy_image, TINY_ENCODER,
 };
-use vqrae_lm::SamplingConfig;
 use vqrae_tokenizer::encoder::hf_encoder_config;
 use vqrae_tokenizer::init::SeededVarMap;
 use vqrae_tokenizer::{Vqrae, VqraeConfig};
@@ -41,7 +41,7 @@ fn tokenizer_on_tiny_dinov2(
 #[test]
 fn the_vqa_path_reads_a_tokenizers_encoder_when_told() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let t = tiny_llava_model(tmp.path(), 64)?;
+    let t = tiny_llava_model(tmp.path(), 256)?;
     let mut m = LlavaModel::load(&t.dir, &t.models_root, None, &Device::Cpu)?;
     let images = [toy_image(0), toy_image(5)];
     let own = m.features(&images)?;
@@ -58,7 +58,12 @@ fn the_vqa_path_reads_a_tokenizers_encoder_when_told() -> Result<()> {
     m.use_features_of(&moved)?;
     let d = max_diff(&m.features(&images)?, &own)?;
     assert!(d > 1e-2, "a different encoder gave the same features ({d})");
-    let answers = m.ask(&images, &["What shape?", "What color?"], 4, &SamplingConfig::greedy())?;
+    let answers = m.ask(
+        &images,
+        &["What shape?", "What color?"],
+        4,
+        &SamplingConfig::greedy(),
+    )?;
     assert_eq!(answers.len(), 2);
 
     // the shipped tiny tokenizer: its own ViT is 32 wide but gives 2x2 tokens at 16 px
@@ -84,10 +89,21 @@ fn a_model_trained_on_its_tokenizers_features_serves_them() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let root = tmp.path();
     let inputs = tiny_llava_data(root, 4)?;
-    run(&tiny_llava_config()?, &inputs, &root.join("vqa"), &Device::Cpu)?;
-    let vqa = LlavaModel::load(&root.join("vqa/model"), &inputs.models_root, None, &Device::Cpu)?;
+    run(
+        &tiny_llava_config()?,
+        &inputs,
+        &root.join("vqa"),
+        &Device::Cpu,
+    )?;
+    let vqa = LlavaModel::load(
+        &root.join("vqa/model"),
+        &inputs.models_root,
+        None,
+        &Device::Cpu,
+    )?;
     // a moved encoder (random weights), so that the two sources are told apart
-    let (tok, vars) = tokenizer_on_tiny_dinov2(&inputs.models_root, vqa.preprocess.normalize, false)?;
+    let (tok, vars) =
+        tokenizer_on_tiny_dinov2(&inputs.models_root, vqa.preprocess.normalize, false)?;
     tok.save(&root.join("tok"), &vars)?;
 
     let mut cfg = LlavaConfig::from_toml_file(&repo().join("configs/llava/tiny-generate.toml"))?;
@@ -98,10 +114,17 @@ fn a_model_trained_on_its_tokenizers_features_serves_them() -> Result<()> {
     run(&cfg, &inputs, &root.join("gen"), &Device::Cpu)?;
 
     let dir = root.join("gen/model");
-    assert_eq!(read_model_config(&dir)?.vqa_features, VqaFeatures::Tokenizer);
+    assert_eq!(
+        read_model_config(&dir)?.vqa_features,
+        VqaFeatures::Tokenizer
+    );
     let m = LlavaModel::load(&dir, &inputs.models_root, None, &Device::Cpu)?;
     let images = [toy_image(1)];
-    let saved = Vqrae::load(&dir.join("tokenizer"), &Device::Cpu, candle_core::DType::F32)?;
+    let saved = Vqrae::load(
+        &dir.join("tokenizer"),
+        &Device::Cpu,
+        candle_core::DType::F32,
+    )?;
     let mut expect = LlavaModel::load(&dir, &inputs.models_root, None, &Device::Cpu)?;
     expect.use_features_of(&saved)?;
     let d = max_diff(&m.features(&images)?, &expect.features(&images)?)?;
