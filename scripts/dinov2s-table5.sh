@@ -37,13 +37,8 @@ train_one() {
         --codebook-dim "$2" --codebook-size "$3" >"$OUT/$name-train.json"
 }
 
-# evaluate runs/table5-NAME (a report already written is kept: delete it to redo it)
 eval_one() {
     local name=table5-$1
-    if [[ -s $OUT/$name-eval.json ]]; then
-        echo "keeping $OUT/$name-eval.json" >&2
-        return
-    fi
     "$BIN" eval-tokenizer --model "runs/$name/model" --mix "$TRAIN" --fd-encoder "$ENC" \
         --json "$OUT/$name-eval.json" >/dev/null
 }
@@ -55,6 +50,10 @@ runs() {
 
 part=${1:-all}
 runs | while read -r name e k; do
+    if [[ -s $OUT/table5-$name-eval.json ]]; then
+        echo "keeping $OUT/table5-$name-eval.json (its run is done)" >&2
+        continue
+    fi
     [[ $part == eval ]] || train_one "$name" "$e" "$k"
     [[ $part == train ]] || eval_one "$name"
 done

@@ -52,6 +52,7 @@
 pub mod checkpoint;
 pub mod device;
 pub mod error;
+mod fused_adamw;
 pub mod init;
 pub mod lock;
 pub mod metrics;

@@ -12,15 +12,19 @@
 //!
 //! with `lr` taken from each group's [`LrSchedule`] at the 0-based `step`. Moments are kept in
 //! f32 on the variable's device (f64 for f64 variables), and the update is computed in that
-//! precision, then cast to the variable's dtype.
+//! precision, then cast to the variable's dtype. An f32 variable on the CPU is updated by one
+//! fused in-place pass (`fused_adamw`), bit for bit what the tensor operations compute
+//! ([`AdamW::set_fused`] switches it off, for comparison).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Context, Result, TrainError};
+use crate::fused_adamw::{Coeffs, FusedUpdate};
 use crate::schedule::LrSchedule;
 
 /// Name of the step counter in [`AdamW::state_tensors`].
@@ -119,8 +123,76 @@ pub struct StepStats {
 struct Slot {
     name: String,
     var: Var,
-    m: Tensor,
-    v: Tensor,
+    moments: Moments,
+}
+
+/// A variable's first and second moments.
+enum Moments {
+    /// Tensors on the variable's device, in [`moment_dtype`], replaced every step.
+    Tensors { m: Tensor, v: Tensor },
+    /// f32 vectors updated in place by the fused CPU pass.
+    Host { m: Vec<f32>, v: Vec<f32> },
+}
+
+impl std::fmt::Debug for Moments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tensors { m, .. } => write!(f, "Moments::Tensors({:?})", m.shape()),
+            Self::Host { m, .. } => write!(f, "Moments::Host({} elements)", m.len()),
+        }
+    }
+}
+
+/// Whether `var` takes the fused CPU update.
+fn fusable(var: &Var) -> bool {
+    var.device().is_cpu() && var.dtype() == DType::F32
+}
+
+impl Moments {
+    fn zeros(var: &Var, fused: bool) -> candle_core::Result<Self> {
+        if fused && fusable(var) {
+            let n = var.elem_count();
+            return Ok(Self::Host {
+                m: vec![0.0; n],
+                v: vec![0.0; n],
+            });
+        }
+        let m = Tensor::zeros(var.shape(), moment_dtype(var.dtype()), var.device())?;
+        let v = m.zeros_like()?;
+        Ok(Self::Tensors { m, v })
+    }
+
+    /// The moments as tensors of the variable's shape (copies of host vectors).
+    fn tensors(&self, var: &Var) -> candle_core::Result<(Tensor, Tensor)> {
+        match self {
+            Self::Tensors { m, v } => Ok((m.clone(), v.clone())),
+            Self::Host { m, v } => Ok((
+                Tensor::from_slice(m, var.shape(), &Device::Cpu)?,
+                Tensor::from_slice(v, var.shape(), &Device::Cpu)?,
+            )),
+        }
+    }
+
+    /// Moments holding `m` and `v` (checked to have the variable's shape), in this slot's form.
+    fn with_values(&self, var: &Var, m: &Tensor, v: &Tensor) -> candle_core::Result<Self> {
+        let host = |t: &Tensor| t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>();
+        let dev = |t: &Tensor| {
+            t.to_dtype(moment_dtype(var.dtype()))?
+                .to_device(var.device())?
+                .contiguous()
+                .map(|t| t.detach())
+        };
+        Ok(match self {
+            Self::Host { .. } => Self::Host {
+                m: host(m)?,
+                v: host(v)?,
+            },
+            Self::Tensors { .. } => Self::Tensors {
+                m: dev(m)?,
+                v: dev(v)?,
+            },
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -178,13 +250,9 @@ impl AdamW {
                         var.dtype()
                     )));
                 }
-                let md = moment_dtype(var.dtype());
-                let m = Tensor::zeros(var.shape(), md, var.device())
+                let moments = Moments::zeros(&var, true)
                     .ctx(|| format!("allocating AdamW moments of {name}"))?;
-                let v = m
-                    .zeros_like()
-                    .ctx(|| format!("allocating AdamW moments of {name}"))?;
-                slots.push(Slot { name, var, m, v });
+                slots.push(Slot { name, var, moments });
             }
             // A fixed order makes the update and its statistics independent of how the caller
             // built the list (e.g. from a HashMap).
@@ -228,6 +296,19 @@ impl AdamW {
         self.groups.iter().flat_map(|g| g.slots.iter())
     }
 
+    /// Whether f32 CPU variables take the fused in-place update (the default) or the tensor
+    /// operations; the moments move to the chosen form unchanged. Both compute the same bits.
+    pub fn set_fused(&mut self, fused: bool) -> Result<()> {
+        for slot in self.groups.iter_mut().flat_map(|g| g.slots.iter_mut()) {
+            let name = &slot.name;
+            let ctx = || format!("moving the AdamW moments of {name}");
+            let (m, v) = slot.moments.tensors(&slot.var).ctx(ctx)?;
+            let form = Moments::zeros(&slot.var, fused).ctx(ctx)?;
+            slot.moments = form.with_values(&slot.var, &m, &v).ctx(ctx)?;
+        }
+        Ok(())
+    }
+
     /// One AdamW update with the gradients in `grads`. Variables without a gradient are left
     /// unchanged, their moments too (no weight decay either, as in PyTorch). A non-finite
     /// gradient norm is an error and nothing is updated.
@@ -256,23 +337,38 @@ impl AdamW {
                 };
                 let name = &slot.name;
                 let ctx = || format!("AdamW update of {name}");
-                let md = slot.m.dtype();
+                let (m, v) = match &mut slot.moments {
+                    Moments::Host { m, v } => {
+                        let g = g
+                            .to_dtype(DType::F32)
+                            .and_then(|g| g.contiguous())
+                            .ctx(ctx)?;
+                        let op = FusedUpdate {
+                            coeffs: Coeffs::new(&self.cfg, lr, t),
+                            moments: Mutex::new((m.as_mut_slice(), v.as_mut_slice())),
+                        };
+                        slot.var.as_tensor().inplace_op2(&g, &op).ctx(ctx)?;
+                        continue;
+                    }
+                    Moments::Tensors { m, v } => (m, v),
+                };
+                let md = m.dtype();
                 let g = g.detach().to_dtype(md).ctx(ctx)?;
-                let m = ((&slot.m * beta1).ctx(ctx)? + (&g * (1.0 - beta1)).ctx(ctx)?).ctx(ctx)?;
-                let v = ((&slot.v * beta2).ctx(ctx)?
+                let m_next = ((&*m * beta1).ctx(ctx)? + (&g * (1.0 - beta1)).ctx(ctx)?).ctx(ctx)?;
+                let v_next = ((&*v * beta2).ctx(ctx)?
                     + (g.sqr().ctx(ctx)? * (1.0 - beta2)).ctx(ctx)?)
                 .ctx(ctx)?;
-                let denom = ((v.sqrt().ctx(ctx)? / bc2_sqrt).ctx(ctx)? + eps).ctx(ctx)?;
+                let denom = ((v_next.sqrt().ctx(ctx)? / bc2_sqrt).ctx(ctx)? + eps).ctx(ctx)?;
                 let theta = slot.var.as_detached_tensor().to_dtype(md).ctx(ctx)?;
                 let decayed = (theta * (1.0 - lr * weight_decay)).ctx(ctx)?;
-                let delta = ((&m / &denom).ctx(ctx)? * (lr / bc1)).ctx(ctx)?;
+                let delta = ((&m_next / &denom).ctx(ctx)? * (lr / bc1)).ctx(ctx)?;
                 let next = (decayed - delta)
                     .ctx(ctx)?
                     .to_dtype(slot.var.dtype())
                     .ctx(ctx)?;
                 slot.var.set(&next).ctx(ctx)?;
-                slot.m = m.detach();
-                slot.v = v.detach();
+                *m = m_next.detach();
+                *v = v_next.detach();
             }
         }
         self.step += 1;
@@ -284,8 +380,11 @@ impl AdamW {
     pub fn state_tensors(&self) -> HashMap<String, Tensor> {
         let mut out = HashMap::new();
         for s in self.slots() {
-            out.insert(format!("m.{}", s.name), s.m.clone());
-            out.insert(format!("v.{}", s.name), s.v.clone());
+            // Host moments are copied into tensors of the variable's shape, which cannot fail.
+            if let Ok((m, v)) = s.moments.tensors(&s.var) {
+                out.insert(format!("m.{}", s.name), m);
+                out.insert(format!("v.{}", s.name), v);
+            }
         }
         let step = i64::try_from(self.step).unwrap_or(i64::MAX);
         // A scalar on the CPU cannot fail to allocate in a way a caller could handle.
@@ -344,15 +443,14 @@ impl AdamW {
                         ),
                     ));
                 }
-                let t = t
-                    .to_dtype(s.m.dtype())
-                    .and_then(|t| t.to_device(s.var.device()))
-                    .and_then(|t| t.contiguous())
-                    .ctx(|| format!("loading optimizer state {key}"))?;
-                pair.push(t.detach());
+                pair.push(t);
                 expected.insert(key);
             }
-            new_moments.push(pair);
+            let moments = s
+                .moments
+                .with_values(&s.var, pair[0], pair[1])
+                .ctx(|| format!("loading the optimizer state of {}", s.name))?;
+            new_moments.push(moments);
         }
         let mut extra: Vec<&String> = tensors.keys().filter(|k| !expected.contains(*k)).collect();
         extra.sort();
@@ -360,11 +458,8 @@ impl AdamW {
             return Err(mismatch(k, "not a moment of any optimized variable".into()));
         }
         let slots = self.groups.iter_mut().flat_map(|g| g.slots.iter_mut());
-        for (slot, mut pair) in slots.zip(new_moments) {
-            if let (Some(v), Some(m)) = (pair.pop(), pair.pop()) {
-                slot.m = m;
-                slot.v = v;
-            }
+        for (slot, moments) in slots.zip(new_moments) {
+            slot.moments = moments;
         }
         self.step = step;
         Ok(())
