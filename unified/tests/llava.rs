@@ -150,9 +150,12 @@ fn the_report_names_the_model_and_its_baseline_by_content_hash() -> Result<()> {
         batch: 4,
         baseline: Some(baseline.to_path_buf()),
         heldout_text: vqrae_test_support::repo().join(HELDOUT_TEXT),
+        features_from: None,
     };
     let json = serde_json::to_value(evaluate(&dir, &opts, &Device::Cpu)?)?;
     assert_eq!(json["model_sha256"], sha256_model(&dir)?.as_str());
+    // answered from its own encoder: no other tokenizer named
+    assert!(json.get("features_from").is_none(), "{json}");
     assert_eq!(
         json["baseline"]["model_sha256"],
         sha256_model(baseline)?.as_str()
