@@ -53,6 +53,7 @@ pub mod checkpoint;
 pub mod device;
 pub mod error;
 mod fused_adamw;
+pub mod fused_norm;
 pub mod init;
 pub mod lock;
 pub mod metrics;
