@@ -1,8 +1,9 @@
 //! Stage 1 on the four sources mixed (easy-VQA, scenes, emoji, Tux Paint), with the tiny
 //! random DINOv2 of the parity fixtures as the frozen encoder: the mixed set's split and
 //! per-source counts on the installed data, the feature cache written by one run and read by
-//! the next (which never runs the encoder), a changed key that recomputes, and the per-source
-//! evaluation of the result.
+//! the next (which never runs the encoder), a changed key that recomputes, the per-source
+//! evaluation of the result, and stage 2 from it on the same mix (the encoder distilled to
+//! the original).
 
 use std::path::{Path, PathBuf};
 
@@ -196,7 +197,10 @@ fn stage_one_on_the_mix_caches_the_encoder_features_once() -> Result<()> {
     assert_eq!(loss("a")?, loss("b")?);
 
     // other images (another seed for the subsets) are another key: computed, in another file
-    let reseeded = MixedData { seed: 8, ..mix };
+    let reseeded = MixedData {
+        seed: 8,
+        ..mix.clone()
+    };
     std::fs::write(p("s1-seed8.toml"), stage1_toml(&reseeded, &cache)?)?;
     let third = train_tokenizer_run(&run("c", "s1-seed8.toml"), &root, &Device::Cpu)?;
     let other = third.feature_cache.expect("a cache was configured");
@@ -212,7 +216,60 @@ fn stage_one_on_the_mix_caches_the_encoder_features_once() -> Result<()> {
     let err = train_tokenizer_run(&limited, &root, &Device::Cpu).map(|_| ());
     assert!(err.is_err_and(|e| e.to_string().contains("[data]")));
 
+    stage_two_on_the_mix(&first.model_dir, &root, dir.path(), &mix)?;
     held_out_figures_per_source(&first.model_dir, &root, dir.path())
+}
+
+/// Stage 2 from the stage-1 model in `model` on the same mix, distilled to the original
+/// encoder (`--teacher`): the encoder moves, the distillation loss sees it, and the held-out
+/// feature cosine to the original falls below 1.
+fn stage_two_on_the_mix(model: &Path, root: &Path, dir: &Path, mix: &MixedData) -> Result<()> {
+    let data = toml::to_string(&std::collections::BTreeMap::from([("data", mix)]))?;
+    let lr = "peak_lr = 1e-3\nmin_lr = 1e-4\nwarmup_steps = 1\ntotal_steps = 3\n";
+    let cfg = format!(
+        "stage = 2\nsteps = 3\nbatch_size = 4\ncheckpoint_every = 1\nlog_every = 1\n\
+         [decoder_lr]\n{lr}[encoder_lr]\n{lr}[loss]\nperceptual = 0.0\nquant = 0.2\n\
+         distill = 1.0\n{data}"
+    );
+    std::fs::write(dir.join("s2.toml"), cfg)?;
+    let s2 = train_tokenizer_run(
+        &TokenizerTraining {
+            start: TokenizerStart::Checkpoint(model.to_path_buf()),
+            train_config: dir.join("s2.toml"),
+            dataset: Dataset::EasyVqa,
+            limit: 0,
+            run: dir.join("s2"),
+            teacher: Some(fixture()),
+        },
+        root,
+        &Device::Cpu,
+    )?;
+    assert_eq!(s2.steps, 3);
+    assert!(s2.feature_cache.is_none(), "stage 2 runs the encoder");
+    let log = vqrae_train::metrics::MetricsLog::read(&dir.join("s2").join("metrics.jsonl"))?;
+    // the first step starts at the teacher; the next ones see the moved encoder
+    let distill = |i: usize| log[i]["distill"].as_f64().unwrap_or(f64::NAN);
+    assert!(distill(0).abs() < 1e-9, "{}", distill(0));
+    assert!(distill(2) > 0.0, "{}", distill(2));
+    let eval = CheckpointEval {
+        model: s2.model_dir.clone(),
+        dataset: Dataset::EasyVqa,
+        split: Split::Test,
+        reference: Some(fixture()),
+        grid: None,
+        limit: 0,
+        batch: 4,
+        mix: Some(dir.join("s2.toml")),
+        fd_encoder: None,
+        fd_resolution: 16,
+        fd_floor: false,
+    };
+    let r = evaluate_checkpoint(&eval, root, &Device::Cpu)?;
+    for (name, rep) in r.per_source.as_ref().expect("per-source figures") {
+        let cos = rep.feature_cosine.unwrap_or(f64::NAN);
+        assert!(cos < 1.0 - 1e-6 && cos > 0.0, "{name}: {cos}");
+    }
+    Ok(())
 }
 
 /// The held-out figures of the model in `model`, per source, from the `[data]` table of
