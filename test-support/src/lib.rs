@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 pub use easy_vqa::mini_easy_vqa;
 pub use llava::{
     shared_tiny_llava, tiny_generating_llava, tiny_llava_base, tiny_llava_config, tiny_llava_data,
-    tiny_llava_model, TinyLlava, TinyReplies, TINY_BASE, TINY_ENCODER,
+    tiny_llava_model, tiny_vqa_llava, TinyLlava, TinyReplies, TINY_BASE, TINY_ENCODER,
 };
 pub use tiny::{save_tiny_tokenizer, shared_tiny_model, tiny_joint_config};
 pub use toy::{toy_data, toy_image, Toy, COLORS};

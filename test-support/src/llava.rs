@@ -281,15 +281,27 @@ pub fn shared_tiny_llava(scratch: &Path, prefix: &str) -> &'static TinyLlava {
     })
 }
 
+/// [`tiny_llava_data`] with `images` easy-VQA images and the tiny VQA run of
+/// `configs/llava/tiny.toml` on it in `root/vqa` (its model: `root/vqa/model`).
+pub fn tiny_vqa_llava(root: &Path, images: usize) -> Result<LlavaInputs> {
+    let inputs = tiny_llava_data(root, images)?;
+    vqrae_unified::llava::run::run(
+        &tiny_llava_config()?,
+        &inputs,
+        &root.join("vqa"),
+        &Device::Cpu,
+    )?;
+    Ok(inputs)
+}
+
 /// A tiny LLaVA model that also draws, and its data root's models: [`tiny_llava_data`] with
 /// `images` easy-VQA images, the tiny VQA run of `configs/llava/tiny.toml` (`root/vqa`), then
 /// the generation phase of `configs/llava/tiny-generate.toml` from it with a tiny tokenizer
 /// (`root/tok`) in `root/gen`. Returns the inputs (their `models_root` is what loading needs)
 /// and the model directory (`root/gen/model`). About two seconds.
 pub fn tiny_generating_llava(root: &Path, images: usize) -> Result<(LlavaInputs, PathBuf)> {
-    let inputs = tiny_llava_data(root, images)?;
+    let inputs = tiny_vqa_llava(root, images)?;
     let dev = Device::Cpu;
-    vqrae_unified::llava::run::run(&tiny_llava_config()?, &inputs, &root.join("vqa"), &dev)?;
     let tok = root.join("tok");
     crate::save_tiny_tokenizer(&tok)?;
     let mut cfg = LlavaConfig::from_toml_file(&repo().join("configs/llava/tiny-generate.toml"))?;

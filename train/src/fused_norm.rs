@@ -31,24 +31,47 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<Option<Tensor>> {
 /// Rows per parallel task.
 const ROWS_PER_TASK: usize = 16;
 
-/// `x` and `w` as f32 slices, checked: contiguous, `w` one row of `x`'s last dimension.
+/// A contiguous f32 operand as a slice.
+fn f32_slice<'a>(what: &str, s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        candle_core::bail!("{what}: f32 only")
+    };
+    let Some((start, end)) = l.contiguous_offsets() else {
+        candle_core::bail!("{what}: contiguous inputs only")
+    };
+    Ok(&v[start..end])
+}
+
+/// `x` (rows of width `d`, its last dimension) and `other` as f32 slices; `other` must hold
+/// `other_len(x.len(), d)` elements.
+fn operands<'a>(
+    what: &str,
+    x: (&'a CpuStorage, &Layout),
+    other: (&'a CpuStorage, &Layout),
+    other_len: impl Fn(usize, usize) -> usize,
+) -> Result<(&'a [f32], &'a [f32], usize)> {
+    let (xs, os) = (
+        f32_slice(what, x.0, x.1)?,
+        f32_slice(what, other.0, other.1)?,
+    );
+    let d = x.1.dims().last().copied().unwrap_or(0);
+    if d == 0 || os.len() != other_len(xs.len(), d) {
+        candle_core::bail!(
+            "{what}: {} elements beside rows of {d} ({} in all)",
+            os.len(),
+            xs.len()
+        )
+    }
+    Ok((xs, os, d))
+}
+
+/// `x` and a weight `w` of one row's width.
 fn rows<'a>(
     what: &str,
     x: (&'a CpuStorage, &Layout),
     w: (&'a CpuStorage, &Layout),
 ) -> Result<(&'a [f32], &'a [f32], usize)> {
-    let (CpuStorage::F32(xs), CpuStorage::F32(ws)) = (x.0, w.0) else {
-        candle_core::bail!("{what}: f32 only")
-    };
-    let (Some((x0, x1)), Some((w0, w1))) = (x.1.contiguous_offsets(), w.1.contiguous_offsets())
-    else {
-        candle_core::bail!("{what}: contiguous inputs only")
-    };
-    let d = x.1.dims().last().copied().unwrap_or(0);
-    if d == 0 || w1 - w0 != d {
-        candle_core::bail!("{what}: weight of {} for rows of {d}", w1 - w0)
-    }
-    Ok((&xs[x0..x1], &ws[w0..w1], d))
+    operands(what, x, w, |_, d| d)
 }
 
 /// `1 / sqrt(mean(x^2) + eps)` of one row, accumulated in f32 as `rms_norm_slow` does.
@@ -125,15 +148,7 @@ impl CustomOp3 for RmsNormGradX {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (x, w, d) = rows(self.name(), (s1, l1), (s2, l2))?;
-        let (dy, _, _) = rows(self.name(), (s3, l3), (s2, l2))?;
-        if dy.len() != x.len() {
-            candle_core::bail!(
-                "{}: {} gradients for {} inputs",
-                self.name(),
-                dy.len(),
-                x.len()
-            )
-        }
+        let (_, dy, _) = operands(self.name(), (s1, l1), (s3, l3), |n, _| n)?;
         let mut dx = vec![0f32; x.len()];
         let task = d * ROWS_PER_TASK;
         dx.par_chunks_mut(task)
@@ -170,23 +185,7 @@ impl CustomOp2 for RmsNormGradW {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(xs), CpuStorage::F32(gs)) = (s1, s2) else {
-            candle_core::bail!("{}: f32 only", self.name())
-        };
-        let (Some((x0, x1)), Some((g0, g1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
-        else {
-            candle_core::bail!("{}: contiguous inputs only", self.name())
-        };
-        let (x, dy) = (&xs[x0..x1], &gs[g0..g1]);
-        let d = l1.dims().last().copied().unwrap_or(0);
-        if d == 0 || dy.len() != x.len() {
-            candle_core::bail!(
-                "{}: {} gradients for {} inputs",
-                self.name(),
-                dy.len(),
-                x.len()
-            )
-        }
+        let (x, dy, d) = operands(self.name(), (s1, l1), (s2, l2), |n, _| n)?;
         let task = d * ROWS_PER_TASK;
         let partials: Vec<Vec<f32>> = x
             .par_chunks(task)

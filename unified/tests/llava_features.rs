@@ -7,9 +7,7 @@
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use vqrae_lm::SamplingConfig;
-use vqrae_test_support::{
-    repo, tiny_llava_config, tiny_llava_data, tiny_llava_model, toy_image, TINY_ENCODER,
-};
+use vqrae_test_support::{repo, tiny_llava_model, tiny_vqa_llava, toy_image, TINY_ENCODER};
 use vqrae_tokenizer::encoder::hf_encoder_config;
 use vqrae_tokenizer::init::SeededVarMap;
 use vqrae_tokenizer::{Vqrae, VqraeConfig};
@@ -88,13 +86,7 @@ fn the_vqa_path_reads_a_tokenizers_encoder_when_told() -> Result<()> {
 fn a_model_trained_on_its_tokenizers_features_serves_them() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let root = tmp.path();
-    let inputs = tiny_llava_data(root, 4)?;
-    run(
-        &tiny_llava_config()?,
-        &inputs,
-        &root.join("vqa"),
-        &Device::Cpu,
-    )?;
+    let inputs = tiny_vqa_llava(root, 4)?;
     let vqa = LlavaModel::load(
         &root.join("vqa/model"),
         &inputs.models_root,

@@ -10,9 +10,7 @@ use anyhow::{Context, Result};
 use candle_core::Device;
 use vqrae_generate::sample::{GenerationConfig, ImageRequest};
 use vqrae_lm::SamplingConfig;
-use vqrae_test_support::{
-    repo, save_tiny_tokenizer, tiny_llava_config, tiny_llava_data, toy_image,
-};
+use vqrae_test_support::{repo, save_tiny_tokenizer, tiny_llava_data, tiny_vqa_llava, toy_image};
 use vqrae_unified::llava::config::LlavaConfig;
 use vqrae_unified::llava::image_rows::IMAGE_ROWS;
 use vqrae_unified::llava::model::{LlavaModel, TOKENIZER_DIR};
@@ -42,13 +40,7 @@ fn load(inputs: &LlavaInputs, dir: &Path, quantized: Option<bool>) -> Result<Lla
 fn a_generation_phase_gives_one_model_that_answers_and_draws() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let root = tmp.path();
-    let inputs = tiny_llava_data(root, 4)?;
-    run(
-        &tiny_llava_config()?,
-        &inputs,
-        &root.join("vqa"),
-        &Device::Cpu,
-    )?;
+    let inputs = tiny_vqa_llava(root, 4)?;
     let tok_dir = root.join("tok");
     let tok = save_tiny_tokenizer(&tok_dir)?;
     let cfg = generate_config(&root.join("vqa/model"), &tok_dir)?;
