@@ -13,8 +13,8 @@ use commands::{chat, data, eval, llava, lm, plot, probe, referee, scale, serve, 
 use vqrae_bench as bench;
 
 /// candle allocates a fresh buffer for every op; glibc's allocator hands large ones back to the
-/// kernel at once, so training spent a third of its time in page faults. mimalloc keeps them:
-/// measured 2x on the forward and backward of the easy-VQA encoder (docs in README).
+/// kernel at once, so training spent a third of its time in page faults. mimalloc keeps them
+/// (2x on the easy-VQA encoder's training step), without purging (`prepare_process`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -102,7 +102,7 @@ enum Command {
 }
 
 fn main() -> Result<()> {
-    vqrae_train::device::pin_thread_count();
+    vqrae_train::device::prepare_process();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -80,7 +80,7 @@ impl TrainBatch {
             .reshape((b * t, d))?
             .index_select(&self.positions, 0)?;
         let logits = lm.logits(&rows)?;
-        candle_nn::loss::cross_entropy(&logits, &self.targets)
+        vqrae_train::ops::cross_entropy(&logits, &self.targets)
             .map_err(|e| LmError::candle("cross-entropy", e))
     }
 }

@@ -237,8 +237,9 @@ impl Mlp {
         // gate and up stay separate matmuls even when fused for inference: stacked, their
         // halves are strided views, and the elementwise silu * up on strided views cost more
         // at prefill than the saved matmul call (measured, docs/PERFORMANCE.md)
-        let gate = self.gate_proj.forward(x)?.silu()?;
-        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+        let gate = self.gate_proj.forward(x)?;
+        let up = self.up_proj.forward(x)?;
+        self.down_proj.forward(&ops::silu_mul(&gate, &up)?)
     }
 }
 

@@ -21,7 +21,7 @@ use vqrae_train::checkpoint;
 use vqrae_train::init::SeededVarMap;
 use vqrae_train::lock::RunLock;
 use vqrae_train::metrics::MetricsLog;
-use vqrae_train::optim::{clip_grad_norm, AdamW, ParamGroup};
+use vqrae_train::optim::{AdamW, ParamGroup};
 use vqrae_train::progress;
 use vqrae_train::schedule::LrSchedule;
 
@@ -410,9 +410,8 @@ fn train_step(
     let batch = TrainBatch::new(&examples, inputs.text.pad_id(), device)?;
     let hidden = lm.forward_hidden(&lm.embed(&batch.ids)?, None, true)?;
     let loss = batch.loss(lm, &hidden)?;
-    let mut grads = loss.backward()?;
-    clip_grad_norm(&mut grads, opt.vars().iter(), cfg.grad_clip)?;
-    opt.step(&grads)?;
+    let grads = loss.backward()?;
+    opt.clip_and_step(&grads, cfg.grad_clip)?;
     let value = loss.to_scalar::<f32>()? as f64;
     state.loss_sum += value;
     state.loss_n += 1;

@@ -22,7 +22,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{linear, loss, Linear, Module};
+use candle_nn::{linear, Linear, Module};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use vqrae_data::batch::EpochSampler;
@@ -248,7 +248,7 @@ pub(crate) fn pretrain_encoder(
                 ids.iter().map(|&i| col.labels[i]).collect::<Vec<_>>(),
                 device,
             )?;
-            total = (total + loss::cross_entropy(&head.forward(&pooled)?, &y)?)?;
+            total = (total + vqrae_train::ops::cross_entropy(&head.forward(&pooled)?, &y)?)?;
         }
         let mut grads = total.backward()?;
         clip_grad_norm(&mut grads, all.values(), cfg.grad_clip)?;

@@ -3,7 +3,7 @@
 //! shape) and, later, as the understanding proxy of the training-strategy ablations.
 
 use candle_core::{DType, Device, Tensor, D};
-use candle_nn::{linear, loss, AdamW, Module, Optimizer, ParamsAdamW};
+use candle_nn::{linear, AdamW, Module, Optimizer, ParamsAdamW};
 use image::RgbImage;
 
 use crate::encoder::VitEncoder;
@@ -71,7 +71,7 @@ impl LinearProbe {
         let mut opt =
             AdamW::new(vars.varmap.all_vars(), params).context(|| "probe optimizer".into())?;
         for _ in 0..cfg.steps {
-            let l = loss::cross_entropy(&head.forward(&xs)?, &y)?;
+            let l = vqrae_train::ops::cross_entropy(&head.forward(&xs)?, &y)?;
             opt.backward_step(&l)?;
         }
         Ok(Self { mean, std, head })

@@ -25,8 +25,8 @@ pub enum Activation {
 impl Activation {
     pub(crate) fn apply(self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Activation::Gelu => x.gelu_erf(),
-            Activation::GeluTanh => x.gelu(),
+            Activation::Gelu => ops::gelu(x, false),
+            Activation::GeluTanh => ops::gelu(x, true),
         }
     }
 }

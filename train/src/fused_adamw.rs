@@ -1,5 +1,8 @@
 //! AdamW's update of an f32 variable on the CPU as one in-place pass over the variable, its
-//! gradient and its two moments (kept as host vectors). The tensor path
+//! gradient and its two moments (kept as host vectors), with gradient-norm clipping folded in:
+//! the clipping factor scales each gradient element as the pass reads it, where clipping as
+//! tensor operations writes a scaled copy of every gradient first; and a gradient's sum of
+//! squares (for the global norm) is one read-only pass too. The tensor path
 //! ([`crate::optim::AdamW`] on other devices and dtypes) runs about a dozen operations per
 //! variable per step, each allocating and writing a full-size temporary; this pass allocates
 //! nothing and reads each element once.
@@ -11,7 +14,7 @@
 
 use std::sync::Mutex;
 
-use candle_core::{CpuStorage, InplaceOp2, Layout};
+use candle_core::{CpuStorage, CustomOp1, InplaceOp2, Layout, Shape};
 use rayon::prelude::*;
 
 use crate::optim::AdamWConfig;
@@ -31,6 +34,7 @@ pub(crate) struct Coeffs {
     eps: f32,
     decay: f32,
     step_size: f32,
+    grad_scale: f32,
 }
 
 impl Coeffs {
@@ -47,12 +51,23 @@ impl Coeffs {
             eps: cfg.eps as f32,
             decay: (1.0 - lr * cfg.weight_decay) as f32,
             step_size: (lr / bc1) as f32,
+            grad_scale: 1.0,
+        }
+    }
+
+    /// The same step applied to the gradient times `scale` (a clipping factor), rounded as
+    /// `g * scale` on a tensor rounds it. A scale of 1 changes no bit of the update.
+    pub(crate) fn with_grad_scale(self, scale: f64) -> Self {
+        Self {
+            grad_scale: scale as f32,
+            ..self
         }
     }
 
     /// One element, in the tensor path's order of operations.
     #[inline]
     fn update(&self, p: &mut f32, g: f32, m: &mut f32, v: &mut f32) {
+        let g = g * self.grad_scale + 0.0;
         *m = (*m * self.b1 + 0.0) + (g * self.one_minus_b1 + 0.0);
         *v = (*v * self.b2 + 0.0) + ((g * g) * self.one_minus_b2 + 0.0);
         let denom = (v.sqrt() * self.inv_bc2_sqrt + 0.0) * 1.0 + self.eps;
@@ -114,5 +129,30 @@ impl InplaceOp2 for FusedUpdate<'_> {
                 }
             });
         Ok(())
+    }
+}
+
+/// The sum of squares of a contiguous f32 tensor, accumulated in f64 (per chunk, the chunks
+/// added in order: the same bits whatever the thread count), as an f64 scalar tensor.
+pub(crate) struct SumOfSquares;
+
+impl CustomOp1 for SumOfSquares {
+    fn name(&self) -> &'static str {
+        "fused-sum-of-squares"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(g) = s else {
+            candle_core::bail!("fused-sum-of-squares: f32 only")
+        };
+        let Some((start, end)) = l.contiguous_offsets() else {
+            candle_core::bail!("fused-sum-of-squares: contiguous input only")
+        };
+        let partials: Vec<f64> = g[start..end]
+            .par_chunks(CHUNK)
+            .map(|c| c.iter().map(|&x| f64::from(x) * f64::from(x)).sum())
+            .collect();
+        let total: f64 = partials.iter().sum();
+        Ok((CpuStorage::F64(vec![total]), Shape::from(())))
     }
 }

@@ -12,7 +12,8 @@
 //! - [`metrics`]: a JSONL metrics log that drops the records a resumed run will write again.
 //! - [`progress`]: an `indicatif` progress bar and a throughput counter.
 //! - [`ops`]: the one switch between fused inference kernels and differentiable training ops
-//!   (softmax, layer norm, RMS norm, RoPE), used by every model's layers.
+//!   (softmax, layer norm, RMS norm, RoPE, GELU, SiLU-times-gate), used by every model's layers.
+//! - [`fused_act`]: GELU, `silu(gate) * up` and softmax as differentiable fused CPU kernels.
 //! - [`init`]: seeded parameter initialisation ([`init::SeededVarMap`]), shared by the models.
 //! - [`plot`]: training curves of one or more runs to PNG (plotters); [`run_curves`]: those of
 //!   run directories, by metric (`vqrae plot`).
@@ -52,8 +53,11 @@
 pub mod checkpoint;
 pub mod device;
 pub mod error;
+pub mod fused_act;
 mod fused_adamw;
+pub mod fused_loss;
 pub mod fused_norm;
+pub mod fused_rope;
 pub mod init;
 pub mod lock;
 pub mod metrics;

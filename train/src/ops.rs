@@ -4,11 +4,14 @@
 //! candle's fused `softmax_last_dim`, `layer_norm`, `rms_norm` and `rope` kernels are fast but
 //! cut their output from the autograd graph without an error (docs/GPU.md, section 4). Every
 //! layer goes through these functions with the `train` flag of candle's `ModuleT` convention,
-//! so the choice is made here and nowhere else: fused kernels when `train` is false,
-//! differentiable compositions when it is true.
+//! so the choice is made here and nowhere else: candle's fused kernels when `train` is false;
+//! when it is true, this crate's fused differentiable kernels (`fused_*`: CPU f32) where they
+//! apply and differentiable compositions of candle ops elsewhere.
 
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{LayerNorm, Linear, Module};
+
+use crate::{fused_norm, fused_rope};
 
 /// A linear layer over the last dimension, with the leading dimensions flattened into one for
 /// the bias add too (candle's `Linear` flattens them for the matmul only): candle's broadcasting
@@ -28,10 +31,14 @@ pub fn linear(l: &Linear, x: &Tensor) -> Result<Tensor> {
 }
 
 /// Softmax over the last dimension. The fused kernel needs a contiguous input; `contiguous`
-/// on one that already is changes nothing (no copy).
+/// on one that already is changes nothing (no copy). Training takes the differentiable fused
+/// kernel on CPU f32 and the composition elsewhere.
 pub fn softmax(x: &Tensor, train: bool) -> Result<Tensor> {
     if train {
-        candle_nn::ops::softmax(x, D::Minus1)
+        match crate::fused_act::softmax_last_dim(x)? {
+            Some(y) => Ok(y),
+            None => candle_nn::ops::softmax(x, D::Minus1),
+        }
     } else {
         candle_nn::ops::softmax_last_dim(&x.contiguous()?)
     }
@@ -44,7 +51,10 @@ pub fn layer_norm(x: &Tensor, ln: &LayerNorm, train: bool) -> Result<Tensor> {
         .ok_or_else(|| candle_core::Error::Msg("layer norm without bias".into()))?;
     let eps = ln.eps() as f32;
     if train {
-        candle_nn::ops::layer_norm_slow(x, ln.weight(), bias, eps)
+        match fused_norm::layer_norm(x, ln.weight(), bias, eps)? {
+            Some(y) => Ok(y),
+            None => candle_nn::ops::layer_norm_slow(x, ln.weight(), bias, eps),
+        }
     } else {
         let x = x.contiguous()?;
         // candle's CUDA kernel accumulates in f32 whatever the dtype; its CPU kernel accumulates
@@ -66,7 +76,10 @@ pub fn layer_norm(x: &Tensor, ln: &LayerNorm, train: bool) -> Result<Tensor> {
 /// RMSNorm over the last dimension; both paths accumulate in f32 (as HF does).
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, train: bool) -> Result<Tensor> {
     if train {
-        candle_nn::ops::rms_norm_slow(x, w, eps as f32)
+        match fused_norm::rms_norm(x, w, eps as f32)? {
+            Some(y) => Ok(y),
+            None => candle_nn::ops::rms_norm_slow(x, w, eps as f32),
+        }
     } else {
         candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)
     }
@@ -77,6 +90,9 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, train: bool) -> Result<Tensor>
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, train: bool) -> Result<Tensor> {
     if !train {
         return candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin);
+    }
+    if let Some(y) = fused_rope::rope(x, cos, sin)? {
+        return Ok(y);
     }
     // `rope_slow` takes only the 2-D form; this is the same arithmetic for both forms.
     let cos = Tensor::cat(&[cos, cos], D::Minus1)?;
@@ -91,6 +107,37 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, train: bool) -> Result<Tenso
     let x2 = x.narrow(D::Minus1, half, half)?;
     let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
     x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
+}
+
+/// The mean softmax cross-entropy of `logits` `(N, V)` against class ids `targets` `(N)`
+/// (u32, u8 or i64), the training loss: one fused kernel for f32 logits on the CPU
+/// ([`crate::fused_loss`]), candle's composition (`candle_nn::loss::cross_entropy`) otherwise.
+/// Both are differentiable in `logits`; an empty batch is an error on both paths.
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    match crate::fused_loss::cross_entropy(logits, targets)? {
+        Some(loss) => Ok(loss),
+        None => candle_nn::loss::cross_entropy(logits, targets),
+    }
+}
+
+/// GELU, exact (erf, `tanh` false) or the tanh approximation: the fused differentiable kernel on
+/// CPU f32 (bit-identical to candle's forward), candle's op elsewhere. Differentiable either
+/// way, so inference and training share it.
+pub fn gelu(x: &Tensor, tanh: bool) -> Result<Tensor> {
+    match crate::fused_act::gelu(x, tanh)? {
+        Some(y) => Ok(y),
+        None if tanh => x.gelu(),
+        None => x.gelu_erf(),
+    }
+}
+
+/// `silu(gate) * up`, SwiGLU's element-wise part: the fused differentiable kernel on CPU f32
+/// (bit-identical to the composition's forward), the composition elsewhere.
+pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    match crate::fused_act::silu_mul(gate, up)? {
+        Some(y) => Ok(y),
+        None => gate.silu()? * up,
+    }
 }
 
 #[cfg(test)]
@@ -191,6 +238,26 @@ mod tests {
             let g = grads.get(v.as_tensor()).expect("a gradient");
             let total = g.abs()?.sum_all()?.to_scalar::<f32>()?;
             assert!(total > 0.0, "no gradient reaches {name}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn activations_agree_with_candles_on_fused_and_composed_paths() -> Result<()> {
+        let dev = Device::Cpu;
+        for dtype in [DType::F32, DType::F64] {
+            let x = seeded_randn((3, 10), 0.0, 2.0, 14, &dev)?.to_dtype(dtype)?;
+            let up = seeded_randn((3, 10), 0.0, 1.0, 15, &dev)?.to_dtype(dtype)?;
+            let diff = |a: &Tensor, b: &Tensor| -> Result<f64> {
+                (a - b)?
+                    .abs()?
+                    .max_all()?
+                    .to_dtype(DType::F64)?
+                    .to_scalar::<f64>()
+            };
+            assert!(diff(&gelu(&x, false)?, &x.gelu_erf()?)? < 1e-6);
+            assert!(diff(&gelu(&x, true)?, &x.gelu()?)? < 1e-6);
+            assert!(diff(&silu_mul(&x, &up)?, &(x.silu()? * &up)?)? < 1e-6);
         }
         Ok(())
     }

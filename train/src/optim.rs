@@ -24,7 +24,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Context, Result, TrainError};
-use crate::fused_adamw::{Coeffs, FusedUpdate};
+use crate::fused_adamw::{Coeffs, FusedUpdate, SumOfSquares};
 use crate::schedule::LrSchedule;
 
 /// Name of the step counter in [`AdamW::state_tensors`].
@@ -318,6 +318,37 @@ impl AdamW {
         if !grad_norm.is_finite() {
             return Err(TrainError::NonFiniteGradNorm { norm: grad_norm });
         }
+        self.update(grads, None, grad_norm)
+    }
+
+    /// [`clip_grad_norm`] over this optimizer's variables, then [`AdamW::step`], the same bits
+    /// as the two calls, with the clipping folded into the update: no scaled copy of any
+    /// gradient is written (the fused CPU pass scales each element as it reads it), `grads` is
+    /// left as it is, and the norm is computed once. Returns the norm before clipping and the
+    /// step's statistics, whose `grad_norm` is the norm after it (`norm * factor`).
+    pub fn clip_and_step(&mut self, grads: &GradStore, max_norm: f64) -> Result<(f64, StepStats)> {
+        check_max_norm(max_norm)?;
+        let present: Vec<&Tensor> = self.slots().filter_map(|s| grads.get(&s.var)).collect();
+        let norm = global_norm(&present)?;
+        if !norm.is_finite() {
+            return Err(TrainError::NonFiniteGradNorm { norm });
+        }
+        let coef = max_norm / (norm + 1e-6);
+        let (scale, applied) = if coef < 1.0 {
+            (Some(coef), norm * coef)
+        } else {
+            (None, norm)
+        };
+        Ok((norm, self.update(grads, scale, applied)?))
+    }
+
+    /// The update with the gradients times `scale` (a clipping factor) where one is given.
+    fn update(
+        &mut self,
+        grads: &GradStore,
+        scale: Option<f64>,
+        grad_norm: f64,
+    ) -> Result<StepStats> {
         let t = self.step.saturating_add(1) as f64;
         let AdamWConfig {
             beta1,
@@ -344,7 +375,8 @@ impl AdamW {
                             .and_then(|g| g.contiguous())
                             .ctx(ctx)?;
                         let op = FusedUpdate {
-                            coeffs: Coeffs::new(&self.cfg, lr, t),
+                            coeffs: Coeffs::new(&self.cfg, lr, t)
+                                .with_grad_scale(scale.unwrap_or(1.0)),
                             moments: Mutex::new((m.as_mut_slice(), v.as_mut_slice())),
                         };
                         slot.var.as_tensor().inplace_op2(&g, &op).ctx(ctx)?;
@@ -353,7 +385,12 @@ impl AdamW {
                     Moments::Tensors { m, v } => (m, v),
                 };
                 let md = m.dtype();
-                let g = g.detach().to_dtype(md).ctx(ctx)?;
+                let g = match scale {
+                    // in the gradient's dtype, as clip_grad_norm scales it
+                    Some(c) => (g.detach() * c).ctx(ctx)?,
+                    None => g.detach(),
+                };
+                let g = g.to_dtype(md).ctx(ctx)?;
                 let m_next = ((&*m * beta1).ctx(ctx)? + (&g * (1.0 - beta1)).ctx(ctx)?).ctx(ctx)?;
                 let v_next = ((&*v * beta2).ctx(ctx)?
                     + (g.sqr().ctx(ctx)? * (1.0 - beta2)).ctx(ctx)?)
@@ -476,13 +513,18 @@ fn global_norm(grads: &[&Tensor]) -> Result<f64> {
     let ctx = || "computing the gradient norm".to_string();
     let mut partials = Vec::with_capacity(grads.len());
     for g in grads {
-        let acc = moment_dtype(g.dtype());
-        let p = g
-            .to_dtype(acc)
-            .and_then(|g| g.sqr())
-            .and_then(|g| g.sum_all())
-            .and_then(|g| g.to_dtype(DType::F64))
-            .ctx(ctx)?;
+        let p = if g.device().is_cpu() && g.dtype() == DType::F32 {
+            // one read-only pass, accumulated in f64
+            g.contiguous()
+                .and_then(|g| g.apply_op1_no_bwd(&SumOfSquares))
+                .ctx(ctx)?
+        } else {
+            g.to_dtype(moment_dtype(g.dtype()))
+                .and_then(|g| g.sqr())
+                .and_then(|g| g.sum_all())
+                .and_then(|g| g.to_dtype(DType::F64))
+                .ctx(ctx)?
+        };
         partials.push(p);
     }
     let device = partials[0].device().clone();
@@ -502,6 +544,15 @@ fn global_norm(grads: &[&Tensor]) -> Result<f64> {
     Ok(values.iter().sum::<f64>().sqrt())
 }
 
+fn check_max_norm(max_norm: f64) -> Result<()> {
+    if !(max_norm.is_finite() && max_norm > 0.0) {
+        return Err(TrainError::Config(format!(
+            "clip_grad_norm: max_norm must be finite and > 0, got {max_norm}"
+        )));
+    }
+    Ok(())
+}
+
 /// Scales the gradients of `vars` in place so that their global L2 norm is at most
 /// `max_norm` (PyTorch's `clip_grad_norm_`: factor `max_norm / (norm + 1e-6)` when below 1)
 /// and returns the norm before clipping. Variables without a gradient are skipped; a variable
@@ -511,11 +562,7 @@ pub fn clip_grad_norm<'a>(
     vars: impl IntoIterator<Item = &'a Var>,
     max_norm: f64,
 ) -> Result<f64> {
-    if !(max_norm.is_finite() && max_norm > 0.0) {
-        return Err(TrainError::Config(format!(
-            "clip_grad_norm: max_norm must be finite and > 0, got {max_norm}"
-        )));
-    }
+    check_max_norm(max_norm)?;
     let mut seen = HashSet::new();
     let vars: Vec<&Var> = vars.into_iter().filter(|v| seen.insert(v.id())).collect();
     let present: Vec<(&Var, Tensor)> = vars

@@ -2,7 +2,9 @@
 //! operations it replaces (`AdamW::set_fused(false)`): 100 steps of a least-squares problem
 //! with weight decay, clipping that triggers, two groups on warm-up + cosine schedules and a
 //! variable large enough to be split across threads give the same bits, variables and
-//! moments; a checkpoint written by one path resumes in the other without changing a number.
+//! moments; a checkpoint written by one path resumes in the other without changing a number;
+//! and `AdamW::clip_and_step` (clipping folded into the update) is the two calls it replaces,
+//! on either path.
 
 use std::collections::HashMap;
 
@@ -84,6 +86,13 @@ fn optimizer(p: &Problem, fused: bool) -> AdamW {
     opt
 }
 
+/// `steps` steps clipped by `AdamW::clip_and_step`; the norms seen before clipping.
+fn train_folded(p: &Problem, opt: &mut AdamW, steps: usize) -> Vec<f64> {
+    (0..steps)
+        .map(|_| opt.clip_and_step(&grads(p), 50.0).unwrap().0)
+        .collect()
+}
+
 /// `steps` clipped steps; the clipping norms seen.
 fn train(p: &Problem, opt: &mut AdamW, steps: usize) -> Vec<f64> {
     (0..steps)
@@ -130,6 +139,31 @@ fn the_fused_pass_is_the_tensor_path_bit_for_bit_over_100_steps() {
     assert!(fused_norms[0] > 50.0, "{}", fused_norms[0]);
     assert!(fused_norms[99] < fused_norms[0] / 4.0, "{fused_norms:?}");
     assert_same(&fp, &fo, &tp, &to);
+}
+
+#[test]
+fn clipping_folded_into_the_step_is_clip_then_step_on_both_paths() {
+    for fused in [true, false] {
+        let (a, b) = (problem(4), problem(4));
+        let (mut oa, mut ob) = (optimizer(&a, fused), optimizer(&b, fused));
+        let folded = train_folded(&a, &mut oa, 100);
+        assert_eq!(folded, train(&b, &mut ob, 100), "fused {fused}");
+        assert!(
+            folded[0] > 50.0,
+            "the clipping never triggered: {}",
+            folded[0]
+        );
+        assert_same(&a, &oa, &b, &ob);
+    }
+    // the step's statistics carry the norm it applied: at most the clipping bound
+    let p = problem(4);
+    let mut o = optimizer(&p, true);
+    let (before, stats) = o.clip_and_step(&grads(&p), 50.0).unwrap();
+    assert!(
+        before > 50.0 && (stats.grad_norm - 50.0).abs() < 1e-3,
+        "{stats:?}"
+    );
+    assert!(o.clip_and_step(&grads(&p), 0.0).is_err());
 }
 
 #[test]

@@ -70,11 +70,11 @@ pub(crate) fn train(
         let logits = referee.forward(&(x + noise)?)?;
         let pick =
             |all: &[u32]| Tensor::new(idx.iter().map(|&i| all[i]).collect::<Vec<_>>(), device);
-        let loss_c = candle_nn::loss::cross_entropy(
+        let loss_c = vqrae_train::ops::cross_entropy(
             &logits.narrow(1, 0, COLORS.len())?,
             &pick(&color_all)?,
         )?;
-        let loss_s = candle_nn::loss::cross_entropy(
+        let loss_s = vqrae_train::ops::cross_entropy(
             &logits.narrow(1, COLORS.len(), SHAPES.len())?,
             &pick(&shape_all)?,
         )?;

@@ -13,7 +13,7 @@ use vqrae_tokenizer::Vqrae;
 use vqrae_train::checkpoint;
 use vqrae_train::lock::RunLock;
 use vqrae_train::metrics::MetricsLog;
-use vqrae_train::optim::{clip_grad_norm, AdamW};
+use vqrae_train::optim::AdamW;
 use vqrae_train::progress;
 
 use super::config::{parse_dtype, JointConfig};
@@ -263,10 +263,8 @@ impl Run<'_> {
                 step,
                 self.device,
             )?;
-            let mut grads = loss.backward()?;
-            let vars = opt.vars();
-            let norm = clip_grad_norm(&mut grads, vars.iter(), cfg.grad_clip)?;
-            opt.step(&grads)?;
+            let grads = loss.backward()?;
+            let (norm, _) = opt.clip_and_step(&grads, cfg.grad_clip)?;
             throughput.add(samples as u64);
             let done = step + 1;
             let loss_value = loss.to_scalar::<f32>()? as f64;

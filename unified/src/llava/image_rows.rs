@@ -94,7 +94,7 @@ pub fn image_loss(
     let targets = batch
         .targets
         .broadcast_sub(&Tensor::new(text, hidden.device())?)?;
-    Ok(candle_nn::loss::cross_entropy(&logits, &targets)?)
+    Ok(vqrae_train::ops::cross_entropy(&logits, &targets)?)
 }
 
 #[cfg(test)]

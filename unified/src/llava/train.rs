@@ -15,7 +15,7 @@ use vqrae_lm::batch::{Example, TrainBatch};
 use vqrae_train::checkpoint;
 use vqrae_train::lock::RunLock;
 use vqrae_train::metrics::MetricsLog;
-use vqrae_train::optim::{clip_grad_norm, AdamW};
+use vqrae_train::optim::AdamW;
 use vqrae_train::progress;
 use vqrae_understand::prompt::splice;
 
@@ -219,10 +219,10 @@ pub fn train(
             t2i: phase.t2i_per_step,
         };
         let (loss, record) = step_loss(parts, ex, draws, &mut rng, device)?;
-        let mut grads = loss.backward()?;
-        let opt_vars = opt.vars();
-        let norm = clip_grad_norm(&mut grads, opt_vars.iter(), cfg.grad_clip).map_err(train_err)?;
-        opt.step(&grads).map_err(train_err)?;
+        let grads = loss.backward()?;
+        let (norm, _) = opt
+            .clip_and_step(&grads, cfg.grad_clip)
+            .map_err(train_err)?;
         throughput.add((cfg.batch_size + phase.text_per_step + phase.t2i_per_step) as u64);
         let done = step + 1;
         let loss_value = loss.to_scalar::<f32>()? as f64;
