@@ -146,6 +146,8 @@ impl Proj {
             {
                 x.broadcast_matmul(w_t)
             }
+            // training: a frozen base's weight takes no gradient (`ops::linear`)
+            (ProjWeight::Dense(l), _) if x.track_op() => vqrae_train::ops::linear(l, x),
             (ProjWeight::Dense(l), _) => l.forward(x),
             (ProjWeight::Quantized(QMatMul::QTensor(q)), _)
                 if self.rows == QuantizedRows::DequantizeBatches

@@ -35,7 +35,8 @@ How it is run (from the repository root, with the reference venv):
 ``lm/`` (an HF Llama directory) and, for ``check``, ``inputs.safetensors`` and
 ``expected.safetensors`` (written by ``vqrae bench init``); ``bench.json`` (optional) gives
 ``code_start``, ``code_end`` and ``image_tokens``. Rows of ``run``: tok_encode, tok_decode,
-lm_prefill, lm_decode, train_tok, train_lm; each prints one JSON line.
+lm_prefill, lm_decode, train_tok, train_lm, train_lora (LoRA on ``DIR/lora-base``, a frozen
+SmolLM2-size LLaMA: ``lora_reference.py``); each prints one JSON line.
 
 Devices and precision: on ``--device cpu`` (the default) everything runs in float32. On
 ``--device cuda`` the weights and inputs are moved to the GPU; ``--dtype auto`` (the default) runs
@@ -71,8 +72,10 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from torch import nn
 
+import lora_reference
+
 REPO = Path(__file__).resolve().parents[2]
-ROWS = ("tok_encode", "tok_decode", "lm_prefill", "lm_decode", "train_tok", "train_lm")
+ROWS = ("tok_encode", "tok_decode", "lm_prefill", "lm_decode", "train_tok", "train_lm", "train_lora")
 
 # Training constants of the Rust defaults (tokenizer/src/train.rs, configs/lm/joint-easyvqa.toml).
 TOK_LOSS = {"l2": 1.0, "perceptual": 1.1, "quant": 1.0}
@@ -985,6 +988,19 @@ def run_row(directory: Path, row: str, b: int, iters: Optional[int], prefill_log
             def fn():
                 return tok_stage1_step(model, teacher, opt, params, x, target)
             work, unit = b, "samples/s"
+    elif row == "train_lora":
+        base = lora_reference.base_dir(directory)
+        lm = Llama.load(base).to(dev, dt).train()
+        cr = code_range(directory, lm.spec)
+        init = float_tensors(base / lora_reference.ADAPTERS_INIT)
+        # the Rust row's start: the same A, B = 0
+        params = lora_reference.attach(lm, {k: t.to(dev) for k, t in init.items()}, zero_b=True)
+        opt = lora_reference.optimizer(params)
+        ids = put(torch.randint(0, lm.spec.vocab_size, (b, PREFILL_TEXT + cr.image_tokens), generator=gen))
+
+        def fn():
+            return lora_reference.step(lm, opt, params, ids)
+        work, unit = b, "samples/s"
     else:
         lm = Llama.load(directory / "lm").to(dev, dt)
         cr = code_range(directory, lm.spec)
@@ -1112,6 +1128,12 @@ def check(directory: Path, device: str = "cpu") -> int:
     hf = hf_logits(directory / "lm", ids)
     report["logits_ours_vs_transformers"] = diff(ours, hf, 1e-4)
     report["logits_transformers_vs_expected"] = diff(hf, ref_logits, 1e-3, scaled=False)
+    base = directory / lora_reference.LORA_DIR
+    if base.exists() and "lora_losses" in expected:  # the train_lora row's model, two steps
+        report["lora"] = lora_reference.check(
+            Llama.load(base).to(dev), float_tensors(base / lora_reference.ADAPTERS_INIT),
+            as_long(inputs["lora_ids"]).to(dev), torch.from_numpy(expected["lora_losses"]),
+            torch.from_numpy(expected["lora_grad_norms"]))
     failures = [k for k, v in report.items() if isinstance(v, dict) and not v.get("ok", True)]
     report["ok"] = not failures
     report["failures"] = failures
@@ -1120,12 +1142,19 @@ def check(directory: Path, device: str = "cpu") -> int:
 
 
 def hf_logits(lm_dir: Path, ids: torch.Tensor) -> torch.Tensor:
-    from transformers import LlamaForCausalLM  # only check needs transformers
+    from transformers import LlamaConfig, LlamaForCausalLM  # only check needs transformers
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
 
-    model = LlamaForCausalLM.from_pretrained(str(lm_dir), dtype=torch.float32, attn_implementation="eager")
+    # built from the config and loaded by hand: from_pretrained of some transformers versions
+    # (4.46) refuses a safetensors file without metadata, which candle writes
+    config = LlamaConfig.from_pretrained(str(lm_dir), attn_implementation="eager")
+    model = LlamaForCausalLM(config).float()
+    missing, unexpected = model.load_state_dict(float_tensors(lm_dir / "model.safetensors"), strict=False)
+    if unexpected or set(missing) - ({"lm_head.weight"} if config.tie_word_embeddings else set()):
+        raise ConfigError(f"{lm_dir}: tensors missing {missing}, unexpected {unexpected}")
+    model.tie_weights()
     model = model.to(ids.device).eval()
     with torch.inference_mode():
         return model(input_ids=ids).logits.float()

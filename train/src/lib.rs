@@ -53,6 +53,7 @@
 pub mod checkpoint;
 pub mod device;
 pub mod error;
+pub mod frozen;
 pub mod fused_act;
 mod fused_adamw;
 pub mod fused_loss;

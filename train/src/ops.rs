@@ -11,20 +11,29 @@
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{LayerNorm, Linear, Module};
 
-use crate::{fused_norm, fused_rope};
+use crate::{frozen, fused_norm, fused_rope};
 
 /// A linear layer over the last dimension, with the leading dimensions flattened into one for
 /// the bias add too (candle's `Linear` flattens them for the matmul only): candle's broadcasting
 /// add indexes every element through all its dimensions (on CUDA, a 64-bit division and modulo
 /// per dimension), so `(B*N, out) + (out)` costs two of those where `(B, N, out) + (out)` costs
-/// three. The same arithmetic either way, and differentiable.
+/// three. The same arithmetic either way, and differentiable; under frozen weights (none of them
+/// tracked) only in the input, so the backward pass skips the weights' gradients
+/// ([`crate::frozen`]).
 pub fn linear(l: &Linear, x: &Tensor) -> Result<Tensor> {
     let dims = x.dims();
-    if dims.len() <= 2 {
+    let flat = |x: &Tensor| match frozen::linear(l, x)? {
+        Some(y) => Ok(y),
+        None => l.forward(x),
+    };
+    if dims.len() <= 1 {
         return l.forward(x);
     }
+    if dims.len() == 2 {
+        return flat(x);
+    }
     let (lead, k) = dims.split_at(dims.len() - 1);
-    let y = l.forward(&x.reshape(((), k[0]))?)?;
+    let y = flat(&x.reshape(((), k[0]))?)?;
     let mut out = lead.to_vec();
     out.push(y.dim(1)?);
     y.reshape(out)

@@ -17,6 +17,7 @@ use vqrae_lm::{Llama, LlamaConfig, TextTokenizer, UnifiedVocab};
 use vqrae_tokenizer::{Vqrae, VqraeConfig};
 use vqrae_train::init::SeededVarMap;
 
+use super::lora::{self, CheckTensors, LoraBase};
 use super::{BenchInfo, PROMPT};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -42,6 +43,10 @@ pub struct InitArgs {
     /// The tokenizer config of the paper preset.
     #[arg(long, default_value = "configs/paper.toml")]
     paper_config: PathBuf,
+    /// The frozen base of the train-lora row, written as `lora-base/` for the default preset
+    /// (random weights, seeded): SmolLM2-135M's shape, a tiny one, or none.
+    #[arg(long, value_enum, default_value_t = LoraBase::Smollm2)]
+    lora_base: LoraBase,
 }
 
 fn paper_lm(vocab_size: usize, context: usize) -> Result<LlamaConfig> {
@@ -98,12 +103,14 @@ fn random<T: candle_core::WithDType>(
 }
 
 /// Fixed inputs (2 images' pixels, 2 code grids, one prompt + image sequence) and this
-/// implementation's outputs for them, as `inputs.safetensors` and `expected.safetensors`.
+/// implementation's outputs for them, as `inputs.safetensors` and `expected.safetensors`, with
+/// the LoRA check's (`lora`) when there is one.
 fn write_inputs_and_outputs(
     out: &Path,
     info: &BenchInfo,
     model: &Vqrae,
     lm: &Llama,
+    lora: Option<CheckTensors>,
     device: &Device,
 ) -> Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
@@ -115,7 +122,7 @@ fn write_inputs_and_outputs(
         || rng.gen_range(0..codebook as u32),
         device,
     )?;
-    let t = PROMPT + info.image_tokens;
+    let t = info.seq();
     let ids = random((1, t), || rng.gen_range(0..info.vocab_size as u32), device)?;
     let enc = model.encode(&pixels)?;
     let decoded = model.decode(&codes, model.config().grid())?;
@@ -124,23 +131,22 @@ fn write_inputs_and_outputs(
         let p = out.join(name);
         candle_core::safetensors::save(&map, &p).with_context(|| format!("writing {}", p.display()))
     };
-    save(
-        "inputs.safetensors",
-        HashMap::from([
-            ("pixels".into(), pixels),
-            ("codes".into(), codes),
-            ("ids".into(), ids),
-        ]),
-    )?;
-    save(
-        "expected.safetensors",
-        HashMap::from([
-            ("features".into(), enc.features),
-            ("codes".into(), enc.codes),
-            ("decoded".into(), decoded),
-            ("logits".into(), logits),
-        ]),
-    )
+    let (lora_inputs, lora_expected) = lora.unwrap_or_default();
+    let mut inputs = HashMap::from([
+        ("pixels".into(), pixels),
+        ("codes".into(), codes),
+        ("ids".into(), ids),
+    ]);
+    inputs.extend(lora_inputs);
+    let mut expected = HashMap::from([
+        ("features".into(), enc.features),
+        ("codes".into(), enc.codes),
+        ("decoded".into(), decoded),
+        ("logits".into(), logits),
+    ]);
+    expected.extend(lora_expected);
+    save("inputs.safetensors", inputs)?;
+    save("expected.safetensors", expected)
 }
 
 /// Writes the bench directory `a.out`: weights, `bench.json`, inputs and expected outputs.
@@ -184,7 +190,11 @@ pub fn init(a: InitArgs, device: &Device) -> Result<()> {
             info.vocab_size
         );
     }
-    write_inputs_and_outputs(&a.out, &info, &model, &lm, device)?;
+    let lora = match a.preset {
+        Preset::Default => lora::write_base_and_check(&a.out, a.lora_base, info.seq(), device)?,
+        Preset::Paper => None,
+    };
+    write_inputs_and_outputs(&a.out, &info, &model, &lm, lora, device)?;
     let json = serde_json::to_string_pretty(&info)? + "\n";
     write_atomic(&a.out.join("bench.json"), json.as_bytes())?;
     println!("bench directory {} ({:?})", a.out.display(), a.preset);

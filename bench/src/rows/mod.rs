@@ -5,10 +5,12 @@
 //!
 //! - [`init`](mod@init): writing a bench directory;
 //! - `timing`: the timing method, the CUDA profiler window, peak memory;
-//! - `inference` / `training`: one function per row, each returning what it [`Measured`].
+//! - `inference` / `training`: one function per row, each returning what it [`Measured`];
+//! - `lora`: the train-lora row's base, adapters and optimizer, and the check `init` records.
 
 mod inference;
 mod init;
+mod lora;
 #[cfg(test)]
 mod tests;
 mod timing;
@@ -59,6 +61,9 @@ pub(crate) enum Row {
     TrainTok,
     /// LM, one optimizer step on `batch` sequences: samples/s.
     TrainLm,
+    /// LoRA on a frozen SmolLM2-135M-size LM (rank 16 on all seven projections), one optimizer
+    /// step of the adapters on `batch` sequences: samples/s.
+    TrainLora,
 }
 
 impl Row {
@@ -72,13 +77,14 @@ impl Row {
             Row::LmStepProfile => inference::lm_step_profile(bench),
             Row::TrainTok => training::train_tok(bench),
             Row::TrainLm => training::train_lm(bench),
+            Row::TrainLora => training::train_lora(bench),
         }
     }
 
     /// Training runs in f32; inference in the device's serving dtype (bf16 on a GPU).
     fn dtype(self, device: &Device) -> DType {
         match self {
-            Row::TrainTok | Row::TrainLm => DType::F32,
+            Row::TrainTok | Row::TrainLm | Row::TrainLora => DType::F32,
             _ => vqrae_train::device::default_dtype(device),
         }
     }
@@ -122,6 +128,13 @@ pub(crate) struct BenchInfo {
     pub(crate) tokenizer_params: usize,
 }
 
+impl BenchInfo {
+    /// Prompt + one image's codes: the LM rows' sequence length.
+    pub(crate) fn seq(&self) -> usize {
+        PROMPT + self.image_tokens
+    }
+}
+
 /// What every row function gets: the bench directory, the device, how to time, and the
 /// random numbers of its inputs (seeded the same for every row).
 pub(crate) struct Bench<'a> {
@@ -146,7 +159,7 @@ impl Bench<'_> {
 
     /// Prompt + one image's codes: the LM rows' sequence length.
     pub(crate) fn seq(&self) -> usize {
-        PROMPT + self.info.image_tokens
+        self.info.seq()
     }
 
     /// A `(rows, cols)` u32 tensor of ids drawn uniformly from `range`.

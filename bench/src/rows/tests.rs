@@ -34,13 +34,32 @@ fn init_and_every_row_once() {
         out_s,
         "--model",
         model.to_str().unwrap(),
+        "--lora-base",
+        "tiny",
     ]) else {
         panic!("not init")
     };
     init(a, &Device::Cpu).unwrap();
-    for f in ["bench.json", "inputs.safetensors", "expected.safetensors"] {
+    for f in [
+        "bench.json",
+        "inputs.safetensors",
+        "expected.safetensors",
+        "lora-base/config.json",
+        "lora-base/model.safetensors",
+        "lora-base/adapters-init.safetensors",
+    ] {
         assert!(out.join(f).is_file(), "{f}");
     }
+    // the LoRA check: two steps that lower the loss, with nonzero gradients
+    let expected =
+        candle_core::safetensors::load(out.join("expected.safetensors"), &Device::Cpu).unwrap();
+    let losses = expected["lora_losses"].to_vec1::<f32>().unwrap();
+    let norms = expected["lora_grad_norms"].to_vec1::<f32>().unwrap();
+    assert!(
+        losses.iter().all(|l| l.is_finite()) && losses[2] < losses[1] && losses[1] < losses[0],
+        "{losses:?}"
+    );
+    assert!(norms.iter().all(|n| n.is_finite() && *n > 0.0), "{norms:?}");
     let info: Value =
         serde_json::from_slice(&std::fs::read(out.join("bench.json")).unwrap()).unwrap();
     assert_eq!(
@@ -57,6 +76,7 @@ fn init_and_every_row_once() {
         ("lm-step-profile", "tokens/s"),
         ("train-tok", "samples/s"),
         ("train-lm", "samples/s"),
+        ("train-lora", "samples/s"),
     ];
     for (row, unit) in rows {
         let BenchCommand::Run(a) = command(&[

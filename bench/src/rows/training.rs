@@ -1,5 +1,6 @@
 //! The training rows: one optimizer step (forward, backward, gradient clipping, AdamW) of the
-//! tokenizer's stage 1 and of the LM, in f32 as the trainers run.
+//! tokenizer's stage 1, of the LM, and of LoRA adapters on a frozen SmolLM2-size LM, in f32 as
+//! the trainers run.
 
 use anyhow::{Context, Result};
 use candle_core::{DType, Tensor, Var};
@@ -9,9 +10,10 @@ use vqrae_tokenizer::train::{frozen_encoder, step_losses, TrainConfig};
 use vqrae_tokenizer::Vqrae;
 use vqrae_train::checkpoint::var_map_vars;
 use vqrae_train::init::SeededVarMap;
-use vqrae_train::optim::{clip_grad_norm, AdamW, AdamWConfig, ParamGroup};
+use vqrae_train::optim::{AdamW, AdamWConfig, ParamGroup};
 use vqrae_train::schedule::LrSchedule;
 
+use super::lora::LoraTrainer;
 use super::timing::time;
 use super::{Bench, Measured};
 
@@ -42,9 +44,7 @@ pub(crate) fn train_tok(bench: &mut Bench) -> Result<Measured> {
     let cfg = TrainConfig::default();
     let t = time(device, bench.timing, || {
         let (total, _, _) = step_losses(&model, &teacher, &x, &target, &cfg)?;
-        let mut grads = total.backward()?;
-        clip_grad_norm(&mut grads, opt.vars().iter(), cfg.grad_clip)?;
-        opt.step(&grads)?;
+        opt.clip_and_step(&total.backward()?, cfg.grad_clip)?;
         Ok(())
     })?;
     Ok(Measured::new("samples/s", b, t))
@@ -81,9 +81,21 @@ pub(crate) fn train_lm(bench: &mut Bench) -> Result<Measured> {
     let batch = TrainBatch::new(&examples, 0, device)?;
     let t = time(device, bench.timing, || {
         let h = lm.forward_hidden(&lm.embed(&batch.ids)?, None, true)?;
-        let mut grads = batch.loss(&lm, &h)?.backward()?;
-        clip_grad_norm(&mut grads, opt.vars().iter(), 1.0)?;
-        opt.step(&grads)?;
+        opt.clip_and_step(&batch.loss(&lm, &h)?.backward()?, 1.0)?;
+        Ok(())
+    })?;
+    Ok(Measured::new("samples/s", b, t))
+}
+
+/// Rank-16 adapters on every projection of the bench directory's frozen SmolLM2-size base
+/// (`lora-base/`), on `batch` random sequences of the train_lm row's length: the LLaVA
+/// trainer's step (base frozen, AdamW on the adapters alone, clipping to norm 1).
+pub(crate) fn train_lora(bench: &mut Bench) -> Result<Measured> {
+    let (b, seq, device) = (bench.batch, bench.seq(), bench.device);
+    let mut trainer = LoraTrainer::new(&bench.dir, device)?;
+    let batch = trainer.batch(b, seq, |n, range| bench.random_ids(n, range), device)?;
+    let t = time(device, bench.timing, || {
+        trainer.step(&batch)?;
         Ok(())
     })?;
     Ok(Measured::new("samples/s", b, t))
