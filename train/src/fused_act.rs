@@ -25,10 +25,10 @@
 //! its values agree with the composition to within rounding (a few 1e-7, relative), not bitwise.
 
 use candle_core::cpu::erf::erf_f32;
-use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
-};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+
+use crate::cpu_kernel::{cpu_f32, f32_slice};
 
 /// Elements per parallel task (element-wise ops; softmax takes whole rows of about this many
 /// elements). Fixed, so that results do not depend on the thread count.
@@ -40,10 +40,6 @@ const SQRT_TWO_OVER_PI: f32 = 0.79788456080286535587989211986876373;
 const GELU_A: f32 = 0.044715;
 #[allow(clippy::excessive_precision)]
 const INV_SQRT_TWO_PI: f32 = 0.39894228040143267793994605993438187;
-
-fn cpu_f32(t: &Tensor) -> bool {
-    t.device().is_cpu() && t.dtype() == DType::F32
-}
 
 /// GELU of `x`, exact (erf, `Tensor::gelu_erf`) or the tanh approximation (`Tensor::gelu`),
 /// differentiable, as one kernel (f32 on the CPU; `None` for anything else, which the caller
@@ -79,17 +75,6 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Option<Tensor>> {
         return Ok(None);
     }
     Ok(Some(x.contiguous()?.apply_op1(SoftmaxLastDim)?))
-}
-
-/// A contiguous f32 operand as a slice.
-fn f32_slice<'a>(what: &str, s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        candle_core::bail!("{what}: f32 only")
-    };
-    let Some((start, end)) = l.contiguous_offsets() else {
-        candle_core::bail!("{what}: contiguous inputs only")
-    };
-    Ok(&v[start..end])
 }
 
 /// Two operands of the same shape as f32 slices.
@@ -425,13 +410,9 @@ impl CustomOp2 for SoftmaxGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu_kernel::max_rel;
     use crate::init::seeded_randn;
-    use candle_core::{Device, Var, D};
-
-    fn max_rel(a: &Tensor, b: &Tensor) -> Result<f32> {
-        let scale = b.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-12);
-        Ok((a - b)?.abs()?.max_all()?.to_scalar::<f32>()? / scale)
-    }
+    use candle_core::{DType, Device, Var, D};
 
     /// Shapes with odd widths and row/element counts that do not fill the last parallel task
     /// (4,736 and 18,081 elements for the element-wise tasks of 4,096; 37 rows of 515 for

@@ -279,13 +279,9 @@ impl CustomOp2 for CrossEntropyGrad<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu_kernel::max_rel;
     use crate::init::seeded_randn;
     use candle_core::{Device, IndexOp, Var};
-
-    fn max_rel(a: &Tensor, b: &Tensor) -> Result<f32> {
-        let scale = b.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-12);
-        Ok((a - b)?.abs()?.max_all()?.to_scalar::<f32>()? / scale)
-    }
 
     /// Seeded targets in `0..v`.
     fn targets(n: usize, v: usize, seed: u64) -> Result<Tensor> {

@@ -19,13 +19,14 @@
 //! dw = sum over rows of dy * h,   db = sum over rows of dy
 //! ```
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+
+use crate::cpu_kernel::{cpu_f32, f32_slice};
 
 /// RMSNorm of `x` over its last dimension with weight `w`, differentiable in both, as one
 /// kernel (f32 on the CPU; `None` for anything else, which the caller composes instead).
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<Option<Tensor>> {
-    let cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
     if !(cpu_f32(x) && cpu_f32(w)) {
         return Ok(None);
     }
@@ -38,7 +39,6 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<Option<Tensor>> {
 /// LayerNorm of `x` over its last dimension with weight `w` and bias `b`, differentiable in all
 /// three, as one kernel (f32 on the CPU; `None` for anything else).
 pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f32) -> Result<Option<Tensor>> {
-    let cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
     if !(cpu_f32(x) && cpu_f32(w) && cpu_f32(b)) {
         return Ok(None);
     }
@@ -50,17 +50,6 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f32) -> Result<Option
 
 /// Rows per parallel task.
 const ROWS_PER_TASK: usize = 16;
-
-/// A contiguous f32 operand as a slice.
-fn f32_slice<'a>(what: &str, s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        candle_core::bail!("{what}: f32 only")
-    };
-    let Some((start, end)) = l.contiguous_offsets() else {
-        candle_core::bail!("{what}: contiguous inputs only")
-    };
-    Ok(&v[start..end])
-}
 
 /// `x` (rows of width `d`, its last dimension) and `other` as f32 slices; `other` must hold
 /// `other_len(x.len(), d)` elements.
@@ -409,13 +398,9 @@ fn sum_in_order(partials: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu_kernel::max_rel;
     use crate::init::seeded_randn;
-    use candle_core::{Device, Var};
-
-    fn max_rel(a: &Tensor, b: &Tensor) -> Result<f32> {
-        let scale = b.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-12);
-        Ok((a - b)?.abs()?.max_all()?.to_scalar::<f32>()? / scale)
-    }
+    use candle_core::{DType, Device, Var};
 
     /// Values and both gradients against candle's composition, over odd widths and row counts
     /// that do not fill the last parallel task, and a strided input.

@@ -12,13 +12,14 @@
 //! y2 = x1 * sin + x2 * cos          dx2 = -dy1 * sin + dy2 * cos
 //! ```
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+
+use crate::cpu_kernel::{cpu_f32, f32_slice};
 
 /// The rotary embedding of `x` by `cos`/`sin`, differentiable in `x` (the tables are
 /// constants), as one kernel (f32 on the CPU; `None` for anything else).
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Option<Tensor>> {
-    let cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
     if !(cpu_f32(x) && cpu_f32(cos) && cpu_f32(sin)) {
         return Ok(None);
     }
@@ -34,16 +35,6 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Option<Tensor>> {
 #[derive(Clone, Copy, Debug)]
 struct Rope {
     inverse: bool,
-}
-
-fn slice<'a>(what: &str, s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        candle_core::bail!("{what}: f32 only")
-    };
-    let Some((start, end)) = l.contiguous_offsets() else {
-        candle_core::bail!("{what}: contiguous inputs only")
-    };
-    Ok(&v[start..end])
 }
 
 impl CustomOp3 for Rope {
@@ -62,9 +53,9 @@ impl CustomOp3 for Rope {
     ) -> Result<(CpuStorage, Shape)> {
         let what = self.name();
         let (x, cos, sin) = (
-            slice(what, s1, l1)?,
-            slice(what, s2, l2)?,
-            slice(what, s3, l3)?,
+            f32_slice(what, s1, l1)?,
+            f32_slice(what, s2, l2)?,
+            f32_slice(what, s3, l3)?,
         );
         let (b, h, t, d) = l1.shape().dims4()?;
         let half = d / 2;
@@ -127,29 +118,9 @@ impl CustomOp3 for Rope {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu_kernel::max_rel;
     use crate::init::seeded_randn;
-    use candle_core::{Device, Var, D};
-
-    fn max_rel(a: &Tensor, b: &Tensor) -> Result<f32> {
-        let scale = b.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-12);
-        Ok((a - b)?.abs()?.max_all()?.to_scalar::<f32>()? / scale)
-    }
-
-    /// The composition `ops::rope` uses for training where this kernel does not apply.
-    fn composed(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-        let cos = Tensor::cat(&[cos, cos], D::Minus1)?;
-        let sin = Tensor::cat(&[sin, sin], D::Minus1)?;
-        let (cos, sin) = if cos.rank() == 3 {
-            (cos.unsqueeze(1)?, sin.unsqueeze(1)?)
-        } else {
-            (cos, sin)
-        };
-        let half = x.dim(D::Minus1)? / 2;
-        let x1 = x.narrow(D::Minus1, 0, half)?;
-        let x2 = x.narrow(D::Minus1, half, half)?;
-        let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-        x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
-    }
+    use candle_core::{DType, Device, Var};
 
     /// Values and the input's gradient against the composition, for shared and per-row
     /// tables; and against candle's inference kernel.
@@ -169,7 +140,7 @@ mod tests {
             let (cos, sin) = (angles.cos()?, angles.sin()?);
             let probe = seeded_randn((b, h, t, hd), 0.0, 1.0, seed + 2, &dev)?;
             let fused = rope(x.as_tensor(), &cos, &sin)?.expect("cpu f32");
-            let reference = composed(x.as_tensor(), &cos, &sin)?;
+            let reference = crate::ops::rope_composed(x.as_tensor(), &cos, &sin)?;
             let e = max_rel(&fused, &reference)?;
             assert!(e < 1e-6, "per row {per_row}: values differ by {e:e}");
             let inference = candle_nn::rotary_emb::rope(x.as_tensor(), &cos, &sin)?;

@@ -51,6 +51,7 @@
 //! does not depend on the order of the variables.
 
 pub mod checkpoint;
+mod cpu_kernel;
 pub mod device;
 pub mod error;
 pub mod frozen;

@@ -100,10 +100,15 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, train: bool) -> Result<Tenso
     if !train {
         return candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin);
     }
-    if let Some(y) = fused_rope::rope(x, cos, sin)? {
-        return Ok(y);
+    match fused_rope::rope(x, cos, sin)? {
+        Some(y) => Ok(y),
+        None => rope_composed(x, cos, sin),
     }
-    // `rope_slow` takes only the 2-D form; this is the same arithmetic for both forms.
+}
+
+/// [`rope`]'s training path as a composition of differentiable candle ops (candle's
+/// `rope_slow` takes only the 2-D form; this is the same arithmetic for both forms).
+pub(crate) fn rope_composed(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let cos = Tensor::cat(&[cos, cos], D::Minus1)?;
     let sin = Tensor::cat(&[sin, sin], D::Minus1)?;
     let (cos, sin) = if cos.rank() == 3 {
