@@ -107,26 +107,8 @@ fn targets_of(
         Ok(Some(t))
     };
     match s {
-        CpuStorage::U32(t) => t[start..end]
-            .iter()
-            .map(|&t| {
-                if t == u32::MAX {
-                    Ok(None)
-                } else {
-                    check(t as usize)
-                }
-            })
-            .collect(),
-        CpuStorage::U8(t) => t[start..end]
-            .iter()
-            .map(|&t| {
-                if t == u8::MAX {
-                    Ok(None)
-                } else {
-                    check(t as usize)
-                }
-            })
-            .collect(),
+        CpuStorage::U32(t) => unsigned(&t[start..end], u32::MAX, check),
+        CpuStorage::U8(t) => unsigned(&t[start..end], u8::MAX, check),
         CpuStorage::I64(t) => t[start..end]
             .iter()
             .map(|&t| match t {
@@ -142,6 +124,23 @@ fn targets_of(
             candle_core::backend::BackendStorage::dtype(s)
         ),
     }
+}
+
+/// Unsigned targets, `skip` (the type's maximum) marking a skipped row.
+fn unsigned<T: Copy + PartialEq + Into<u64>>(
+    t: &[T],
+    skip: T,
+    check: impl Fn(usize) -> Result<Option<usize>>,
+) -> Result<Vec<Option<usize>>> {
+    t.iter()
+        .map(|&t| {
+            if t == skip {
+                Ok(None)
+            } else {
+                check(usize::try_from(t.into()).unwrap_or(usize::MAX))
+            }
+        })
+        .collect()
 }
 
 /// A row's maximum `m` and `ln(sum(exp(x - m)))`, the sum accumulated in f64.
