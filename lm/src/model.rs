@@ -152,7 +152,6 @@ impl Attention {
             Some((cache, layer)) => cache.append(layer, &k, &v)?,
             None => (k, v),
         };
-        let keys = k.dim(2)?;
         if !train && t == 1 && x.device().is_cpu() && x.dtype() == DType::F32 {
             // one new token per row: one kernel instead of a gemm call per row and kv head
             let mask = mask
@@ -162,47 +161,10 @@ impl Attention {
             let y = y.reshape((b, 1, self.heads * hd))?;
             return self.o_proj.forward(&y);
         }
-        // Grouped-query attention without materialising repeated keys and values: query head
-        // `h` uses kv head `h / groups` (HF's `repeat_kv`), so the `groups` query heads of one kv
-        // head are stacked along the query axis and one batched matmul serves them all. This
-        // reads the cache in place instead of copying it `groups` times per step.
-        let groups = self.heads / self.kv_heads;
-        // q scaled rather than the scores: (T, hd) elements per head instead of (T, keys)
-        let q = (q * (hd as f64).powf(-0.5))?.reshape((b, self.kv_heads, groups * t, hd))?;
-        let scores = q.matmul(&k.t()?)?.to_dtype(attention_dtype(x, train))?;
-        // The mask add with the (T, keys) plane flattened, and the heads too when every row
-        // shares one mask: candle's broadcasting add indexes each element through every
-        // dimension (on CUDA, a 64-bit division and modulo per dimension).
-        let scores = match mask {
-            Some(m) if m.dim(0)? == 1 => scores
-                .reshape((b * self.heads, t * keys))?
-                .broadcast_add(&m.reshape((1, t * keys))?)?,
-            Some(m) => scores
-                .reshape((b, self.heads, t * keys))?
-                .broadcast_add(&m.reshape((b, 1, t * keys))?)?,
-            None => scores,
-        };
-        let scores = scores.reshape((b, self.heads, t, keys))?;
-        let probs = ops::softmax(&scores, train)?.to_dtype(v.dtype())?;
-        let y = probs
-            .reshape((b, self.kv_heads, groups * t, keys))?
-            .matmul(&v)?
-            .reshape((b, self.heads, t, hd))?
+        let y = ops::attention(&q, &k, &v, mask, (hd as f64).powf(-0.5), train)?
             .transpose(1, 2)?
             .reshape((b, t, self.heads * hd))?;
         self.o_proj.forward(&y)
-    }
-}
-
-/// The dtype of attention's scores, mask and softmax: f32 (as HF computes them) on the CPU and
-/// for training, the model's own dtype for inference on a GPU, where candle's softmax kernel
-/// accumulates in f32 anyway and the scores come out of a bf16 matmul: there the up- and
-/// down-casts and the f32 mask add were a quarter of a prefill's kernel time (docs/PERFORMANCE.md).
-fn attention_dtype(x: &Tensor, train: bool) -> DType {
-    if train || x.device().is_cpu() {
-        DType::F32
-    } else {
-        x.dtype()
     }
 }
 
@@ -542,7 +504,7 @@ impl Llama {
                         .collect();
                     Some(
                         Tensor::from_vec(m, (1, 1, t, t), dev)?
-                            .to_dtype(attention_dtype(embeds, train))?,
+                            .to_dtype(ops::attention_dtype(embeds, train))?,
                     )
                 } else {
                     None
@@ -573,7 +535,7 @@ impl Llama {
                     .mask(t)
                     .map(|m| {
                         Tensor::from_vec(m, (b, 1, t, keys), dev)?
-                            .to_dtype(attention_dtype(embeds, train))
+                            .to_dtype(ops::attention_dtype(embeds, train))
                     })
                     .transpose()?;
                 (rope, mask)

@@ -19,6 +19,9 @@ const IDS: [u32; 18] = [
     1, 9690, 198, 2683, 359, 253, 5356, 5646, 11, 3365, 411, 314, 5713, 2, 198, 1, 4093, 198,
 ];
 const STEPS: usize = 16;
+/// How far below the reference's best logit our greedy pick may score: the 8-bit activation
+/// rounding moves these logits by up to ~2 (measured, below).
+const NEAR_TIE: f32 = 1.0;
 
 fn argmax(logits: &Tensor) -> Result<u32> {
     Ok(logits.flatten_all()?.argmax(0)?.to_scalar::<u32>()?)
@@ -42,17 +45,44 @@ fn ours(model: &Llama) -> Result<(Tensor, Vec<u32>)> {
     Ok((last, out))
 }
 
-/// The same with candle-transformers' model and cache.
-fn theirs(model: &mut ModelWeights) -> Result<(Tensor, Vec<u32>)> {
+/// The same with candle-transformers' model and cache, and the logits of every step.
+fn theirs(model: &mut ModelWeights) -> Result<(Tensor, Vec<u32>, Vec<Tensor>)> {
     let prompt = Tensor::new(&IDS[..], &Device::Cpu)?.unsqueeze(0)?;
     let last = model.forward(&prompt, 0)?.flatten_all()?;
     let mut out = vec![argmax(&last)?];
+    let mut steps = vec![last.clone()];
     while out.len() < STEPS {
         let id = Tensor::new(&out[out.len() - 1..], &Device::Cpu)?.unsqueeze(0)?;
-        let logits = model.forward(&id, IDS.len() + out.len() - 1)?;
+        let logits = model
+            .forward(&id, IDS.len() + out.len() - 1)?
+            .flatten_all()?;
         out.push(argmax(&logits)?);
+        steps.push(logits);
     }
-    Ok((last, out))
+    Ok((last, out, steps))
+}
+
+/// Our greedy pick at every step of a given continuation (teacher-forced: each step is fed
+/// `given`'s token, not our own pick), with our KV cache.
+fn ours_forced(model: &Llama, given: &[u32]) -> Result<Vec<u32>> {
+    let dev = model.device().clone();
+    let mut cache = model.new_cache(1, IDS.len() + given.len(), vec![0])?;
+    let prompt = Tensor::new(&IDS[..], &dev)?.unsqueeze(0)?;
+    let hidden = model.forward_hidden(&model.embed(&prompt)?, Some(&mut cache), false)?;
+    let mut picks = vec![argmax(&model.logits(&hidden.i((
+        ..,
+        IDS.len() - 1,
+        ..,
+    ))?)?)?];
+    for &id in &given[..given.len() - 1] {
+        let id = Tensor::new(&[id], &dev)?.unsqueeze(0)?;
+        picks.push(argmax(&model.forward(
+            &model.embed(&id)?,
+            Some(&mut cache),
+            false,
+        )?)?);
+    }
+    Ok(picks)
 }
 
 #[test]
@@ -87,6 +117,13 @@ fn config_is_the_published_shape() -> Result<()> {
 /// rounding) the two agree within 1e-4 at every length. Asserted: |diff| <= 2 at the last
 /// position and the same greedy continuation. Our prefill runs the kernel too here
 /// (`QuantizedRows::Kernel`); by default it dequantizes (the next test).
+///
+/// Since the fused attention kernel (issue 25: scores, softmax and product per block of
+/// queries, another summation order again) the free-running continuations part at step 10 of
+/// 16, on a near-tie: so the greedy check is teacher-forced, both models fed the reference's
+/// tokens, and every one of our picks must score within `NEAR_TIE` of the reference's best
+/// under the reference's own logits (measured: the same pick at 14 of 16 steps, the other two
+/// 0.29 and 0.14 below; the last-position logits 0.78 apart).
 #[test]
 fn quantized_model_equals_candle_transformers_on_the_real_file() -> Result<()> {
     let path = smollm2_path()?;
@@ -95,15 +132,21 @@ fn quantized_model_equals_candle_transformers_on_the_real_file() -> Result<()> {
     let mut reader = std::fs::File::open(&path)?;
     let content = candle_core::quantized::gguf_file::Content::read(&mut reader)?;
     let mut reference = ModelWeights::from_gguf(content, &mut reader, &Device::Cpu)?;
-    let (l_ours, ids_ours) = ours(&model)?;
-    let (l_ref, ids_ref) = theirs(&mut reference)?;
+    let (l_ours, _) = ours(&model)?;
+    let (l_ref, ids_ref, steps) = theirs(&mut reference)?;
     let d = max_diff(&l_ours, &l_ref)?;
-    println!("quantized vs quantized_llama: max |diff| {d:.3e}\n  ours:   {ids_ours:?}\n  theirs: {ids_ref:?}");
+    println!("quantized vs quantized_llama: max |diff| {d:.3e}");
     ensure!(d <= 2.0, "last-position logits differ by {d}");
-    ensure!(
-        ids_ours == ids_ref,
-        "greedy continuations differ: {ids_ours:?} vs {ids_ref:?}"
-    );
+    let picks = ours_forced(&model, &ids_ref)?;
+    for (step, ((&ours, &best), logits)) in picks.iter().zip(&ids_ref).zip(&steps).enumerate() {
+        let logits = logits.to_vec1::<f32>()?;
+        let gap = logits[best as usize] - logits[ours as usize];
+        println!("step {step}: ours {ours}, theirs {best}, {gap:.3} below their best");
+        ensure!(
+            gap <= NEAR_TIE,
+            "step {step}: we pick {ours}, {gap} below the reference's {best}"
+        );
+    }
     Ok(())
 }
 
@@ -125,7 +168,7 @@ fn dequantized_f32_model_against_the_reference_and_the_quantized_one() -> Result
     let content = candle_core::quantized::gguf_file::Content::read(&mut reader)?;
     let mut reference = ModelWeights::from_gguf(content, &mut reader, &Device::Cpu)?;
     drop(reader);
-    let (lr, i_r) = theirs(&mut reference)?;
+    let (lr, i_r, _) = theirs(&mut reference)?;
     drop(reference);
     let dr = max_diff(&lf, &lr)?;
     println!("dequantized f32 vs quantized_llama on its f32 copy: max |diff| {dr:.2e}");

@@ -125,10 +125,9 @@ impl Attention {
         let q = split(ops::linear(&self.q, x)?)?;
         let k = split(ops::linear(&self.k, x)?)?;
         let v = split(ops::linear(&self.v, x)?)?;
-        // scaling q rather than the scores: (N, hd) elements per head instead of (N, N)
-        let scores = (q * self.scale)?.matmul(&k.t()?)?;
-        let attn = ops::softmax(&scores, train)?;
-        let y = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, d))?;
+        let y = ops::attention(&q, &k, &v, None, self.scale, train)?
+            .transpose(1, 2)?
+            .reshape((b, n, d))?;
         ops::linear(&self.out, &y)
     }
 }

@@ -57,6 +57,7 @@ pub mod error;
 pub mod frozen;
 pub mod fused_act;
 mod fused_adamw;
+pub mod fused_attn;
 pub mod fused_loss;
 pub mod fused_norm;
 pub mod fused_rope;

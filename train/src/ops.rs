@@ -11,7 +11,7 @@
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{LayerNorm, Linear, Module};
 
-use crate::{frozen, fused_norm, fused_rope};
+use crate::{frozen, fused_attn, fused_norm, fused_rope};
 
 /// A linear layer over the last dimension, with the leading dimensions flattened into one for
 /// the bias add too (candle's `Linear` flattens them for the matmul only): candle's broadcasting
@@ -37,6 +37,68 @@ pub fn linear(l: &Linear, x: &Tensor) -> Result<Tensor> {
     let mut out = lead.to_vec();
     out.push(y.dim(1)?);
     y.reshape(out)
+}
+
+/// Scaled dot-product attention, `softmax(scale q kᵀ + mask) v`, for `q: (B, H, T, hd)` and
+/// `k`, `v: (B, KV, S, hd)` with `KV` dividing `H` (grouped-query attention: query head `h`
+/// reads kv head `h / (H / KV)`, without repeated copies of the keys), and an additive `mask`
+/// of `T x S` elements (every row alike) or `B x T x S` (one per row), in
+/// [`attention_dtype`]. Returns `(B, H, T, hd)`.
+///
+/// On CPU f32, inference and training alike, the fused kernel ([`crate::fused_attn`]: no
+/// `(B, H, T, S)` tensor kept, the backward pass recomputing it); elsewhere the composition,
+/// with the scores in [`attention_dtype`].
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    scale: f64,
+    train: bool,
+) -> Result<Tensor> {
+    if let Some(y) = fused_attn::attention(q, k, v, mask, scale as f32)? {
+        return Ok(y);
+    }
+    let (b, h, t, hd) = q.dims4()?;
+    let (kv, s) = (k.dim(1)?, k.dim(2)?);
+    if kv == 0 || h % kv != 0 {
+        candle_core::bail!("attention: {h} query heads over {kv} kv heads")
+    }
+    // The query heads of one kv head stacked along the query axis: one batched matmul serves
+    // them all (HF's `repeat_kv` without its copies). q scaled rather than the scores: (T, hd)
+    // elements per head instead of (T, S).
+    let groups = h / kv;
+    let q = (q * scale)?.reshape((b, kv, groups * t, hd))?;
+    let scores = q.matmul(&k.t()?)?.to_dtype(attention_dtype(&q, train))?;
+    // The mask add with the (T, S) plane flattened, and the heads too when every row shares
+    // one mask: candle's broadcasting add indexes each element through every dimension (on
+    // CUDA, a 64-bit division and modulo per dimension).
+    let scores = match mask {
+        Some(m) if m.elem_count() == t * s => scores
+            .reshape((b * h, t * s))?
+            .broadcast_add(&m.reshape((1, t * s))?)?,
+        Some(m) => scores
+            .reshape((b, h, t * s))?
+            .broadcast_add(&m.reshape((b, 1, t * s))?)?,
+        None => scores,
+    };
+    let probs = softmax(&scores.reshape((b, h, t, s))?, train)?.to_dtype(v.dtype())?;
+    probs
+        .reshape((b, kv, groups * t, s))?
+        .matmul(v)?
+        .reshape((b, h, t, hd))
+}
+
+/// The dtype of attention's scores, mask and softmax for an input `x`: f32 on the CPU and for
+/// training, `x`'s own for inference on a GPU, where candle's softmax kernel accumulates in f32
+/// anyway and the scores come out of a bf16 matmul: there the up- and down-casts and the f32
+/// mask add were a quarter of a prefill's kernel time (docs/PERFORMANCE.md).
+pub fn attention_dtype(x: &Tensor, train: bool) -> DType {
+    if train || x.device().is_cpu() {
+        DType::F32
+    } else {
+        x.dtype()
+    }
 }
 
 /// Softmax over the last dimension. The fused kernel needs a contiguous input; `contiguous`
