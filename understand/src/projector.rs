@@ -3,8 +3,9 @@
 //! (`linear_1`, `linear_2`) under whatever prefix the caller gives.
 
 use candle_core::{Result, Tensor};
-use candle_nn::{linear, Linear, Module, VarBuilder};
+use candle_nn::{linear, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
+use vqrae_train::ops;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,9 +33,10 @@ impl Projector {
         })
     }
 
-    /// Features `(..., d)` to LM embeddings `(..., D)` (erf GELU, as LLaVA; differentiable).
+    /// Features `(..., d)` to LM embeddings `(..., D)` (erf GELU, as LLaVA; differentiable),
+    /// through the workspace's one ops switch (its fused kernels on CPU f32).
     pub fn forward(&self, features: &Tensor) -> Result<Tensor> {
-        self.linear_2
-            .forward(&self.linear_1.forward(features)?.gelu_erf()?)
+        let hidden = ops::gelu(&ops::linear(&self.linear_1, features)?, false)?;
+        ops::linear(&self.linear_2, &hidden)
     }
 }
