@@ -9,7 +9,10 @@
 #   PRESETS=default THREADS=1 ROUNDS=3 scripts/bench.sh   # medians over 3 alternating rounds
 #
 # Needs torch + transformers + safetensors for the reference ($PYTHON, default ~/.venvs/ref;
-# see scripts/perf/README.md). Not a test: nothing here asserts a speed.
+# see scripts/perf/README.md). The default preset's gguf-decode rows (SmolLM2-135M-Instruct
+# Q4_1, $GGUF) run against llama.cpp's llama-batched-bench instead (scripts/perf/llamacpp-setup.sh
+# builds it, scripts/perf/llamacpp_reference.py runs it); without the binary or the GGUF they are
+# skipped with a message. Not a test: nothing here asserts a speed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY=${PYTHON:-$HOME/.venvs/ref/bin/python}
@@ -21,6 +24,8 @@ PRESETS=${PRESETS:-default paper}
 # spread is +-20-30% on single rows)
 ROUNDS=${ROUNDS:-3}
 BIN=${BIN:-target/release/vqrae}
+GGUF=${GGUF:-${VQRAE_DATA:-.data}/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}
+LLAMACPP_BENCH=${LLAMACPP_DIR:-.bench/llamacpp}/build/bin/llama-batched-bench
 [ -x "$BIN" ] || cargo build --release
 mkdir -p "$OUT"
 
@@ -45,6 +50,8 @@ train-lm 32
 train-lora 4
 lm-step-profile 1 rs-only
 lm-step-profile 32 rs-only
+gguf-decode 1 llamacpp
+gguf-decode 16 llamacpp
 ROWS
         ;;
         paper) cat <<'ROWS'
@@ -80,6 +87,20 @@ for preset in $PRESETS; do
     : > "$log"
     for _round in $(seq "$rounds"); do
     while read -r row batch only; do
+        if [ "${only:-}" = llamacpp ]; then
+            # quantized decode of a GGUF, llama-batched-bench's S_TG at -npp 128 -ntg 128: one
+            # timed call each (after the untimed ones), the rounds repeat it
+            if [ ! -x "$LLAMACPP_BENCH" ] || [ ! -f "$GGUF" ]; then
+                echo "skipping $row $batch: needs $LLAMACPP_BENCH (scripts/perf/llamacpp-setup.sh)" \
+                    "and $GGUF (scripts/setup-smollm2.sh)" >&2
+                continue
+            fi
+            RAYON_NUM_THREADS=$THREADS "$BIN" bench run --dir "$dir" --row "$row" --batch "$batch" \
+                --gguf "$GGUF" --iters 1 2>/dev/null | tail -n 1 | tee -a "$log"
+            python3 scripts/perf/llamacpp_reference.py run --gguf "$GGUF" --batch "$batch" \
+                --threads "$THREADS" --iters 1 --bin "$LLAMACPP_BENCH" | tail -n 1 | tee -a "$log"
+            continue
+        fi
         RAYON_NUM_THREADS=$THREADS "$BIN" bench run --dir "$dir" --row "$row" --batch "$batch" \
             --iters "$iters" 2>/dev/null | tail -n 1 | tee -a "$log"
         [ "${only:-}" = rs-only ] && continue

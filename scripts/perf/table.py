@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """The vqrae-rs / PyTorch table of `scripts/bench.sh`: reads OUT/<preset>-rows.jsonl (one JSON
 line per row and implementation) and prints a markdown table with the ratio of throughputs
-(> 1: vqrae-rs is faster) and both peak resident memories. Standard library only."""
+(> 1: vqrae-rs is faster) and both peak resident memories. A row measured against llama.cpp
+instead of PyTorch (gguf_decode, `impl` "llama.cpp") has its llama.cpp figures in the PyTorch
+columns and says so in its name. Standard library only."""
 
 import json
 import sys
 from pathlib import Path
+
+OTHERS = ("pytorch", "llama.cpp")  # the other side of a row: the first of these it has
 
 
 def median(runs):
@@ -58,14 +62,16 @@ def main() -> None:
             r = json.loads(line)
             rows.setdefault((r["row"], r["batch"]), {}).setdefault(r["impl"], []).append(r)
         for (row, batch), by in rows.items():
-            rs, pt = median(by.get("vqrae-rs")), median(by.get("pytorch"))
+            other = next((i for i in OTHERS if i in by), "pytorch")
+            rs, pt = median(by.get("vqrae-rs")), median(by.get(other))
+            name = row if other == "pytorch" else f"{row} (vs {other})"
             fmt = lambda r, k, f: f.format(r[k]) if r else "-"
             ratio = f"{rs['per_sec'] / pt['per_sec']:.2f}x" if rs and pt else "-"
             unit = (rs or pt)["unit"]
-            spread = "/".join(str(len(by.get(i, []))) for i in ("vqrae-rs", "pytorch"))
+            spread = "/".join(str(len(by.get(i, []))) for i in ("vqrae-rs", other))
             print(
-                f"| {preset} | {row} | {batch} | {unit} | {fmt(rs, 'per_sec', '{:.1f}')}{span(by.get('vqrae-rs'))} | "
-                f"{fmt(pt, 'per_sec', '{:.1f}')}{span(by.get('pytorch'))} | {ratio} | {spread} | "
+                f"| {preset} | {name} | {batch} | {unit} | {fmt(rs, 'per_sec', '{:.1f}')}{span(by.get('vqrae-rs'))} | "
+                f"{fmt(pt, 'per_sec', '{:.1f}')}{span(by.get(other))} | {ratio} | {spread} | "
                 f"{fmt(rs, 'peak_rss_mib', '{:.0f}')} | {fmt(pt, 'peak_rss_mib', '{:.0f}')} |"
             )
 

@@ -47,6 +47,10 @@ pub struct InitArgs {
     /// (random weights, seeded): SmolLM2-135M's shape, a tiny one, or none.
     #[arg(long, value_enum, default_value_t = LoraBase::Smollm2)]
     lora_base: LoraBase,
+    /// The gguf-decode row's GGUF, linked as `OUT/smollm2.gguf` (default: SmolLM2 under the
+    /// data root when scripts/setup-smollm2.sh installed it; no link without it).
+    #[arg(long)]
+    gguf: Option<PathBuf>,
 }
 
 fn paper_lm(vocab_size: usize, context: usize) -> Result<LlamaConfig> {
@@ -197,6 +201,14 @@ pub fn init(a: InitArgs, device: &Device) -> Result<()> {
     write_inputs_and_outputs(&a.out, &info, &model, &lm, lora, device)?;
     let json = serde_json::to_string_pretty(&info)? + "\n";
     write_atomic(&a.out.join("bench.json"), json.as_bytes())?;
+    let data_root = vqrae_data::default_root();
+    if let Some(gguf) = super::gguf::link_gguf(&a.out, a.gguf.as_deref(), &data_root)? {
+        println!(
+            "gguf-decode: {} -> {}",
+            super::gguf::GGUF_LINK,
+            gguf.display()
+        );
+    }
     println!("bench directory {} ({:?})", a.out.display(), a.preset);
     Ok(())
 }

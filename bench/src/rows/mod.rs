@@ -6,8 +6,10 @@
 //! - [`init`](mod@init): writing a bench directory;
 //! - `timing`: the timing method, the CUDA profiler window, peak memory;
 //! - `inference` / `training`: one function per row, each returning what it [`Measured`];
+//! - `gguf`: the gguf-decode row (a GGUF quantized, against llama.cpp rather than PyTorch);
 //! - `lora`: the train-lora row's base, adapters and optimizer, and the check `init` records.
 
+mod gguf;
 mod inference;
 mod init;
 mod lora;
@@ -64,6 +66,10 @@ pub(crate) enum Row {
     /// LoRA on a frozen SmolLM2-135M-size LM (rank 16 on all seven projections), one optimizer
     /// step of the adapters on `batch` sequences: samples/s.
     TrainLora,
+    /// A GGUF (SmolLM2-135M-Instruct Q4_1) run quantized: `batch` rows of `--pp` prompt
+    /// tokens prefilled, then `--tg` greedy cached steps timed: generated tokens/s across the
+    /// batch (llama-batched-bench's S_TG). Needs no `bench init` data but the GGUF.
+    GgufDecode,
 }
 
 impl Row {
@@ -78,6 +84,7 @@ impl Row {
             Row::TrainTok => training::train_tok(bench),
             Row::TrainLm => training::train_lm(bench),
             Row::TrainLora => training::train_lora(bench),
+            Row::GgufDecode => bail!("gguf-decode is run by `row_line` without a bench"),
         }
     }
 
@@ -109,6 +116,16 @@ pub struct RunArgs {
     /// `ncu --profile-from-start off` (scripts/gpu-profile.sh); use with `--iters 1`.
     #[arg(long)]
     profile: bool,
+    /// gguf-decode: the GGUF file (default: `DIR/smollm2.gguf`, linked by `bench init`, else
+    /// SmolLM2 under the data root).
+    #[arg(long)]
+    gguf: Option<PathBuf>,
+    /// gguf-decode: prompt tokens per row, prefilled untimed (llama-batched-bench's -npp).
+    #[arg(long, default_value_t = 128)]
+    pp: usize,
+    /// gguf-decode: decoding steps timed, one token per row each (llama-batched-bench's -ntg).
+    #[arg(long, default_value_t = 128)]
+    tg: usize,
 }
 
 /// What `bench init` records for both implementations.
@@ -241,19 +258,34 @@ fn row_line(a: RunArgs, device: &Device) -> Result<serde_json::Value> {
         0 => bail!("--seconds must be a positive number, not {}", a.seconds),
         n => Budget::Iters(n),
     };
-    let mut bench = Bench {
-        info: read_info(&a.dir)?,
-        dir: a.dir.clone(),
-        device,
-        dtype: a.row.dtype(device),
-        timing: Timing {
-            budget,
-            profile: a.profile,
-        },
-        batch: a.batch,
-        rng: ChaCha8Rng::seed_from_u64(11),
+    let timing = Timing {
+        budget,
+        profile: a.profile,
     };
-    let m = a.row.measure(&mut bench)?;
+    let (m, dtype) = if a.row == Row::GgufDecode {
+        let data_root = vqrae_data::default_root();
+        let row = gguf::GgufDecode {
+            gguf: a.gguf.as_deref(),
+            dir: &a.dir,
+            data_root: &data_root,
+            batch: a.batch,
+            pp: a.pp,
+            tg: a.tg,
+        };
+        gguf::gguf_decode(&row, device, timing)?
+    } else {
+        let mut bench = Bench {
+            info: read_info(&a.dir)?,
+            dir: a.dir.clone(),
+            device,
+            dtype: a.row.dtype(device),
+            timing,
+            batch: a.batch,
+            rng: ChaCha8Rng::seed_from_u64(11),
+        };
+        let m = a.row.measure(&mut bench)?;
+        (m, format!("{:?}", bench.dtype).to_lowercase())
+    };
     let mut line = json!({
         "impl": "vqrae-rs",
         "row": a.row,
@@ -264,7 +296,7 @@ fn row_line(a: RunArgs, device: &Device) -> Result<serde_json::Value> {
         "iters": m.iters,
         "peak_rss_mib": peak_rss_mib(),
         "device": if device.is_cuda() { "cuda" } else { "cpu" },
-        "dtype": format!("{:?}", bench.dtype).to_lowercase(),
+        "dtype": dtype,
         "threads": std::env::var("RAYON_NUM_THREADS").ok(),
     });
     if let Some(o) = line.as_object_mut() {

@@ -135,3 +135,104 @@ fn init_and_every_row_once() {
     let err = row_line(a, &Device::Cpu).unwrap_err();
     assert!(err.to_string().contains("--batch"), "{err:#}");
 }
+
+/// gguf-decode on a tiny quantized GGUF written here (the row needs no `bench init`): the
+/// fields of every row plus its sizes, and its errors (no file, past the context) as errors.
+#[test]
+fn gguf_decode_on_a_tiny_file() {
+    use candle_core::DType;
+    use vqrae_lm::gguf::{write_llama_gguf, GgufWriteOptions};
+    use vqrae_lm::{Llama, LlamaConfig};
+
+    // widths of whole Q4_1 / Q8_0 blocks (32)
+    let cfg = LlamaConfig {
+        vocab_size: 96,
+        hidden_size: 64,
+        intermediate_size: 96,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        head_dim: None,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10_000.0,
+        max_position_embeddings: 32,
+        tie_word_embeddings: true,
+        initializer_range: 0.2,
+    };
+    let map = vqrae_train::init::SeededVarMap::new(3);
+    let lm = Llama::new(&cfg, map.var_builder(DType::F32, &Device::Cpu)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = dir.path().join("tiny.gguf");
+    let opts = GgufWriteOptions::like_smollm2();
+    write_llama_gguf(&gguf, &cfg, &lm.tensors(), &opts).unwrap();
+    let (dir_s, gguf_s) = (dir.path().to_str().unwrap(), gguf.to_str().unwrap());
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--dir",
+            dir_s,
+            "--row",
+            "gguf-decode",
+            "--iters",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        let BenchCommand::Run(a) = command(&args) else {
+            panic!("not run")
+        };
+        row_line(a, &Device::Cpu)
+    };
+
+    let line = run(&["--gguf", gguf_s, "--batch", "3", "--pp", "5", "--tg", "4"]).unwrap();
+    let mut keys: Vec<&str> = line
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    keys.sort_unstable();
+    let fields = [
+        "batch",
+        "device",
+        "dtype",
+        "gguf",
+        "impl",
+        "iters",
+        "peak_rss_mib",
+        "per_sec",
+        "pp",
+        "row",
+        "seconds_per_iter",
+        "tg",
+        "threads",
+        "unit",
+    ];
+    assert_eq!(keys, fields, "{line}");
+    assert_eq!(
+        (&line["row"], &line["unit"], &line["dtype"], &line["gguf"]),
+        (
+            &"gguf_decode".into(),
+            &"tokens/s".into(),
+            &"q4_1".into(),
+            &"tiny.gguf".into()
+        )
+    );
+    assert_eq!(
+        (&line["batch"], &line["pp"], &line["tg"], &line["iters"]),
+        (&3.into(), &5.into(), &4.into(), &1.into())
+    );
+    let (per_sec, secs) = (
+        line["per_sec"].as_f64().unwrap(),
+        line["seconds_per_iter"].as_f64().unwrap(),
+    );
+    assert!((per_sec * secs - 12.0).abs() < 1e-6, "{line}");
+
+    // past the context (32), no file, no sizes: errors that say so
+    let err = run(&["--gguf", gguf_s, "--pp", "30", "--tg", "4"]).unwrap_err();
+    assert!(format!("{err:#}").contains("context"), "{err:#}");
+    let missing = dir.path().join("none.gguf");
+    let err = run(&["--gguf", missing.to_str().unwrap()]).unwrap_err();
+    assert!(format!("{err:#}").contains("no such file"), "{err:#}");
+    let err = run(&["--gguf", gguf_s, "--pp", "0"]).unwrap_err();
+    assert!(format!("{err:#}").contains("--pp"), "{err:#}");
+}

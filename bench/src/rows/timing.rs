@@ -85,3 +85,28 @@ pub(crate) fn time(
     }
     Ok((iters, secs))
 }
+
+/// [`time`] for a call that times only part of itself (untimed setup, then the timed work):
+/// `f` returns its timed part's seconds, ending with the device synchronised. The same calls
+/// as [`time`] (two untimed ones, the second sizing the run by its timed part; the budget's
+/// timed calls after them). The CUDA profiler's window is not offered (use rows timed whole).
+/// Returns `(timed calls, mean seconds of the timed part)`.
+pub(crate) fn time_part(
+    timing: Timing,
+    mut f: impl FnMut() -> Result<f64>,
+) -> Result<(usize, f64)> {
+    if timing.profile {
+        bail!("--profile is not offered for this row");
+    }
+    f()?;
+    let one = f()?.max(1e-6);
+    let iters = match timing.budget {
+        Budget::Iters(n) => n,
+        Budget::Seconds(s) => ((s / one).ceil() as usize).clamp(3, 1000),
+    };
+    let mut total = 0.0;
+    for _ in 0..iters {
+        total += f()?;
+    }
+    Ok((iters, total / iters as f64))
+}
