@@ -23,7 +23,7 @@ VERSION="0.3.16"
 SDIST="llama_cpp_python-$VERSION.tar.gz"
 SRC="$WORK/llama_cpp_python-$VERSION/vendor/llama.cpp"
 BUILD="$WORK/build"
-TARGETS=(llama-batched-bench llama-bench)
+TARGETS=(llama-batched-bench llama-bench llama-quantize)
 
 say() { echo "llamacpp-setup: $*" >&2; }
 die() { echo "llamacpp-setup: error: $*" >&2; exit 1; }
