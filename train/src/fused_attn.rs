@@ -123,7 +123,7 @@ fn with_slice<R>(what: &str, t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) ->
 }
 
 impl Attention {
-    /// Runs `f` with the mask's plane for row `row` (`None`: no mask).
+    /// Runs `f` with the flattened mask and whether it has a plane per row (`None`: no mask).
     fn with_mask<R>(&self, f: impl FnOnce(Option<(&[f32], bool)>) -> Result<R>) -> Result<R> {
         match &self.mask {
             None => f(None),
