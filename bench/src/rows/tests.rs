@@ -142,23 +142,10 @@ fn init_and_every_row_once() {
 fn gguf_decode_on_a_tiny_file() {
     use candle_core::DType;
     use vqrae_lm::gguf::{write_llama_gguf, GgufWriteOptions};
-    use vqrae_lm::{Llama, LlamaConfig};
+    use vqrae_lm::Llama;
 
-    // widths of whole Q4_1 / Q8_0 blocks (32)
-    let cfg = LlamaConfig {
-        vocab_size: 96,
-        hidden_size: 64,
-        intermediate_size: 96,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        num_key_value_heads: 2,
-        head_dim: None,
-        rms_norm_eps: 1e-5,
-        rope_theta: 10_000.0,
-        max_position_embeddings: 32,
-        tie_word_embeddings: true,
-        initializer_range: 0.2,
-    };
+    // widths of whole Q4_1 / Q8_0 blocks (32), a context of 32 positions
+    let cfg = vqrae_test_support::llava::tiny_llava_lm_config(32);
     let map = vqrae_train::init::SeededVarMap::new(3);
     let lm = Llama::new(&cfg, map.var_builder(DType::F32, &Device::Cpu)).unwrap();
     let dir = tempfile::tempdir().unwrap();
